@@ -1,0 +1,242 @@
+"""Configuration as data: the run's hyperparameters (shared by every node) and the neuron CLI.
+
+`HParams` holds every value that all nodes of a run must agree on (window length, codec,
+scoring). The subnet owner publishes it as JSON next to the dataset; nodes load it with
+`load_hparams` and may override leaf fields from the command line (useful for local tuning;
+a node that disagrees with the network on a protocol field simply falls out of sync).
+
+`NeuronConfig` is the per-process CLI in Bittensor's dotted style (`--wallet.name`, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROTOCOL_VERSION = 1  # bump on any change to artifact formats, keys or scoring semantics
+
+
+class HParams(BaseModel):
+    """Run hyperparameters. Every node of a run uses the same values (see `fingerprint`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # -- model and data
+    model_preset: str = Field("tiny", description="model size preset in template.model.PRESETS")
+    vocab_size: int = Field(8192, gt=0, le=1 << 20, description="tokenizer vocabulary size")
+    seq_len: int = Field(128, gt=0, le=1 << 16, description="tokens per training sample")
+    model_seed: int = Field(1234, description="seed of the deterministic initial weights")
+    data_seed: int = Field(7, description="seed of the (uid, window) -> sample ids assignment")
+    heldout_fraction: float = Field(
+        0.05, gt=0, lt=0.5, description="tail share of samples no miner is ever assigned (random eval batches)"
+    )
+
+    # -- inner optimisation (miner)
+    inner_steps: int = Field(8, gt=0, le=10_000, description="H: AdamW steps per window")
+    batch_size: int = Field(4, gt=0, le=4096, description="samples per inner step")
+    inner_lr: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate of the inner steps")
+    inner_weight_decay: float = Field(0.0, ge=0, le=1.0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, gt=0, description="max global grad norm per inner step")
+
+    # -- time (blocks come from the chain)
+    start_block: int = Field(0, ge=0, description="block at which window 0 starts")
+    blocks_per_window: int = Field(10, gt=0, le=100_000, description="window length in blocks")
+    upload_grace_s: float = Field(
+        2.0, ge=0, le=3600, description="seconds after the window's last block during which uploads still count"
+    )
+
+    # -- codec (SparseLoCo)
+    chunk_size: int = Field(64, gt=0, le=1024, description="chunk side: 2-D weights use chunk x chunk blocks")
+    topk: int = Field(64, gt=0, description="values kept per chunk (64 of 4096 by default)")
+    quant_bits: Literal[2] = Field(2, description="bits per kept value (4-entry value table)")
+    ef_beta: float = Field(0.95, ge=0, le=1, description="error-feedback decay beta")
+    outer_lr: float = Field(1.0, gt=0, le=100, description="alpha_outer of the outer SGD step")
+    max_upload_bytes: int = Field(64 << 20, gt=0, description="size cap of one gradient artifact")
+
+    # -- gather and scoring (validator)
+    num_peers: int = Field(8, gt=0, le=256, description="peers whose updates form the gather set")
+    num_eval_samples: int = Field(
+        8, gt=0, le=4096, description="samples per eval batch (assigned and random), chosen from score spread"
+    )
+    compliance_alpha: float = Field(
+        0.3, gt=0, le=1, description="EMA step of the data-compliance average (assigned beats random)"
+    )
+    compliance_threshold: float = Field(0.5, ge=0, le=1, description="compliance EMA below which score is 0")
+    copy_overlap_threshold: float = Field(
+        0.9, gt=0, le=1, description="index overlap above which a later upload counts as a copy"
+    )
+
+    # -- incentives
+    burn_rate: float = Field(0.1, ge=0, le=1, description="share of miner weight sent to the subnet owner's uid")
+    top_n_miners: int = Field(8, gt=0, le=4096, description="miners that receive weight, on a linear ramp")
+    weights_interval: int = Field(2, gt=0, le=10_000, description="windows between weight settings")
+    checkpoint_interval: int = Field(4, gt=0, le=10_000, description="windows between signed checkpoints")
+
+    @model_validator(mode="after")
+    def _check_codec(self) -> HParams:
+        if self.topk > self.chunk_size * self.chunk_size:
+            raise ValueError(f"topk must be <= chunk_size**2 ({self.chunk_size**2}), got {self.topk}")
+        return self
+
+    @property
+    def samples_per_window(self) -> int:
+        return self.inner_steps * self.batch_size
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON: nodes compare it to know they run the same protocol."""
+        blob = json.dumps({"protocol": PROTOCOL_VERSION, **self.model_dump()}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def format_validation_error(err: ValidationError, what: str) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or what
+        value = e.get("input")
+        parts.append(f"{field}: {e['msg']} (got {value!r})")
+    return f"invalid {what}: " + "; ".join(parts)
+
+
+def load_hparams(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> HParams:
+    """Load hparams from a JSON file (or defaults) and apply overrides; raise ValueError naming the field."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read hparams file {path}: {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"hparams file {path} must hold a JSON object")
+    data.update(overrides or {})
+    try:
+        return HParams(**data)
+    except ValidationError as e:
+        raise ValueError(format_validation_error(e, "hparams")) from e
+
+
+def parse_hparam_overrides(items: list[str]) -> dict[str, Any]:
+    """`["topk=32", "outer_lr=0.5"]` -> dict, values parsed as JSON when they parse, else strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--hparam expects name=value, got {item!r}")
+        name, raw = item.split("=", 1)
+        if name not in HParams.model_fields:
+            raise ValueError(f"--hparam: unknown field {name!r}; known: {', '.join(HParams.model_fields)}")
+        try:
+            out[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[name] = raw
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Neuron CLI
+
+
+class WalletConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("default", min_length=1, description="coldkey wallet name under wallet.path")
+    hotkey: str = Field("default", min_length=1, description="hotkey name inside the wallet")
+    path: str = Field("~/.bittensor/wallets", description="folder holding wallets (btcli layout)")
+
+
+class SubtensorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    network: str = Field(
+        "local", description="finney | test | local (this project's localnet) | ws:// or http:// endpoint"
+    )
+    chain_endpoint: str | None = Field(None, description="explicit endpoint; overrides the network's default")
+
+
+class StorageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str | None = Field(None, description="S3 endpoint URL of this neuron's bucket")
+    bucket: str | None = Field(None, description="this neuron's bucket")
+    region: str = Field("us-east-1", description="S3 region (auto for R2)")
+    dataset_endpoint: str | None = Field(None, description="S3 endpoint of the dataset bucket")
+    dataset_bucket: str = Field("dataset", description="bucket holding shards/ and hparams.json")
+    credentials_file: str | None = Field(
+        None, description="JSON file with write and read keys; else env S3_WRITE_KEY_ID etc."
+    )
+
+
+class LoggingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    debug: bool = Field(False, description="log per-peer detail")
+    trace: bool = Field(False, description="log everything")
+    logging_dir: str | None = Field(None, description="also write logs to this folder")
+
+
+class NeuronConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["miner", "validator"]
+    netuid: int = Field(1, ge=0, le=65535, description="subnet id")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto | cpu | cuda[:N]")
+    num_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads (0: torch's default)")
+    state_dir: str = Field("~/.sparseloco", description="where local state (EF buffers, ratings) is kept")
+    hparams_file: str | None = Field(None, description="hparams JSON; default: the dataset bucket's hparams.json")
+    hparam_overrides: dict[str, Any] = Field(default_factory=dict)
+    max_windows: int | None = Field(None, ge=1, description="stop after this many windows (testing)")
+    metrics_file: str | None = Field(None, description="append per-window metrics as JSON lines here")
+    mode: str = Field("honest", description="miner behaviour; anything but honest is for incentive tests only")
+    wallet: WalletConfig = Field(default_factory=WalletConfig)
+    subtensor: SubtensorConfig = Field(default_factory=SubtensorConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+_DOTTED: dict[str, tuple[str, type, str]] = {}
+
+
+def _add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], prefix: str) -> None:
+    for name, field in model.model_fields.items():
+        if name in ("role", "hparam_overrides"):
+            continue
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            _add_model_flags(parser, ann, f"{prefix}{name}.")
+            continue
+        flag = f"--{prefix}{name}"
+        dest = f"{prefix}{name}".replace(".", "__")
+        if ann is bool:
+            parser.add_argument(flag, dest=dest, action="store_true", default=None, help=field.description)
+        else:
+            parser.add_argument(flag, dest=dest, default=None, help=field.description)
+
+
+def build_parser(role: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"neurons/{role}.py", description=f"sparseloco subnet {role}")
+    _add_model_flags(parser, NeuronConfig, "")
+    parser.add_argument(
+        "--hparam", action="append", default=[], metavar="NAME=VALUE", help="override one hparam (repeatable)"
+    )
+    return parser
+
+
+def parse_neuron_args(role: Literal["miner", "validator"], argv: list[str] | None = None) -> NeuronConfig:
+    """Parse dotted flags into a validated NeuronConfig; exit with a message naming the bad field."""
+    parser = build_parser(role)
+    ns = parser.parse_args(argv)
+    tree: dict[str, Any] = {"role": role}
+    for dest, value in vars(ns).items():
+        if value is None or dest == "hparam":
+            continue
+        node = tree
+        *parents, leaf = dest.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        tree["hparam_overrides"] = parse_hparam_overrides(ns.hparam)
+        return NeuronConfig(**tree)
+    except ValidationError as e:
+        parser.error(format_validation_error(e, f"{role} flags"))
+    except ValueError as e:
+        parser.error(str(e))
+    raise AssertionError("unreachable")
