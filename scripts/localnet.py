@@ -1,0 +1,302 @@
+"""The whole network on one machine: chain, SeaweedFS, miners (honest and hostile), validators.
+
+    python scripts/localnet.py --miners 3 --validators 1 --windows 12 \
+        --adversaries idle,noise,copycat,replay,lazy,late,malformed,negator --out runs/demo
+
+Starts a SeaweedFS S3 server and the localnet chain node, creates wallets, creates and
+starts a subnet tuned for a short run, funds/registers/stakes, prepares the demo dataset,
+publishes the run's hparams, launches every neuron as its own process exactly as a user
+would, runs K windows (optionally with --chaos restarts), stops everything and writes a
+report (report.json, tables, PNG plots) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bittensor_wallet import Keypair, Wallet  # noqa: E402
+from loguru import logger  # noqa: E402
+
+from scripts.localnet_report import build_report, print_report, save_plots  # noqa: E402
+from scripts.prepare_data import prepare_dataset, upload_dataset  # noqa: E402
+from storage import layout  # noqa: E402
+from storage.credentials import BucketAccess  # noqa: E402
+from storage.s3 import S3Client  # noqa: E402
+from storage.seaweed import SeaweedServer, admin_identity, neuron_identities  # noqa: E402
+from template.adversaries import STRATEGIES  # noqa: E402
+from template.chain.localnet.client import LocalnetClient  # noqa: E402
+from template.chain.localnet.node import start_localnet_process  # noqa: E402
+from template.config import HParams  # noqa: E402
+from template.logging_setup import setup_logging  # noqa: E402
+
+# Localnet subnet settings for a short run: several epochs within a few windows, every
+# neuron's weights count at once. Real networks keep their own values.
+SUBNET_HPARAMS = {
+    "commit_reveal_weights_enabled": False,
+    "weights_rate_limit": 1,
+    "activity_cutoff": 5000,
+    "immunity_period": 5000,
+    "min_allowed_weights": 1,
+    "max_weight_limit": 65535,
+}
+
+
+@dataclass
+class Neuron:
+    name: str
+    role: str  # miner | validator | owner
+    kind: str  # honest | idle | ... | validator | owner
+    wallet: Wallet
+    bucket: str
+    creds_file: Path | None = None
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    log: Path | None = None
+    cmd: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--miners", type=int, default=3, help="honest miners")
+    p.add_argument("--validators", type=int, default=1)
+    p.add_argument("--windows", type=int, default=12)
+    p.add_argument("--adversaries", default="", help=f"comma list of: {','.join(sorted(STRATEGIES))}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
+    p.add_argument("--run-dir", default=None, help="working folder (default: runs/<time>)")
+    p.add_argument("--block-time", type=float, default=1.0, help="seconds per localnet block")
+    p.add_argument("--blocks-per-window", type=int, default=20)
+    p.add_argument("--tempo", type=int, default=None, help="blocks per epoch (default: 2 windows)")
+    p.add_argument("--chaos", action="store_true", help="kill -9 and restart a validator, a miner and SeaweedFS")
+    p.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help="override a run hparam")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per neuron")
+    args = p.parse_args(argv)
+    kinds = [k for k in args.adversaries.split(",") if k]
+    unknown = [k for k in kinds if k not in STRATEGIES]
+    if unknown:
+        p.error(f"unknown adversaries {unknown}; choose from {sorted(STRATEGIES)}")
+    args.adversary_kinds = kinds
+    if args.miners + len(kinds) < 1 or args.validators < 1:
+        p.error("need at least one miner and one validator")
+    return args
+
+
+def make_wallet(path: Path, name: str) -> Wallet:
+    w = Wallet(name=name, hotkey="default", path=str(path))
+    w.create_if_non_existent(coldkey_use_password=False, hotkey_use_password=False, suppress=True)
+    return w
+
+
+def plan_neurons(args, wallets_dir: Path) -> list[Neuron]:
+    neurons = [Neuron("owner", "owner", "owner", make_wallet(wallets_dir, "owner"), "dataset")]
+    for i in range(args.validators):
+        neurons.append(Neuron(f"validator{i}", "validator", "validator", make_wallet(wallets_dir, f"validator{i}"),
+                              f"validator{i}"))
+    for i in range(args.miners):
+        neurons.append(Neuron(f"miner{i}", "miner", "honest", make_wallet(wallets_dir, f"miner{i}"), f"miner{i}"))
+    for i, kind in enumerate(args.adversary_kinds):
+        neurons.append(Neuron(f"{kind}{i}", "miner", kind, make_wallet(wallets_dir, f"{kind}{i}"), f"{kind}{i}"))
+    return neurons
+
+
+def write_credentials(run_dir: Path, neurons: list[Neuron], endpoint: str, idents: dict) -> None:
+    for n in neurons:
+        write, read = idents[n.bucket]
+        n.creds_file = run_dir / "credentials" / f"{n.name}.json"
+        n.creds_file.parent.mkdir(parents=True, exist_ok=True)
+        n.creds_file.write_text(json.dumps({
+            "endpoint": endpoint, "bucket": n.bucket, "write_key_id": write.access_key,
+            "write_secret": write.secret_key, "read_key_id": read.access_key, "read_secret": read.secret_key}))
+        os.chmod(n.creds_file, 0o600)
+
+
+def setup_chain(chain: LocalnetClient, neurons: list[Neuron], args) -> int:
+    """Fund, create and start the subnet, register everyone, stake validators."""
+    alice = Keypair.create_from_uri("//Alice")
+    for n in neurons:
+        chain.transfer(alice, n.wallet.coldkeypub.ss58_address, 10_000.0)
+    owner = neurons[0]
+    netuid = chain.register_network(owner.wallet.coldkey, owner.wallet.hotkey.ss58_address)
+    tempo = args.tempo or 2 * args.blocks_per_window
+    for name, value in {**SUBNET_HPARAMS, "tempo": tempo}.items():
+        chain.set_hyperparameter(owner.wallet.coldkey, netuid, name, value)
+    chain.start_call(owner.wallet.coldkey, netuid)
+    for n in neurons[1:]:
+        chain.burned_register(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid)
+    for i, n in enumerate(n for n in neurons if n.role == "validator"):
+        chain.add_stake(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid, 2000.0 - 100.0 * i)
+    return netuid
+
+
+def publish_dataset(chain, seaweed_endpoint, idents, owner: Neuron, netuid, hp: HParams, data_dir, cache_dir):
+    write, read = idents["dataset"]
+    client = S3Client(seaweed_endpoint, write.access_key, write.secret_key)
+    client.ensure_bucket("dataset")
+    manifest = prepare_dataset(data_dir, seq_len=hp.seq_len, vocab_size=hp.vocab_size, cache_dir=cache_dir,
+                               heldout_fraction=hp.heldout_fraction)
+    upload_dataset(client, "dataset", data_dir, manifest)
+    client.put("dataset", layout.hparams_key(), json.dumps(hp.model_dump(), indent=1).encode())
+    access = BucketAccess(endpoint=seaweed_endpoint, bucket="dataset", access_key_id=read.access_key,
+                          secret_access_key=read.secret_key)
+    res = chain.set_commitment(owner.wallet.hotkey, netuid, access.encode())
+    if not res.ok:
+        raise RuntimeError(f"owner commitment refused: {res.error}")
+    return manifest
+
+
+def launch(n: Neuron, args, run_dir: Path, endpoint: str, netuid: int) -> None:
+    script = "validator.py" if n.role == "validator" else "miner.py"
+    n.cmd = [sys.executable, str(ROOT / "neurons" / script), "--wallet.name", n.wallet.name, "--wallet.hotkey",
+             "default", "--wallet.path", str(run_dir / "wallets"), "--netuid", str(netuid),
+             "--subtensor.network", "local", "--subtensor.chain_endpoint", endpoint,
+             "--storage.credentials_file", str(n.creds_file), "--state_dir", str(run_dir / "state"),
+             "--metrics_file", str(run_dir / "metrics" / f"{n.name}.jsonl"), "--device", "cpu",
+             "--num_threads", str(args.threads)]
+    if n.role == "miner" and n.kind != "honest":
+        n.cmd += ["--mode", n.kind]
+    start_process(n, run_dir)
+
+
+def start_process(n: Neuron, run_dir: Path) -> None:
+    n.log = run_dir / "logs" / f"{n.name}.log"
+    n.log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    with n.log.open("a") as f:
+        n.proc = subprocess.Popen(n.cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def stop_process(n: Neuron, sig: int = signal.SIGTERM, wait_s: float = 15.0) -> None:
+    if n.proc is None or n.proc.poll() is not None:
+        return
+    n.proc.send_signal(sig)
+    try:
+        n.proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        n.proc.kill()
+        n.proc.wait()
+
+
+def chaos_events(args, hp: HParams) -> dict[int, str]:
+    """window -> what to break at its start (each thing once, spread over the run)."""
+    if not args.chaos or args.windows < 4:
+        return {}
+    k = args.windows
+    return {max(1, k // 4): "kill_miner", max(2, k // 2): "restart_seaweed", max(3, (3 * k) // 4): "kill_validator"}
+
+
+def run_chaos(event: str, neurons: list[Neuron], seaweed: SeaweedServer, run_dir: Path, log: list[str]) -> None:
+    if event == "restart_seaweed":
+        seaweed.restart()
+        log.append(f"restarted SeaweedFS at {time.strftime('%H:%M:%S')}")
+        return
+    role = "miner" if event == "kill_miner" else "validator"
+    victim = next(n for n in neurons if n.role == role and n.kind in ("honest", "validator"))
+    victim.proc.kill()  # kill -9: no chance to clean up
+    victim.proc.wait()
+    time.sleep(2.0)
+    start_process(victim, run_dir)
+    victim.restarts += 1
+    log.append(f"kill -9 and restart of {victim.name} at {time.strftime('%H:%M:%S')}")
+
+
+def wait_for_windows(chain, hp: HParams, args, neurons, seaweed, run_dir, events_log) -> None:
+    """Run until the validators finished window K-1 (or a generous time limit)."""
+    chaos = chaos_events(args, hp)
+    window_s = args.block_time * hp.blocks_per_window
+    limit = time.time() + (args.windows + 6) * window_s * 3 + 120
+    lead_metrics = run_dir / "metrics" / "validator0.jsonl"
+    while time.time() < limit:
+        block = chain.block()
+        current = (block - hp.start_block) // hp.blocks_per_window if block >= hp.start_block else -1
+        for w in [w for w in chaos if w <= current]:
+            run_chaos(chaos.pop(w), neurons, seaweed, run_dir, events_log)
+        if validator_windows_done(lead_metrics) >= args.windows:
+            return
+        dead = [n.name for n in neurons if n.proc is not None and n.proc.poll() not in (None, 0)]
+        if dead:
+            raise RuntimeError(f"neurons exited with an error: {dead}; see {run_dir / 'logs'}")
+        time.sleep(1.0)
+    raise TimeoutError(f"the validators did not finish {args.windows} windows in time; see {run_dir / 'logs'}")
+
+
+def validator_windows_done(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return len({json.loads(line)["window"] for line in path.read_text().splitlines() if line.strip()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(name="localnet")
+    run_dir = Path(args.run_dir or ROOT / "runs" / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    out_dir = Path(args.out).resolve() if args.out else run_dir / "report"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    neurons = plan_neurons(args, run_dir / "wallets")
+    idents = {n.bucket: neuron_identities(n.bucket) for n in neurons}
+    started = time.time()
+    events_log: list[str] = []
+    interrupted = False
+    with ExitStack() as stack:
+        seaweed = stack.enter_context(SeaweedServer(run_dir / "seaweed", [admin_identity()] +
+                                                    [i for pair in idents.values() for i in pair]))
+        endpoint, _ = stack.enter_context(start_localnet_process(run_dir / "chain.sqlite", block_time=args.block_time))
+        chain = LocalnetClient(endpoint)
+        chain.connect()
+        write_credentials(run_dir, neurons, seaweed.endpoint, idents)
+        for n in neurons:
+            w, _ = idents[n.bucket]
+            S3Client(seaweed.endpoint, w.access_key, w.secret_key).ensure_bucket(n.bucket)
+        netuid = setup_chain(chain, neurons, args)
+        logger.info(f"subnet {netuid} created; {len(neurons) - 1} neurons registered")
+        baseline = chain.metagraph(netuid)
+        overrides = dict(kv.split("=", 1) for kv in args.hparam)
+        overrides = {k: json.loads(v) for k, v in overrides.items()}
+        hp = HParams(blocks_per_window=args.blocks_per_window, data_seed=args.seed + 7, model_seed=args.seed + 1234,
+                     **overrides)
+        t0 = time.time()
+        manifest = publish_dataset(chain, seaweed.endpoint, idents, neurons[0], netuid, hp, run_dir / "data",
+                                   ROOT / "runs" / "cache")
+        logger.info(f"dataset ready: {manifest.num_samples} samples in {time.time() - t0:.1f} s")
+        # window 0 starts once every process had time to import torch and load the data
+        margin_blocks = int(40 / args.block_time) + len(neurons) * int(3 / args.block_time)
+        hp = hp.model_copy(update={"start_block": chain.block() + margin_blocks})
+        S3Client(seaweed.endpoint, idents["dataset"][0].access_key, idents["dataset"][0].secret_key).put(
+            "dataset", layout.hparams_key(), json.dumps(hp.model_dump(), indent=1).encode())
+        for n in neurons[1:]:
+            launch(n, args, run_dir, endpoint, netuid)
+        logger.info(f"{len(neurons) - 1} neurons launched; window 0 starts at block {hp.start_block}")
+        try:
+            wait_for_windows(chain, hp, args, neurons, seaweed, run_dir, events_log)
+        except KeyboardInterrupt:
+            interrupted = True
+            logger.warning("interrupted: stopping every process")
+        finally:
+            for n in neurons:
+                stop_process(n)
+        lead_write = idents["validator0"][0]
+        checkpoints = [o.key for o in S3Client(seaweed.endpoint, lead_write.access_key, lead_write.secret_key)
+                       .list("validator0", layout.checkpoint_prefix())]
+        report = build_report(chain.metagraph(netuid), baseline, neurons, run_dir, args, events_log,
+                              checkpoints=checkpoints, wall_s=time.time() - started, interrupted=interrupted)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    save_plots(report, out_dir)
+    print_report(report)
+    logger.info(f"report written to {out_dir}")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

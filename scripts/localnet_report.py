@@ -1,0 +1,109 @@
+"""The localnet run's report: loss per window, and per neuron what it earned and why.
+
+Inputs are the validators' metrics files (JSON lines) and two metagraph snapshots (after
+setup and at the end); outputs are a dict (report.json), printed tables and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    latest: dict[int, dict] = {}
+    for r in rows:  # a restarted validator may redo a window: keep the last word on it
+        latest[r["window"]] = r
+    return [latest[w] for w in sorted(latest)]
+
+
+def build_report(mg, baseline, neurons, run_dir: Path, args, events: list[str], *, checkpoints: list[str],
+                 wall_s: float, interrupted: bool) -> dict:
+    rows = read_rows(run_dir / "metrics" / "validator0.jsonl")
+    loss = [r["eval/heldout_loss"] for r in rows]
+    rejections: Counter[str] = Counter()
+    for r in rows:
+        rejections.update(m["reason"] for m in r["miners"].values() if m["reason"])
+    last_miners = rows[-1]["miners"] if rows else {}
+    base_stake = {hk: baseline.stake[u] for u, hk in enumerate(baseline.hotkeys)}
+    validator_uids = [mg.uid_of(n.wallet.hotkey.ss58_address) for n in neurons if n.role == "validator"]
+    out = []
+    for n in neurons:
+        hk = n.wallet.hotkey.ss58_address
+        uid = mg.uid_of(hk)
+        if uid is None:
+            continue
+        weights = [dict(mg.weights.get(v, [])).get(uid, 0.0) for v in validator_uids if v is not None]
+        rating = last_miners.get(str(uid), {}).get("rating")
+        out.append({
+            "uid": uid, "hotkey": hk, "name": n.name, "role": n.role, "kind": n.kind,
+            "weight": sum(weights) / len(weights) if weights else 0.0,
+            "incentive": mg.incentive[uid], "dividends": mg.dividends[uid],
+            "emission_alpha": mg.stake[uid] - base_stake.get(hk, 0.0),
+            "rating": rating if rating is not None else 0.0, "restarts": n.restarts,
+        })
+    first, final = (loss[0], loss[-1]) if loss else (None, None)
+    return {
+        "windows": len(rows), "loss": loss,
+        "loss_drop": (first - final) / first if loss and first else None,
+        "neurons": out, "rejections": dict(rejections), "checkpoints": checkpoints,
+        "events": events, "wall_s": round(wall_s, 1), "interrupted": interrupted,
+        "config": {"miners": args.miners, "validators": args.validators, "windows": args.windows,
+                   "adversaries": args.adversary_kinds, "seed": args.seed, "chaos": args.chaos},
+    }
+
+
+def format_report(report: dict) -> str:
+    lines = [f"windows: {report['windows']}   wall time: {report['wall_s']} s"]
+    if report["loss"]:
+        lines.append("held-out loss per window: " + " ".join(f"{x:.3f}" for x in report["loss"]))
+        lines.append(f"loss drop: {100 * (report['loss_drop'] or 0):.1f}%")
+    lines.append("")
+    lines.append(f"{'uid':>3} {'name':<12} {'role':<9} {'kind':<10} {'weight':>7} {'incent':>7} "
+                 f"{'divs':>7} {'alpha':>10} {'rating':>7}")
+    for n in sorted(report["neurons"], key=lambda n: n["uid"]):
+        lines.append(f"{n['uid']:>3} {n['name']:<12} {n['role']:<9} {n['kind']:<10} {n['weight']:>7.3f} "
+                     f"{n['incentive']:>7.3f} {n['dividends']:>7.3f} {n['emission_alpha']:>10.3f} "
+                     f"{n['rating']:>7.2f}")
+    lines.append("")
+    lines.append("rejections: " + (", ".join(f"{k}={v}" for k, v in sorted(report["rejections"].items())) or "none"))
+    lines.append(f"checkpoints: {len(report['checkpoints'])}")
+    for e in report["events"]:
+        lines.append(f"event: {e}")
+    return "\n".join(lines)
+
+
+def print_report(report: dict) -> None:
+    print(format_report(report), flush=True)
+
+
+def save_plots(report: dict, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(len(report["loss"])), report["loss"], marker="o")
+    ax.set_xlabel("window")
+    ax.set_ylabel("held-out loss of the global model")
+    ax.set_title("Global model loss")
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss.png", dpi=100)
+    plt.close(fig)
+    neurons = sorted(report["neurons"], key=lambda n: n["uid"])
+    fig, ax = plt.subplots(figsize=(max(6, len(neurons) * 0.6), 3.5))
+    colors = {"miner": "tab:blue", "validator": "tab:green", "owner": "tab:gray"}
+    ax.bar([f"{n['uid']}:{n['kind']}" for n in neurons], [n["emission_alpha"] for n in neurons],
+           color=[colors.get(n["role"], "tab:red") if n["kind"] in ("honest", "validator", "owner") else "tab:red"
+                  for n in neurons])
+    ax.set_ylabel("alpha earned")
+    ax.set_title("Emission per neuron (red: hostile)")
+    ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    fig.savefig(out_dir / "emission.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,129 @@
+"""Hostile miners, for testing the incentives only (`--mode KIND`; scripts/localnet.py --adversaries).
+
+Each behaviour is an UploadStrategy for template.miner.run: it decides what bytes (if any)
+to upload for a window. The honest miner never calls into this module.
+
+idle       registered, never uploads
+noise      a random update of the right shapes, honestly encoded and signed
+copycat    waits for another miner's upload of the window, re-signs it as its own
+replay     re-uploads the update it made in an earlier window, re-signed for this one
+lazy       trains on samples other than its assignment (claims the right receipt)
+late       an honest update, uploaded after the deadline
+malformed  a broken payload (cycling through truncation, garbage, NaN values)
+negator    the negated honest update
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from loguru import logger
+
+from storage import layout
+from storage.s3 import Status
+from template.artifacts import read_tensor_artifact
+from template.config import NeuronConfig
+from template.data import sample_ids
+from template.miner import (
+    Miner,
+    TrainResult,
+    WindowPlan,
+    build_artifact,
+    encode_update,
+    run,
+    train_inner_steps,
+)
+from template.neuron import miner_uids
+from template.sparseloco import compress
+
+_memory: dict[str, object] = {}
+
+
+def idle(m: Miner, plan: WindowPlan, base_fp: str):
+    return None, None
+
+
+def noise(m: Miner, plan: WindowPlan, base_fp: str):
+    gen = torch.Generator().manual_seed(plan.window * 7919 + m.uid)
+    delta = {n: torch.randn(s, generator=gen) * 1e-3 for n, s in m.gm.shapes().items()}
+    wire, _ = compress(delta, None, m.gm.codec, m.hp.ef_beta)
+    return build_artifact(m, plan, wire, base_fp), None
+
+
+def negator(m: Miner, plan: WindowPlan, base_fp: str):
+    result = train_inner_steps(m, plan)
+    wire = encode_update(m, {n: -d for n, d in result.delta.items()})
+    return build_artifact(m, plan, wire, base_fp), result
+
+
+def lazy(m: Miner, plan: WindowPlan, base_fp: str):
+    # someone else's samples (another uid's slice): cheap to get, not what was assigned
+    other = sample_ids(m.uid + 97, plan.window, m.hp.data_seed, len(plan.sample_ids), m.num_train)
+    result = train_inner_steps(m, plan, ids=other)
+    wire = encode_update(m, result.delta)
+    return build_artifact(m, plan, wire, base_fp), result
+
+
+def replay(m: Miner, plan: WindowPlan, base_fp: str):
+    if "replay_wire" not in _memory:
+        result = train_inner_steps(m, plan)
+        _memory["replay_wire"] = encode_update(m, result.delta)
+        return build_artifact(m, plan, _memory["replay_wire"], base_fp), result
+    return build_artifact(m, plan, _memory["replay_wire"], base_fp), None
+
+
+def copycat(m: Miner, plan: WindowPlan, base_fp: str):
+    """Poll the other miners' buckets until one uploads this window, then re-sign its tensors."""
+    key = layout.gradient_key(plan.window)
+    while not m.stop.is_set() and m.chain.block() <= plan.deadline_block:
+        m.peers.refresh()
+        mg = m.chain.metagraph(m.cfg.netuid)
+        for uid in miner_uids(mg):
+            if uid == m.uid:
+                continue
+            res = m.peers.get(mg.hotkeys[uid], key, max_bytes=m.hp.max_upload_bytes)
+            if res is not None and res.status is Status.OK:
+                try:
+                    art = read_tensor_artifact(res.data, kind="gradient", max_bytes=m.hp.max_upload_bytes)
+                except ValueError:
+                    continue
+                logger.info(f"copycat: re-signing uid {uid}'s update")
+                return build_artifact(m, plan, art.tensors, base_fp), None
+        time.sleep(0.5)
+    return None, None
+
+
+def late(m: Miner, plan: WindowPlan, base_fp: str):
+    result = train_inner_steps(m, plan)
+    data = build_artifact(m, plan, encode_update(m, result.delta), base_fp)
+    m.clock.wait_past_deadline(plan.window, m.stop)
+    time.sleep(1.5)
+    m.bucket.client.put(m.bucket.access.bucket, layout.gradient_key(plan.window), data)
+    logger.info("late: uploaded after the deadline")
+    return None, result
+
+
+def malformed(m: Miner, plan: WindowPlan, base_fp: str):
+    result = train_inner_steps(m, plan)
+    wire = encode_update(m, result.delta)
+    kind = plan.window % 3
+    if kind == 0:
+        data = build_artifact(m, plan, wire, base_fp)
+        return data[: len(data) // 2], result  # truncated
+    if kind == 1:
+        return b"\x80\x04\x95" + bytes(range(256)) * 4, result  # pickle-looking garbage
+    bad = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v) for k, v in wire.items()}
+    return build_artifact(m, plan, bad, base_fp), result  # NaN value tables
+
+
+STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, malformed, negator)}
+
+
+def run_hostile(cfg: NeuronConfig) -> None:
+    if cfg.mode not in STRATEGIES:
+        raise ValueError(f"--mode must be honest or one of {sorted(STRATEGIES)}, got {cfg.mode!r}")
+    run(cfg, strategy=STRATEGIES[cfg.mode])
+
+
+__all__ = ["STRATEGIES", "run_hostile", "TrainResult"]

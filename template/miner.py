@@ -1,0 +1,311 @@
+"""The miner loop (DESIGN section 4): train H inner steps, compress, upload, follow the records.
+
+`run(cfg)` restores, then for each window calls `run_window`, a flat list of named steps.
+Hostile behaviours for incentive tests plug in through `UploadStrategy` (scripts/hostile_miner.py);
+the honest path below never branches on them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from bittensor_wallet import Keypair
+from loguru import logger
+from tqdm import tqdm
+
+from storage import layout
+from template import state as local_state
+from template.artifacts import write_tensor_artifact
+from template.config import NeuronConfig
+from template.data import TokenDataset, data_receipt, fetch_dataset, sample_ids
+from template.model import autocast_context
+from template.neuron import (
+    OwnBucket,
+    PeerDirectory,
+    SetupError,
+    StopFlag,
+    WindowClock,
+    append_metrics,
+    fetch_run_hparams,
+    lead_validator,
+    load_own_bucket,
+    load_wallet,
+    pick_device,
+    publish_commitment,
+)
+from template.sparseloco import compress
+from template.sync import GlobalModel, catch_up, newest_checkpoint, resync
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    window: int
+    uid: int
+    sample_ids: list[int]
+    deadline_block: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    delta: dict[str, torch.Tensor]
+    mean_loss: float
+    tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    key: str | None
+    nbytes: int
+    seconds: float
+    on_time: bool
+
+
+@dataclass
+class Miner:
+    """Long-lived parts of a running miner. Per-window values travel as arguments."""
+
+    cfg: NeuronConfig
+    hotkey: Keypair
+    uid: int
+    chain: object
+    clock: WindowClock
+    peers: PeerDirectory
+    bucket: OwnBucket
+    dataset: TokenDataset
+    num_train: int
+    gm: GlobalModel
+    device: torch.device
+    state_dir: Path
+    optimizer: torch.optim.Optimizer
+    ef: dict[str, torch.Tensor] = field(default_factory=dict)
+    stop: StopFlag = field(default_factory=StopFlag)
+
+    @property
+    def hp(self):
+        return self.gm.hparams
+
+
+# -- start-up ------------------------------------------------------------------------------------
+
+
+def build_miner(cfg: NeuronConfig) -> Miner:
+    _, hotkey = load_wallet(cfg)
+    chain = connect(cfg)
+    mg = chain.metagraph(cfg.netuid)
+    uid = mg.uid_of(hotkey.ss58_address)
+    if uid is None:
+        raise SetupError(
+            f"hotkey {hotkey.ss58_address} is not registered on netuid {cfg.netuid}. Register it with "
+            f"`btcli subnet register --netuid {cfg.netuid} --wallet.name {cfg.wallet.name} "
+            f"--wallet.hotkey {cfg.wallet.hotkey}` (localnet: python -m template.chain.localnet register)"
+        )
+    bucket = load_own_bucket(cfg)
+    publish_commitment(chain, hotkey, cfg.netuid, bucket.access)
+    peers = PeerDirectory(chain, cfg.netuid)
+    peers.refresh()
+    hp = fetch_run_hparams(cfg, peers, mg.owner_hotkey)
+    state_dir = Path(cfg.state_dir).expanduser() / f"miner-{hotkey.ss58_address[:16]}"
+    found = peers.client(mg.owner_hotkey)
+    if found is None:
+        raise SetupError("the subnet owner has published no dataset commitment; cannot load data")
+    manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset")
+    if manifest.seq_len != hp.seq_len or manifest.vocab_size > hp.vocab_size:
+        raise SetupError(f"dataset (seq_len {manifest.seq_len}, vocab {manifest.vocab_size}) does not fit hparams")
+    device = pick_device(cfg.device)
+    gm = GlobalModel.initial(hp, device)
+    opt = torch.optim.AdamW(gm.model.parameters(), lr=hp.inner_lr, weight_decay=hp.inner_weight_decay)
+    miner = Miner(cfg=cfg, hotkey=hotkey, uid=uid, chain=chain, clock=WindowClock(chain, hp), peers=peers,
+                  bucket=bucket, dataset=dataset, num_train=manifest.heldout_start, gm=gm, device=device,
+                  state_dir=state_dir, optimizer=opt)
+    restore_local_state(miner)
+    logger.info(f"miner uid {uid} on netuid {cfg.netuid}, device {device}, hparams {hp.fingerprint()[:12]}")
+    return miner
+
+
+def connect(cfg: NeuronConfig):
+    from template.chain import make_chain
+
+    chain = make_chain(cfg.subtensor.network, cfg.subtensor.chain_endpoint)
+    chain.connect()
+    return chain
+
+
+def restore_local_state(m: Miner) -> None:
+    """Error feedback and inner optimizer state survive restarts (saved after every upload)."""
+    ef = local_state.load_tensors(m.state_dir / "ef.safetensors")
+    if ef is not None and set(ef) == set(m.gm.shapes()):
+        m.ef = {k: v.to(m.device) for k, v in ef.items()}
+        logger.info("restored error-feedback buffer")
+    if local_state.load_optimizer(m.state_dir / "optimizer.safetensors", m.optimizer):
+        logger.info("restored inner optimizer state")
+
+
+def save_local_state(m: Miner) -> None:
+    local_state.save_tensors(m.state_dir / "ef.safetensors", m.ef)
+    local_state.save_optimizer(m.state_dir / "optimizer.safetensors", m.optimizer)
+
+
+# -- the window ---------------------------------------------------------------------------------
+
+
+def plan_window(m: Miner, window: int) -> WindowPlan:
+    ids = sample_ids(m.uid, window, m.hp.data_seed, m.hp.samples_per_window, m.num_train)
+    return WindowPlan(window=window, uid=m.uid, sample_ids=ids, deadline_block=m.clock.last_block(window))
+
+
+def train_inner_steps(m: Miner, plan: WindowPlan, ids: list[int] | None = None) -> TrainResult:
+    """H AdamW steps from theta_w on the assigned samples; returns delta = theta_w - theta_local."""
+    ids = plan.sample_ids if ids is None else ids
+    model, hp = m.gm.model, m.hp
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    losses, start = [], time.perf_counter()
+    steps = tqdm(range(hp.inner_steps), desc=f"window {plan.window}", leave=False, disable=None)
+    for step in steps:
+        batch = m.dataset.batch(ids[step * hp.batch_size : (step + 1) * hp.batch_size]).to(m.device)
+        with autocast_context(m.device):
+            _, loss = model(batch[:, :-1], batch[:, 1:])
+        m.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
+        m.optimizer.step()
+        losses.append(loss.item())
+        steps.set_postfix(loss=f"{losses[-1]:.3f}")
+    with torch.no_grad():
+        delta = {n: (base[n] - p.detach()).float() for n, p in model.named_parameters()}
+        for n, p in model.named_parameters():
+            p.copy_(base[n])  # back to theta_w: the model only moves through records
+    seconds = time.perf_counter() - start
+    mean = sum(losses) / len(losses) if losses else math.nan
+    return TrainResult(delta=delta, mean_loss=mean, tokens=len(ids) * hp.seq_len, seconds=seconds)
+
+
+def encode_update(m: Miner, delta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    wire, m.ef = compress(delta, m.ef or None, m.gm.codec, m.hp.ef_beta)
+    return wire
+
+
+def build_artifact(m: Miner, plan: WindowPlan, wire: dict[str, torch.Tensor], base_fingerprint: str,
+                   receipt_ids: list[int] | None = None) -> bytes:
+    codec = m.gm.codec
+    return write_tensor_artifact(
+        wire, kind="gradient", window=plan.window, keypair=m.hotkey,
+        fields={
+            "uid": m.uid,
+            "base_fingerprint": base_fingerprint,
+            "data_receipt": data_receipt(plan.sample_ids if receipt_ids is None else receipt_ids),
+            "num_inner_steps": m.hp.inner_steps,
+            "codec": {"chunk_size": codec.chunk_size, "topk": codec.topk, "bits": codec.bits},
+        },
+    )
+
+
+def upload_update(m: Miner, plan: WindowPlan, data: bytes, *, allow_late: bool = False) -> UploadResult:
+    """Upload before the deadline; an upload that cannot count is not sent (saves bandwidth)."""
+    if m.chain.block() > plan.deadline_block and not allow_late:
+        logger.warning(f"window {plan.window}: training finished after the window closed; not uploading")
+        return UploadResult(key=None, nbytes=0, seconds=0.0, on_time=False)
+    key = layout.gradient_key(plan.window)
+    start = time.perf_counter()
+    m.bucket.client.put(m.bucket.access.bucket, key, data)
+    return UploadResult(key=key, nbytes=len(data), seconds=time.perf_counter() - start, on_time=True)
+
+
+def follow_network(m: Miner, window: int) -> str:
+    """After the deadline: apply the lead's record of `window` (waiting for it a while)."""
+    if m.clock.wait_past_deadline(window, m.stop) is None:
+        return "stopped"
+    m.peers.refresh()
+    mg = m.chain.metagraph(m.cfg.netuid)
+    lead = lead_validator(mg)
+    if lead is None:
+        m.gm.window = window + 1  # no validator: no record can exist, the model stays
+        return "no_validator"
+    target = max(window + 1, m.clock.current_window())
+    wait_s = m.clock.window_s() * 0.6  # the lead publishes while miners train the next window
+    return catch_up(m.gm, target, m.peers, mg.hotkeys[lead], m.device, wait_last_s=wait_s,
+                    should_stop=m.stop.is_set)
+
+
+UploadStrategy = Callable[[Miner, WindowPlan, str], "tuple[bytes | None, TrainResult | None]"]
+
+
+def honest_upload(m: Miner, plan: WindowPlan, base_fp: str) -> tuple[bytes | None, TrainResult | None]:
+    result = train_inner_steps(m, plan)
+    wire = encode_update(m, result.delta)
+    return build_artifact(m, plan, wire, base_fp), result
+
+
+def run_window(m: Miner, window: int, strategy: UploadStrategy = honest_upload) -> dict:
+    plan = plan_window(m, window)
+    base_fp = m.gm.fingerprint()
+    data, result = strategy(m, plan, base_fp)
+    upload = upload_update(m, plan, data) if data is not None else UploadResult(None, 0, 0.0, False)
+    save_local_state(m)
+    sync = follow_network(m, window)
+    row = {
+        "role": "miner", "uid": m.uid, "window": window, "mode": m.cfg.mode,
+        "train/loss": result.mean_loss if result else None,
+        "train/tokens_per_s": (result.tokens / result.seconds) if result and result.seconds else None,
+        "upload/bytes": upload.nbytes, "upload/s": round(upload.seconds, 3), "upload/on_time": upload.on_time,
+        "sync/status": sync, "sync/window": m.gm.window, "sync/fingerprint": m.gm.fingerprint(),
+    }
+    log_window(m, row)
+    return row
+
+
+def log_window(m: Miner, row: dict) -> None:
+    loss = row["train/loss"]
+    tps = row["train/tokens_per_s"]
+    logger.bind(window=row["window"], uid=m.uid).info(
+        f"window {row['window']} | loss {loss if loss is None else f'{loss:.4f}'} | "
+        f"tok/s {tps if tps is None else f'{tps:.0f}'} | upload {row['upload/bytes']} B in {row['upload/s']} s | "
+        f"sync {row['sync/status']} (model at window {row['sync/window']})"
+    )
+    append_metrics(m.cfg.metrics_file, row)
+
+
+def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload) -> None:
+    """Restore, sync, then one window after another until stopped."""
+    m = build_miner(cfg)
+    import signal
+
+    signal.signal(signal.SIGTERM, m.stop.set)
+    signal.signal(signal.SIGINT, m.stop.set)
+    done = 0
+    while not m.stop.is_set():
+        window = max(m.clock.current_window(), 0)
+        if not m.clock.wait_for_window(window, m.stop):
+            break
+        sync_to_window(m, window)
+        if m.gm.window != window:
+            continue  # the window passed while syncing: take the next one
+        run_window(m, window, strategy)
+        done += 1
+        if cfg.max_windows and done >= cfg.max_windows:
+            break
+    logger.info("miner stopped cleanly")
+
+
+def sync_to_window(m: Miner, window: int) -> None:
+    if m.gm.window == window:
+        return
+    m.peers.refresh()
+    mg = m.chain.metagraph(m.cfg.netuid)
+    lead = lead_validator(mg)
+    if lead is None:
+        m.gm.window = window
+        return
+    lead_hotkey = mg.hotkeys[lead]
+    ckpt = newest_checkpoint(m.peers, lead_hotkey, window)
+    if m.gm.window > window or (ckpt is not None and ckpt > m.gm.window):
+        resync(m.gm, m.peers, lead_hotkey, window, m.device)
+    status = catch_up(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.6,
+                      should_stop=m.stop.is_set)
+    logger.info(f"synced to window {m.gm.window} ({status})")

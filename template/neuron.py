@@ -1,0 +1,250 @@
+"""What miners and validators share at run time: wallet, chain, buckets, peers, window clock.
+
+Everything here does I/O at the edges (chain, S3, disk); the decisions it feeds are pure
+functions elsewhere. Construction of the pieces is explicit: `build_runtime(cfg)` connects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from bittensor_wallet import Keypair, Wallet
+from loguru import logger
+
+from storage import layout
+from storage.credentials import BucketAccess
+from storage.s3 import S3Client, Status
+from template.chain.base import Chain, Metagraph
+from template.config import HParams, NeuronConfig, load_hparams
+from template.logging_setup import register_secret
+from template.windows import window_first_block, window_last_block, window_of_block
+
+MIN_VALIDATOR_STAKE = 1.0  # alpha: below this a permit holder is treated as a miner (localnet permits all)
+
+
+class SetupError(RuntimeError):
+    """A neuron cannot start; the message says what to do."""
+
+
+def load_wallet(cfg: NeuronConfig) -> tuple[Wallet, Keypair]:
+    wallet = Wallet(name=cfg.wallet.name, hotkey=cfg.wallet.hotkey, path=cfg.wallet.path)
+    hk_path = Path(cfg.wallet.path).expanduser() / cfg.wallet.name / "hotkeys" / cfg.wallet.hotkey
+    if not hk_path.exists():
+        raise SetupError(
+            f"hotkey {cfg.wallet.hotkey!r} of wallet {cfg.wallet.name!r} not found at {hk_path}. Create it with "
+            f"`btcli wallet new_hotkey --wallet.name {cfg.wallet.name} --wallet.hotkey {cfg.wallet.hotkey}` "
+            "(or bittensor_wallet.Wallet(...).create_new_hotkey())"
+        )
+    try:
+        hotkey = wallet.get_hotkey()
+    except Exception as e:  # the wallet library raises its own types for locked or corrupt keyfiles
+        raise SetupError(f"cannot open hotkey {hk_path}: {e}") from e
+    return wallet, hotkey
+
+
+@dataclass(frozen=True)
+class OwnBucket:
+    """This neuron's bucket: write keys stay here, read keys are published on chain."""
+
+    access: BucketAccess  # read-only keys, published
+    client: S3Client  # write keys, private
+
+
+def load_own_bucket(cfg: NeuronConfig) -> OwnBucket:
+    """Credentials from --storage.credentials_file (JSON) or env S3_* variables."""
+    creds: dict[str, str] = {}
+    if cfg.storage.credentials_file:
+        creds = json.loads(Path(cfg.storage.credentials_file).expanduser().read_text())
+    def pick(key: str, env: str) -> str:
+        value = creds.get(key) or os.environ.get(env)
+        if not value:
+            raise SetupError(f"missing storage credential {key!r}: set it in --storage.credentials_file or ${env}")
+        return value
+    endpoint = cfg.storage.endpoint or pick("endpoint", "S3_ENDPOINT")
+    bucket = cfg.storage.bucket or pick("bucket", "S3_BUCKET")
+    write_id, write_secret = pick("write_key_id", "S3_WRITE_KEY_ID"), pick("write_secret", "S3_WRITE_SECRET")
+    read_id, read_secret = pick("read_key_id", "S3_READ_KEY_ID"), pick("read_secret", "S3_READ_SECRET")
+    for s in (write_secret, read_secret):
+        register_secret(s)
+    access = BucketAccess(endpoint=endpoint, bucket=bucket, access_key_id=read_id, secret_access_key=read_secret,
+                          region=cfg.storage.region)
+    client = S3Client(endpoint, write_id, write_secret, cfg.storage.region)
+    return OwnBucket(access=access, client=client)
+
+
+@dataclass
+class PeerDirectory:
+    """Hotkey -> read access to its bucket, from on-chain commitments; garbage is skipped."""
+
+    chain: Chain
+    netuid: int
+    access: dict[str, BucketAccess] = field(default_factory=dict)
+    _clients: dict[tuple[str, str, str], S3Client] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        fresh: dict[str, BucketAccess] = {}
+        for hotkey, raw in self.chain.commitments(self.netuid).items():
+            try:
+                fresh[hotkey] = BucketAccess.decode(raw)
+            except ValueError as e:
+                logger.debug(f"ignoring commitment of {hotkey[:10]}: {e}")
+        self.access = fresh
+
+    def client(self, hotkey: str) -> tuple[S3Client, str] | None:
+        acc = self.access.get(hotkey)
+        if acc is None:
+            return None
+        ident = (acc.endpoint, acc.access_key_id, acc.secret_access_key)
+        if ident not in self._clients:
+            register_secret(acc.secret_access_key)
+            self._clients[ident] = S3Client(acc.endpoint, acc.access_key_id, acc.secret_access_key, acc.region)
+        return self._clients[ident], acc.bucket
+
+    def get(self, hotkey: str, key: str, max_bytes: int):
+        """GetResult from a peer's bucket, or None when the peer published no usable access."""
+        found = self.client(hotkey)
+        if found is None:
+            return None
+        client, bucket = found
+        return client.get(bucket, key, max_bytes=max_bytes)
+
+
+def publish_commitment(chain: Chain, hotkey: Keypair, netuid: int, access: BucketAccess) -> bool:
+    """Commit the bucket read access when it differs from what is on chain; True if it wrote."""
+    encoded = access.encode()
+    if chain.commitments(netuid).get(hotkey.ss58_address) == encoded:
+        return False
+    res = chain.set_commitment(hotkey, netuid, encoded)
+    if not res.ok:
+        raise SetupError(f"could not publish bucket commitment: {res.error}")
+    logger.info(f"published bucket commitment for {access.bucket} at {access.endpoint}")
+    return True
+
+
+def validator_uids(mg: Metagraph) -> list[int]:
+    return [u for u in mg.uids if mg.validator_permit[u] and mg.stake[u] >= MIN_VALIDATOR_STAKE]
+
+
+def lead_validator(mg: Metagraph) -> int | None:
+    """Highest stake with a permit (ties: lower uid) - the one who signs records and checkpoints."""
+    vals = validator_uids(mg)
+    return max(vals, key=lambda u: (mg.stake[u], -u)) if vals else None
+
+
+def miner_uids(mg: Metagraph) -> list[int]:
+    vals = set(validator_uids(mg))
+    return [u for u in mg.uids if u not in vals and mg.hotkeys[u] != mg.owner_hotkey]
+
+
+def fetch_run_hparams(cfg: NeuronConfig, peers: PeerDirectory, owner_hotkey: str) -> HParams:
+    """Hparams: a local file if given, else hparams.json from the owner's dataset bucket."""
+    if cfg.hparams_file:
+        return load_hparams(cfg.hparams_file, cfg.hparam_overrides)
+    res = peers.get(owner_hotkey, layout.hparams_key(), max_bytes=1 << 20)
+    if res is None or res.status is not Status.OK:
+        raise SetupError("the subnet owner has not published hparams.json (no dataset commitment); pass --hparams_file")
+    return load_hparams_bytes(res.data, cfg.hparam_overrides)
+
+
+def load_hparams_bytes(data: bytes, overrides: dict) -> HParams:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as f:
+        f.write(data)
+    try:
+        return load_hparams(f.name, overrides)
+    finally:
+        os.unlink(f.name)
+
+
+@dataclass(frozen=True)
+class WindowClock:
+    """Chain blocks -> windows for one run."""
+
+    chain: Chain
+    hparams: HParams
+
+    def current_window(self) -> int:
+        return window_of_block(self.chain.block(), self.hparams.start_block, self.hparams.blocks_per_window)
+
+    def first_block(self, window: int) -> int:
+        return window_first_block(window, self.hparams.start_block, self.hparams.blocks_per_window)
+
+    def last_block(self, window: int) -> int:
+        return window_last_block(window, self.hparams.start_block, self.hparams.blocks_per_window)
+
+    def wait_for_window(self, window: int, stop: StopFlag) -> bool:
+        """Block until `window` has begun; False if asked to stop first."""
+        return self.wait_for_block(self.first_block(window), stop)
+
+    def wait_for_block(self, block: int, stop: StopFlag) -> bool:
+        while not stop.is_set():
+            if self.chain.block() >= block:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def block_time_s(self) -> float:
+        """Seconds per block, measured from the chain's own timestamps (localnet 1 s, finney 12 s)."""
+        head = self.chain.block()
+        span = min(head, 10)
+        if span <= 0:
+            return 1.0
+        dt = self.chain.block_timestamp(head) - self.chain.block_timestamp(head - span)
+        return max(dt / span, 0.05)
+
+    def window_s(self) -> float:
+        return self.block_time_s() * self.hparams.blocks_per_window
+
+    def deadline(self, window: int) -> float:
+        """Unix time after which uploads of `window` no longer count: chain timestamp + grace."""
+        return self.chain.block_timestamp(self.last_block(window)) + self.hparams.upload_grace_s
+
+    def wait_past_deadline(self, window: int, stop: StopFlag) -> float | None:
+        """Wait until the window's last block exists and its grace passed; return the deadline."""
+        if not self.wait_for_block(self.last_block(window) + 1, stop):
+            return None
+        deadline = self.deadline(window)
+        while not stop.is_set() and time.time() < deadline + 1.0:  # +1 s: LastModified resolution
+            time.sleep(0.1)
+        return None if stop.is_set() else deadline
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; loops check it between steps so a window ends cleanly."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self, *_: object) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def append_metrics(path: str | None, row: dict) -> None:
+    """One JSON line per window, for plotting and the localnet report."""
+    if not path:
+        return
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def setup_runtime(cfg: NeuronConfig) -> None:
+    """Process-wide settings, done by the entry point (nothing runs at import)."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)

@@ -1,0 +1,320 @@
+"""The validator loop (DESIGN sections 4, 7, 8): fetch, admit, evaluate, rate, weigh, aggregate.
+
+Works on window w after its deadline, while miners train w+1. Every decision is a pure
+function in gauntlet/; this module only moves bytes between the chain, the buckets, the
+model and those functions, and persists what must survive a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from bittensor_wallet import Keypair
+from loguru import logger
+
+from gauntlet.aggregate import select_gather_set, select_peers
+from gauntlet.checks import Upload, admit_upload, detect_copies
+from gauntlet.evaluate import evaluate_update, mean_loss
+from gauntlet.ratings import Ratings
+from gauntlet.weights import compute_weights, final_scores, weights_due
+from storage import layout
+from storage.s3 import Status
+from template import state as local_state
+from template.artifacts import write_json_artifact
+from template.config import NeuronConfig
+from template.data import TokenDataset, data_receipt, fetch_dataset, heldout_ids, sample_ids
+from template.neuron import (
+    OwnBucket,
+    PeerDirectory,
+    SetupError,
+    StopFlag,
+    WindowClock,
+    append_metrics,
+    fetch_run_hparams,
+    lead_validator,
+    load_own_bucket,
+    load_wallet,
+    miner_uids,
+    pick_device,
+    publish_commitment,
+)
+from template.records import AggregationRecord, RecordEntry
+from template.sync import GlobalModel, catch_up, newest_checkpoint, publish_checkpoint, resync
+
+HELDOUT_EVAL_SAMPLES = 32  # fixed held-out set for the global loss curve (same every window)
+SEEN_PAYLOADS_KEPT = 4096
+
+
+@dataclass
+class Validator:
+    cfg: NeuronConfig
+    hotkey: Keypair
+    uid: int
+    chain: object
+    clock: WindowClock
+    peers: PeerDirectory
+    bucket: OwnBucket
+    dataset: TokenDataset
+    num_train: int
+    num_samples: int
+    gm: GlobalModel
+    device: torch.device
+    state_dir: Path
+    ratings: Ratings
+    run_state: dict = field(default_factory=dict)  # last_window, last_weights_interval, seen
+    stop: StopFlag = field(default_factory=StopFlag)
+
+    @property
+    def hp(self):
+        return self.gm.hparams
+
+
+def build_validator(cfg: NeuronConfig) -> Validator:
+    from template.miner import connect
+
+    _, hotkey = load_wallet(cfg)
+    chain = connect(cfg)
+    mg = chain.metagraph(cfg.netuid)
+    uid = mg.uid_of(hotkey.ss58_address)
+    if uid is None:
+        raise SetupError(f"hotkey {hotkey.ss58_address} is not registered on netuid {cfg.netuid}; register and stake")
+    bucket = load_own_bucket(cfg)
+    publish_commitment(chain, hotkey, cfg.netuid, bucket.access)
+    peers = PeerDirectory(chain, cfg.netuid)
+    peers.refresh()
+    hp = fetch_run_hparams(cfg, peers, mg.owner_hotkey)
+    state_dir = Path(cfg.state_dir).expanduser() / f"validator-{hotkey.ss58_address[:16]}"
+    found = peers.client(mg.owner_hotkey)
+    if found is None:
+        raise SetupError("the subnet owner has published no dataset commitment; cannot load data")
+    manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset")
+    device = pick_device(cfg.device)
+    v = Validator(cfg=cfg, hotkey=hotkey, uid=uid, chain=chain, clock=WindowClock(chain, hp), peers=peers,
+                  bucket=bucket, dataset=dataset, num_train=manifest.heldout_start,
+                  num_samples=manifest.num_samples, gm=GlobalModel.initial(hp, device), device=device,
+                  state_dir=state_dir, ratings=Ratings.load(state_dir / "ratings.json"))
+    v.run_state = local_state.read_json(state_dir / "run_state.json", default={}) or {}
+    logger.info(f"validator uid {uid} on netuid {cfg.netuid}; ratings for {len(v.ratings.state_dict().get('ratings', {}))} uids restored")
+    return v
+
+
+def save_run_state(v: Validator) -> None:
+    v.ratings.save(v.state_dir / "ratings.json")
+    local_state.atomic_write_json(v.state_dir / "run_state.json", v.run_state)
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+
+def fetch_updates(v: Validator, window: int, mg) -> list[Upload]:
+    uploads = []
+    key = layout.gradient_key(window)
+    for uid in miner_uids(mg):
+        if uid == v.uid:
+            continue
+        res = v.peers.get(mg.hotkeys[uid], key, max_bytes=v.hp.max_upload_bytes)
+        if res is None:
+            uploads.append(Upload(uid=uid, hotkey=mg.hotkeys[uid], key=key, data=None, last_modified=None,
+                                  status="no_commitment"))
+            continue
+        status = {Status.OK: "ok", Status.NOT_FOUND: "not_found", Status.TOO_LARGE: "too_large"}.get(
+            res.status, "error")
+        uploads.append(Upload(uid=uid, hotkey=mg.hotkeys[uid], key=key, data=res.data,
+                              last_modified=res.info.last_modified if res.info else None, status=status))
+    return uploads
+
+
+def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float, base_fp: str) -> dict:
+    """uid -> Admission, copies and replays of earlier windows marked as failures."""
+    shapes = v.gm.shapes()
+    admissions = {}
+    for up in uploads:
+        ids = sample_ids(up.uid, window, v.hp.data_seed, v.hp.samples_per_window, v.num_train)
+        admissions[up.uid] = admit_upload(up, window=window, deadline_s=deadline, hparams=v.hp, shapes=shapes,
+                                          expected_receipt=data_receipt(ids), base_fingerprint=base_fp,
+                                          seen_payloads=set(v.run_state.get("seen", [])))
+    for uid, reason in detect_copies(list(admissions.values()), uploads,
+                                     threshold=v.hp.copy_overlap_threshold).items():
+        admissions[uid] = admissions[uid].reject(reason)
+    return admissions
+
+
+def score_updates(v: Validator, window: int, admissions: dict) -> dict:
+    """uid -> EvalResult for admitted uploads, on theta_w; the model is restored after each."""
+    rng = random.Random(int.from_bytes(os.urandom(8), "big"))  # miners cannot predict the batches
+    random_ids = heldout_ids(window, rng.randrange(1 << 30), v.hp.num_eval_samples, v.num_train, v.num_samples)
+    random_batch = v.dataset.batch(random_ids).to(v.device)
+    results = {}
+    for uid, adm in sorted(admissions.items()):
+        if not adm.ok:
+            continue
+        assigned = sample_ids(uid, window, v.hp.data_seed, v.hp.samples_per_window, v.num_train)
+        picked = rng.sample(assigned, min(v.hp.num_eval_samples, len(assigned)))
+        update = {k: t.to(v.device) for k, t in adm.update.items()}
+        results[uid] = evaluate_update(v.gm.model, update, assigned_batch=v.dataset.batch(picked).to(v.device),
+                                       random_batch=random_batch, lr=v.hp.outer_lr)
+    return results
+
+
+def update_scores(v: Validator, window: int, mg, admissions: dict, evals: dict) -> dict[int, float]:
+    scores = {uid: (evals[uid].improvement_random if uid in evals else None) for uid in admissions}
+    compliant = {uid: evals[uid].improvement_assigned > evals[uid].improvement_random for uid in evals}
+    v.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant)
+    in_sync = {uid: adm.in_sync for uid, adm in admissions.items()}
+    return final_scores(v.ratings.ordinals(), v.ratings.compliance(), in_sync,
+                        threshold=v.hp.compliance_threshold)
+
+
+def maybe_set_weights(v: Validator, window: int, mg, scores: dict[int, float]) -> list[float] | None:
+    interval = window // v.hp.weights_interval
+    if not weights_due(window, v.hp.weights_interval, v.run_state.get("last_weights_interval")):
+        return None
+    owner_uid = mg.uid_of(mg.owner_hotkey)
+    weights = compute_weights(scores, n=mg.n, owner_uid=owner_uid if owner_uid is not None else 0,
+                              burn_rate=v.hp.burn_rate, top_n=v.hp.top_n_miners)
+    uids = [u for u, w in enumerate(weights) if w > 0]
+    version = int(v.chain.hyperparameters(v.cfg.netuid).get("weights_version", 0))
+    res = v.chain.set_weights(v.hotkey, v.cfg.netuid, uids, [weights[u] for u in uids], version_key=version)
+    if res.ok:
+        v.run_state["last_weights_interval"] = interval
+        save_run_state(v)  # at once: a restart must not set weights twice for one interval
+        logger.info(f"set weights on chain for interval {interval} at block {res.block}")
+    else:
+        logger.warning(f"set_weights refused: {res.error}")
+    return weights
+
+
+def apply_outer_step(v: Validator, window: int, mg, admissions: dict, evals: dict, base_fp: str,
+                     file_sha: dict[int, str]) -> str:
+    """Lead: choose the gather set, step, publish the signed record (and checkpoint). Others follow."""
+    lead = lead_validator(mg)
+    if lead != v.uid:
+        if lead is None:
+            v.gm.window = window + 1
+            return "no_lead"
+        return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device,
+                        wait_last_s=v.clock.window_s() * 0.6, should_stop=v.stop.is_set)
+    peers_list = select_peers(v.ratings.ordinals(), num_peers=v.hp.num_peers)
+    improvement = {uid: r.improvement_random for uid, r in evals.items()}
+    chosen = select_gather_set(admissions, improvement, peer_uids=peers_list if window > 1 else None,
+                               max_peers=v.hp.num_peers)
+    v.gm.apply_updates([admissions[u].update for u in chosen], v.hp.outer_lr)
+    v.gm.window = window + 1
+    record = AggregationRecord(
+        window=window, base_fingerprint=base_fp, next_fingerprint=v.gm.fingerprint(), outer_lr=v.hp.outer_lr,
+        included=tuple(RecordEntry(uid=u, hotkey=mg.hotkeys[u], key=layout.gradient_key(window),
+                                   sha256=file_sha[u]) for u in chosen))
+    client, bucket = v.bucket.client, v.bucket.access.bucket
+    client.put(bucket, layout.record_key(window),
+               write_json_artifact(record.to_body(), kind="record", window=window, keypair=v.hotkey))
+    client.put(bucket, layout.peers_key(window + 2),
+               write_json_artifact({"window": window + 2, "peers": peers_list}, kind="peers", window=window + 2,
+                                   keypair=v.hotkey))
+    if v.gm.window % v.hp.checkpoint_interval == 0:
+        nbytes = publish_checkpoint(v.gm, client, bucket, v.hotkey)
+        logger.info(f"published checkpoint of window {v.gm.window} ({nbytes} bytes)")
+    return f"lead:{len(chosen)}"
+
+
+def heldout_loss(v: Validator) -> float:
+    ids = list(range(v.num_train, min(v.num_train + HELDOUT_EVAL_SAMPLES, v.num_samples)))
+    return mean_loss(v.gm.model, v.dataset.batch(ids).to(v.device))
+
+
+def run_window(v: Validator, window: int) -> dict | None:
+    deadline = v.clock.wait_past_deadline(window, v.stop)
+    if deadline is None:
+        return None
+    v.peers.refresh()
+    mg = v.chain.metagraph(v.cfg.netuid)
+    base_fp = v.gm.fingerprint()
+    loss = heldout_loss(v)
+    uploads = fetch_updates(v, window, mg)
+    admissions = admit_all(v, window, uploads, deadline, base_fp)
+    evals = score_updates(v, window, admissions)
+    scores = update_scores(v, window, mg, admissions, evals)
+    weights = maybe_set_weights(v, window, mg, scores)
+    file_sha = {u.uid: payload_sha(u.data) for u in uploads if u.data is not None}
+    sync = apply_outer_step(v, window, mg, admissions, evals, base_fp, file_sha)
+    seen = v.run_state.setdefault("seen", [])
+    seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
+    v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]
+    v.run_state["last_window"] = window
+    save_run_state(v)
+    row = window_row(v, window, mg, loss, admissions, evals, scores, weights, sync)
+    log_window(v, row)
+    return row
+
+
+def window_row(v, window, mg, loss, admissions, evals, scores, weights, sync) -> dict:
+    ordinals = v.ratings.ordinals()
+    miners = {}
+    for uid, adm in sorted(admissions.items()):
+        ev = evals.get(uid)
+        miners[str(uid)] = {
+            "hotkey": mg.hotkeys[uid], "reason": adm.reason, "score": scores.get(uid, 0.0),
+            "rating": ordinals.get(uid), "improvement_random": ev.improvement_random if ev else None,
+            "improvement_assigned": ev.improvement_assigned if ev else None,
+            "weight": weights[uid] if weights is not None else None,
+        }
+    return {"role": "validator", "uid": v.uid, "window": window, "eval/heldout_loss": loss,
+            "sync/status": sync, "weights_set": weights is not None, "miners": miners}
+
+
+def log_window(v: Validator, row: dict) -> None:
+    lines = [f"{'uid':>4} {'hotkey':<12} {'score':>8} {'rating':>8} {'weight':>7}  reason"]
+    for uid, m in row["miners"].items():
+        w = "" if m["weight"] is None else f"{m['weight']:.3f}"
+        r = "" if m["rating"] is None else f"{m['rating']:.2f}"
+        lines.append(f"{uid:>4} {m['hotkey'][:12]:<12} {m['score']:>8.4f} {r:>8} {w:>7}  {m['reason'] or ''}")
+    logger.bind(window=row["window"]).info(
+        f"window {row['window']} | heldout loss {row['eval/heldout_loss']:.4f} | {row['sync/status']} | "
+        f"weights {'set' if row['weights_set'] else '-'}\n" + "\n".join(lines))
+    append_metrics(v.cfg.metrics_file, row)
+
+
+def restore_model(v: Validator, window: int) -> None:
+    """Bring theta to `window`: the lead from its own checkpoints and records, others from the lead's."""
+    v.peers.refresh()
+    mg = v.chain.metagraph(v.cfg.netuid)
+    lead = lead_validator(mg)
+    if lead is None:
+        v.gm.window = window
+        return
+    lead_hotkey = mg.hotkeys[lead]
+    ckpt = newest_checkpoint(v.peers, lead_hotkey, window)
+    if ckpt is not None and ckpt > v.gm.window:
+        resync(v.gm, v.peers, lead_hotkey, window, v.device)
+    status = catch_up(v.gm, window, v.peers, lead_hotkey, v.device, should_stop=v.stop.is_set)
+    logger.info(f"model at window {v.gm.window} ({status})")
+
+
+def run(cfg: NeuronConfig) -> None:
+    v = build_validator(cfg)
+    signal.signal(signal.SIGTERM, v.stop.set)
+    signal.signal(signal.SIGINT, v.stop.set)
+    last = v.run_state.get("last_window")
+    # resume where we stopped if those uploads can still be judged, else at the window now open
+    window = max(v.clock.current_window(), 0) if last is None else max(last + 1, v.clock.current_window() - 1)
+    restore_model(v, window)
+    done = 0
+    while not v.stop.is_set():
+        if v.gm.window != window:
+            restore_model(v, window)
+        run_window(v, window)
+        window += 1
+        done += 1
+        if cfg.max_windows and done >= cfg.max_windows:
+            break
+    save_run_state(v)
+    logger.info("validator stopped cleanly")
+
+
+def payload_sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
