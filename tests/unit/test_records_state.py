@@ -1,0 +1,80 @@
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from template.records import AggregationRecord, RecordEntry
+from template.state import atomic_write_json, load_optimizer, read_json, save_optimizer
+
+FP = "ab" * 32
+
+
+def _record(**kw):
+    base = dict(window=3, base_fingerprint=FP, next_fingerprint="cd" * 32, outer_lr=1.0,
+                included=(RecordEntry(1, "hk1", "v1/gradients/00000003.safetensors", "ee" * 32),
+                          RecordEntry(4, "hk4", "v1/gradients/00000003.safetensors", "ff" * 32)))
+    return AggregationRecord(**(base | kw))
+
+
+def test_record_roundtrip():
+    rec = _record()
+    assert AggregationRecord.from_body(rec.to_body()) == rec
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda b: b.pop("window"), "window"),
+        (lambda b: b.update(window=-1), "window"),
+        (lambda b: b.update(base_fingerprint="xyz"), "base_fingerprint"),
+        (lambda b: b.update(outer_lr=float("inf")), "outer_lr"),
+        (lambda b: b.update(included="x"), "included"),
+        (lambda b: b["included"].reverse(), "sorted"),
+        (lambda b: b["included"][0].update(extra=1), "exactly"),
+        (lambda b: b["included"][0].update(sha256="00"), "sha256"),
+    ],
+)
+def test_record_rejects(mutate, needle):
+    body = _record().to_body()
+    mutate(body)
+    with pytest.raises(ValueError, match=needle):
+        AggregationRecord.from_body(body)
+
+
+@given(st.recursive(st.none() | st.integers() | st.text(max_size=5),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3)))
+def test_record_garbage_only_valueerror(body):
+    try:
+        AggregationRecord.from_body(body)
+    except ValueError:
+        pass
+
+
+def test_atomic_json(tmp_path):
+    p = tmp_path / "s" / "state.json"
+    assert read_json(p, default={}) == {}
+    atomic_write_json(p, {"a": 1})
+    atomic_write_json(p, {"a": 2})
+    assert read_json(p) == {"a": 2}
+    assert [f.name for f in p.parent.iterdir()] == ["state.json"]
+
+
+def test_optimizer_state_roundtrip_without_pickle(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(5, 4)).pow(2).sum().backward()
+        opt.step()
+    save_optimizer(tmp_path / "opt.safetensors", opt)
+    twin = torch.nn.Linear(4, 3)
+    twin.load_state_dict(model.state_dict())
+    opt2 = torch.optim.AdamW(twin.parameters(), lr=0.1)
+    assert load_optimizer(tmp_path / "opt.safetensors", opt2)
+    x = torch.randn(5, 4)
+    for m, o in ((model, opt), (twin, opt2)):
+        o.zero_grad()
+        m(x).pow(2).sum().backward()
+        o.step()
+    assert torch.equal(model.weight, twin.weight)
