@@ -126,17 +126,17 @@ def setup_chain(chain: LocalnetClient, neurons: list[Neuron], args) -> int:
     """Fund, create and start the subnet, register everyone, stake validators."""
     alice = Keypair.create_from_uri("//Alice")
     for n in neurons:
-        chain.transfer(alice, n.wallet.coldkeypub.ss58_address, 10_000.0)
+        chain.transfer(alice, n.wallet.coldkeypub.ss58_address, 10_000.0).raise_for_error()
     owner = neurons[0]
     netuid = chain.register_network(owner.wallet.coldkey, owner.wallet.hotkey.ss58_address)
     tempo = args.tempo or 2 * args.blocks_per_window
     for name, value in {**SUBNET_HPARAMS, "tempo": tempo}.items():
-        chain.set_hyperparameter(owner.wallet.coldkey, netuid, name, value)
-    chain.start_call(owner.wallet.coldkey, netuid)
+        chain.set_hyperparameter(owner.wallet.coldkey, netuid, name, value).raise_for_error()
+    chain.start_call(owner.wallet.coldkey, netuid).raise_for_error()
     for n in neurons[1:]:
-        chain.burned_register(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid)
+        chain.burned_register(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid).raise_for_error()
     for i, n in enumerate(n for n in neurons if n.role == "validator"):
-        chain.add_stake(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid, 2000.0 - 100.0 * i)
+        chain.add_stake(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid, 2000.0 - 100.0 * i).raise_for_error()
     return netuid
 
 

@@ -1,0 +1,101 @@
+"""Loss-based evaluation of one miner's decoded update (DESIGN section 8).
+
+The validator applies the update to theta_w exactly as the outer step would
+(`theta <- theta - lr * update`, the update being the pseudo-gradient theta_start - theta_trained),
+measures the loss on the miner's assigned samples and on a random held-out batch nobody
+was assigned, and restores theta_w bit for bit before the next miner is judged.
+
+improvement = (L_before - L_after) / L_before: positive when the update helps. Relative, so
+the assigned and the random batch (whose base losses differ) can be compared for compliance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss_before_random: float
+    loss_after_random: float
+    loss_before_assigned: float
+    loss_after_assigned: float
+    improvement_random: float
+    improvement_assigned: float
+
+
+class RestoreError(RuntimeError):
+    """theta_w could not be restored exactly after an evaluation (a bug; the validator must stop)."""
+
+
+def relative_improvement(before: float, after: float) -> float:
+    """(before - after) / before; -inf when the update made the loss non-finite."""
+    if not math.isfinite(after):
+        return -math.inf
+    if before <= 0 or not math.isfinite(before):
+        return before - after  # a zero base loss leaves nothing to normalise by
+    return (before - after) / before
+
+
+def mean_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
+    """Mean next-token loss of `batch` (n, seq_len + 1): inputs batch[:, :-1], targets batch[:, 1:]."""
+    if batch.dim() != 2 or batch.shape[1] < 2:
+        raise ValueError(f"batch must be (n, seq_len + 1) token ids, got shape {tuple(batch.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _, loss = model(batch[:, :-1], batch[:, 1:])
+    finally:
+        model.train(was_training)
+    return float(loss)
+
+
+def _apply(params: dict[str, torch.nn.Parameter], update: dict[str, torch.Tensor], lr: float) -> None:
+    with torch.no_grad():
+        for name, p in params.items():
+            p.sub_(update[name].to(device=p.device, dtype=p.dtype), alpha=lr)
+
+
+def _restore(params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(saved[name])
+    bad = [name for name, p in params.items() if not torch.equal(p.detach(), saved[name])]
+    if bad:
+        raise RestoreError(f"parameters {bad[:4]} differ from theta_w after restore")
+
+
+def evaluate_update(
+    model: torch.nn.Module,
+    update: dict[str, torch.Tensor],
+    *,
+    assigned_batch: torch.Tensor,
+    random_batch: torch.Tensor,
+    lr: float,
+) -> EvalResult:
+    """Losses before/after applying `update` with step `lr`; the model is left exactly as found."""
+    params = dict(model.named_parameters())
+    if set(update) != set(params):
+        diff = sorted(set(update) ^ set(params))[:4]
+        raise ValueError(f"update tensors must match the model's parameters; differing names {diff}")
+    before_random = mean_loss(model, random_batch)
+    before_assigned = mean_loss(model, assigned_batch)
+    saved = {name: p.detach().clone() for name, p in params.items()}
+    try:
+        _apply(params, update, lr)
+        after_random = mean_loss(model, random_batch)
+        after_assigned = mean_loss(model, assigned_batch)
+    finally:
+        _restore(params, saved)
+    return EvalResult(
+        loss_before_random=before_random,
+        loss_after_random=after_random,
+        loss_before_assigned=before_assigned,
+        loss_after_assigned=after_assigned,
+        improvement_random=relative_improvement(before_random, after_random),
+        improvement_assigned=relative_improvement(before_assigned, after_assigned),
+    )

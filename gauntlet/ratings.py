@@ -1,0 +1,135 @@
+"""Persistent miner ratings: one Plackett-Luce match per window (openskill), plus compliance.
+
+Each window, every miner the validator looked at plays one match: admitted and evaluated
+miners are ranked by score (higher is better, equal scores tie), and every failure
+(admission rejected, nothing uploaded) shares the last place. A rating is reset when the
+hotkey on a uid changes (a new registration inherits nothing). A window is rated at most
+once, so replaying it after a restart changes nothing.
+
+Compliance is an exponential moving average, over the windows a uid took part in, of "the
+miner's admitted update improved its assigned samples more than a random batch" (1 or 0; a
+failed admission counts 0), starting at `initial_compliance`. It gates the final score, so
+an idle miner loses its weight within two windows (a lazy one in most windows) while its
+Plackett-Luce ordinal (mu - 3 sigma), earned over many windows, falls only slowly.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from loguru import logger
+from openskill.models import PlackettLuce
+
+from template.state import atomic_write_json, read_json
+
+INITIAL_COMPLIANCE = 0.5  # unknown: one non-compliant window drops a new miner below a 0.5 gate
+
+
+class Ratings:
+    """uid -> (mu, sigma, hotkey) ratings and compliance EMAs, saved as JSON in the state dir."""
+
+    def __init__(self, *, alpha: float = 0.3, initial_compliance: float = INITIAL_COMPLIANCE):
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        self.alpha = alpha
+        self.initial_compliance = initial_compliance
+        self.model = PlackettLuce()
+        self._ratings: dict[int, dict] = {}  # uid -> {"mu", "sigma", "hotkey"}
+        self._compliance: dict[int, float] = {}
+        self.last_window: int | None = None
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "ratings": {str(uid): dict(r) for uid, r in sorted(self._ratings.items())},
+            "compliance": {str(uid): c for uid, c in sorted(self._compliance.items())},
+            "last_window": self.last_window,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._ratings = {int(uid): {"mu": float(r["mu"]), "sigma": float(r["sigma"]), "hotkey": str(r["hotkey"])}
+                         for uid, r in (state.get("ratings") or {}).items()}
+        self._compliance = {int(uid): float(c) for uid, c in (state.get("compliance") or {}).items()}
+        last = state.get("last_window")
+        self.last_window = None if last is None else int(last)
+
+    @classmethod
+    def load(cls, path: Path, *, alpha: float = 0.3) -> Ratings:
+        """Ratings saved at `path`; a missing file gives fresh ratings."""
+        ratings = cls(alpha=alpha)
+        try:
+            state = read_json(Path(path), default=None)
+            if state is not None:
+                ratings.load_state_dict(state)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+            raise ValueError(f"ratings file {path} is unreadable ({e}); move it away to start from fresh ratings"
+                             ) from e
+        return ratings
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(Path(path), self.state_dict())
+
+    # -- updates -------------------------------------------------------------------------------
+
+    def _reset_changed_hotkeys(self, hotkeys: dict[int, str]) -> None:
+        for uid, hotkey in hotkeys.items():
+            old = self._ratings.get(uid)
+            if old is not None and old["hotkey"] != hotkey:
+                logger.info(f"uid {uid} has a new hotkey; its rating and compliance start over")
+                del self._ratings[uid]
+                self._compliance.pop(uid, None)
+
+    def update(self, window: int, scores: dict[int, float | None], hotkeys: dict[int, str], *,
+               compliant: dict[int, bool]) -> None:
+        """Rate window `window` as one match; a window at or before the last rated one is ignored."""
+        if self.last_window is not None and window <= self.last_window:
+            logger.debug(f"window {window} already rated (last {self.last_window}); ignored")
+            return
+        missing = set(scores) - set(hotkeys)
+        if missing:
+            raise ValueError(f"hotkeys missing for uids {sorted(missing)}")
+        self._reset_changed_hotkeys(hotkeys)
+        players = sorted(scores)
+        if len(players) >= 2:
+            self._rate_match(players, scores, hotkeys)
+        else:
+            for uid in players:  # no opponent: nothing to learn, but the uid is now known
+                self._ratings.setdefault(uid, self._fresh(hotkeys[uid]))
+        for uid in players:
+            # a failure (score None) counts as non-compliant: no valid update, no proof of work
+            ok = scores[uid] is not None and compliant.get(uid, False)
+            prev = self._compliance.get(uid, self.initial_compliance)
+            self._compliance[uid] = (1 - self.alpha) * prev + self.alpha * (1.0 if ok else 0.0)
+        self.last_window = window
+
+    def _fresh(self, hotkey: str) -> dict:
+        r = self.model.rating()
+        return {"mu": r.mu, "sigma": r.sigma, "hotkey": hotkey}
+
+    def _rate_match(self, players: list[int], scores: dict[int, float | None], hotkeys: dict[int, str]) -> None:
+        teams = []
+        for uid in players:
+            r = self._ratings.get(uid) or self._fresh(hotkeys[uid])
+            teams.append([self.model.rating(mu=r["mu"], sigma=r["sigma"])])
+        new = self.model.rate(teams, ranks=match_ranks([scores[u] for u in players]))
+        for uid, team in zip(players, new, strict=True):
+            self._ratings[uid] = {"mu": float(team[0].mu), "sigma": float(team[0].sigma), "hotkey": hotkeys[uid]}
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def ordinals(self) -> dict[int, float]:
+        """uid -> mu - 3 sigma (a conservative skill estimate; 0 for a fresh rating)."""
+        return {uid: self.model.rating(mu=r["mu"], sigma=r["sigma"]).ordinal() for uid, r in self._ratings.items()}
+
+    def compliance(self) -> dict[int, float]:
+        return dict(self._compliance)
+
+
+def match_ranks(scores: list[float | None]) -> list[int]:
+    """Dense ranks, 1 = best: higher score ranks higher, equal scores tie, None/NaN share the last rank."""
+    valid = sorted({s for s in scores if s is not None and not math.isnan(s)}, reverse=True)
+    rank_of = {s: i + 1 for i, s in enumerate(valid)}
+    last = len(valid) + 1
+    return [rank_of[s] if s is not None and not math.isnan(s) else last for s in scores]

@@ -1,0 +1,72 @@
+"""From ratings to on-chain weights (DESIGN section 8): gates, ramp, burn, and when to set them.
+
+final score = ordinal x compliance gate x sync gate, where
+- compliance gate = 1 if the uid's compliance EMA >= threshold else 0 (a uid never rated: 0),
+- sync gate = 1 if the uid was fetched this window and its upload did not prove it trains on
+  another base model (`in_sync[uid]` True), else 0. A uid absent from `in_sync` is not a
+  miner this window (deregistered, or now a validator) and gets 0.
+
+Weights: `burn_rate` to the subnet owner's uid; the rest shared by the `top_n` uids with a
+positive final score on a linear ramp (rank r of m gets (m - r) / (1 + ... + m)), equal
+scores ordered by uid. No positive score -> everything to the owner's uid.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def final_scores(ordinals: dict[int, float], compliance: dict[int, float], in_sync: dict[int, bool], *,
+                 threshold: float) -> dict[int, float]:
+    """uid -> gated score for every rated uid (0.0 where a gate closes)."""
+    scores = {}
+    for uid, ordinal in ordinals.items():
+        compliant = compliance.get(uid, 0.0) >= threshold
+        synced = in_sync.get(uid, False)
+        scores[uid] = float(ordinal) if compliant and synced and math.isfinite(ordinal) else 0.0
+    return scores
+
+
+def ramp(m: int) -> list[float]:
+    """m shares decreasing linearly by rank and summing to 1: [m, m-1, ..., 1] / (m (m+1) / 2)."""
+    total = m * (m + 1) / 2
+    return [(m - r) / total for r in range(m)]
+
+
+def rank_positive(scores: dict[int, float], *, n: int) -> list[int]:
+    """uids in [0, n) with a finite positive score, best first, equal scores by lower uid."""
+    eligible = [u for u, s in scores.items() if 0 <= u < n and math.isfinite(s) and s > 0]
+    return sorted(eligible, key=lambda u: (-scores[u], u))
+
+
+def compute_weights(scores: dict[int, float], *, n: int, owner_uid: int, burn_rate: float, top_n: int) -> list[float]:
+    """Length-n weights summing to 1: burn to `owner_uid`, the rest to the top_n positive scores."""
+    if n <= 0:
+        raise ValueError(f"n must be > 0, got {n}")
+    if not 0 <= owner_uid < n:
+        raise ValueError(f"owner_uid must be in [0, {n}), got {owner_uid}")
+    if not 0 <= burn_rate <= 1:
+        raise ValueError(f"burn_rate must be in [0, 1], got {burn_rate}")
+    if top_n <= 0:
+        raise ValueError(f"top_n must be > 0, got {top_n}")
+    weights = [0.0] * n
+    winners = rank_positive(scores, n=n)[:top_n]
+    if not winners:
+        weights[owner_uid] = 1.0
+        return weights
+    weights[owner_uid] += burn_rate
+    for uid, share in zip(winners, ramp(len(winners)), strict=True):
+        weights[uid] += (1 - burn_rate) * share
+    return weights
+
+
+def weights_due(window: int, interval: int, last_set_interval: int | None) -> bool:
+    """True in every window of a weights interval (window // interval) until weights were set for it.
+
+    `last_set_interval` is persisted as soon as the chain accepts weights, so a restart in
+    the same interval does not set them twice; a refused attempt is retried next window.
+    """
+    if interval <= 0:
+        raise ValueError(f"interval must be > 0, got {interval}")
+    current = window // interval
+    return last_set_interval is None or current > last_set_interval

@@ -1,0 +1,87 @@
+"""Every object key of the protocol in one place.
+
+Neuron buckets hold versioned keys (``v{P}/...``, P = `PROTOCOL_VERSION`) so two protocol versions
+never read each other's artifacts; the shared dataset bucket holds ``shards/...`` and ``hparams.json``.
+Window numbers are zero-padded to 8 digits so lexicographic listing order is window order.
+"""
+
+from __future__ import annotations
+
+import re
+
+from template.config import PROTOCOL_VERSION
+
+_ROOT = f"v{PROTOCOL_VERSION}"
+_WINDOW_DIGITS = 8
+_SHARD_DIGITS = 6
+
+# Keys parse_window understands: gradients/records/peers files and checkpoint folders.
+_WINDOW_KEY = re.compile(
+    rf"^{_ROOT}/(?:gradients/(?P<g>\d{{{_WINDOW_DIGITS}}})\.safetensors"
+    rf"|records/(?P<r>\d{{{_WINDOW_DIGITS}}})\.json"
+    rf"|peers/(?P<p>\d{{{_WINDOW_DIGITS}}})\.json"
+    rf"|checkpoints/(?P<c>\d{{{_WINDOW_DIGITS}}})/[^/]+)$"
+)
+
+
+def _window_part(window: int) -> str:
+    if not isinstance(window, int) or isinstance(window, bool) or not 0 <= window < 10**_WINDOW_DIGITS:
+        raise ValueError(f"window must be an int in [0, 1e{_WINDOW_DIGITS}), got {window!r}")
+    return f"{window:0{_WINDOW_DIGITS}d}"
+
+
+def gradient_key(window: int) -> str:
+    """Key of a miner's gradient artifact for `window`, e.g. ``v1/gradients/00000012.safetensors``."""
+    return f"{_ROOT}/gradients/{_window_part(window)}.safetensors"
+
+
+def record_key(window: int) -> str:
+    """Key of the lead validator's aggregation record for `window`."""
+    return f"{_ROOT}/records/{_window_part(window)}.json"
+
+
+def peers_key(window: int) -> str:
+    """Key of the peer list in force for `window`."""
+    return f"{_ROOT}/peers/{_window_part(window)}.json"
+
+
+def checkpoint_prefix() -> str:
+    """Prefix under which all checkpoints live (list it to find the latest)."""
+    return f"{_ROOT}/checkpoints/"
+
+
+def checkpoint_key(window: int) -> str:
+    """Key of the checkpoint weights taken at `window`."""
+    return f"{checkpoint_prefix()}{_window_part(window)}/model.safetensors"
+
+
+def parse_window(key: str) -> int | None:
+    """Window number of any key above (gradient, record, peers, checkpoint file); None otherwise."""
+    match = _WINDOW_KEY.match(key) if isinstance(key, str) else None
+    if match is None:
+        return None
+    return int(next(v for v in match.groupdict().values() if v is not None))
+
+
+def shard_key(split: str, index: int) -> str:
+    """Key of dataset shard `index` of `split` (``train``/``heldout``...), e.g. ``shards/train/000003.npy``."""
+    if not re.fullmatch(r"[a-z0-9_-]+", split):
+        raise ValueError(f"split must match [a-z0-9_-]+, got {split!r}")
+    if not isinstance(index, int) or not 0 <= index < 10**_SHARD_DIGITS:
+        raise ValueError(f"shard index must be an int in [0, 1e{_SHARD_DIGITS}), got {index!r}")
+    return f"shards/{split}/{index:0{_SHARD_DIGITS}d}.npy"
+
+
+def dataset_manifest_key() -> str:
+    """Key of the dataset manifest in the dataset bucket."""
+    return "shards/manifest.json"
+
+
+def tokenizer_key() -> str:
+    """Key of the dataset's tokenizer (``tokenizers`` JSON) in the dataset bucket."""
+    return "shards/tokenizer.json"
+
+
+def hparams_key() -> str:
+    """Key of the run hyperparameters published by the subnet owner (dataset bucket)."""
+    return "hparams.json"

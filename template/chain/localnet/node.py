@@ -1,0 +1,515 @@
+"""The localnet node: a timer-driven block producer over `ChainState`, persisted in SQLite, served over HTTP.
+
+* Extrinsics are verified (signature, genesis, nonce not already used) when submitted and wait in a pool; each
+  block includes every signer's run of consecutive nonces, applies them after the block step, and commits the
+  block row, its extrinsics and the full state snapshot in one SQLite transaction. A restart, even after
+  kill -9, resumes at the last committed block with the same state root.
+* HTTP (FastAPI on 127.0.0.1 only): GET /block, /block/{n}, /metagraph/{netuid}, /commitments/{netuid},
+  /hyperparameters/{netuid}, /account/{ss58}, /nonce/{ss58}, /subnets; POST /extrinsic.
+* `start_localnet_process` runs a node as a subprocess for tools and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, HTTPException, Request
+from loguru import logger
+
+from template.chain.localnet import views
+from template.chain.localnet.calls import apply_payload, apply_signed
+from template.chain.localnet.extrinsic import (
+    InvalidTransaction,
+    canonical_json,
+    extrinsic_hash,
+    verify_extrinsic,
+)
+from template.chain.localnet.state import CallError, ChainState, Genesis
+
+MAX_EXTRINSICS_PER_BLOCK = 20_000
+MAX_POOL = 50_000
+FUTURE_TX_TTL_BLOCKS = 20  # a nonce gap not filled within this many blocks drops the waiting extrinsic
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (number INTEGER PRIMARY KEY, hash TEXT NOT NULL, parent_hash TEXT NOT NULL,
+    timestamp REAL NOT NULL, state_root TEXT NOT NULL, extrinsics_root TEXT NOT NULL, num_extrinsics INTEGER);
+CREATE TABLE IF NOT EXISTS extrinsics (block INTEGER NOT NULL, idx INTEGER NOT NULL, hash TEXT NOT NULL,
+    signer TEXT NOT NULL, nonce INTEGER NOT NULL, call TEXT NOT NULL, body TEXT NOT NULL, ok INTEGER NOT NULL,
+    error TEXT, PRIMARY KEY (block, idx));
+CREATE INDEX IF NOT EXISTS extrinsics_by_hash ON extrinsics (hash);
+CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 0), block INTEGER NOT NULL, body BLOB);
+"""
+
+
+@dataclass
+class PoolEntry:
+    payload: dict[str, Any]
+    ext: dict[str, Any]
+    hash: str
+    seq: int
+    received_block: int
+    waiters: list[Any] = field(default_factory=list)  # callables taking (ok, error, block)
+
+
+def block_hash(number: int, parent: str, timestamp: float, state_root: str, extrinsics_root: str) -> str:
+    return hashlib.sha256(canonical_json({"number": number, "parent": parent, "timestamp": timestamp,
+                                          "state_root": state_root, "extrinsics_root": extrinsics_root})).hexdigest()
+
+
+class LocalnetNode:
+    """State + pool + SQLite; thread-safe. `produce_block()` makes one block; `run_producer()` loops on a timer."""
+
+    def __init__(self, db_path: Path, block_time: float = 1.0, genesis: Genesis | None = None) -> None:
+        if block_time <= 0:
+            raise ValueError(f"block_time must be > 0 seconds, got {block_time}")
+        self.block_time = block_time
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
+        self._db.executescript(SCHEMA)
+        self._pool: dict[str, dict[int, PoolEntry]] = {}
+        self._seq = itertools.count()
+        self._stop = threading.Event()
+        self.state, self.head = self._load_or_init(genesis or Genesis(timestamp=time.time()))
+        self.genesis_hash = self.state.genesis.genesis_hash()
+
+    # ---- persistence --------------------------------------------------------------------------------------
+    def _load_or_init(self, genesis: Genesis) -> tuple[ChainState, dict[str, Any]]:
+        row = self._db.execute("SELECT block, body FROM state WHERE id = 0").fetchone()
+        if row is not None:
+            state = ChainState.from_dict(json.loads(row[1]))
+            head = self._block_row(row[0])
+            assert head is not None and head["state_root"] == state.state_root(), "state snapshot does not match"
+            logger.info(f"localnet resumed at block {state.block} from {self.db_path}")
+            return state, head
+        state = ChainState.from_genesis(genesis)
+        dump = state.dump()
+        root = hashlib.sha256(dump).hexdigest()
+        head = {"number": 0, "parent_hash": "0" * 64, "timestamp": genesis.timestamp, "state_root": root,
+                "extrinsics_root": hashlib.sha256(b"").hexdigest(), "num_extrinsics": 0}
+        head["hash"] = block_hash(0, head["parent_hash"], genesis.timestamp, root, head["extrinsics_root"])
+        self._commit(head, [], dump, meta={"genesis": json.dumps(genesis.__dict__, sort_keys=True)})
+        logger.info(f"localnet genesis {head['hash'][:16]} in {self.db_path}")
+        return state, head
+
+    def _commit(self, head: dict[str, Any], rows: list[tuple], dump: bytes, meta: dict[str, str] | None = None) -> None:
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for k, v in (meta or {}).items():
+                cur.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
+            cur.execute("INSERT INTO blocks (number, hash, parent_hash, timestamp, state_root, extrinsics_root, "
+                        "num_extrinsics) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (head["number"], head["hash"], head["parent_hash"], head["timestamp"], head["state_root"],
+                         head["extrinsics_root"], head["num_extrinsics"]))
+            cur.executemany("INSERT INTO extrinsics (block, idx, hash, signer, nonce, call, body, ok, error) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            cur.execute("INSERT OR REPLACE INTO state (id, block, body) VALUES (0, ?, ?)", (head["number"], dump))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def _block_row(self, number: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT number, hash, parent_hash, timestamp, state_root, extrinsics_root, "
+                               "num_extrinsics FROM blocks WHERE number = ?", (number,)).fetchone()
+        if row is None:
+            return None
+        keys = ("number", "hash", "parent_hash", "timestamp", "state_root", "extrinsics_root", "num_extrinsics")
+        return dict(zip(keys, row, strict=True))
+
+    def block_info(self, number: int | None = None, with_extrinsics: bool = True) -> dict[str, Any] | None:
+        """Header of block `number` (default: head), plus its extrinsics when a number is given."""
+        with self._lock:
+            if number is None:
+                return {**self.head, "genesis_hash": self.genesis_hash, "block_time": self.block_time}
+            info = self._block_row(number)
+            if info is None or not with_extrinsics:
+                return info
+            rows = self._db.execute("SELECT idx, hash, signer, nonce, call, ok, error FROM extrinsics "
+                                    "WHERE block = ? ORDER BY idx", (number,)).fetchall()
+        keys = ("index", "hash", "signer", "nonce", "call", "ok", "error")
+        info["extrinsics"] = [dict(zip(keys, r, strict=True)) for r in rows]
+        return info
+
+    def extrinsic_status(self, ext_hash: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._db.execute("SELECT block, ok, error FROM extrinsics WHERE hash = ?", (ext_hash,)).fetchone()
+        if row is None:
+            return {"hash": ext_hash, "block": None, "ok": False, "error": None}
+        return {"hash": ext_hash, "block": row[0], "ok": bool(row[1]), "error": row[2]}
+
+    # ---- the pool ---------------------------------------------------------------------------------------------
+    def submit(self, ext: dict[str, Any], waiter: Any = None) -> str:
+        """Verify and queue an extrinsic; returns its hash. `waiter(ok, error, block)` is called on inclusion.
+
+        Raises InvalidTransaction (bad signature or genesis, nonce already used or already queued, pool full).
+        """
+        payload = verify_extrinsic(ext, self.genesis_hash)
+        ext_hash = extrinsic_hash(ext)
+        signer, nonce = payload["signer"], payload["nonce"]
+        with self._lock:
+            if nonce < self.state.nonces.get(signer, 0):
+                raise InvalidTransaction(f"Stale: nonce {nonce} already used (next {self.state.nonces.get(signer, 0)})")
+            queued = self._pool.setdefault(signer, {})
+            if nonce in queued:
+                raise InvalidTransaction(f"AlreadyImported: nonce {nonce} of {signer} is already queued")
+            if sum(len(q) for q in self._pool.values()) >= MAX_POOL:
+                raise InvalidTransaction("PoolFull: try again in a block")
+            queued[nonce] = PoolEntry(payload, ext, ext_hash, next(self._seq), self.state.block,
+                                      [waiter] if waiter else [])
+        return ext_hash
+
+    def next_nonce(self, ss58: str) -> int:
+        """The account nonce after every queued extrinsic that can be included (a client's next nonce)."""
+        with self._lock:
+            nonce = self.state.nonces.get(ss58, 0)
+            queued = self._pool.get(ss58, {})
+            while nonce in queued:
+                nonce += 1
+            return nonce
+
+    def _take_ready(self) -> list[PoolEntry]:
+        chains: list[list[PoolEntry]] = []
+        for signer, queued in list(self._pool.items()):
+            nonce, run = self.state.nonces.get(signer, 0), []
+            while nonce in queued:
+                run.append(queued.pop(nonce))
+                nonce += 1
+            if run:
+                chains.append(run)
+            for n in [n for n, e in queued.items() if n < nonce or self.state.block - e.received_block >
+                      FUTURE_TX_TTL_BLOCKS]:
+                self._resolve(queued.pop(n), False, "Future: nonce gap was never filled", None)
+            if not queued:
+                del self._pool[signer]
+        chains.sort(key=lambda run: run[0].seq)
+        ready = [e for run in chains for e in run]
+        for e in ready[MAX_EXTRINSICS_PER_BLOCK:]:  # over capacity: back to the pool for the next block
+            self._pool.setdefault(e.payload["signer"], {})[e.payload["nonce"]] = e
+        return ready[:MAX_EXTRINSICS_PER_BLOCK]
+
+    @staticmethod
+    def _resolve(entry: PoolEntry, ok: bool, error: str | None, block: int | None) -> None:
+        for waiter in entry.waiters:
+            try:
+                waiter(ok, error, block)
+            except Exception as e:  # a waiter that went away must not stop the chain
+                logger.debug(f"extrinsic waiter failed: {e}")
+
+    # ---- blocks -----------------------------------------------------------------------------------------------
+    def produce_block(self, timestamp: float | None = None) -> dict[str, Any]:
+        """Make, persist and return one block header: block step, then the ready extrinsics in order."""
+        with self._lock:
+            ts = float(timestamp if timestamp is not None else time.time())
+            entries = self._take_ready()
+            self.state.begin_block(ts)
+            number = self.state.block
+            results, rows = [], []
+            for idx, e in enumerate(entries):
+                ok, error = apply_payload(self.state, e.payload)
+                results.append((e, ok, error))
+                rows.append((number, idx, e.hash, e.payload["signer"], e.payload["nonce"], e.payload["call"],
+                             json.dumps(e.ext, sort_keys=True), int(ok), error))
+            dump = self.state.dump()
+            root = hashlib.sha256(dump).hexdigest()
+            ext_root = hashlib.sha256("".join(e.hash for e in entries).encode()).hexdigest()
+            head = {"number": number, "parent_hash": self.head["hash"], "timestamp": ts, "state_root": root,
+                    "extrinsics_root": ext_root, "num_extrinsics": len(entries)}
+            head["hash"] = block_hash(number, head["parent_hash"], ts, root, ext_root)
+            self._commit(head, rows, dump)
+            self.head = head
+        for e, ok, error in results:
+            self._resolve(e, ok, error, number)
+        return head
+
+    def run_producer(self) -> None:
+        """Produce a block every `block_time` seconds until `stop()`; never bursts to catch up."""
+        next_at = max(time.time(), float(self.head["timestamp"]) + self.block_time)
+        while not self._stop.wait(max(0.0, next_at - time.time())):
+            started = time.time()
+            head = self.produce_block(started)
+            if head["num_extrinsics"]:
+                logger.debug(f"block {head['number']}: {head['num_extrinsics']} extrinsics in "
+                             f"{(time.time() - started) * 1e3:.0f} ms")
+            next_at += self.block_time
+            if next_at < time.time():
+                next_at = time.time() + self.block_time
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self.stop()
+        with self._lock:
+            for queued in self._pool.values():
+                for e in queued.values():
+                    self._resolve(e, False, "NodeShuttingDown", None)
+            self._pool.clear()
+            self._db.close()
+
+    def read(self, fn, *args) -> Any:
+        """Run a view function on the state under the lock."""
+        with self._lock:
+            return fn(self.state, *args)
+
+
+def replay_chain(db_path: Path, upto: int | None = None) -> dict[str, Any]:
+    """Re-execute a node's database from genesis (signatures re-checked) and compare every state root.
+
+    Proves the chain is deterministic and the stored blocks are complete. Returns {"blocks": n checked,
+    "head": last block, "mismatches": [block numbers whose recomputed root or extrinsic result differs]}.
+    """
+    db = sqlite3.connect(f"file:{Path(db_path)}?mode=ro", uri=True)
+    try:
+        genesis = Genesis(**json.loads(db.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()[0]))
+        state = ChainState.from_genesis(genesis)
+        headers = db.execute("SELECT number, timestamp, state_root FROM blocks WHERE number >= 1 AND number <= ? "
+                             "ORDER BY number", (upto if upto is not None else 2**62,)).fetchall()
+        mismatches, head = [], 0
+        for number, timestamp, root in headers:
+            state.begin_block(timestamp)
+            rows = db.execute("SELECT body, ok, error FROM extrinsics WHERE block = ? ORDER BY idx",
+                              (number,)).fetchall()
+            same = True
+            for body, ok, error in rows:
+                same &= apply_signed(state, json.loads(body)) == (bool(ok), error)
+            if not same or state.state_root() != root:
+                mismatches.append(number)
+            head = number
+    finally:
+        db.close()
+    return {"blocks": len(headers), "head": head, "mismatches": mismatches}
+
+
+# ---- HTTP API -----------------------------------------------------------------------------------------------------
+def build_app(node: LocalnetNode):
+    """The FastAPI app over `node`. Chain errors map to 404 (missing subnet/block) or 400 (bad input)."""
+    app = FastAPI(title="localnet", docs_url=None, redoc_url=None)
+
+    def view(fn, *args) -> Any:
+        try:
+            return node.read(fn, *args)
+        except CallError as e:
+            raise HTTPException(status_code=404, detail=str(e.args[0])) from e
+
+    @app.get("/block")
+    def head() -> dict[str, Any]:
+        return node.block_info()
+
+    @app.get("/block/{number}")
+    def block(number: int, extrinsics: bool = True) -> dict[str, Any]:
+        info = node.block_info(number, with_extrinsics=extrinsics)
+        if info is None:
+            raise HTTPException(status_code=404, detail=f"BlockNotFound: {number}")
+        return info
+
+    @app.get("/extrinsic/{ext_hash}")
+    def extrinsic_status(ext_hash: str) -> dict[str, Any]:
+        """Where an extrinsic landed: {block, ok, error}; block None when it was never included."""
+        return node.extrinsic_status(ext_hash)
+
+    @app.get("/metagraph/{netuid}")
+    def metagraph(netuid: int) -> dict[str, Any]:
+        return view(views.metagraph_view, netuid)
+
+    @app.get("/commitments/{netuid}")
+    def commitments(netuid: int) -> dict[str, Any]:
+        return view(views.commitments_view, netuid)
+
+    @app.get("/hyperparameters/{netuid}")
+    def hyperparameters(netuid: int) -> dict[str, Any]:
+        return view(views.hyperparameters_view, netuid)
+
+    @app.get("/subnets")
+    def subnets() -> dict[str, Any]:
+        return view(lambda s: {k: views.subnet_summary(s, sub) | {"owner_coldkey": sub.owner_coldkey,
+                                                                 "owner_hotkey": sub.owner_hotkey,
+                                                                 "registered_at": sub.registered_at}
+                               for k, sub in s.subnets.items()})
+
+    @app.get("/account/{ss58}")
+    def account(ss58: str) -> dict[str, Any]:
+        return view(views.account_view, ss58)
+
+    @app.get("/nonce/{ss58}")
+    def nonce(ss58: str) -> dict[str, Any]:
+        return {"ss58": ss58, "nonce": node.next_nonce(ss58)}
+
+    async def submit_and_wait(ext: Any, wait: bool) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future | None = loop.create_future() if wait else None
+
+        def waiter(ok: bool, error: str | None, number: int | None) -> None:
+            def settle() -> None:
+                if fut is not None and not fut.done():
+                    fut.set_result((ok, error, number))
+            loop.call_soon_threadsafe(settle)
+
+        try:
+            ext_hash = node.submit(ext, waiter if fut is not None else None)
+        except InvalidTransaction as e:
+            return {"ok": False, "error": str(e), "block": None, "invalid": True}
+        if fut is None:
+            return {"ok": True, "error": None, "block": None, "hash": ext_hash}
+        ok, error, number = await fut
+        return {"ok": ok, "error": error, "block": number, "hash": ext_hash}
+
+    async def json_body(request: Request) -> Any:
+        try:
+            return json.loads(await request.body())  # plain json: FastAPI's body validation costs ~2x here
+        except ValueError as e:
+            raise HTTPException(status_code=400, detail=f"BadFormat: {e}") from e
+
+    @app.post("/extrinsic")
+    async def extrinsic(request: Request) -> dict[str, Any]:
+        """Body {"extrinsic": {...}, "wait": bool}. Returns ok/error/block (block None when not waiting)."""
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            raise HTTPException(status_code=400, detail="BadFormat: expected an object")
+        return await submit_and_wait(body.get("extrinsic"), bool(body.get("wait", True)))
+
+    @app.post("/extrinsics")
+    async def extrinsics(request: Request) -> list[dict[str, Any]]:
+        """Batch: body {"extrinsics": [...], "wait": bool}; one result per extrinsic, in order."""
+        body = await json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("extrinsics"), list):
+            raise HTTPException(status_code=400, detail="BadFormat: expected {extrinsics: [...]}")
+        wait = bool(body.get("wait", True))
+        return list(await asyncio.gather(*(submit_and_wait(e, wait) for e in body["extrinsics"])))
+
+    return app
+
+
+def serve(db_path: Path, port: int, block_time: float, genesis: Genesis | None = None) -> None:
+    """Run a node until SIGTERM/SIGINT: block producer thread + uvicorn on 127.0.0.1:`port`."""
+    import uvicorn
+
+    node = LocalnetNode(db_path, block_time=block_time, genesis=genesis)
+
+    def produce() -> None:
+        try:
+            node.run_producer()
+        except Exception:
+            # memory may now be ahead of the database: die, so that a restart resumes from the last commit
+            logger.exception("block production failed; exiting")
+            os._exit(70)
+
+    producer = threading.Thread(target=produce, name="block-producer", daemon=True)
+    producer.start()
+    config = uvicorn.Config(build_app(node), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    logger.info(f"localnet serving on http://127.0.0.1:{port}, block time {block_time} s, db {db_path}")
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # our handlers: stop serving, then close the db cleanly
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
+    try:
+        server.run()
+    finally:
+        node.stop()
+        producer.join(timeout=5 * block_time + 5)
+        node.close()
+        logger.info("localnet stopped")
+
+
+# ---- running a node as a subprocess ----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalnetProcess:
+    """A node subprocess on a fixed db and port, which can be stopped, killed and started again."""
+
+    def __init__(self, db_path: Path, block_time: float = 1.0, port: int | None = None,
+                 extra_args: list[str] | None = None) -> None:
+        self.db_path = Path(db_path)
+        self.block_time = block_time
+        self.port = port or free_port()
+        self.extra_args = list(extra_args or [])
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.db_path.with_suffix(".log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60.0) -> subprocess.Popen:
+        """Launch the node and wait until GET /block answers. Raises RuntimeError if it does not come up."""
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "template.chain.localnet", "serve", "--db", str(self.db_path), "--port",
+               str(self.port), "--block-time", str(self.block_time), *self.extra_args]
+        root = Path(__file__).resolve().parents[3]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"localnet exited with {self.proc.returncode}; see {self.log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.endpoint}/block", timeout=2.0).status_code == 200:
+                    return self.proc
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"localnet did not answer on {self.endpoint} within {timeout_s} s; see {self.log_path}")
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `grace_s`."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """kill -9: no chance to clean up (what the restart tests exercise)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, hard: bool = False) -> subprocess.Popen:
+        """Stop (or kill -9 when `hard`) and start again on the same db and port."""
+        self.kill() if hard else self.stop()
+        return self.start()
+
+
+@contextlib.contextmanager
+def start_localnet_process(db_path: Path, block_time: float = 1.0,
+                           port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run a node subprocess for the duration of the block; yields (endpoint, proc)."""
+    node = LocalnetProcess(db_path, block_time=block_time, port=port)
+    proc = node.start()
+    try:
+        yield node.endpoint, proc
+    finally:
+        node.stop()
+
+
+def restart_localnet_process(db_path: Path, port: int, block_time: float = 1.0) -> LocalnetProcess:
+    """Start a node again on an existing db and port (after a stop or a kill -9); returns the running process."""
+    node = LocalnetProcess(db_path, block_time=block_time, port=port)
+    node.start()
+    return node

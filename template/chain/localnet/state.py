@@ -1,0 +1,405 @@
+"""The localnet's deterministic state: accounts, subnets, neurons, stake pools, and the per-block step.
+
+Everything is integers (rao, u16) and plain containers so the whole state serializes to canonical JSON; its
+sha256 is the block's state root. The extrinsic handlers live in `calls.py`; this module owns the data model,
+stake accounting, registration/pruning, the block step (burn decay, alpha coinbase, epochs) and the payout of
+an epoch's emission, following SUBTENSOR.md sections 2, 4 and 6.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from template.chain.localnet import coinbase
+from template.chain.localnet.yuma import NeuronState, YumaParams, yuma_epoch
+
+RAO = 1_000_000_000
+U16_MAX = 65535
+DEV_ACCOUNTS = ("//Alice", "//Bob", "//Charlie", "//Dave", "//Eve", "//Ferdie")
+MIN_NON_IMMUNE_UIDS = 10
+IMMUNE_OWNER_UIDS_LIMIT = 1
+BURN_INCREASE_MULT_PCT = 126  # burn x1.26 after each registration
+SWAP_FEE_U16 = 33  # 0.05% pool fee
+MIN_STAKE_RAO = 2_000_000
+COMMIT_SPACE_PER_EPOCH = 3100
+COMMIT_MIN_SPACE = 100
+COMMIT_MAX_FIELDS = 3
+COMMIT_FIELD_LIMITS = {"Raw": 128, "BigRaw": 512}
+
+# Defaults of a newly created subnet (SUBTENSOR.md section 1), except commit-reveal which a local chain keeps off.
+DEFAULT_HPARAMS: dict[str, int | bool] = {
+    "tempo": 360,
+    "kappa": 32767,
+    "immunity_period": 5000,
+    "max_allowed_uids": 256,
+    "max_allowed_validators": 64,
+    "min_allowed_weights": 1,
+    "max_weight_limit": U16_MAX,
+    "weights_rate_limit": 100,
+    "weights_version": 0,
+    "activity_cutoff": 5000,
+    "bonds_moving_average": 900_000,
+    "bonds_penalty": U16_MAX,
+    "yuma3_enabled": True,
+    "liquid_alpha_enabled": False,
+    "alpha_low": 45875,
+    "alpha_high": 58982,
+    "alpha_sigmoid_steepness": 1000,
+    "commit_reveal_weights_enabled": False,
+    "min_burn": 500_000,
+    "max_burn": 100 * RAO,
+    "burn_half_life": 360,
+    "owner_cut_enabled": True,
+    "registration_allowed": True,
+}
+
+
+class CallError(Exception):
+    """A dispatched call failed; `args[0]` is the chain's error name (e.g. "SettingWeightsTooFast")."""
+
+
+@dataclass
+class Genesis:
+    """Chain-wide constants fixed at genesis (part of the genesis hash)."""
+
+    chain_name: str = "localnet"
+    dev_accounts: list[str] = field(default_factory=lambda: list(DEV_ACCOUNTS))
+    dev_balance_rao: int = 1_000_000 * RAO
+    min_lock_rao: int = 1000 * RAO
+    network_rate_limit: int = 0  # blocks between subnet creations (mainnet 7200)
+    admin_freeze_window: int = 10  # owner hparams frozen this many blocks before an epoch (if tempo > 2x this)
+    owner_hparam_rate_limit_tempos: int = 0  # per-parameter owner rate limit in tempos (mainnet 2)
+    stake_threshold_rao: int = 0
+    timestamp: float = 0.0
+
+    def genesis_hash(self) -> str:
+        return hashlib.sha256(canonical(self.__dict__)).hexdigest()
+
+
+@dataclass
+class Neuron:
+    """One uid. u16 outputs of the last epoch; `emission` in rao per epoch; rows are [[uid, u16], ...]."""
+
+    hotkey: str
+    registered_at: int
+    last_update: int
+    permit: bool = False
+    active: bool = True
+    consensus: int = 0
+    incentive: int = 0
+    dividends: int = 0
+    validator_trust: int = 0
+    emission: int = 0
+    weights: list[list[int]] = field(default_factory=list)
+    bonds: list[list[int]] = field(default_factory=list)
+
+
+@dataclass
+class Subnet:
+    """A subnet: ownership, hyperparameters, scheduler, pool, pending emission, neurons, commitments."""
+
+    netuid: int
+    owner_coldkey: str
+    owner_hotkey: str
+    registered_at: int
+    hparams: dict[str, int | bool]
+    burn: int = RAO
+    first_emission_block: int = 0  # 0 until start_call
+    last_epoch_block: int = 0
+    epoch_index: int = 0
+    last_mechanism_step_block: int = 0
+    blocks_since_last_step: int = 0
+    subnet_tao: int = 0
+    alpha_in: int = 0
+    alpha_out: int = 0
+    pending_server: int = 0
+    pending_validator: int = 0
+    pending_owner_cut: int = 0
+    neurons: list[Neuron] = field(default_factory=list)
+    commitments: dict[str, dict[str, Any]] = field(default_factory=dict)  # hotkey -> {fields, block}
+    used_space: dict[str, list[int]] = field(default_factory=dict)  # hotkey -> [epoch_index, bytes used]
+    hparam_last_set: dict[str, int] = field(default_factory=dict)
+
+    def uid_of(self, hotkey: str) -> int | None:
+        for uid, n in enumerate(self.neurons):
+            if n.hotkey == hotkey:
+                return uid
+        return None
+
+
+def canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _shallow(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+def _burn_decay_q32(half_life: int) -> int:
+    """The Q32 factor f with f**half_life <= 1/2 most tightly (bisection), as the chain's burn decay."""
+    lo, hi = 0, 1 << 32
+    half = 1 << 31
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        acc = 1 << 32
+        for _ in range(half_life):
+            acc = (acc * mid) >> 32
+            if acc == 0:
+                break
+        if acc <= half:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+_DECAY_CACHE: dict[int, int] = {}
+
+
+def burn_decay_factor(half_life: int) -> int:
+    if half_life not in _DECAY_CACHE:
+        _DECAY_CACHE[half_life] = _burn_decay_q32(max(1, half_life))
+    return _DECAY_CACHE[half_life]
+
+
+@dataclass
+class ChainState:
+    """The whole chain state at one block."""
+
+    genesis: Genesis
+    block: int = 0
+    timestamp: float = 0.0
+    total_issuance: int = 0
+    balances: dict[str, int] = field(default_factory=dict)
+    nonces: dict[str, int] = field(default_factory=dict)
+    owner_of: dict[str, str] = field(default_factory=dict)  # hotkey -> coldkey
+    subnets: dict[str, Subnet] = field(default_factory=dict)  # str(netuid) -> Subnet
+    hotkey_alpha: dict[str, int] = field(default_factory=dict)  # "netuid:hotkey" -> alpha rao
+    hotkey_shares: dict[str, int] = field(default_factory=dict)  # "netuid:hotkey" -> total shares
+    shares: dict[str, int] = field(default_factory=dict)  # "netuid:hotkey:coldkey" -> shares
+    network_last_lock: int = 0
+    network_last_lock_block: int = 0
+
+    # ---- construction and serialization -------------------------------------------------------------------
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> ChainState:
+        from bittensor_wallet import Keypair
+
+        state = cls(genesis=genesis, timestamp=genesis.timestamp)
+        for uri in genesis.dev_accounts:
+            state.balances[Keypair.create_from_uri(uri).ss58_address] = genesis.dev_balance_rao
+            state.total_issuance += genesis.dev_balance_rao
+        return state
+
+    def to_dict(self) -> dict[str, Any]:
+        d = _shallow(self)
+        d["genesis"] = _shallow(self.genesis)
+        d["subnets"] = {k: {**_shallow(s), "neurons": [_shallow(n) for n in s.neurons]} for k, s in self.subnets.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChainState:
+        d = dict(d)
+        d["genesis"] = Genesis(**d["genesis"])
+        subnets = {}
+        for k, s in d["subnets"].items():
+            s = dict(s)
+            s["neurons"] = [Neuron(**n) for n in s["neurons"]]
+            subnets[k] = Subnet(**s)
+        d["subnets"] = subnets
+        return cls(**d)
+
+    def dump(self) -> bytes:
+        """Canonical JSON of the whole state (its sha256 is the state root)."""
+        return canonical(self.to_dict())
+
+    def state_root(self) -> str:
+        return hashlib.sha256(self.dump()).hexdigest()
+
+    # ---- lookups ------------------------------------------------------------------------------------------
+    def subnet(self, netuid: int) -> Subnet:
+        sub = self.subnets.get(str(netuid))
+        if sub is None:
+            raise CallError("SubnetNotExists")
+        return sub
+
+    def balance(self, ss58: str) -> int:
+        return self.balances.get(ss58, 0)
+
+    def stake_of(self, netuid: int, hotkey: str) -> int:
+        return self.hotkey_alpha.get(f"{netuid}:{hotkey}", 0)
+
+    def stake_of_coldkey(self, netuid: int, hotkey: str, coldkey: str) -> int:
+        total_shares = self.hotkey_shares.get(f"{netuid}:{hotkey}", 0)
+        if total_shares == 0:
+            return 0
+        return self.stake_of(netuid, hotkey) * self.shares.get(f"{netuid}:{hotkey}:{coldkey}", 0) // total_shares
+
+    # ---- stake share pool ---------------------------------------------------------------------------------
+    def stake_to(self, netuid: int, hotkey: str, coldkey: str, alpha: int) -> None:
+        """Add alpha for (hotkey, coldkey), minting shares at the current ratio."""
+        if alpha <= 0:
+            return
+        hk = f"{netuid}:{hotkey}"
+        total, total_shares = self.hotkey_alpha.get(hk, 0), self.hotkey_shares.get(hk, 0)
+        minted = alpha if total == 0 or total_shares == 0 else alpha * total_shares // total
+        self.hotkey_alpha[hk] = total + alpha
+        self.hotkey_shares[hk] = total_shares + minted
+        key = f"{hk}:{coldkey}"
+        self.shares[key] = self.shares.get(key, 0) + minted
+
+    def stake_to_hotkey(self, netuid: int, hotkey: str, alpha: int) -> None:
+        """Add alpha to the hotkey's pool without minting shares: every nominator gains pro rata."""
+        if alpha <= 0:
+            return
+        hk = f"{netuid}:{hotkey}"
+        if self.hotkey_shares.get(hk, 0) == 0:
+            self.stake_to(netuid, hotkey, self.owner_of.get(hotkey, hotkey), alpha)
+            return
+        self.hotkey_alpha[hk] = self.hotkey_alpha.get(hk, 0) + alpha
+
+    def unstake_from(self, netuid: int, hotkey: str, coldkey: str, alpha: int) -> None:
+        """Remove `alpha` of (hotkey, coldkey)'s stake (caller checked it is held), burning its shares."""
+        hk = f"{netuid}:{hotkey}"
+        total, total_shares = self.hotkey_alpha[hk], self.hotkey_shares[hk]
+        key = f"{hk}:{coldkey}"
+        held = self.stake_of_coldkey(netuid, hotkey, coldkey)
+        burned = self.shares[key] if alpha >= held else min(self.shares[key], -(-alpha * total_shares // total))
+        self.shares[key] -= burned
+        self.hotkey_shares[hk] = total_shares - burned
+        self.hotkey_alpha[hk] = total - alpha
+        if self.shares[key] == 0:
+            del self.shares[key]
+
+    # ---- constant-product pool ----------------------------------------------------------------------------
+    @staticmethod
+    def swap_tao_for_alpha(sub: Subnet, tao: int) -> int:
+        """Buy alpha with `tao` rao (fee stays in the pool). Returns alpha bought; updates reserves."""
+        net = tao - tao * SWAP_FEE_U16 // U16_MAX
+        bought = sub.alpha_in * net // (sub.subnet_tao + net) if sub.subnet_tao + net > 0 else 0
+        sub.subnet_tao += tao
+        sub.alpha_in -= bought
+        return bought
+
+    @staticmethod
+    def quote_alpha_for_tao(sub: Subnet, tao: int) -> int:
+        net = tao - tao * SWAP_FEE_U16 // U16_MAX
+        return sub.alpha_in * net // (sub.subnet_tao + net) if sub.subnet_tao + net > 0 else 0
+
+    @staticmethod
+    def quote_tao_for_alpha(sub: Subnet, alpha: int) -> int:
+        gross = sub.subnet_tao * alpha // (sub.alpha_in + alpha) if sub.alpha_in + alpha > 0 else 0
+        return gross - gross * SWAP_FEE_U16 // U16_MAX
+
+    # ---- registration -------------------------------------------------------------------------------------
+    def append_or_replace_neuron(self, sub: Subnet, hotkey: str) -> int:
+        """Give `hotkey` a uid: append when there is room, else prune (SUBTENSOR.md section 6)."""
+        if len(sub.neurons) < sub.hparams["max_allowed_uids"]:
+            sub.neurons.append(Neuron(hotkey=hotkey, registered_at=self.block, last_update=self.block))
+            return len(sub.neurons) - 1
+        victim = self.pruning_victim(sub)
+        if victim is None:
+            raise CallError("NoNeuronIdAvailable")
+        sub.neurons[victim] = Neuron(hotkey=hotkey, registered_at=self.block, last_update=self.block)
+        for n in sub.neurons:
+            for pair in n.weights:
+                if pair[0] == victim:
+                    pair[1] = 0
+        return victim
+
+    def pruning_victim(self, sub: Subnet) -> int | None:
+        immortal = self._owner_immortal_uids(sub)
+        immunity = sub.hparams["immunity_period"]
+        non_immune, immune = [], []
+        for uid, n in enumerate(sub.neurons):
+            if uid in immortal:
+                continue
+            key = (n.emission, n.registered_at, uid)
+            (immune if self.block - n.registered_at < immunity else non_immune).append(key)
+        # a floor of non-immune uids is kept; below it an immune uid goes first (or none: NoNeuronIdAvailable)
+        if len(non_immune) > MIN_NON_IMMUNE_UIDS:
+            return min(non_immune)[2]
+        return min(immune)[2] if immune else None
+
+    def _owner_immortal_uids(self, sub: Subnet) -> set[int]:
+        uids = []
+        owner_uid = sub.uid_of(sub.owner_hotkey)
+        if owner_uid is not None:
+            uids.append(owner_uid)
+        others = sorted((n.registered_at, uid) for uid, n in enumerate(sub.neurons)
+                        if self.owner_of.get(n.hotkey) == sub.owner_coldkey and uid != owner_uid)
+        uids += [uid for _, uid in others]
+        return set(uids[:IMMUNE_OWNER_UIDS_LIMIT])
+
+    # ---- the block step -----------------------------------------------------------------------------------
+    def begin_block(self, timestamp: float) -> None:
+        """Advance to the next block: burn decay, alpha coinbase, due epochs. Extrinsics are applied after."""
+        self.block += 1
+        self.timestamp = timestamp
+        for sub in self.subnets.values():
+            f = burn_decay_factor(int(sub.hparams["burn_half_life"]))
+            sub.burn = self.clamp_burn(sub, (sub.burn * f) >> 32)
+            # subtensor emits to subnets that were started and still allow registration
+            if sub.first_emission_block and self.block >= sub.first_emission_block and \
+                    sub.hparams["registration_allowed"]:
+                self._accumulate_emission(sub)
+            sub.blocks_since_last_step += 1
+            if coinbase.should_run_epoch(int(sub.hparams["tempo"]), self.block, last_epoch_block=sub.last_epoch_block,
+                                         blocks_since_last_step=sub.blocks_since_last_step):
+                self.run_epoch(sub)
+
+    @staticmethod
+    def clamp_burn(sub: Subnet, burn: int) -> int:
+        return max(int(sub.hparams["min_burn"]), min(int(sub.hparams["max_burn"]), burn))
+
+    def _accumulate_emission(self, sub: Subnet) -> None:
+        issuance = sub.alpha_in + sub.alpha_out + sub.pending_server + sub.pending_validator + sub.pending_owner_cut
+        split = coinbase.split_block_emission(coinbase.block_emission(issuance),
+                                              owner_cut_enabled=bool(sub.hparams["owner_cut_enabled"]))
+        sub.pending_owner_cut += split.owner_cut
+        sub.pending_server += split.server
+        sub.pending_validator += split.validator
+
+    def run_epoch(self, sub: Subnet) -> None:
+        """Drain pending emission, run Yuma, pay incentive/dividends/owner cut as stake (SUBTENSOR.md 4, 5)."""
+        pending = coinbase.PendingEmission(server=sub.pending_server, validator=sub.pending_validator,
+                                           owner_cut=sub.pending_owner_cut)
+        sub.pending_server = sub.pending_validator = sub.pending_owner_cut = 0
+        sub.blocks_since_last_step = 0
+        sub.last_epoch_block = self.block
+        sub.epoch_index += 1
+        hp = sub.hparams
+        owner_uid = sub.uid_of(sub.owner_hotkey)
+        states = [NeuronState(stake=self.stake_of(sub.netuid, n.hotkey), last_update=n.last_update,
+                              registered_at=n.registered_at, permit=n.permit,
+                              weights=[(u, v) for u, v in n.weights], bonds=[(u, v) for u, v in n.bonds])
+                  for n in sub.neurons]
+        params = YumaParams(kappa=int(hp["kappa"]), bonds_penalty=int(hp["bonds_penalty"]),
+                            bonds_moving_average=int(hp["bonds_moving_average"]), yuma3=bool(hp["yuma3_enabled"]),
+                            liquid_alpha=bool(hp["liquid_alpha_enabled"]), alpha_low=int(hp["alpha_low"]),
+                            alpha_high=int(hp["alpha_high"]),
+                            alpha_sigmoid_steepness=int(hp["alpha_sigmoid_steepness"]),
+                            max_validators=int(hp["max_allowed_validators"]),
+                            activity_cutoff=int(hp["activity_cutoff"]))
+        result = yuma_epoch(states, block=self.block, last_step_block=sub.last_mechanism_step_block,
+                            tempo=int(hp["tempo"]), rao_emission=pending.epoch_emission, params=params,
+                            owner_uid=owner_uid, stake_threshold=self.genesis.stake_threshold_rao)
+        for uid, n in enumerate(sub.neurons):
+            n.incentive, n.dividends = result.incentive[uid], result.dividends[uid]
+            n.consensus, n.validator_trust = result.consensus[uid], result.validator_trust[uid]
+            n.emission, n.permit, n.active = result.emission[uid], result.permits[uid], result.active[uid]
+            n.bonds = [[u, v] for u, v in result.bonds[uid]]
+        hotkeys = [n.hotkey for n in sub.neurons]
+        payout = coinbase.distribute_epoch(result, hotkeys=hotkeys, hotkey_owners=self.owner_of,
+                                           owner_coldkey=sub.owner_coldkey, owner_hotkey=sub.owner_hotkey,
+                                           pending=pending)
+        for credit in payout.credits:
+            if credit.coldkey is None:  # nominator part: raises the hotkey pool's share value
+                self.stake_to_hotkey(sub.netuid, credit.hotkey, credit.amount)
+            else:
+                self.stake_to(sub.netuid, credit.hotkey, credit.coldkey, credit.amount)
+        sub.alpha_out += payout.total_credited  # burned alpha is simply never minted
+        sub.last_mechanism_step_block = self.block

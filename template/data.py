@@ -1,0 +1,252 @@
+"""Token data: the dataset manifest, memory-mapped shards, and the deterministic sample assignment.
+
+The dataset is a sequence of fixed-length samples, each `seq_len + 1` tokens (inputs plus the
+shifted targets), stored in `.npy` shards in the dataset bucket. Global sample ids run over the
+shards in manifest order. Samples [0, heldout_start) are the training range assigned to miners;
+[heldout_start, num_samples) is the held-out range no miner is ever assigned (validators' random
+eval batches).
+
+`sample_ids` is the assignment rule every node recomputes to check a miner's data receipt: it is
+a pure function of (uid, window, seed, n, num_train) that gives the same answer on every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from storage import layout
+from storage.s3 import GetResult, Status
+
+MANIFEST_MAX_BYTES = 16 << 20
+TOKENIZER_MAX_BYTES = 64 << 20
+_MANIFEST_VERSION = 1
+
+
+class DatasetError(RuntimeError):
+    """The dataset could not be fetched or does not verify."""
+
+
+class TokenizerInfo(BaseModel):
+    """The tokenizer the shards were made with; its JSON is stored at `key` in the dataset bucket."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(description="human-readable name, e.g. 'bpe-8192-shakespeare'")
+    key: str = Field(description="object key of the tokenizers JSON")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the tokenizer JSON bytes")
+    bytes: int = Field(gt=0, description="size of the tokenizer JSON in bytes")
+    eos_id: int = Field(ge=0, description="token id joining documents")
+
+
+class ShardInfo(BaseModel):
+    """One `.npy` shard: a (num_samples, seq_len + 1) array."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    key: str = Field(description="object key, e.g. shards/train/000003.npy")
+    num_samples: int = Field(gt=0, description="rows in this shard")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the .npy file bytes")
+    bytes: int = Field(gt=0, description="size of the .npy file in bytes")
+
+
+class DatasetManifest(BaseModel):
+    """Everything a node needs to fetch and verify the dataset (stored at `layout.dataset_manifest_key()`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    version: int = Field(_MANIFEST_VERSION, description="manifest format version")
+    source: str = Field(description="where the text came from (e.g. 'shakespeare')")
+    tokenizer: TokenizerInfo
+    vocab_size: int = Field(gt=0, le=1 << 32, description="tokenizer vocabulary size; every token id is below it")
+    seq_len: int = Field(gt=0, description="model context; each stored sample holds seq_len + 1 tokens")
+    dtype: Literal["uint16", "uint32"] = Field(description="token dtype in the shards")
+    num_samples: int = Field(gt=0, description="total samples over all shards")
+    heldout_start: int = Field(gt=0, description="samples [heldout_start, num_samples) are never assigned")
+    shards: list[ShardInfo] = Field(min_length=1, description="train shards first, then held-out shards")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetManifest:
+        if sum(s.num_samples for s in self.shards) != self.num_samples:
+            raise ValueError("num_samples must equal the sum of the shards' num_samples")
+        if not 0 < self.heldout_start <= self.num_samples:
+            raise ValueError(f"heldout_start must be in (0, num_samples], got {self.heldout_start}")
+        if len({s.key for s in self.shards}) != len(self.shards):
+            raise ValueError("shard keys must be unique")
+        if self.dtype == "uint16" and self.vocab_size > 1 << 16:
+            raise ValueError(f"vocab_size {self.vocab_size} does not fit dtype uint16")
+        return self
+
+    @property
+    def num_train(self) -> int:
+        """Size of the assignable training range [0, num_train)."""
+        return self.heldout_start
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.model_dump(), indent=1, sort_keys=True).encode()
+
+
+class TokenDataset:
+    """Samples from memory-mapped `.npy` shards; sample ids are global over the shards in order."""
+
+    def __init__(self, shard_paths: list[Path], seq_len: int) -> None:
+        self.seq_len = seq_len
+        self._shards = [np.load(path, mmap_mode="r", allow_pickle=False) for path in shard_paths]
+        for path, shard in zip(shard_paths, self._shards, strict=True):
+            if shard.ndim != 2 or shard.shape[1] != seq_len + 1:
+                raise DatasetError(f"shard {path} has shape {shard.shape}, expected (n, {seq_len + 1})")
+        # starts[i] = global id of shard i's first row.
+        self._starts = np.cumsum([0] + [len(shard) for shard in self._shards])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def batch(self, ids: list[int]) -> torch.Tensor:
+        """Samples `ids` as a LongTensor of shape (len(ids), seq_len + 1). Raises IndexError on a bad id."""
+        rows = np.empty((len(ids), self.seq_len + 1), dtype=np.int64)
+        for row, sample_id in enumerate(ids):
+            if not 0 <= sample_id < len(self):
+                raise IndexError(f"sample id {sample_id} out of range [0, {len(self)})")
+            shard = int(np.searchsorted(self._starts, sample_id, side="right")) - 1
+            rows[row] = self._shards[shard][sample_id - self._starts[shard]]
+        return torch.from_numpy(rows)  # (B, seq_len + 1)
+
+
+class ObjectReader(Protocol):
+    """The part of `storage.s3.S3Client` that fetch_dataset uses."""
+
+    def get(self, bucket: str, key: str, *, max_bytes: int | None = None, sha256: str | None = None) -> GetResult:
+        ...
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_cached(path: Path, sha256: str, size: int, verified: dict[str, list]) -> bool:
+    """True if `path` holds the object with this sha256; a stat match with an earlier check skips rehashing."""
+    if not path.is_file() or path.stat().st_size != size:
+        return False
+    stat = path.stat()
+    stamp = [sha256, stat.st_size, stat.st_mtime_ns]
+    if verified.get(str(path)) == stamp:
+        return True
+    if _sha256_file(path) != sha256:
+        return False
+    verified[str(path)] = stamp
+    return True
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _fetch_object(client: ObjectReader, bucket: str, key: str, sha256: str, size: int, path: Path) -> None:
+    res = client.get(bucket, key, max_bytes=size, sha256=sha256)
+    if res.status is not Status.OK or res.data is None:
+        raise DatasetError(f"dataset object {bucket}/{key}: {res.status.name} ({res.error})")
+    _write_atomic(path, res.data)
+
+
+def load_manifest(raw: bytes) -> DatasetManifest:
+    """Parse manifest JSON. Raises DatasetError on anything invalid."""
+    try:
+        return DatasetManifest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise DatasetError(f"invalid dataset manifest: {exc}") from None
+
+
+def fetch_dataset(client: ObjectReader, bucket: str, cache_dir: Path, *,
+                  max_workers: int = 4) -> tuple[DatasetManifest, TokenDataset]:
+    """Download the manifest, tokenizer and any missing or changed shards into `cache_dir`.
+
+    Every object is checked against the manifest's size and sha256; already verified local files
+    are reused. Raises DatasetError if anything is missing, denied or corrupt.
+    """
+    cache_dir = Path(cache_dir)
+    res = client.get(bucket, layout.dataset_manifest_key(), max_bytes=MANIFEST_MAX_BYTES)
+    if res.status is not Status.OK or res.data is None:
+        raise DatasetError(f"dataset manifest {bucket}/{layout.dataset_manifest_key()}: {res.status.name} "
+                           f"({res.error})")
+    manifest = load_manifest(res.data)
+    verified_path = cache_dir / "verified.json"
+    try:
+        verified: dict[str, list] = json.loads(verified_path.read_text())
+    except (OSError, ValueError):
+        verified = {}
+    wanted = [(manifest.tokenizer.key, manifest.tokenizer.sha256, manifest.tokenizer.bytes)]
+    wanted += [(s.key, s.sha256, s.bytes) for s in manifest.shards]
+    missing = [w for w in wanted if not _is_cached(cache_dir / w[0], w[1], w[2], verified)]
+    if missing:
+        logger.info("fetching {} of {} dataset objects from {}", len(missing), len(wanted), bucket)
+        with ThreadPoolExecutor(max_workers=max_workers) as pool:
+            list(pool.map(lambda w: _fetch_object(client, bucket, w[0], w[1], w[2], cache_dir / w[0]), missing))
+        for key, sha, size in missing:
+            _is_cached(cache_dir / key, sha, size, verified)  # records the stat stamp of the fresh file
+    _write_atomic(verified_path, json.dumps(verified).encode())
+    _write_atomic(cache_dir / layout.dataset_manifest_key(), manifest.to_json())
+    dataset = TokenDataset([cache_dir / s.key for s in manifest.shards], manifest.seq_len)
+    if len(dataset) != manifest.num_samples:
+        raise DatasetError(f"shards hold {len(dataset)} samples, manifest says {manifest.num_samples}")
+    return manifest, dataset
+
+
+# -- assignment (pure)
+
+
+def _seed_int(*parts: object) -> int:
+    """A 256-bit integer seed from the parts; identical on every machine (no Python hash())."""
+    text = ":".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
+
+
+@lru_cache(maxsize=8)
+def _window_permutation(window: int, seed: int, num_train: int) -> np.ndarray:
+    # Cached: a validator recomputes the assignment of every uid of one window.
+    perm = np.random.Generator(np.random.PCG64(_seed_int("assign", seed, window))).permutation(num_train)
+    perm.setflags(write=False)
+    return perm
+
+
+def sample_ids(uid: int, window: int, seed: int, n: int, num_train: int) -> list[int]:
+    """The `n` training sample ids assigned to `uid` in `window`, all in [0, num_train).
+
+    One permutation of [0, num_train) per (seed, window); uid gets slice [uid*n, (uid+1)*n).
+    So uids do not overlap as long as (uid+1)*n <= num_train. Beyond that the slice wraps around
+    the permutation cyclically: ids stay valid but overlap other uids' (and repeat if n > num_train).
+    """
+    if uid < 0 or window < 0 or n < 0 or num_train <= 0:
+        raise ValueError(f"need uid >= 0, window >= 0, n >= 0, num_train > 0; got {uid}, {window}, {n}, {num_train}")
+    perm = _window_permutation(window, seed, num_train)
+    positions = (uid * n + np.arange(n, dtype=np.int64)) % num_train
+    return [int(i) for i in perm[positions]]
+
+
+def heldout_ids(window: int, seed: int, n: int, heldout_start: int, num_samples: int) -> list[int]:
+    """`min(n, held-out size)` distinct ids drawn from the held-out range [heldout_start, num_samples)."""
+    size = num_samples - heldout_start
+    if window < 0 or n < 0 or heldout_start < 0 or size <= 0:
+        raise ValueError(f"need window >= 0, n >= 0 and 0 <= heldout_start < num_samples; got {window}, {n}, "
+                         f"{heldout_start}, {num_samples}")
+    rng = np.random.Generator(np.random.PCG64(_seed_int("heldout", seed, window)))
+    picked = rng.choice(size, size=min(n, size), replace=False)
+    return [heldout_start + int(i) for i in picked]
+
+
+def data_receipt(ids: list[int]) -> str:
+    """sha256 hex of the sample ids in order (each as a little-endian signed 64-bit integer)."""
+    return hashlib.sha256(np.asarray(ids, dtype="<i8").tobytes()).hexdigest()

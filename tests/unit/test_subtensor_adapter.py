@@ -1,0 +1,216 @@
+"""The real-network adapter offline: make_chain routing, weight conversion to u16, commitment encoding,
+metagraph/hyperparameter mapping from fake SDK objects, and SubtensorChain over a fake SDK client.
+No chain is reachable here, so nothing talks to subtensor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from bittensor_wallet import Keypair
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from template.chain import make_chain
+from template.chain.base import Chain, ChainError, Metagraph, TxResult, weights_to_u16
+from template.chain.localnet.client import LocalnetClient, commitment_fields
+from template.chain.subtensor import (
+    SubtensorChain,
+    commitment_info,
+    hyperparameters_from_sdk,
+    metagraph_from_sdk,
+    tx_result,
+    weights_from_read,
+)
+
+
+def test_make_chain_routes_networks_without_io() -> None:
+    local = make_chain("local", None)
+    assert isinstance(local, LocalnetClient) and local.endpoint == "http://127.0.0.1:9946"
+    assert make_chain("localnet", "http://127.0.0.1:1234").endpoint == "http://127.0.0.1:1234"
+    for net, endpoint, target in [("finney", None, "finney"), ("test", None, "test"),
+                                  ("archive", None, "archive"), ("wss://x.example:443", None, "wss://x.example:443"),
+                                  ("local", "ws://127.0.0.1:9944", "ws://127.0.0.1:9944")]:
+        chain = make_chain(net, endpoint)
+        assert isinstance(chain, SubtensorChain) and chain.target == target
+        assert isinstance(chain, Chain)
+    with pytest.raises(ValueError, match="network must be one of"):
+        make_chain("mainnet", None)
+
+
+def test_tx_result_raise_for_error() -> None:
+    assert TxResult(ok=True, block=3).raise_for_error().block == 3
+    with pytest.raises(ChainError, match="SettingWeightsTooFast"):
+        TxResult(ok=False, error="SettingWeightsTooFast").raise_for_error()
+
+
+def test_weights_to_u16_max_upscales_and_drops_zeros() -> None:
+    assert weights_to_u16([3, 1, 2], [0.5, 0.0, 0.25]) == ([3, 2], [65535, 32768])
+    assert weights_to_u16([1, 2], [0.0, 0.0]) == ([], [])
+    with pytest.raises(ValueError, match="same length"):
+        weights_to_u16([1], [1.0, 2.0])
+    with pytest.raises(ValueError, match="finite"):
+        weights_to_u16([1], [float("nan")])
+    with pytest.raises(ValueError, match="finite"):
+        weights_to_u16([1], [-1.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(min_value=0.0, max_value=1e6, allow_nan=False), min_size=1, max_size=40))
+def test_weights_to_u16_keeps_the_max_at_65535_and_order(weights: list[float]) -> None:
+    uids, values = weights_to_u16(list(range(len(weights))), weights)
+    if max(weights) == 0:
+        assert values == []
+        return
+    assert max(values) == 65535 and all(0 < v <= 65535 for v in values)
+    assert uids == sorted(uids)
+    for a, b in zip(uids, uids[1:], strict=False):  # order of weights is kept up to rounding
+        if weights[a] > weights[b] * 1.001:
+            assert values[uids.index(a)] >= values[uids.index(b)]
+
+
+def test_commitment_encodings_fit_the_chain_limits() -> None:
+    assert commitment_fields("abc") == [{"Raw": b"abc".hex()}]
+    big = commitment_fields("x" * 700)
+    assert [len(bytes.fromhex(f["BigRaw"])) for f in big] == [512, 188]
+    with pytest.raises(ValueError, match="at most 1536"):
+        commitment_fields("x" * 1537)
+    assert commitment_info("abc") == {"fields": [{"Raw3": "0x616263"}]}
+    assert len(commitment_info("y" * 600)["fields"]) == 2
+    with pytest.raises(ValueError):
+        commitment_info("y" * 2000)
+
+
+@dataclass
+class FakeBalance:
+    rao: int
+
+
+@dataclass
+class FakeNeuron:
+    uid: int
+    hotkey: str
+    coldkey: str
+    alpha_stake: FakeBalance
+    emission: FakeBalance
+    validator_permit: bool = False
+    incentive: float = 0.0
+    dividends: float = 0.0
+    consensus: float = 0.0
+    last_update: int = 0
+    active: bool = True
+
+
+@dataclass
+class FakeMetagraph:
+    netuid: int
+    block: int
+    owner_hotkey: str
+    owner_coldkey: str
+    neurons: list[FakeNeuron] = field(default_factory=list)
+
+
+def fake_metagraph() -> FakeMetagraph:
+    return FakeMetagraph(netuid=3, block=1000, owner_hotkey="hk0", owner_coldkey="ck0", neurons=[
+        FakeNeuron(1, "hk1", "ck1", FakeBalance(2_500_000_000), FakeBalance(10**8), incentive=0.75, last_update=990),
+        FakeNeuron(0, "hk0", "ck0", FakeBalance(10**9), FakeBalance(0), validator_permit=True, dividends=1.0),
+    ])
+
+
+def test_metagraph_mapping_from_the_sdk_object() -> None:
+    mg = metagraph_from_sdk(fake_metagraph(), weights_from_read([(0, [(1, 65535), (0, 0)])]))
+    assert isinstance(mg, Metagraph)
+    assert (mg.netuid, mg.block, mg.n, mg.uids) == (3, 1000, 2, [0, 1])
+    assert mg.hotkeys == ["hk0", "hk1"] and mg.coldkeys == ["ck0", "ck1"]
+    assert mg.stake == [1.0, 2.5] and mg.emission == [0.0, 0.1]
+    assert mg.validator_permit == [True, False] and mg.incentive == [0.0, 0.75] and mg.dividends == [1.0, 0.0]
+    assert mg.last_update == [0, 990] and mg.uid_of("hk1") == 1 and mg.uid_of("nobody") is None
+    assert mg.weights == {0: [(1, 1.0), (0, 0.0)]}
+
+
+def test_hyperparameters_mapping_adds_canonical_names() -> None:
+    hp = hyperparameters_from_sdk({"tempo": 360, "weights_version_key": 7, "weights_set_rate_limit": 100,
+                                   "activity_cutoff": 5000, "commit_reveal_enabled": True,
+                                   "min_burn": FakeBalance(500_000), "name": "sn3"})
+    assert hp["weights_version"] == 7 and hp["weights_rate_limit"] == 100 and hp["activity_cutoff"] == 5000
+    assert hp["commit_reveal_weights_enabled"] is True and hp["min_burn"] == 500_000 and "name" not in hp
+
+
+class FakeClient:
+    """The SyncClient surface SubtensorChain uses, recording writes."""
+
+    def __init__(self) -> None:
+        self.block = 1234
+        self.calls: list[tuple[str, Any]] = []
+        self.subnets = SimpleNamespace(
+            metagraph=lambda netuid, commitments=False: fake_metagraph() if netuid == 3 else None,
+            commitments=lambda netuid: {"hk1": SimpleNamespace(data="bucket=a"), "hk2": SimpleNamespace(data="")})
+
+    def connect(self) -> FakeClient:
+        return self
+
+    def timestamp(self, block: int | None = None) -> datetime:
+        return datetime.fromtimestamp(1_700_000_000 + 12 * (block or 0), tz=UTC)
+
+    def read(self, name: str, **params: Any) -> Any:
+        if name == "subnet_hyperparameters":
+            return {"tempo": 99, "weights_version": 2} if params["netuid"] == 3 else None
+        if name == "uid":
+            return 1 if params["hotkey_ss58"] == "hk1" else None
+        if name == "weights":
+            raise RuntimeError("read not available")
+        raise KeyError(name)
+
+    def execute(self, intent: Any, wallet: Any) -> Any:
+        self.calls.append(("execute", intent))
+        return SimpleNamespace(success=True, extrinsic_id="1240-3")
+
+    def submit_call(self, call: Any, wallet: Any) -> Any:
+        self.calls.append(("submit_call", call))
+        return SimpleNamespace(success=False, message="rejected", error=SimpleNamespace(name="SpaceLimitExceeded"))
+
+
+def test_subtensor_chain_over_a_fake_sdk_client() -> None:
+    fake = FakeClient()
+    chain = SubtensorChain("finney", client_factory=lambda target: fake)
+    assert chain._client is None  # no I/O before connect
+    chain.connect()
+    assert chain.block() == 1234
+    assert chain.block_timestamp(10) - chain.block_timestamp(9) == 12.0
+    assert chain.metagraph(3).hotkeys == ["hk0", "hk1"] and chain.metagraph(3).weights == {}
+    with pytest.raises(ChainError, match="SubnetNotExists"):
+        chain.metagraph(4)
+    assert chain.commitments(3) == {"hk1": "bucket=a"}
+    assert chain.hyperparameters(3)["tempo"] == 99
+    assert chain.is_registered("hk1", 3) and not chain.is_registered("hk9", 3)
+    hotkey = Keypair.create_from_uri("//v")
+    res = chain.set_weights(hotkey, 3, [1, 2], [0.2, 0.8], version_key=5)
+    assert res == TxResult(ok=True, block=1240)
+    intent = fake.calls[-1][1]
+    assert (intent.netuid, intent.uids, intent.version_key) == (3, [1, 2], 5)
+    assert intent.weights[1] == 1.0 and intent.weights[0] == pytest.approx(0.25, abs=1e-4)
+    res = chain.set_commitment(hotkey, 3, "bucket=b")
+    assert res == TxResult(ok=False, error="SpaceLimitExceeded")
+    call = fake.calls[-1][1]
+    assert (call.module, call.function) == ("Commitments", "set_commitment")
+    assert call.params == {"netuid": 3, "info": {"fields": [{"Raw8": "0x" + b"bucket=b".hex()}]}}
+    assert chain.set_commitment(hotkey, 3, "z" * 5000).error.startswith("CommitmentTooLarge")
+
+
+def test_a_hotkey_keypair_is_what_the_sdk_signs_with() -> None:
+    from bittensor.signing import resolve_signer
+
+    hotkey = Keypair.create_from_uri("//v")
+    assert resolve_signer(hotkey, "hotkey") is hotkey  # our Chain passes Keypairs straight to execute()
+
+
+def test_connect_failure_is_a_chain_error() -> None:
+    def broken(target: str) -> Any:
+        raise OSError("connection refused")
+
+    with pytest.raises(ChainError, match="cannot connect"):
+        SubtensorChain("finney", client_factory=broken).connect()
+    assert tx_result(SimpleNamespace(success=False, message="boom", error=None)).error == "boom"
