@@ -1,40 +1,92 @@
 """Who is aggregated (DESIGN section 4.1): the peer list and the gather set of a window.
 
-Both are pure functions of ratings, admissions and evaluation results, with every tie
-broken by uid, so the lead validator's choice is reproducible from its inputs.
+The gather set of window w is computed, not decided: it is the admitted uploads of the uids
+on the peer list in force for w, where admission is the deterministic part of
+gauntlet/checks.py (signature, deadline by storage LastModified, format, receipt, base model,
+copies among the peers). Every miner computes it right after the deadline, applies the outer
+step and goes on training w+1 at once; nobody waits for a validator. The lead validator
+computes the very same set, signs the record with the fingerprint of theta_{w+1}, and nodes
+check their model against it when it appears (a mismatch sends them to resync).
+
+What a validator learns by evaluating (loss improvement) steers who is on the *next* peer
+lists (`select_peers`), published two windows ahead, so a miner whose updates hurt drops out
+of aggregation within a window or two of being found out. Loss-based filtering of the set
+itself cannot be reproduced by miners (random eval batches), so it is not done.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # only the type: aggregation must not depend on the codec module at import
-    from gauntlet.checks import Admission
+from gauntlet.checks import Admission, Upload, admit_upload, detect_copies
+from template.data import data_receipt, sample_ids
+
+if TYPE_CHECKING:
+    from template.config import HParams
 
 
-def select_peers(ordinals: dict[int, float], *, num_peers: int) -> list[int]:
-    """The `num_peers` uids with the highest ordinal, best first; equal ordinals by lower uid."""
+def select_peers(ordinals: dict[int, float], *, num_peers: int, eligible: Sequence[int] | None = None) -> list[int]:
+    """Up to `num_peers` uids with a positive ordinal, best first (equal ordinals: lower uid).
+
+    A positive ordinal means the uid has beaten the failures of past windows with updates that
+    lowered the loss; new or failing uids (ordinal <= 0) wait outside until they have.
+    `eligible` (when given) limits the choice to current miners.
+    """
     if num_peers <= 0:
         raise ValueError(f"num_peers must be > 0, got {num_peers}")
-    ranked = sorted((u for u, o in ordinals.items() if math.isfinite(o)), key=lambda u: (-ordinals[u], u))
+    allowed = None if eligible is None else set(eligible)
+    ranked = sorted((u for u, o in ordinals.items() if math.isfinite(o) and o > 0 and (allowed is None or u in allowed)),
+                    key=lambda u: (-ordinals[u], u))
     return ranked[:num_peers]
 
 
-def select_gather_set(admissions: dict[int, Admission], improvement: dict[int, float], *,
-                      peer_uids: list[int] | None, max_peers: int) -> list[int]:
-    """Admitted uploads (of the peer list, when there is one) that improved the random-batch loss.
+def bootstrap_peers(miner_uids: Sequence[int], *, num_peers: int) -> list[int]:
+    """Before any rating exists: the lowest `num_peers` miner uids (a fixed, reproducible rule)."""
+    if num_peers <= 0:
+        raise ValueError(f"num_peers must be > 0, got {num_peers}")
+    return sorted(set(miner_uids))[:num_peers]
 
-    At most `max_peers`, the best improvements first (ties by lower uid); returned sorted by
-    uid so every node applies them in the same order.
+
+def gather_admissions(uploads: Sequence[Upload], *, window: int, deadline_s: float, hparams: HParams,
+                      shapes: dict[str, tuple], base_fingerprint: str, num_train: int) -> dict[int, Admission]:
+    """uid -> Admission of the peers' uploads by the checks every node can reproduce.
+
+    No history enters (a replay of an older window is the validator's finding, and costs the
+    replayer its place on later peer lists), and copies are judged among these uploads only.
     """
+    admissions = {}
+    for up in uploads:
+        ids = sample_ids(up.uid, window, hparams.data_seed, hparams.samples_per_window, num_train)
+        admissions[up.uid] = admit_upload(up, window=window, deadline_s=deadline_s, hparams=hparams, shapes=shapes,
+                                          expected_receipt=data_receipt(ids), base_fingerprint=base_fingerprint,
+                                          seen_payloads=set())
+    for uid, reason in detect_copies(list(admissions.values()), list(uploads),
+                                     threshold=hparams.copy_overlap_threshold).items():
+        admissions[uid] = admissions[uid].reject(reason)
+    return admissions
+
+
+def gather_set(admissions: dict[int, Admission], *, peer_uids: Sequence[int], max_peers: int) -> list[int]:
+    """The admitted peers, sorted by uid (the order every node applies them in), at most `max_peers`."""
     if max_peers <= 0:
         raise ValueError(f"max_peers must be > 0, got {max_peers}")
-    allowed = None if peer_uids is None else set(peer_uids)
-    candidates = [
-        uid for uid, adm in admissions.items()
-        if adm.ok and adm.update is not None and (allowed is None or uid in allowed)
-        and math.isfinite(improvement.get(uid, math.nan)) and improvement[uid] > 0
-    ]
-    best = sorted(candidates, key=lambda u: (-improvement[u], u))[:max_peers]
-    return sorted(best)
+    allowed = set(peer_uids)
+    chosen = sorted(uid for uid, adm in admissions.items() if uid in allowed and adm.ok and adm.update is not None)
+    return chosen[:max_peers]
+
+
+def parse_peer_list(body: object, *, window: int) -> list[int]:
+    """Validate the body of a signed peers artifact; ValueError names what is wrong."""
+    if not isinstance(body, dict) or set(body) != {"window", "peers"}:
+        raise ValueError("peer list body must be an object with exactly window and peers")
+    if body["window"] != window:
+        raise ValueError(f"peer list is for window {body['window']!r}, expected {window}")
+    peers = body["peers"]
+    if not isinstance(peers, list) or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 0
+                                              for u in peers):
+        raise ValueError("peer list peers must be a list of uids (ints >= 0)")
+    if len(set(peers)) != len(peers):
+        raise ValueError("peer list has duplicate uids")
+    return list(peers)

@@ -248,24 +248,34 @@ def index_overlap(admissions: list[Admission]) -> torch.Tensor:
 def detect_copies(admissions: list[Admission], uploads: list[Upload], *, threshold: float) -> dict[int, str]:
     """uid -> "copy" for every admitted upload that duplicates an earlier admitted one.
 
-    Earlier means smaller (LastModified, uid): for two uploads in the same second the higher
-    uid is the copy. A duplicate is either an identical tensor payload or an index overlap
-    (shared kept positions / own kept positions) above `threshold`. Only admitted uploads
-    take part: copying a rejected upload gains nothing, and is judged on its own.
+    Earlier means an earlier whole second of LastModified (S3's resolution). Two matching
+    uploads in the same second are both excluded (DESIGN section 3): nobody can tell who
+    copied, and breaking the tie by uid would let a low uid steal by racing. A duplicate is
+    either an identical tensor payload or an index overlap (shared kept positions / own kept
+    positions) above `threshold`. Only admitted uploads take part: copying a rejected upload
+    gains nothing, and is judged on its own.
     """
     last_modified = {u.uid: u.last_modified for u in uploads if u.last_modified is not None}
     admitted = sorted((a for a in admissions if a.ok), key=lambda a: _arrival_key(a.uid, last_modified))
+    second = {a.uid: _arrival_key(a.uid, last_modified)[0] for a in admitted}
     copies: dict[int, str] = {}
+
+    def mark(later: int, earlier: int) -> None:
+        copies[later] = COPY
+        if second[later] == second[earlier]:
+            copies[earlier] = COPY
+
     first_by_payload: dict[str, int] = {}
     for a in admitted:
         if a.payload_sha256 in first_by_payload:
-            copies[a.uid] = COPY
+            mark(a.uid, first_by_payload[a.payload_sha256])
         else:
             first_by_payload[a.payload_sha256] = a.uid
     with_indices = [a for a in admitted if a.indices]
     if len(with_indices) >= 2:
         overlap = index_overlap(with_indices)
         for j in range(1, len(with_indices)):
-            if bool((overlap[j, :j] > threshold).any()):
-                copies[with_indices[j].uid] = COPY
+            for i in range(j):
+                if float(overlap[j, i]) > threshold:
+                    mark(with_indices[j].uid, with_indices[i].uid)
     return copies

@@ -76,13 +76,18 @@ def evaluate_update(
     assigned_batch: torch.Tensor,
     random_batch: torch.Tensor,
     lr: float,
+    loss_before_random: float | None = None,
 ) -> EvalResult:
-    """Losses before/after applying `update` with step `lr`; the model is left exactly as found."""
+    """Losses before/after applying `update` with step `lr`; the model is left exactly as found.
+
+    `loss_before_random` may pass in the loss of theta_w on `random_batch` when every miner
+    of the window is judged on the same batch (it is the same number for all of them).
+    """
     params = dict(model.named_parameters())
     if set(update) != set(params):
         diff = sorted(set(update) ^ set(params))[:4]
         raise ValueError(f"update tensors must match the model's parameters; differing names {diff}")
-    before_random = mean_loss(model, random_batch)
+    before_random = mean_loss(model, random_batch) if loss_before_random is None else loss_before_random
     before_assigned = mean_loss(model, assigned_batch)
     saved = {name: p.detach().clone() for name, p in params.items()}
     try:
@@ -99,3 +104,18 @@ def evaluate_update(
         improvement_random=relative_improvement(before_random, after_random),
         improvement_assigned=relative_improvement(before_assigned, after_assigned),
     )
+
+
+def match_scores(uids: list[int], improvement: dict[int, float], *, min_improvement: float = 0.0,
+                 min_ratio_to_best: float = 0.0) -> dict[int, float | None]:
+    """uid -> score for this window's match: the random-batch improvement, or None (a failure).
+
+    An update counts only if it lowers the loss by more than `min_improvement` (relative) and by
+    at least `min_ratio_to_best` of the window's best update. Everything else ranks with the
+    failures: noise, a negated or a stale update must never beat a miner who did not upload,
+    and a random perturbation that happens to move the loss by a hair earns nothing.
+    """
+    finite = {u: x for u, x in improvement.items() if u in set(uids) and math.isfinite(x)}
+    best = max(finite.values(), default=0.0)
+    floor = max(min_improvement, min_ratio_to_best * best, 0.0)
+    return {uid: (finite[uid] if uid in finite and finite[uid] > floor else None) for uid in uids}

@@ -105,8 +105,11 @@ def late(m: Miner, plan: WindowPlan, base_fp: str):
 
 
 def malformed(m: Miner, plan: WindowPlan, base_fp: str):
-    result = train_inner_steps(m, plan)
-    wire = encode_update(m, result.delta)
+    # no training: a broken payload is rejected before anyone looks at what it would do
+    gen = torch.Generator().manual_seed(plan.window * 104729 + m.uid)
+    wire, _ = compress({n: torch.randn(s, generator=gen) for n, s in m.gm.shapes().items()}, None, m.gm.codec,
+                       m.hp.ef_beta)
+    result = None
     kind = plan.window % 3
     if kind == 0:
         data = build_artifact(m, plan, wire, base_fp)

@@ -61,7 +61,13 @@ class HParams(BaseModel):
     # -- gather and scoring (validator)
     num_peers: int = Field(8, gt=0, le=256, description="peers whose updates form the gather set")
     num_eval_samples: int = Field(
-        8, gt=0, le=4096, description="samples per eval batch (assigned and random), chosen from score spread"
+        16, gt=0, le=4096, description="samples per eval batch (assigned and random), chosen from score spread"
+    )
+    min_improvement: float = Field(
+        1e-4, ge=0, lt=1, description="relative loss drop an update must beat to count as a success (noise floor)"
+    )
+    min_improvement_ratio: float = Field(
+        0.05, ge=0, le=1, description="share of the window's best improvement an update must reach to count"
     )
     compliance_alpha: float = Field(
         0.3, gt=0, le=1, description="EMA step of the data-compliance average (assigned beats random)"

@@ -18,6 +18,7 @@ from bittensor_wallet import Keypair
 from loguru import logger
 from tqdm import tqdm
 
+from gauntlet.aggregate import gather_admissions, gather_set
 from storage import layout
 from template import state as local_state
 from template.artifacts import write_tensor_artifact
@@ -39,7 +40,17 @@ from template.neuron import (
     publish_commitment,
 )
 from template.sparseloco import compress
-from template.sync import GlobalModel, catch_up, newest_checkpoint, resync
+from template.sync import (
+    GlobalModel,
+    catch_up,
+    fetch_peer_list,
+    fetch_record,
+    fetch_uploads,
+    newest_checkpoint,
+    resync,
+)
+
+UNVERIFIED_WINDOWS_KEPT = 3  # a record that has not appeared after this many windows never will
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,8 @@ class Miner:
     optimizer: torch.optim.Optimizer
     ef: dict[str, torch.Tensor] = field(default_factory=dict)
     stop: StopFlag = field(default_factory=StopFlag)
+    # window -> fingerprint of theta_{window+1} as we computed it, until the lead's record confirms it
+    unverified: dict[int, str] = field(default_factory=dict)
 
     @property
     def hp(self):
@@ -218,19 +231,64 @@ def upload_update(m: Miner, plan: WindowPlan, data: bytes, *, allow_late: bool =
 
 
 def follow_network(m: Miner, window: int) -> str:
-    """After the deadline: apply the lead's record of `window` (waiting for it a while)."""
-    if m.clock.wait_past_deadline(window, m.stop) is None:
+    """After the deadline: check earlier records, then gather window `window` and step to theta_{w+1}.
+
+    Returns the sync status: "in_sync", "resynced" (a record disagreed with us and we reloaded
+    the lead's model), "no_validator" or "stopped".
+    """
+    deadline = m.clock.wait_past_deadline(window, m.stop)
+    if deadline is None:
         return "stopped"
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
     lead = lead_validator(mg)
     if lead is None:
-        m.gm.window = window + 1  # no validator: no record can exist, the model stays
+        m.gm.window = window + 1  # no validator: no peer list, so nothing is aggregated
         return "no_validator"
-    target = max(window + 1, m.clock.current_window())
-    wait_s = m.clock.window_s() * 0.6  # the lead publishes while miners train the next window
-    return catch_up(m.gm, target, m.peers, mg.hotkeys[lead], m.device, wait_last_s=wait_s,
-                    should_stop=m.stop.is_set)
+    status = verify_records(m, mg.hotkeys[lead], window)
+    if m.gm.window != window:
+        return status  # could not get back to theta_w; the next window's sync tries again
+    num_gathered = gather_and_step(m, mg, mg.hotkeys[lead], window, deadline)
+    logger.bind(window=window).debug(f"gathered {num_gathered} updates")
+    return status
+
+
+def verify_records(m: Miner, lead_hotkey: str, window: int) -> str:
+    """Compare theta after each earlier gather with the lead's signed record; resync on a mismatch."""
+    for w in sorted(x for x in m.unverified if x < window):
+        record = fetch_record(m.peers, lead_hotkey, w)
+        if record is None:
+            if w < window - UNVERIFIED_WINDOWS_KEPT:
+                m.unverified.pop(w)
+            continue
+        ours = m.unverified.pop(w)
+        if record.next_fingerprint == ours:
+            continue
+        logger.warning(f"window {w}: our model differs from the lead's record; resyncing")
+        m.unverified.clear()
+        resync(m.gm, m.peers, lead_hotkey, window, m.device)
+        catch_up(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.2,
+                 should_stop=m.stop.is_set)
+        return "resynced"
+    return "in_sync"
+
+
+def gather_and_step(m: Miner, mg, lead_hotkey: str, window: int, deadline: float) -> int:
+    """The gather set of `window` (peer list in force x deterministic admission), then the outer step."""
+    peer_uids = fetch_peer_list(m.peers, lead_hotkey, window)
+    chosen, updates = [], []
+    if peer_uids is not None:
+        hotkeys = {u: mg.hotkeys[u] for u in peer_uids if 0 <= u < mg.n}
+        uploads = fetch_uploads(m.peers, hotkeys, window, m.hp.max_upload_bytes)
+        admissions = gather_admissions(uploads, window=window, deadline_s=deadline, hparams=m.hp,
+                                       shapes=m.gm.shapes(), base_fingerprint=m.gm.fingerprint(),
+                                       num_train=m.num_train)
+        chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=m.hp.num_peers)
+        updates = [admissions[u].update for u in chosen]
+    m.gm.apply_updates(updates, m.hp.outer_lr)
+    m.gm.window = window + 1
+    m.unverified[window] = m.gm.fingerprint()
+    return len(chosen)
 
 
 UploadStrategy = Callable[[Miner, WindowPlan, str], "tuple[bytes | None, TrainResult | None]"]
@@ -294,7 +352,12 @@ def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload) -> None:
 
 
 def sync_to_window(m: Miner, window: int) -> None:
+    """Bring theta to `window`: gather the one window we missed ourselves, else replay the lead's records."""
     if m.gm.window == window:
+        return
+    if m.gm.window == window - 1 and m.unverified:
+        status = follow_network(m, window - 1)  # its deadline has passed: same gather as everyone's
+        logger.info(f"gathered the missed window {window - 1} ({status})")
         return
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
@@ -306,6 +369,7 @@ def sync_to_window(m: Miner, window: int) -> None:
     ckpt = newest_checkpoint(m.peers, lead_hotkey, window)
     if m.gm.window > window or (ckpt is not None and ckpt > m.gm.window):
         resync(m.gm, m.peers, lead_hotkey, window, m.device)
-    status = catch_up(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.6,
+    status = catch_up(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.3,
                       should_stop=m.stop.is_set)
+    m.unverified.clear()
     logger.info(f"synced to window {m.gm.window} ({status})")

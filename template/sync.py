@@ -28,6 +28,7 @@ from template.records import AggregationRecord, RecordEntry
 from template.sparseloco import CodecError, CodecParams, decompress, outer_step
 
 RECORD_MAX_BYTES = 4 << 20
+PEERS_MAX_BYTES = 1 << 20
 
 
 @dataclass
@@ -90,6 +91,40 @@ def fetch_record(peers: PeerDirectory, lead_hotkey: str, window: int) -> Aggrega
     except (ArtifactError, ValueError) as e:
         logger.warning(f"record of window {window} from the lead is invalid: {e}")
         return None
+
+
+def fetch_peer_list(peers: PeerDirectory, lead_hotkey: str, window: int) -> list[int] | None:
+    """The lead's signed peer list in force for `window`, or None when absent or invalid (logged)."""
+    from gauntlet.aggregate import parse_peer_list
+
+    res = peers.get(lead_hotkey, layout.peers_key(window), max_bytes=PEERS_MAX_BYTES)
+    if res is None or res.status is not Status.OK:
+        return None
+    try:
+        art = read_json_artifact(res.data, kind="peers", signer_ss58=lead_hotkey, window=window)
+        return parse_peer_list(art.body, window=window)
+    except (ArtifactError, ValueError) as e:
+        logger.warning(f"peer list of window {window} from the lead is invalid: {e}")
+        return None
+
+
+def fetch_uploads(peers: PeerDirectory, hotkeys: dict[int, str], window: int, max_bytes: int) -> list:
+    """The gradient uploads of window `window` of the given uids (uid -> hotkey), one `Upload` each."""
+    from gauntlet.checks import Upload
+
+    key = layout.gradient_key(window)
+    uploads = []
+    for uid, hotkey in sorted(hotkeys.items()):
+        res = peers.get(hotkey, key, max_bytes=max_bytes)
+        if res is None:
+            uploads.append(Upload(uid=uid, hotkey=hotkey, key=key, data=None, last_modified=None,
+                                  status="no_commitment"))
+            continue
+        status = {Status.OK: "ok", Status.NOT_FOUND: "not_found", Status.TOO_LARGE: "too_large"}.get(
+            res.status, "error")
+        uploads.append(Upload(uid=uid, hotkey=hotkey, key=key, data=res.data,
+                              last_modified=res.info.last_modified if res.info else None, status=status))
+    return uploads
 
 
 def fetch_update(

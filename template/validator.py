@@ -18,13 +18,12 @@ import torch
 from bittensor_wallet import Keypair
 from loguru import logger
 
-from gauntlet.aggregate import select_gather_set, select_peers
+from gauntlet.aggregate import bootstrap_peers, gather_admissions, gather_set, select_peers
 from gauntlet.checks import Upload, admit_upload, detect_copies
-from gauntlet.evaluate import evaluate_update, mean_loss
+from gauntlet.evaluate import evaluate_update, match_scores, mean_loss
 from gauntlet.ratings import Ratings
 from gauntlet.weights import compute_weights, final_scores, weights_due
 from storage import layout
-from storage.s3 import Status
 from template import state as local_state
 from template.artifacts import write_json_artifact
 from template.config import NeuronConfig
@@ -45,7 +44,15 @@ from template.neuron import (
     publish_commitment,
 )
 from template.records import AggregationRecord, RecordEntry
-from template.sync import GlobalModel, catch_up, newest_checkpoint, publish_checkpoint, resync
+from template.sync import (
+    GlobalModel,
+    catch_up,
+    fetch_peer_list,
+    fetch_uploads,
+    newest_checkpoint,
+    publish_checkpoint,
+    resync,
+)
 
 HELDOUT_EVAL_SAMPLES = 32  # fixed held-out set for the global loss curve (same every window)
 SEEN_PAYLOADS_KEPT = 4096
@@ -113,21 +120,8 @@ def save_run_state(v: Validator) -> None:
 
 
 def fetch_updates(v: Validator, window: int, mg) -> list[Upload]:
-    uploads = []
-    key = layout.gradient_key(window)
-    for uid in miner_uids(mg):
-        if uid == v.uid:
-            continue
-        res = v.peers.get(mg.hotkeys[uid], key, max_bytes=v.hp.max_upload_bytes)
-        if res is None:
-            uploads.append(Upload(uid=uid, hotkey=mg.hotkeys[uid], key=key, data=None, last_modified=None,
-                                  status="no_commitment"))
-            continue
-        status = {Status.OK: "ok", Status.NOT_FOUND: "not_found", Status.TOO_LARGE: "too_large"}.get(
-            res.status, "error")
-        uploads.append(Upload(uid=uid, hotkey=mg.hotkeys[uid], key=key, data=res.data,
-                              last_modified=res.info.last_modified if res.info else None, status=status))
-    return uploads
+    hotkeys = {uid: mg.hotkeys[uid] for uid in miner_uids(mg) if uid != v.uid}
+    return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes)
 
 
 def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float, base_fp: str) -> dict:
@@ -150,6 +144,7 @@ def score_updates(v: Validator, window: int, admissions: dict) -> dict:
     rng = random.Random(int.from_bytes(os.urandom(8), "big"))  # miners cannot predict the batches
     random_ids = heldout_ids(window, rng.randrange(1 << 30), v.hp.num_eval_samples, v.num_train, v.num_samples)
     random_batch = v.dataset.batch(random_ids).to(v.device)
+    before_random = mean_loss(v.gm.model, random_batch)  # theta_w on the shared batch: once per window
     results = {}
     for uid, adm in sorted(admissions.items()):
         if not adm.ok:
@@ -158,12 +153,14 @@ def score_updates(v: Validator, window: int, admissions: dict) -> dict:
         picked = rng.sample(assigned, min(v.hp.num_eval_samples, len(assigned)))
         update = {k: t.to(v.device) for k, t in adm.update.items()}
         results[uid] = evaluate_update(v.gm.model, update, assigned_batch=v.dataset.batch(picked).to(v.device),
-                                       random_batch=random_batch, lr=v.hp.outer_lr)
+                                       random_batch=random_batch, lr=v.hp.outer_lr,
+                                       loss_before_random=before_random)
     return results
 
 
 def update_scores(v: Validator, window: int, mg, admissions: dict, evals: dict) -> dict[int, float]:
-    scores = {uid: (evals[uid].improvement_random if uid in evals else None) for uid in admissions}
+    scores = match_scores(list(admissions), {uid: e.improvement_random for uid, e in evals.items()},
+                          min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio)
     compliant = {uid: evals[uid].improvement_assigned > evals[uid].improvement_random for uid in evals}
     v.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant)
     in_sync = {uid: adm.in_sync for uid, adm in admissions.items()}
@@ -190,9 +187,8 @@ def maybe_set_weights(v: Validator, window: int, mg, scores: dict[int, float]) -
     return weights
 
 
-def apply_outer_step(v: Validator, window: int, mg, admissions: dict, evals: dict, base_fp: str,
-                     file_sha: dict[int, str]) -> str:
-    """Lead: choose the gather set, step, publish the signed record (and checkpoint). Others follow."""
+def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_fp: str, deadline: float) -> str:
+    """Lead: the gather set, the step, the signed record and peer list (and checkpoint). Others follow."""
     lead = lead_validator(mg)
     if lead != v.uid:
         if lead is None:
@@ -200,26 +196,58 @@ def apply_outer_step(v: Validator, window: int, mg, admissions: dict, evals: dic
             return "no_lead"
         return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device,
                         wait_last_s=v.clock.window_s() * 0.6, should_stop=v.stop.is_set)
-    peers_list = select_peers(v.ratings.ordinals(), num_peers=v.hp.num_peers)
-    improvement = {uid: r.improvement_random for uid, r in evals.items()}
-    chosen = select_gather_set(admissions, improvement, peer_uids=peers_list if window > 1 else None,
-                               max_peers=v.hp.num_peers)
-    v.gm.apply_updates([admissions[u].update for u in chosen], v.hp.outer_lr)
+    chosen, updates = lead_gather(v, window, uploads, base_fp, deadline)
+    v.gm.apply_updates(updates, v.hp.outer_lr)
     v.gm.window = window + 1
+    by_uid = {u.uid: u for u in uploads}
     record = AggregationRecord(
         window=window, base_fingerprint=base_fp, next_fingerprint=v.gm.fingerprint(), outer_lr=v.hp.outer_lr,
         included=tuple(RecordEntry(uid=u, hotkey=mg.hotkeys[u], key=layout.gradient_key(window),
-                                   sha256=file_sha[u]) for u in chosen))
+                                   sha256=payload_sha(by_uid[u].data)) for u in chosen))
     client, bucket = v.bucket.client, v.bucket.access.bucket
     client.put(bucket, layout.record_key(window),
                write_json_artifact(record.to_body(), kind="record", window=window, keypair=v.hotkey))
-    client.put(bucket, layout.peers_key(window + 2),
-               write_json_artifact({"window": window + 2, "peers": peers_list}, kind="peers", window=window + 2,
-                                   keypair=v.hotkey))
+    eligible = [u for u in miner_uids(mg) if u != v.uid]
+    publish_peer_list(v, window + 2, select_peers(v.ratings.ordinals(), num_peers=v.hp.num_peers,
+                                                  eligible=eligible))
     if v.gm.window % v.hp.checkpoint_interval == 0:
         nbytes = publish_checkpoint(v.gm, client, bucket, v.hotkey)
         logger.info(f"published checkpoint of window {v.gm.window} ({nbytes} bytes)")
     return f"lead:{len(chosen)}"
+
+
+def lead_gather(v: Validator, window: int, uploads: list[Upload], base_fp: str, deadline: float):
+    """Exactly what every miner computes for `window`: the peer list x deterministic admission."""
+    peer_uids = fetch_peer_list(v.peers, v.hotkey.ss58_address, window)
+    if peer_uids is None:
+        logger.bind(window=window).warning("no peer list in force: nothing is aggregated this window")
+        return [], []
+    allowed = set(peer_uids)
+    admissions = gather_admissions([u for u in uploads if u.uid in allowed], window=window, deadline_s=deadline,
+                                   hparams=v.hp, shapes=v.gm.shapes(), base_fingerprint=base_fp,
+                                   num_train=v.num_train)
+    chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=v.hp.num_peers)
+    return chosen, [admissions[u].update for u in chosen]
+
+
+def publish_peer_list(v: Validator, window: int, peer_uids: list[int]) -> None:
+    data = write_json_artifact({"window": window, "peers": peer_uids}, kind="peers", window=window,
+                               keypair=v.hotkey)
+    v.bucket.client.put(v.bucket.access.bucket, layout.peers_key(window), data)
+
+
+def ensure_peer_lists(v: Validator, windows: list[int], mg) -> None:
+    """Lead: open windows (deadline ahead) without a peer list get a bootstrap one from the miners.
+
+    Only windows still open: a list must be in place before miners gather, or nodes disagree.
+    """
+    if lead_validator(mg) != v.uid:
+        return
+    for w in windows:
+        if fetch_peer_list(v.peers, v.hotkey.ss58_address, w) is None:
+            peer_uids = bootstrap_peers([u for u in miner_uids(mg) if u != v.uid], num_peers=v.hp.num_peers)
+            publish_peer_list(v, w, peer_uids)
+            logger.info(f"published bootstrap peer list for window {w}: {peer_uids}")
 
 
 def heldout_loss(v: Validator) -> float:
@@ -233,6 +261,7 @@ def run_window(v: Validator, window: int) -> dict | None:
         return None
     v.peers.refresh()
     mg = v.chain.metagraph(v.cfg.netuid)
+    ensure_peer_lists(v, [window + 1], mg)
     base_fp = v.gm.fingerprint()
     loss = heldout_loss(v)
     uploads = fetch_updates(v, window, mg)
@@ -240,8 +269,7 @@ def run_window(v: Validator, window: int) -> dict | None:
     evals = score_updates(v, window, admissions)
     scores = update_scores(v, window, mg, admissions, evals)
     weights = maybe_set_weights(v, window, mg, scores)
-    file_sha = {u.uid: payload_sha(u.data) for u in uploads if u.data is not None}
-    sync = apply_outer_step(v, window, mg, admissions, evals, base_fp, file_sha)
+    sync = apply_outer_step(v, window, mg, uploads, base_fp, deadline)
     seen = v.run_state.setdefault("seen", [])
     seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
     v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]
@@ -303,6 +331,9 @@ def run(cfg: NeuronConfig) -> None:
     # resume where we stopped if those uploads can still be judged, else at the window now open
     window = max(v.clock.current_window(), 0) if last is None else max(last + 1, v.clock.current_window() - 1)
     restore_model(v, window)
+    v.peers.refresh()
+    open_window = max(v.clock.current_window(), 0)
+    ensure_peer_lists(v, [open_window, open_window + 1], v.chain.metagraph(cfg.netuid))
     done = 0
     while not v.stop.is_set():
         if v.gm.window != window:

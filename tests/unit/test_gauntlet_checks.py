@@ -366,9 +366,11 @@ def test_identical_payload_later_upload_is_the_copy():
     assert detect_copies(admissions, uploads, threshold=0.9) == {2: "copy"}
     admissions, uploads = admitted_pair(make_wire(1), alice_t=995.0, bob_t=991.0)
     assert detect_copies(admissions, uploads, threshold=0.9) == {1: "copy"}
-    admissions, uploads = admitted_pair(make_wire(1), alice_t=991.0, bob_t=991.0)  # same second: higher uid
-    assert detect_copies(admissions, uploads, threshold=0.9) == {2: "copy"}
+    admissions, uploads = admitted_pair(make_wire(1), alice_t=991.0, bob_t=991.0)  # same second: both out
+    assert detect_copies(admissions, uploads, threshold=0.9) == {1: "copy", 2: "copy"}
     admissions, uploads = admitted_pair(make_wire(1), alice_t=991.9, bob_t=991.1)  # whole seconds compared
+    assert detect_copies(admissions, uploads, threshold=0.9) == {1: "copy", 2: "copy"}
+    admissions, uploads = admitted_pair(make_wire(1), alice_t=990.9, bob_t=991.1)
     assert detect_copies(admissions, uploads, threshold=0.9) == {2: "copy"}
 
 

@@ -10,9 +10,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gauntlet.aggregate import select_gather_set, select_peers
+from gauntlet.aggregate import bootstrap_peers, gather_set, parse_peer_list, select_peers
 from gauntlet.checks import Admission
-from gauntlet.evaluate import EvalResult, RestoreError, evaluate_update, mean_loss, relative_improvement
+from gauntlet.evaluate import (
+    EvalResult,
+    RestoreError,
+    evaluate_update,
+    match_scores,
+    mean_loss,
+    relative_improvement,
+)
 from gauntlet.ratings import Ratings, match_ranks
 from gauntlet.weights import compute_weights, final_scores, ramp, weights_due
 from template.model import build_model
@@ -353,22 +360,40 @@ def adm(uid: int, ok: bool = True) -> Admission:
                      in_sync=True, indices=None)
 
 
-def test_select_peers():
-    assert select_peers({3: 1.0, 1: 2.0, 2: 1.0, 0: -1.0, 5: math.nan}, num_peers=3) == [1, 2, 3]
+def test_select_peers_takes_positive_ordinals_best_first():
+    assert select_peers({3: 1.0, 1: 2.0, 2: 1.0, 0: -1.0, 5: math.nan, 6: 0.0}, num_peers=3) == [1, 2, 3]
+    assert select_peers({3: 1.0, 1: 2.0, 2: 1.0}, num_peers=3, eligible=[2, 3]) == [2, 3]
     assert select_peers({}, num_peers=3) == []
     with pytest.raises(ValueError):
         select_peers({1: 1.0}, num_peers=0)
 
 
-def test_select_gather_set():
+def test_bootstrap_peers_lowest_uids():
+    assert bootstrap_peers([9, 2, 5, 2, 7], num_peers=3) == [2, 5, 7]
+    assert bootstrap_peers([], num_peers=3) == []
+
+
+def test_gather_set_is_admitted_peers_sorted_by_uid():
     admissions = {u: adm(u, ok=u != 4) for u in range(7)}
-    improvement = {0: 0.5, 1: 0.1, 2: -0.1, 3: 0.3, 4: 0.9, 5: 0.3, 6: math.nan}
-    assert select_gather_set(admissions, improvement, peer_uids=None, max_peers=10) == [0, 1, 3, 5]
-    assert select_gather_set(admissions, improvement, peer_uids=None, max_peers=2) == [0, 3]
-    assert select_gather_set(admissions, improvement, peer_uids=[1, 2, 4, 5], max_peers=10) == [1, 5]
-    assert select_gather_set(admissions, {}, peer_uids=None, max_peers=3) == []
+    assert gather_set(admissions, peer_uids=[5, 1, 4, 2], max_peers=10) == [1, 2, 5]
+    assert gather_set(admissions, peer_uids=[5, 1, 4, 2], max_peers=2) == [1, 2]
+    assert gather_set(admissions, peer_uids=[], max_peers=3) == []
+    assert gather_set(admissions, peer_uids=[9], max_peers=3) == []
     with pytest.raises(ValueError):
-        select_gather_set(admissions, improvement, peer_uids=None, max_peers=0)
+        gather_set(admissions, peer_uids=[1], max_peers=0)
+
+
+@pytest.mark.parametrize("body", [None, [], {"window": 3}, {"window": 2, "peers": [1]},
+                                  {"window": 3, "peers": [1, 1]}, {"window": 3, "peers": [-1]},
+                                  {"window": 3, "peers": [True]}, {"window": 3, "peers": "1"},
+                                  {"window": 3, "peers": [1], "extra": 0}])
+def test_parse_peer_list_rejects_garbage(body):
+    with pytest.raises(ValueError):
+        parse_peer_list(body, window=3)
+
+
+def test_parse_peer_list_accepts_valid():
+    assert parse_peer_list({"window": 3, "peers": [4, 2]}, window=3) == [4, 2]
 
 
 # -- the whole gauntlet on one window, as template/validator.py strings it together ------------------
@@ -412,15 +437,26 @@ def test_gauntlet_pipeline_ranks_honest_above_negator_and_rejects_copy(model):
         evals = {uid: evaluate_update(model, adm.update, assigned_batch=batches[uid], random_batch=random_batch,
                                       lr=1.0) for uid, adm in admissions.items() if adm.ok}
         assert_same_params(model, snap)
-        scores = {uid: (evals[uid].improvement_random if uid in evals else None) for uid in admissions}
+        scores = match_scores(list(admissions), {u: e.improvement_random for u, e in evals.items()})
         compliant = {uid: e.improvement_assigned > e.improvement_random for uid, e in evals.items()}
         ratings.update(window, scores, {u: keys[u].ss58_address for u in admissions}, compliant=compliant)
-        gather = select_gather_set(admissions, {u: e.improvement_random for u, e in evals.items()},
-                                   peer_uids=None, max_peers=8)
-        assert gather == [1, 2]
+        assert gather_set(admissions, peer_uids=[1, 2, 3, 4], max_peers=8) == [1, 2, 3]
+    assert sorted(select_peers(ratings.ordinals(), num_peers=8)) == [1, 2]  # the negator and the copier drop out
     final = final_scores(ratings.ordinals(), ratings.compliance(), {u: a.in_sync for u, a in admissions.items()},
                          threshold=0.5)
     weights = compute_weights(final, n=5, owner_uid=0, burn_rate=0.1, top_n=8)
     assert weights[0] >= 0.1 and sum(weights) == pytest.approx(1.0)
     assert weights[3] == 0 and weights[4] == 0
     assert ratings.ordinals()[1] > ratings.ordinals()[3] and ratings.ordinals()[2] > ratings.ordinals()[4]
+
+
+def test_match_scores_ranks_harmful_updates_with_failures():
+    scores = match_scores([1, 2, 3, 4, 5], {1: 0.02, 2: -0.01, 3: 0.0, 5: math.nan})
+    assert scores == {1: 0.02, 2: None, 3: None, 4: None, 5: None}
+
+
+def test_match_scores_floor_and_ratio_to_best():
+    imp = {1: 0.02, 2: 0.0005, 3: 4e-5}
+    assert match_scores([1, 2, 3], imp, min_improvement=1e-4) == {1: 0.02, 2: 0.0005, 3: None}
+    assert match_scores([1, 2, 3], imp, min_improvement=1e-4, min_ratio_to_best=0.05) == {1: 0.02, 2: None, 3: None}
+    assert match_scores([3], {3: 4e-5}, min_improvement=1e-4, min_ratio_to_best=0.05) == {3: None}
