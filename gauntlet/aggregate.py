@@ -49,6 +49,28 @@ def bootstrap_peers(miner_uids: Sequence[int], *, num_peers: int) -> list[int]:
     return sorted(set(miner_uids))[:num_peers]
 
 
+def admit_uploads(uploads: Sequence[Upload], *, window: int, deadline_s: float, hparams: HParams,
+                  shapes: dict[str, tuple], base_fingerprint: str, num_train: int) -> dict[int, Admission]:
+    """uid -> Admission by the per-upload checks every node can reproduce (no history, no copies)."""
+    admissions = {}
+    for up in uploads:
+        ids = sample_ids(up.uid, window, hparams.data_seed, hparams.samples_per_window, num_train)
+        admissions[up.uid] = admit_upload(up, window=window, deadline_s=deadline_s, hparams=hparams, shapes=shapes,
+                                          expected_receipt=data_receipt(ids), base_fingerprint=base_fingerprint,
+                                          seen_payloads=set())
+    return admissions
+
+
+def reject_copies(admissions: dict[int, Admission], uploads: Sequence[Upload], *, threshold: float
+                  ) -> dict[int, Admission]:
+    """The same admissions with copies among them (see `detect_copies`) rejected."""
+    out = dict(admissions)
+    for uid, reason in detect_copies(list(admissions.values()), [u for u in uploads if u.uid in admissions],
+                                     threshold=threshold).items():
+        out[uid] = out[uid].reject(reason)
+    return out
+
+
 def gather_admissions(uploads: Sequence[Upload], *, window: int, deadline_s: float, hparams: HParams,
                       shapes: dict[str, tuple], base_fingerprint: str, num_train: int) -> dict[int, Admission]:
     """uid -> Admission of the peers' uploads by the checks every node can reproduce.
@@ -56,16 +78,9 @@ def gather_admissions(uploads: Sequence[Upload], *, window: int, deadline_s: flo
     No history enters (a replay of an older window is the validator's finding, and costs the
     replayer its place on later peer lists), and copies are judged among these uploads only.
     """
-    admissions = {}
-    for up in uploads:
-        ids = sample_ids(up.uid, window, hparams.data_seed, hparams.samples_per_window, num_train)
-        admissions[up.uid] = admit_upload(up, window=window, deadline_s=deadline_s, hparams=hparams, shapes=shapes,
-                                          expected_receipt=data_receipt(ids), base_fingerprint=base_fingerprint,
-                                          seen_payloads=set())
-    for uid, reason in detect_copies(list(admissions.values()), list(uploads),
-                                     threshold=hparams.copy_overlap_threshold).items():
-        admissions[uid] = admissions[uid].reject(reason)
-    return admissions
+    admissions = admit_uploads(uploads, window=window, deadline_s=deadline_s, hparams=hparams, shapes=shapes,
+                               base_fingerprint=base_fingerprint, num_train=num_train)
+    return reject_copies(admissions, uploads, threshold=hparams.copy_overlap_threshold)
 
 
 def gather_set(admissions: dict[int, Admission], *, peer_uids: Sequence[int], max_peers: int) -> list[int]:

@@ -31,7 +31,7 @@ from loguru import logger
 
 from template.artifacts import ArtifactError, read_tensor_artifact
 from template.config import HParams
-from template.sparseloco import CodecError, CodecParams, decompress, wire_indices
+from template.sparseloco import CodecError, CodecParams, decompress_with_indices
 
 # -- reason codes ------------------------------------------------------------------------------
 MISSING = "missing"
@@ -191,8 +191,7 @@ def _admit(upload: Upload, *, window: int, deadline_s: float, hparams: HParams, 
         return _fail(uid, reason, payload_sha256=payload_sha, in_sync=in_sync)
     codec = CodecParams.from_hparams(hparams)
     try:
-        update = decompress(art.tensors, shapes, codec)
-        indices = wire_indices(art.tensors, shapes, codec)
+        update, indices = decompress_with_indices(art.tensors, shapes, codec)
     except CodecError as e:
         log.debug(f"codec rejected the payload: {e}")
         return _fail(uid, CODEC_PREFIX + e.code, payload_sha256=payload_sha, in_sync=in_sync)
@@ -206,6 +205,16 @@ def _admit(upload: Upload, *, window: int, deadline_s: float, hparams: HParams, 
 
 
 # -- copies within one window ------------------------------------------------------------------
+
+
+def mark_replays(admissions: dict[int, Admission], seen_payloads: set[str]) -> dict[int, Admission]:
+    """Reject admitted uploads whose tensor payload this validator saw in an earlier window.
+
+    History differs between nodes (a late joiner has none), so this is the validator's
+    finding for scoring, not part of the gather set every node reproduces.
+    """
+    return {uid: (adm.reject(REPLAY) if adm.ok and adm.payload_sha256 in seen_payloads else adm)
+            for uid, adm in admissions.items()}
 
 
 def _arrival_key(uid: int, last_modified: dict[int, float]) -> tuple[float, int]:

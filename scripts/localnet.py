@@ -189,17 +189,18 @@ def stop_process(n: Neuron, sig: int = signal.SIGTERM, wait_s: float = 15.0) -> 
 
 
 def chaos_events(args, hp: HParams) -> dict[int, str]:
-    """window -> what to break at its start (each thing once, spread over the run)."""
+    """window -> what to break in its middle (each thing once, spread over the run)."""
     if not args.chaos or args.windows < 4:
         return {}
     k = args.windows
     return {max(1, k // 4): "kill_miner", max(2, k // 2): "restart_seaweed", max(3, (3 * k) // 4): "kill_validator"}
 
 
-def run_chaos(event: str, neurons: list[Neuron], seaweed: SeaweedServer, run_dir: Path, log: list[str]) -> None:
+def run_chaos(event: str, window: int, neurons: list[Neuron], seaweed: SeaweedServer, run_dir: Path,
+              log: list[dict]) -> None:
     if event == "restart_seaweed":
         seaweed.restart()
-        log.append(f"restarted SeaweedFS at {time.strftime('%H:%M:%S')}")
+        log.append({"window": window, "event": event, "what": "restarted the SeaweedFS server"})
         return
     role = "miner" if event == "kill_miner" else "validator"
     victim = next(n for n in neurons if n.role == role and n.kind in ("honest", "validator"))
@@ -208,7 +209,8 @@ def run_chaos(event: str, neurons: list[Neuron], seaweed: SeaweedServer, run_dir
     time.sleep(2.0)
     start_process(victim, run_dir)
     victim.restarts += 1
-    log.append(f"kill -9 and restart of {victim.name} at {time.strftime('%H:%M:%S')}")
+    log.append({"window": window, "event": event, "name": victim.name,
+                "what": f"kill -9 of {victim.name} mid-window {window}, restarted 2 s later"})
 
 
 def wait_for_windows(chain, hp: HParams, args, neurons, seaweed, run_dir, events_log) -> None:
@@ -219,9 +221,10 @@ def wait_for_windows(chain, hp: HParams, args, neurons, seaweed, run_dir, events
     lead_metrics = run_dir / "metrics" / "validator0.jsonl"
     while time.time() < limit:
         block = chain.block()
-        current = (block - hp.start_block) // hp.blocks_per_window if block >= hp.start_block else -1
-        for w in [w for w in chaos if w <= current]:
-            run_chaos(chaos.pop(w), neurons, seaweed, run_dir, events_log)
+        # mid-window: a neuron killed now loses work in progress, the hard case for a restart
+        middle = (block - hp.start_block - hp.blocks_per_window // 2) // hp.blocks_per_window
+        for w in [w for w in chaos if w <= middle]:
+            run_chaos(chaos.pop(w), w, neurons, seaweed, run_dir, events_log)
         if validator_windows_done(lead_metrics) >= args.windows:
             return
         dead = [n.name for n in neurons if n.proc is not None and n.proc.poll() not in (None, 0)]
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     neurons = plan_neurons(args, run_dir / "wallets")
     idents = {n.bucket: neuron_identities(n.bucket) for n in neurons}
     started = time.time()
-    events_log: list[str] = []
+    events_log: list[dict] = []
     interrupted = False
     with ExitStack() as stack:
         seaweed = stack.enter_context(SeaweedServer(run_dir / "seaweed", [admin_identity()] +

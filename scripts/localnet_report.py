@@ -21,7 +21,35 @@ def read_rows(path: Path) -> list[dict]:
     return [latest[w] for w in sorted(latest)]
 
 
-def build_report(mg, baseline, neurons, run_dir: Path, args, events: list[str], *, checkpoints: list[str],
+def read_metrics(run_dir: Path, name: str) -> list[dict]:
+    path = run_dir / "metrics" / f"{name}.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def event_outcome(event: dict, run_dir: Path, rows: list[dict]) -> str:
+    """What a chaos event did, read back from the metrics the neurons wrote."""
+    w = event["window"]
+    if event["event"] == "kill_miner":
+        after = [r for r in read_metrics(run_dir, event["name"]) if r["window"] > w]
+        ok = [r["window"] for r in after if r["sync/status"] == "in_sync" and r["upload/on_time"]]
+        return (f"rejoined in sync and uploaded on time in window {ok[0]} ({ok[0] - w} after the kill)"
+                if ok else "did not rejoin before the run ended")
+    if event["event"] == "kill_validator":
+        mine = read_metrics(run_dir, event["name"])
+        restarted = [r for r in mine if r["window"] > w]
+        restored = restarted[0]["ratings/restored"] if restarted else 0
+        intervals = Counter(r["weights/interval"] for r in mine if r["weights_set"])
+        twice = sorted(i for i, c in intervals.items() if c > 1)
+        return (f"back for window {restarted[0]['window'] if restarted else '-'} with {restored} ratings restored; "
+                f"weights set twice for intervals {twice or 'none'}")
+    if event["event"] == "restart_seaweed":
+        nxt = [r for r in rows if r["window"] > w]
+        good = [r["window"] for r in nxt if any(m["reason"] is None for m in r["miners"].values())]
+        return f"uploads admitted again from window {good[0]}" if good else "no upload admitted afterwards"
+    return ""
+
+
+def build_report(mg, baseline, neurons, run_dir: Path, args, events: list[dict], *, checkpoints: list[str],
                  wall_s: float, interrupted: bool) -> dict:
     rows = read_rows(run_dir / "metrics" / "validator0.jsonl")
     loss = [r["eval/heldout_loss"] for r in rows]
@@ -46,6 +74,8 @@ def build_report(mg, baseline, neurons, run_dir: Path, args, events: list[str], 
             "emission_alpha": mg.stake[uid] - base_stake.get(hk, 0.0),
             "rating": rating if rating is not None else 0.0, "restarts": n.restarts,
         })
+    for e in events:
+        e["outcome"] = event_outcome(e, run_dir, rows)
     first, final = (loss[0], loss[-1]) if loss else (None, None)
     return {
         "windows": len(rows), "loss": loss,
@@ -73,7 +103,7 @@ def format_report(report: dict) -> str:
     lines.append("rejections: " + (", ".join(f"{k}={v}" for k, v in sorted(report["rejections"].items())) or "none"))
     lines.append(f"checkpoints: {len(report['checkpoints'])}")
     for e in report["events"]:
-        lines.append(f"event: {e}")
+        lines.append(f"event: {e['what']}: {e['outcome']}")
     return "\n".join(lines)
 
 

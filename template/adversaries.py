@@ -31,11 +31,13 @@ from template.miner import (
     WindowPlan,
     build_artifact,
     encode_update,
+    follow_network,
     run,
     train_inner_steps,
 )
-from template.neuron import miner_uids
+from template.neuron import lead_validator, miner_uids
 from template.sparseloco import compress
+from template.sync import fetch_record
 
 _memory: dict[str, object] = {}
 
@@ -44,11 +46,35 @@ def idle(m: Miner, plan: WindowPlan, base_fp: str):
     return None, None
 
 
+def claimed_base(base_fp: str) -> str:
+    """The base fingerprint a model-less adversary claims: theta_{w} as the lead's last record names it."""
+    return str(_memory.get("claimed_fp", base_fp))
+
+
+def follow_records_only(m: Miner, window: int) -> str:
+    """Model-less adversaries skip the gather (it costs CPU they do not need) and only learn the
+    fingerprint they must claim to look in sync from the lead's record of the window."""
+    if m.clock.wait_past_deadline(window, m.stop) is None:
+        return "stopped"
+    m.peers.refresh()
+    lead = lead_validator(m.chain.metagraph(m.cfg.netuid))
+    until = time.time() + 0.6 * m.clock.window_s()
+    record = None
+    while lead is not None and record is None and time.time() < until and not m.stop.is_set():
+        record = fetch_record(m.peers, m.chain.metagraph(m.cfg.netuid).hotkeys[lead], window)
+        if record is None:
+            time.sleep(1.0)
+    if record is not None:
+        _memory["claimed_fp"] = record.next_fingerprint
+    m.gm.window = max(window + 1, m.clock.current_window())
+    return "claimed" if record is not None else "no_record"
+
+
 def noise(m: Miner, plan: WindowPlan, base_fp: str):
     gen = torch.Generator().manual_seed(plan.window * 7919 + m.uid)
     delta = {n: torch.randn(s, generator=gen) * 1e-3 for n, s in m.gm.shapes().items()}
     wire, _ = compress(delta, None, m.gm.codec, m.hp.ef_beta)
-    return build_artifact(m, plan, wire, base_fp), None
+    return build_artifact(m, plan, wire, claimed_base(base_fp)), None
 
 
 def negator(m: Miner, plan: WindowPlan, base_fp: str):
@@ -70,15 +96,15 @@ def replay(m: Miner, plan: WindowPlan, base_fp: str):
         result = train_inner_steps(m, plan)
         _memory["replay_wire"] = encode_update(m, result.delta)
         return build_artifact(m, plan, _memory["replay_wire"], base_fp), result
-    return build_artifact(m, plan, _memory["replay_wire"], base_fp), None
+    return build_artifact(m, plan, _memory["replay_wire"], claimed_base(base_fp)), None
 
 
 def copycat(m: Miner, plan: WindowPlan, base_fp: str):
     """Poll the other miners' buckets until one uploads this window, then re-sign its tensors."""
     key = layout.gradient_key(plan.window)
+    m.peers.refresh()
+    mg = m.chain.metagraph(m.cfg.netuid)
     while not m.stop.is_set() and m.chain.block() <= plan.deadline_block:
-        m.peers.refresh()
-        mg = m.chain.metagraph(m.cfg.netuid)
         for uid in miner_uids(mg):
             if uid == m.uid:
                 continue
@@ -89,8 +115,8 @@ def copycat(m: Miner, plan: WindowPlan, base_fp: str):
                 except ValueError:
                     continue
                 logger.info(f"copycat: re-signing uid {uid}'s update")
-                return build_artifact(m, plan, art.tensors, base_fp), None
-        time.sleep(0.5)
+                return build_artifact(m, plan, art.tensors, claimed_base(base_fp)), None
+        time.sleep(1.0)
     return None, None
 
 
@@ -112,21 +138,23 @@ def malformed(m: Miner, plan: WindowPlan, base_fp: str):
     result = None
     kind = plan.window % 3
     if kind == 0:
-        data = build_artifact(m, plan, wire, base_fp)
+        data = build_artifact(m, plan, wire, claimed_base(base_fp))
         return data[: len(data) // 2], result  # truncated
     if kind == 1:
         return b"\x80\x04\x95" + bytes(range(256)) * 4, result  # pickle-looking garbage
     bad = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v) for k, v in wire.items()}
-    return build_artifact(m, plan, bad, base_fp), result  # NaN value tables
+    return build_artifact(m, plan, bad, claimed_base(base_fp)), result  # NaN value tables
 
 
 STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, malformed, negator)}
+MODEL_LESS = {"idle", "noise", "copycat", "replay", "malformed"}  # need no model of their own
 
 
 def run_hostile(cfg: NeuronConfig) -> None:
     if cfg.mode not in STRATEGIES:
         raise ValueError(f"--mode must be honest or one of {sorted(STRATEGIES)}, got {cfg.mode!r}")
-    run(cfg, strategy=STRATEGIES[cfg.mode])
+    follow = follow_records_only if cfg.mode in MODEL_LESS else follow_network
+    run(cfg, strategy=STRATEGIES[cfg.mode], follow=follow)
 
 
 __all__ = ["STRATEGIES", "run_hostile", "TrainResult"]

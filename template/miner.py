@@ -300,13 +300,17 @@ def honest_upload(m: Miner, plan: WindowPlan, base_fp: str) -> tuple[bytes | Non
     return build_artifact(m, plan, wire, base_fp), result
 
 
-def run_window(m: Miner, window: int, strategy: UploadStrategy = honest_upload) -> dict:
+FollowStep = Callable[[Miner, int], str]
+
+
+def run_window(m: Miner, window: int, strategy: UploadStrategy = honest_upload,
+               follow: FollowStep = follow_network) -> dict:
     plan = plan_window(m, window)
     base_fp = m.gm.fingerprint()
     data, result = strategy(m, plan, base_fp)
     upload = upload_update(m, plan, data) if data is not None else UploadResult(None, 0, 0.0, False)
     save_local_state(m)
-    sync = follow_network(m, window)
+    sync = follow(m, window)
     row = {
         "role": "miner", "uid": m.uid, "window": window, "mode": m.cfg.mode,
         "train/loss": result.mean_loss if result else None,
@@ -329,7 +333,7 @@ def log_window(m: Miner, row: dict) -> None:
     append_metrics(m.cfg.metrics_file, row)
 
 
-def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload) -> None:
+def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload, follow: FollowStep = follow_network) -> None:
     """Restore, sync, then one window after another until stopped."""
     m = build_miner(cfg)
     import signal
@@ -344,7 +348,7 @@ def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload) -> None:
         sync_to_window(m, window)
         if m.gm.window != window:
             continue  # the window passed while syncing: take the next one
-        run_window(m, window, strategy)
+        run_window(m, window, strategy, follow)
         done += 1
         if cfg.max_windows and done >= cfg.max_windows:
             break

@@ -186,7 +186,7 @@ class WindowClock:
         while not stop.is_set():
             if self.chain.block() >= block:
                 return True
-            time.sleep(0.2)
+            time.sleep(0.5)
         return False
 
     def block_time_s(self) -> float:

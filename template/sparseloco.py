@@ -535,6 +535,24 @@ def decode_tensor(name: str, wire: dict[str, torch.Tensor], shape: tuple[int, ..
     return flat, unpack_fields(packed_codes, plan.num_kept, 2), table
 
 
+def decompress_with_indices(wire: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], codec: CodecParams
+                            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One validating pass: (dense fp32 CPU tensors of ``shapes``, ascending flat kept positions per tensor).
+
+    Raises CodecError with a distinct code for every failed check (see module docstring).
+    """
+    check_key_set(wire, shapes)
+    dense: dict[str, torch.Tensor] = {}
+    indices: dict[str, torch.Tensor] = {}
+    for name in sorted(shapes):
+        flat, codes, table = decode_tensor(name, wire, tuple(shapes[name]), codec)
+        out = torch.zeros(math.prod(shapes[name]), dtype=torch.float32)
+        out.index_copy_(0, flat, table.index_select(0, codes))  # flat positions are distinct (validated)
+        dense[name] = out.view(tuple(shapes[name]))
+        indices[name] = torch.from_numpy(np.sort(flat.numpy()))
+    return dense, indices
+
+
 def decompress(wire: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], codec: CodecParams
                ) -> dict[str, torch.Tensor]:
     """Strictly validate a wire dict and decode it to dense fp32 CPU tensors of ``shapes``.

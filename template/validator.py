@@ -18,8 +18,8 @@ import torch
 from bittensor_wallet import Keypair
 from loguru import logger
 
-from gauntlet.aggregate import bootstrap_peers, gather_admissions, gather_set, select_peers
-from gauntlet.checks import Upload, admit_upload, detect_copies
+from gauntlet.aggregate import admit_uploads, bootstrap_peers, gather_set, reject_copies, select_peers
+from gauntlet.checks import Upload, mark_replays
 from gauntlet.evaluate import evaluate_update, match_scores, mean_loss
 from gauntlet.ratings import Ratings
 from gauntlet.weights import compute_weights, final_scores, weights_due
@@ -27,7 +27,7 @@ from storage import layout
 from template import state as local_state
 from template.artifacts import write_json_artifact
 from template.config import NeuronConfig
-from template.data import TokenDataset, data_receipt, fetch_dataset, heldout_ids, sample_ids
+from template.data import TokenDataset, fetch_dataset, heldout_ids, sample_ids
 from template.neuron import (
     OwnBucket,
     PeerDirectory,
@@ -75,6 +75,7 @@ class Validator:
     state_dir: Path
     ratings: Ratings
     run_state: dict = field(default_factory=dict)  # last_window, last_weights_interval, seen
+    restored_ratings: int = 0  # uids whose ratings were loaded from disk at start-up
     stop: StopFlag = field(default_factory=StopFlag)
 
     @property
@@ -107,7 +108,8 @@ def build_validator(cfg: NeuronConfig) -> Validator:
                   num_samples=manifest.num_samples, gm=GlobalModel.initial(hp, device), device=device,
                   state_dir=state_dir, ratings=Ratings.load(state_dir / "ratings.json"))
     v.run_state = local_state.read_json(state_dir / "run_state.json", default={}) or {}
-    logger.info(f"validator uid {uid} on netuid {cfg.netuid}; ratings for {len(v.ratings.state_dict().get('ratings', {}))} uids restored")
+    v.restored_ratings = len(v.ratings.state_dict()["ratings"])
+    logger.info(f"validator uid {uid} on netuid {cfg.netuid}; ratings for {v.restored_ratings} uids restored")
     return v
 
 
@@ -124,19 +126,18 @@ def fetch_updates(v: Validator, window: int, mg) -> list[Upload]:
     return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes)
 
 
-def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float, base_fp: str) -> dict:
-    """uid -> Admission, copies and replays of earlier windows marked as failures."""
-    shapes = v.gm.shapes()
-    admissions = {}
-    for up in uploads:
-        ids = sample_ids(up.uid, window, v.hp.data_seed, v.hp.samples_per_window, v.num_train)
-        admissions[up.uid] = admit_upload(up, window=window, deadline_s=deadline, hparams=v.hp, shapes=shapes,
-                                          expected_receipt=data_receipt(ids), base_fingerprint=base_fp,
-                                          seen_payloads=set(v.run_state.get("seen", [])))
-    for uid, reason in detect_copies(list(admissions.values()), uploads,
-                                     threshold=v.hp.copy_overlap_threshold).items():
-        admissions[uid] = admissions[uid].reject(reason)
-    return admissions
+def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float, base_fp: str
+              ) -> tuple[dict, dict]:
+    """(uid -> Admission for scoring, uid -> deterministic Admission before history and copies).
+
+    Each upload is decoded once; scoring adds this validator's replay history and copies among
+    all uploads, the gather set (`lead_gather`) copies among the peers only.
+    """
+    base = admit_uploads(uploads, window=window, deadline_s=deadline, hparams=v.hp, shapes=v.gm.shapes(),
+                         base_fingerprint=base_fp, num_train=v.num_train)
+    scored = reject_copies(mark_replays(base, set(v.run_state.get("seen", []))), uploads,
+                           threshold=v.hp.copy_overlap_threshold)
+    return scored, base
 
 
 def score_updates(v: Validator, window: int, admissions: dict) -> dict:
@@ -187,7 +188,7 @@ def maybe_set_weights(v: Validator, window: int, mg, scores: dict[int, float]) -
     return weights
 
 
-def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_fp: str, deadline: float) -> str:
+def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_fp: str, base: dict) -> str:
     """Lead: the gather set, the step, the signed record and peer list (and checkpoint). Others follow."""
     lead = lead_validator(mg)
     if lead != v.uid:
@@ -196,7 +197,7 @@ def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_
             return "no_lead"
         return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device,
                         wait_last_s=v.clock.window_s() * 0.6, should_stop=v.stop.is_set)
-    chosen, updates = lead_gather(v, window, uploads, base_fp, deadline)
+    chosen, updates = lead_gather(v, window, uploads, base)
     v.gm.apply_updates(updates, v.hp.outer_lr)
     v.gm.window = window + 1
     by_uid = {u.uid: u for u in uploads}
@@ -216,16 +217,15 @@ def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_
     return f"lead:{len(chosen)}"
 
 
-def lead_gather(v: Validator, window: int, uploads: list[Upload], base_fp: str, deadline: float):
+def lead_gather(v: Validator, window: int, uploads: list[Upload], base: dict):
     """Exactly what every miner computes for `window`: the peer list x deterministic admission."""
     peer_uids = fetch_peer_list(v.peers, v.hotkey.ss58_address, window)
     if peer_uids is None:
         logger.bind(window=window).warning("no peer list in force: nothing is aggregated this window")
         return [], []
     allowed = set(peer_uids)
-    admissions = gather_admissions([u for u in uploads if u.uid in allowed], window=window, deadline_s=deadline,
-                                   hparams=v.hp, shapes=v.gm.shapes(), base_fingerprint=base_fp,
-                                   num_train=v.num_train)
+    admissions = reject_copies({u: a for u, a in base.items() if u in allowed}, uploads,
+                               threshold=v.hp.copy_overlap_threshold)
     chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=v.hp.num_peers)
     return chosen, [admissions[u].update for u in chosen]
 
@@ -265,11 +265,11 @@ def run_window(v: Validator, window: int) -> dict | None:
     base_fp = v.gm.fingerprint()
     loss = heldout_loss(v)
     uploads = fetch_updates(v, window, mg)
-    admissions = admit_all(v, window, uploads, deadline, base_fp)
+    admissions, base = admit_all(v, window, uploads, deadline, base_fp)
     evals = score_updates(v, window, admissions)
     scores = update_scores(v, window, mg, admissions, evals)
     weights = maybe_set_weights(v, window, mg, scores)
-    sync = apply_outer_step(v, window, mg, uploads, base_fp, deadline)
+    sync = apply_outer_step(v, window, mg, uploads, base_fp, base)
     seen = v.run_state.setdefault("seen", [])
     seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
     v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]
@@ -292,7 +292,9 @@ def window_row(v, window, mg, loss, admissions, evals, scores, weights, sync) ->
             "weight": weights[uid] if weights is not None else None,
         }
     return {"role": "validator", "uid": v.uid, "window": window, "eval/heldout_loss": loss,
-            "sync/status": sync, "weights_set": weights is not None, "miners": miners}
+            "sync/status": sync, "weights_set": weights is not None,
+            "weights/interval": window // v.hp.weights_interval, "ratings/restored": v.restored_ratings,
+            "miners": miners}
 
 
 def log_window(v: Validator, row: dict) -> None:

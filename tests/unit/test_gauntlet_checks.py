@@ -329,7 +329,7 @@ def test_unexpected_exception_becomes_malformed(monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("decoder bug")
 
-    monkeypatch.setattr(checks, "decompress", boom)
+    monkeypatch.setattr(checks, "decompress_with_indices", boom)
     adm = admit(upload(artifact()))
     assert not adm.ok and adm.reason == "malformed"
 
