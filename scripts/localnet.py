@@ -53,6 +53,9 @@ SUBNET_HPARAMS = {
 }
 
 
+TRAINING_ADVERSARIES = {"lazy", "late", "negator"}  # hostile modes that train a model (CPU-heavy)
+
+
 @dataclass
 class Neuron:
     name: str
@@ -77,7 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
     p.add_argument("--run-dir", default=None, help="working folder (default: runs/<time>)")
     p.add_argument("--block-time", type=float, default=1.0, help="seconds per localnet block")
-    p.add_argument("--blocks-per-window", type=int, default=20)
+    p.add_argument("--blocks-per-window", type=int, default=None,
+                   help="window length in blocks (default: 20, or 5 per training process when that is more, "
+                        "so that every trainer fits into a window on a 2-core machine)")
     p.add_argument("--tempo", type=int, default=None, help="blocks per epoch (default: 2 windows)")
     p.add_argument("--chaos", action="store_true", help="kill -9 and restart a validator, a miner and SeaweedFS")
     p.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help="override a run hparam")
@@ -88,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown adversaries {unknown}; choose from {sorted(STRATEGIES)}")
     args.adversary_kinds = kinds
+    if args.blocks_per_window is None:
+        trainers = args.miners + sum(k in TRAINING_ADVERSARIES for k in kinds)
+        args.blocks_per_window = max(20, 5 * trainers)
     if args.miners + len(kinds) < 1 or args.validators < 1:
         p.error("need at least one miner and one validator")
     return args
@@ -177,15 +185,19 @@ def start_process(n: Neuron, run_dir: Path) -> None:
         n.proc = subprocess.Popen(n.cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
 
-def stop_process(n: Neuron, sig: int = signal.SIGTERM, wait_s: float = 15.0) -> None:
-    if n.proc is None or n.proc.poll() is not None:
-        return
-    n.proc.send_signal(sig)
-    try:
-        n.proc.wait(timeout=wait_s)
-    except subprocess.TimeoutExpired:
-        n.proc.kill()
-        n.proc.wait()
+def stop_all(neurons: list[Neuron], wait_s: float = 20.0) -> None:
+    """SIGTERM every neuron at once (each finishes or abandons its window), SIGKILL what is left."""
+    live = [n for n in neurons if n.proc is not None and n.proc.poll() is None]
+    for n in live:
+        n.proc.send_signal(signal.SIGTERM)
+    deadline = time.time() + wait_s
+    for n in live:
+        try:
+            n.proc.wait(timeout=max(deadline - time.time(), 0.1))
+        except subprocess.TimeoutExpired:
+            logger.warning(f"{n.name} did not stop within {wait_s:.0f} s; killing it")
+            n.proc.kill()
+            n.proc.wait()
 
 
 def chaos_events(args, hp: HParams) -> dict[int, str]:
@@ -286,8 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             interrupted = True
             logger.warning("interrupted: stopping every process")
         finally:
-            for n in neurons:
-                stop_process(n)
+            stop_all(neurons)
         lead_write = idents["validator0"][0]
         checkpoints = [o.key for o in S3Client(seaweed.endpoint, lead_write.access_key, lead_write.secret_key)
                        .list("validator0", layout.checkpoint_prefix())]

@@ -132,3 +132,28 @@ def _fingerprint(model, params: dict) -> str:
         for n, p in model.named_parameters():
             p.copy_(params[n])
     return model_fingerprint(model)
+
+
+def test_chaos_kills_and_storage_restart_lose_nothing(tmp_path):
+    """--chaos: kill -9 of a miner and of the validator mid-window, and a SeaweedFS restart. The
+    miner rejoins in sync within two windows; the validator comes back with its ratings and never
+    sets weights twice for one interval; the model still improves."""
+    run_dir = tmp_path / "run"
+    assert localnet.main(["--miners", "2", "--validators", "1", "--windows", "7", "--chaos",
+                          "--run-dir", str(run_dir)]) == 0
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    events = {e["event"]: e for e in report["events"]}
+    assert set(events) == {"kill_miner", "restart_seaweed", "kill_validator"}
+    assert report["loss"][-1] < report["loss"][0]
+
+    killed = events["kill_miner"]
+    rejoined = [r["window"] for r in _read_metrics(run_dir, killed["name"])
+                if r["window"] > killed["window"] and r["sync/status"] == "in_sync" and r["upload/on_time"]]
+    assert rejoined and rejoined[0] - killed["window"] <= 2, killed
+
+    validator = _read_metrics(run_dir, events["kill_validator"]["name"])
+    assert any(r["ratings/restored"] > 0 for r in validator), "the restarted validator lost its ratings"
+    intervals = [r["weights/interval"] for r in validator if r["weights_set"]]
+    assert len(intervals) == len(set(intervals)), f"weights set twice for one interval: {intervals}"
+    after_storage = [r for r in validator if r["window"] > events["restart_seaweed"]["window"]]
+    assert any(m["reason"] is None for r in after_storage for m in r["miners"].values())
