@@ -75,7 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--miners", type=int, default=3, help="honest miners")
     p.add_argument("--validators", type=int, default=1)
     p.add_argument("--windows", type=int, default=12)
-    p.add_argument("--adversaries", default="", help=f"comma list of: {','.join(sorted(STRATEGIES))}")
+    p.add_argument("--adversaries", default=",".join(STRATEGIES),
+                   help=f"comma list of hostile miners, one process each (default: one of every kind: "
+                        f"{','.join(STRATEGIES)}; \"\" for none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
     p.add_argument("--run-dir", default=None, help="working folder (default: runs/<time>)")

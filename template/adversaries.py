@@ -57,7 +57,7 @@ def follow_records_only(m: Miner, window: int) -> str:
     if m.clock.wait_past_deadline(window, m.stop) is None:
         return "stopped"
     m.peers.refresh()
-    lead = lead_validator(m.chain.metagraph(m.cfg.netuid))
+    lead = lead_validator(m.chain.metagraph(m.cfg.netuid), m.hp.min_validator_stake)
     until = time.time() + 0.6 * m.clock.window_s()
     record = None
     while lead is not None and record is None and time.time() < until and not m.stop.is_set():
@@ -105,7 +105,7 @@ def copycat(m: Miner, plan: WindowPlan, base_fp: str):
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
     while not m.stop.is_set() and m.chain.block() <= plan.deadline_block:
-        for uid in miner_uids(mg):
+        for uid in miner_uids(mg, m.hp.min_validator_stake):
             if uid == m.uid:
                 continue
             res = m.peers.get(mg.hotkeys[uid], key, max_bytes=m.hp.max_upload_bytes)

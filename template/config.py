@@ -77,6 +77,10 @@ class HParams(BaseModel):
         0.9, gt=0, le=1, description="index overlap above which a later upload counts as a copy"
     )
 
+    min_validator_stake: float = Field(
+        1000.0, ge=0, description="alpha a permit holder needs to count as a validator (miners earn permits too)"
+    )
+
     # -- incentives
     burn_rate: float = Field(0.1, ge=0, le=1, description="share of miner weight sent to the subnet owner's uid")
     top_n_miners: int = Field(8, gt=0, le=4096, description="miners that receive weight, on a linear ramp")

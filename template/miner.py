@@ -241,7 +241,7 @@ def follow_network(m: Miner, window: int) -> str:
         return "stopped"
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
-    lead = lead_validator(mg)
+    lead = lead_validator(mg, m.hp.min_validator_stake)
     if lead is None:
         m.gm.window = window + 1  # no validator: no peer list, so nothing is aggregated
         return "no_validator"
@@ -365,7 +365,7 @@ def sync_to_window(m: Miner, window: int) -> None:
         return
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
-    lead = lead_validator(mg)
+    lead = lead_validator(mg, m.hp.min_validator_stake)
     if lead is None:
         m.gm.window = window
         return

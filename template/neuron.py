@@ -24,8 +24,6 @@ from template.config import HParams, NeuronConfig, load_hparams
 from template.logging_setup import register_secret
 from template.windows import window_first_block, window_last_block, window_of_block
 
-MIN_VALIDATOR_STAKE = 1.0  # alpha: below this a permit holder is treated as a miner (localnet permits all)
-
 
 class SetupError(RuntimeError):
     """A neuron cannot start; the message says what to do."""
@@ -126,18 +124,27 @@ def publish_commitment(chain: Chain, hotkey: Keypair, netuid: int, access: Bucke
     return True
 
 
-def validator_uids(mg: Metagraph) -> list[int]:
-    return [u for u in mg.uids if mg.validator_permit[u] and mg.stake[u] >= MIN_VALIDATOR_STAKE]
+def validator_uids(mg: Metagraph, min_stake: float) -> list[int]:
+    """Uids with a validator permit and at least `min_stake` alpha (the hparam `min_validator_stake`).
+
+    The stake floor matters: a young subnet gives a permit to every staked uid, miners included,
+    as soon as they earn a little. Before a new subnet's first epoch (no permit anywhere yet),
+    every uid staked above the floor except the owner's, since permits go to exactly those.
+    """
+    staked = [u for u in mg.uids if mg.stake[u] >= min_stake]
+    if not any(mg.validator_permit):
+        return [u for u in staked if mg.hotkeys[u] != mg.owner_hotkey]
+    return [u for u in staked if mg.validator_permit[u]]
 
 
-def lead_validator(mg: Metagraph) -> int | None:
+def lead_validator(mg: Metagraph, min_stake: float) -> int | None:
     """Highest stake with a permit (ties: lower uid) - the one who signs records and checkpoints."""
-    vals = validator_uids(mg)
+    vals = validator_uids(mg, min_stake)
     return max(vals, key=lambda u: (mg.stake[u], -u)) if vals else None
 
 
-def miner_uids(mg: Metagraph) -> list[int]:
-    vals = set(validator_uids(mg))
+def miner_uids(mg: Metagraph, min_stake: float) -> list[int]:
+    vals = set(validator_uids(mg, min_stake))
     return [u for u in mg.uids if u not in vals and mg.hotkeys[u] != mg.owner_hotkey]
 
 

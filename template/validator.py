@@ -122,7 +122,7 @@ def save_run_state(v: Validator) -> None:
 
 
 def fetch_updates(v: Validator, window: int, mg) -> list[Upload]:
-    hotkeys = {uid: mg.hotkeys[uid] for uid in miner_uids(mg) if uid != v.uid}
+    hotkeys = {uid: mg.hotkeys[uid] for uid in miner_uids(mg, v.hp.min_validator_stake) if uid != v.uid}
     return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes)
 
 
@@ -190,7 +190,7 @@ def maybe_set_weights(v: Validator, window: int, mg, scores: dict[int, float]) -
 
 def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_fp: str, base: dict) -> str:
     """Lead: the gather set, the step, the signed record and peer list (and checkpoint). Others follow."""
-    lead = lead_validator(mg)
+    lead = lead_validator(mg, v.hp.min_validator_stake)
     if lead != v.uid:
         if lead is None:
             v.gm.window = window + 1
@@ -208,7 +208,7 @@ def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_
     client, bucket = v.bucket.client, v.bucket.access.bucket
     client.put(bucket, layout.record_key(window),
                write_json_artifact(record.to_body(), kind="record", window=window, keypair=v.hotkey))
-    eligible = [u for u in miner_uids(mg) if u != v.uid]
+    eligible = [u for u in miner_uids(mg, v.hp.min_validator_stake) if u != v.uid]
     publish_peer_list(v, window + 2, select_peers(v.ratings.ordinals(), num_peers=v.hp.num_peers,
                                                   eligible=eligible))
     if v.gm.window % v.hp.checkpoint_interval == 0:
@@ -241,11 +241,11 @@ def ensure_peer_lists(v: Validator, windows: list[int], mg) -> None:
 
     Only windows still open: a list must be in place before miners gather, or nodes disagree.
     """
-    if lead_validator(mg) != v.uid:
+    if lead_validator(mg, v.hp.min_validator_stake) != v.uid:
         return
     for w in windows:
         if fetch_peer_list(v.peers, v.hotkey.ss58_address, w) is None:
-            peer_uids = bootstrap_peers([u for u in miner_uids(mg) if u != v.uid], num_peers=v.hp.num_peers)
+            peer_uids = bootstrap_peers([u for u in miner_uids(mg, v.hp.min_validator_stake) if u != v.uid], num_peers=v.hp.num_peers)
             publish_peer_list(v, w, peer_uids)
             logger.info(f"published bootstrap peer list for window {w}: {peer_uids}")
 
@@ -313,7 +313,7 @@ def restore_model(v: Validator, window: int) -> None:
     """Bring theta to `window`: the lead from its own checkpoints and records, others from the lead's."""
     v.peers.refresh()
     mg = v.chain.metagraph(v.cfg.netuid)
-    lead = lead_validator(mg)
+    lead = lead_validator(mg, v.hp.min_validator_stake)
     if lead is None:
         v.gm.window = window
         return

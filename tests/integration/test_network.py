@@ -139,7 +139,7 @@ def test_chaos_kills_and_storage_restart_lose_nothing(tmp_path):
     miner rejoins in sync within two windows; the validator comes back with its ratings and never
     sets weights twice for one interval; the model still improves."""
     run_dir = tmp_path / "run"
-    assert localnet.main(["--miners", "2", "--validators", "1", "--windows", "7", "--chaos",
+    assert localnet.main(["--miners", "2", "--validators", "1", "--windows", "7", "--chaos", "--adversaries", "",
                           "--run-dir", str(run_dir)]) == 0
     report = json.loads((run_dir / "report" / "report.json").read_text())
     events = {e["event"]: e for e in report["events"]}
