@@ -280,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         baseline = chain.metagraph(netuid)
         overrides = dict(kv.split("=", 1) for kv in args.hparam)
         overrides = {k: json.loads(v) for k, v in overrides.items()}
+        # validators bought their alpha through the subnet's pool; a permit holder counts as a
+        # validator from half the smallest validator stake on (miners hold far less in a short run)
+        validator_stake = min(baseline.stake[baseline.uid_of(n.wallet.hotkey.ss58_address)]
+                              for n in neurons if n.role == "validator")
+        overrides = {"min_validator_stake": round(validator_stake / 2, 3), **overrides}
         hp = HParams(blocks_per_window=args.blocks_per_window, data_seed=args.seed + 7, model_seed=args.seed + 1234,
                      **overrides)
         t0 = time.time()

@@ -535,22 +535,29 @@ def decode_tensor(name: str, wire: dict[str, torch.Tensor], shape: tuple[int, ..
     return flat, unpack_fields(packed_codes, plan.num_kept, 2), table
 
 
+def _decode_all(wire: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], codec: CodecParams, *,
+                dense: bool, indices: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    check_key_set(wire, shapes)
+    dense_out: dict[str, torch.Tensor] = {}
+    index_out: dict[str, torch.Tensor] = {}
+    for name in sorted(shapes):
+        flat, codes, table = decode_tensor(name, wire, tuple(shapes[name]), codec)
+        if dense:
+            out = torch.zeros(math.prod(shapes[name]), dtype=torch.float32)
+            out.index_copy_(0, flat, table.index_select(0, codes))  # flat positions are distinct (validated)
+            dense_out[name] = out.view(tuple(shapes[name]))
+        if indices:
+            index_out[name] = torch.from_numpy(np.sort(flat.numpy()))
+    return dense_out, index_out
+
+
 def decompress_with_indices(wire: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], codec: CodecParams
                             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One validating pass: (dense fp32 CPU tensors of ``shapes``, ascending flat kept positions per tensor).
 
     Raises CodecError with a distinct code for every failed check (see module docstring).
     """
-    check_key_set(wire, shapes)
-    dense: dict[str, torch.Tensor] = {}
-    indices: dict[str, torch.Tensor] = {}
-    for name in sorted(shapes):
-        flat, codes, table = decode_tensor(name, wire, tuple(shapes[name]), codec)
-        out = torch.zeros(math.prod(shapes[name]), dtype=torch.float32)
-        out.index_copy_(0, flat, table.index_select(0, codes))  # flat positions are distinct (validated)
-        dense[name] = out.view(tuple(shapes[name]))
-        indices[name] = torch.from_numpy(np.sort(flat.numpy()))
-    return dense, indices
+    return _decode_all(wire, shapes, codec, dense=True, indices=True)
 
 
 def decompress(wire: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], codec: CodecParams
@@ -559,22 +566,13 @@ def decompress(wire: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]
 
     Raises CodecError with a distinct code for every failed check (see module docstring).
     """
-    check_key_set(wire, shapes)
-    dense: dict[str, torch.Tensor] = {}
-    for name in sorted(shapes):
-        flat, codes, table = decode_tensor(name, wire, tuple(shapes[name]), codec)
-        out = torch.zeros(math.prod(shapes[name]), dtype=torch.float32)
-        out.index_copy_(0, flat, table.index_select(0, codes))  # flat positions are distinct (validated)
-        dense[name] = out.view(tuple(shapes[name]))
-    return dense
+    return _decode_all(wire, shapes, codec, dense=True, indices=False)[0]
 
 
 def wire_indices(wire: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], codec: CodecParams
                  ) -> dict[str, torch.Tensor]:
     """Validated kept positions per tensor as ascending flat offsets (int64, CPU), for copy detection."""
-    check_key_set(wire, shapes)
-    return {name: torch.from_numpy(np.sort(decode_tensor(name, wire, tuple(shapes[name]), codec)[0].numpy()))
-            for name in sorted(shapes)}
+    return _decode_all(wire, shapes, codec, dense=False, indices=True)[1]
 
 
 # ---------------------------------------------------------------- outer step
