@@ -119,3 +119,16 @@ def match_scores(uids: list[int], improvement: dict[int, float], *, min_improvem
     best = max(finite.values(), default=0.0)
     floor = max(min_improvement, min_ratio_to_best * best, 0.0)
     return {uid: (finite[uid] if uid in finite and finite[uid] > floor else None) for uid in uids}
+
+
+def is_compliant(improvement_assigned: float, improvement_random: float, *, margin: float) -> bool:
+    """Did the update help the miner's own samples clearly more than unseen ones?
+
+    A miner that trained on its assignment has seen those samples once, so its update lowers
+    their loss by a few percent more (relative) than a random batch's; one that trained on
+    other data does not. The margin keeps a lazy miner's chance ratio of ~1.0 from passing
+    half the time (measured in docs/validator.md).
+    """
+    if not (math.isfinite(improvement_assigned) and math.isfinite(improvement_random)) or improvement_random <= 0:
+        return False
+    return improvement_assigned > improvement_random * (1 + margin)

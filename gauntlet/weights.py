@@ -1,6 +1,9 @@
 """From ratings to on-chain weights (DESIGN section 8): gates, ramp, burn, and when to set them.
 
-final score = ordinal x compliance gate x sync gate, where
+final score = ordinal x compliance x compliance gate x sync gate, where
+- compliance is the uid's compliance EMA in [0, 1]: a soft factor, so a miner that trains on other
+  data than it was assigned (a passing lazy window now and then) stays below the honest ones even
+  while its gate happens to be open,
 - compliance gate = 1 if the uid's compliance EMA >= threshold else 0 (a uid never rated: 0),
 - sync gate = 1 if the uid was fetched this window and its upload did not prove it trains on
   another base model (`in_sync[uid]` True), else 0. A uid absent from `in_sync` is not a
@@ -23,7 +26,7 @@ def final_scores(ordinals: dict[int, float], compliance: dict[int, float], in_sy
     for uid, ordinal in ordinals.items():
         compliant = compliance.get(uid, 0.0) >= threshold
         synced = in_sync.get(uid, False)
-        scores[uid] = float(ordinal) if compliant and synced and math.isfinite(ordinal) else 0.0
+        scores[uid] = float(ordinal) * compliance[uid] if compliant and synced and math.isfinite(ordinal) else 0.0
     return scores
 
 

@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                                    ROOT / "runs" / "cache")
         logger.info(f"dataset ready: {manifest.num_samples} samples in {time.time() - t0:.1f} s")
         # window 0 starts once every process had time to import torch and load the data
-        margin_blocks = int(40 / args.block_time) + len(neurons) * int(3 / args.block_time)
+        margin_blocks = int((25 + 2.5 * len(neurons)) / args.block_time)
         hp = hp.model_copy(update={"start_block": chain.block() + margin_blocks})
         S3Client(seaweed.endpoint, idents["dataset"][0].access_key, idents["dataset"][0].secret_key).put(
             "dataset", layout.hparams_key(), json.dumps(hp.model_dump(), indent=1).encode())

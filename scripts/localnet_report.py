@@ -65,7 +65,9 @@ def build_report(mg, baseline, neurons, run_dir: Path, args, events: list[dict],
         uid = mg.uid_of(hk)
         if uid is None:
             continue
-        weights = [dict(mg.weights.get(v, [])).get(uid, 0.0) for v in validator_uids if v is not None]
+        # chain rows are max-upscaled u16; as shares they sum to 1 per validator
+        weights = [dict(mg.weights.get(v, [])).get(uid, 0.0) / (sum(w for _, w in mg.weights.get(v, [])) or 1.0)
+                   for v in validator_uids if v is not None]
         rating = last_miners.get(str(uid), {}).get("rating")
         out.append({
             "uid": uid, "hotkey": hk, "name": n.name, "role": n.role, "kind": n.kind,

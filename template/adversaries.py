@@ -46,35 +46,39 @@ def idle(m: Miner, plan: WindowPlan, base_fp: str):
     return None, None
 
 
-def claimed_base(base_fp: str) -> str:
-    """The base fingerprint a model-less adversary claims: theta_{w} as the lead's last record names it."""
-    return str(_memory.get("claimed_fp", base_fp))
+def claimed_base(m: Miner, plan: WindowPlan, base_fp: str) -> str:
+    """The base a model-less adversary claims, to look in sync: theta_w as the lead's record of
+    window w-1 names it (polled for up to half a window), else `base_fp`."""
+    if plan.window == 0:
+        return base_fp
+    lead = lead_validator(m.chain.metagraph(m.cfg.netuid), m.hp.min_validator_stake)
+    if lead is None:
+        return base_fp
+    lead_hotkey = m.chain.metagraph(m.cfg.netuid).hotkeys[lead]
+    until = time.time() + 0.5 * m.clock.window_s()
+    while not m.stop.is_set():
+        record = fetch_record(m.peers, lead_hotkey, plan.window - 1)
+        if record is not None:
+            return record.next_fingerprint
+        if time.time() > until:
+            return base_fp
+        time.sleep(1.0)
+    return base_fp
 
 
 def follow_records_only(m: Miner, window: int) -> str:
-    """Model-less adversaries skip the gather (it costs CPU they do not need) and only learn the
-    fingerprint they must claim to look in sync from the lead's record of the window."""
+    """Model-less adversaries skip the gather (CPU they do not need): they only wait for the deadline."""
     if m.clock.wait_past_deadline(window, m.stop) is None:
         return "stopped"
-    m.peers.refresh()
-    lead = lead_validator(m.chain.metagraph(m.cfg.netuid), m.hp.min_validator_stake)
-    until = time.time() + 0.6 * m.clock.window_s()
-    record = None
-    while lead is not None and record is None and time.time() < until and not m.stop.is_set():
-        record = fetch_record(m.peers, m.chain.metagraph(m.cfg.netuid).hotkeys[lead], window)
-        if record is None:
-            time.sleep(1.0)
-    if record is not None:
-        _memory["claimed_fp"] = record.next_fingerprint
     m.gm.window = max(window + 1, m.clock.current_window())
-    return "claimed" if record is not None else "no_record"
+    return "model_less"
 
 
 def noise(m: Miner, plan: WindowPlan, base_fp: str):
     gen = torch.Generator().manual_seed(plan.window * 7919 + m.uid)
     delta = {n: torch.randn(s, generator=gen) * 1e-3 for n, s in m.gm.shapes().items()}
     wire, _ = compress(delta, None, m.gm.codec, m.hp.ef_beta)
-    return build_artifact(m, plan, wire, claimed_base(base_fp)), None
+    return build_artifact(m, plan, wire, claimed_base(m, plan, base_fp)), None
 
 
 def negator(m: Miner, plan: WindowPlan, base_fp: str):
@@ -96,7 +100,7 @@ def replay(m: Miner, plan: WindowPlan, base_fp: str):
         result = train_inner_steps(m, plan)
         _memory["replay_wire"] = encode_update(m, result.delta)
         return build_artifact(m, plan, _memory["replay_wire"], base_fp), result
-    return build_artifact(m, plan, _memory["replay_wire"], claimed_base(base_fp)), None
+    return build_artifact(m, plan, _memory["replay_wire"], claimed_base(m, plan, base_fp)), None
 
 
 def copycat(m: Miner, plan: WindowPlan, base_fp: str):
@@ -115,7 +119,7 @@ def copycat(m: Miner, plan: WindowPlan, base_fp: str):
                 except ValueError:
                     continue
                 logger.info(f"copycat: re-signing uid {uid}'s update")
-                return build_artifact(m, plan, art.tensors, claimed_base(base_fp)), None
+                return build_artifact(m, plan, art.tensors, claimed_base(m, plan, base_fp)), None
         time.sleep(1.0)
     return None, None
 
@@ -138,12 +142,12 @@ def malformed(m: Miner, plan: WindowPlan, base_fp: str):
     result = None
     kind = plan.window % 3
     if kind == 0:
-        data = build_artifact(m, plan, wire, claimed_base(base_fp))
+        data = build_artifact(m, plan, wire, claimed_base(m, plan, base_fp))
         return data[: len(data) // 2], result  # truncated
     if kind == 1:
         return b"\x80\x04\x95" + bytes(range(256)) * 4, result  # pickle-looking garbage
     bad = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v) for k, v in wire.items()}
-    return build_artifact(m, plan, bad, claimed_base(base_fp)), result  # NaN value tables
+    return build_artifact(m, plan, bad, claimed_base(m, plan, base_fp)), result  # NaN value tables
 
 
 STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, malformed, negator)}

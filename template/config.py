@@ -73,6 +73,10 @@ class HParams(BaseModel):
         0.3, gt=0, le=1, description="EMA step of the data-compliance average (assigned beats random)"
     )
     compliance_threshold: float = Field(0.5, ge=0, le=1, description="compliance EMA below which score is 0")
+    compliance_margin: float = Field(
+        0.02, ge=0, le=10,
+        description="a window is compliant when improvement_assigned > improvement_random x (1 + this)",
+    )
     copy_overlap_threshold: float = Field(
         0.9, gt=0, le=1, description="index overlap above which a later upload counts as a copy"
     )

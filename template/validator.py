@@ -20,7 +20,7 @@ from loguru import logger
 
 from gauntlet.aggregate import admit_uploads, bootstrap_peers, gather_set, reject_copies, select_peers
 from gauntlet.checks import Upload, mark_replays
-from gauntlet.evaluate import evaluate_update, match_scores, mean_loss
+from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
 from gauntlet.ratings import Ratings
 from gauntlet.weights import compute_weights, final_scores, weights_due
 from storage import layout
@@ -106,7 +106,7 @@ def build_validator(cfg: NeuronConfig) -> Validator:
     v = Validator(cfg=cfg, hotkey=hotkey, uid=uid, chain=chain, clock=WindowClock(chain, hp), peers=peers,
                   bucket=bucket, dataset=dataset, num_train=manifest.heldout_start,
                   num_samples=manifest.num_samples, gm=GlobalModel.initial(hp, device), device=device,
-                  state_dir=state_dir, ratings=Ratings.load(state_dir / "ratings.json"))
+                  state_dir=state_dir, ratings=Ratings.load(state_dir / "ratings.json", alpha=hp.compliance_alpha))
     v.run_state = local_state.read_json(state_dir / "run_state.json", default={}) or {}
     v.restored_ratings = len(v.ratings.state_dict()["ratings"])
     logger.info(f"validator uid {uid} on netuid {cfg.netuid}; ratings for {v.restored_ratings} uids restored")
@@ -162,7 +162,8 @@ def score_updates(v: Validator, window: int, admissions: dict) -> dict:
 def update_scores(v: Validator, window: int, mg, admissions: dict, evals: dict) -> dict[int, float]:
     scores = match_scores(list(admissions), {uid: e.improvement_random for uid, e in evals.items()},
                           min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio)
-    compliant = {uid: evals[uid].improvement_assigned > evals[uid].improvement_random for uid in evals}
+    compliant = {uid: is_compliant(e.improvement_assigned, e.improvement_random, margin=v.hp.compliance_margin)
+                 for uid, e in evals.items()}
     v.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant)
     in_sync = {uid: adm.in_sync for uid, adm in admissions.items()}
     return final_scores(v.ratings.ordinals(), v.ratings.compliance(), in_sync,

@@ -16,6 +16,7 @@ from gauntlet.evaluate import (
     EvalResult,
     RestoreError,
     evaluate_update,
+    is_compliant,
     match_scores,
     mean_loss,
     relative_improvement,
@@ -266,8 +267,11 @@ def test_final_scores_gates():
     compliance = {0: 0.9, 1: 0.2, 2: 0.9, 3: 0.5, 4: 0.9}
     in_sync = {0: True, 1: True, 2: False, 4: True}
     s = final_scores(ordinals, compliance, in_sync, threshold=0.5)
-    assert s == {0: 5.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: -1.0}  # 3: not seen this window
-    assert final_scores({7: 1.0}, {}, {7: True}, threshold=0.0) == {7: 1.0}
+    assert s == {0: 5.0 * 0.9, 1: 0.0, 2: 0.0, 3: 0.0, 4: -1.0 * 0.9}  # 3: not seen this window
+    assert final_scores({7: 1.0}, {7: 0.0}, {7: True}, threshold=0.0) == {7: 0.0}
+    # a lazy miner whose gate is open for now stays below an honest one of equal skill
+    lazy_vs_honest = final_scores({1: 6.0, 2: 5.0}, {1: 0.6, 2: 0.95}, {1: True, 2: True}, threshold=0.5)
+    assert lazy_vs_honest[2] > lazy_vs_honest[1]
     assert final_scores({7: 1.0}, {}, {7: True}, threshold=0.1) == {7: 0.0}  # never rated for compliance
 
 
@@ -460,3 +464,10 @@ def test_match_scores_floor_and_ratio_to_best():
     assert match_scores([1, 2, 3], imp, min_improvement=1e-4) == {1: 0.02, 2: 0.0005, 3: None}
     assert match_scores([1, 2, 3], imp, min_improvement=1e-4, min_ratio_to_best=0.05) == {1: 0.02, 2: None, 3: None}
     assert match_scores([3], {3: 4e-5}, min_improvement=1e-4, min_ratio_to_best=0.05) == {3: None}
+
+
+def test_compliance_needs_a_margin_over_the_random_batch():
+    assert is_compliant(0.0120, 0.0100, margin=0.02)
+    assert not is_compliant(0.0101, 0.0100, margin=0.02)  # a lazy miner's ratio of about 1
+    assert not is_compliant(0.02, -0.01, margin=0.0)  # a harmful update proves nothing
+    assert not is_compliant(math.nan, 0.01, margin=0.0)
