@@ -20,8 +20,10 @@ from tqdm import tqdm
 
 from gauntlet.aggregate import gather_admissions, gather_set
 from storage import layout
+from storage.s3 import S3Error
 from template import state as local_state
 from template.artifacts import write_tensor_artifact
+from template.chain.base import ChainError
 from template.config import NeuronConfig
 from template.data import TokenDataset, data_receipt, fetch_dataset, sample_ids
 from template.model import autocast_context
@@ -50,6 +52,9 @@ from template.sync import (
     resync,
 )
 
+# Raised when storage or the chain stays unreachable past their own retries; the window loop
+# logs them and carries on with the next window (nothing local is lost: state is on disk).
+TRANSIENT_ERRORS = (S3Error, ChainError)
 UNVERIFIED_WINDOWS_KEPT = 3  # a record that has not appeared after this many windows never will
 
 
@@ -348,7 +353,12 @@ def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload, follow: Fol
         sync_to_window(m, window)
         if m.gm.window != window:
             continue  # the window passed while syncing: take the next one
-        run_window(m, window, strategy, follow)
+        try:
+            run_window(m, window, strategy, follow)
+        except TRANSIENT_ERRORS as e:  # storage or chain away for longer than their retries: next window
+            logger.bind(window=window).error(f"window {window} abandoned: {e}")
+            time.sleep(2.0)
+            continue
         done += 1
         if cfg.max_windows and done >= cfg.max_windows:
             break

@@ -24,6 +24,9 @@ from template.config import HParams, NeuronConfig, load_hparams
 from template.logging_setup import register_secret
 from template.windows import window_first_block, window_last_block, window_of_block
 
+OWN_WRITE_ATTEMPTS = 8
+PEER_READ_ATTEMPTS = 6
+
 
 class SetupError(RuntimeError):
     """A neuron cannot start; the message says what to do."""
@@ -71,7 +74,8 @@ def load_own_bucket(cfg: NeuronConfig) -> OwnBucket:
         register_secret(s)
     access = BucketAccess(endpoint=endpoint, bucket=bucket, access_key_id=read_id, secret_access_key=read_secret,
                           region=cfg.storage.region)
-    client = S3Client(endpoint, write_id, write_secret, cfg.storage.region)
+    # own writes retry for ~15 s (backoff 0.25 s doubling to 4 s): a storage restart must not cost a window
+    client = S3Client(endpoint, write_id, write_secret, cfg.storage.region, max_attempts=OWN_WRITE_ATTEMPTS)
     return OwnBucket(access=access, client=client)
 
 
@@ -100,7 +104,8 @@ class PeerDirectory:
         ident = (acc.endpoint, acc.access_key_id, acc.secret_access_key)
         if ident not in self._clients:
             register_secret(acc.secret_access_key)
-            self._clients[ident] = S3Client(acc.endpoint, acc.access_key_id, acc.secret_access_key, acc.region)
+            self._clients[ident] = S3Client(acc.endpoint, acc.access_key_id, acc.secret_access_key, acc.region,
+                                            max_attempts=PEER_READ_ATTEMPTS)
         return self._clients[ident], acc.bucket
 
     def get(self, hotkey: str, key: str, max_bytes: int):

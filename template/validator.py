@@ -11,6 +11,7 @@ import hashlib
 import os
 import random
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from template import state as local_state
 from template.artifacts import write_json_artifact
 from template.config import NeuronConfig
 from template.data import TokenDataset, fetch_dataset, heldout_ids, sample_ids
+from template.miner import TRANSIENT_ERRORS
 from template.neuron import (
     OwnBucket,
     PeerDirectory,
@@ -341,7 +343,13 @@ def run(cfg: NeuronConfig) -> None:
     while not v.stop.is_set():
         if v.gm.window != window:
             restore_model(v, window)
-        run_window(v, window)
+        try:
+            run_window(v, window)
+        except TRANSIENT_ERRORS as e:  # storage or chain away past their retries: judge what we can later
+            logger.bind(window=window).error(f"window {window} not processed: {e}")
+            time.sleep(2.0)
+            if v.clock.current_window() <= window + 1:
+                continue  # still time to judge this window's uploads: try it again
         window += 1
         done += 1
         if cfg.max_windows and done >= cfg.max_windows:
