@@ -139,3 +139,30 @@ def save_plots(report: dict, out_dir: Path) -> None:
     fig.tight_layout()
     fig.savefig(out_dir / "emission.png", dpi=100)
     plt.close(fig)
+
+
+def format_markdown(report: dict) -> str:
+    """The report as Markdown tables (what docs/benchmarks.md quotes)."""
+    lines = [f"windows: {report['windows']}, wall time {report['wall_s']} s, "
+             f"held-out loss {report['loss'][0]:.3f} -> {report['loss'][-1]:.3f} "
+             f"({100 * (report['loss_drop'] or 0):.1f}% lower)", "",
+             "| window | " + " | ".join(str(w) for w in range(len(report["loss"]))) + " |",
+             "|---|" + "---|" * len(report["loss"]),
+             "| held-out loss | " + " | ".join(f"{x:.3f}" for x in report["loss"]) + " |", "",
+             "| uid | neuron | role | kind | weight | incentive | dividends | alpha earned | rating |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for n in sorted(report["neurons"], key=lambda n: n["uid"]):
+        lines.append(f"| {n['uid']} | {n['name']} | {n['role']} | {n['kind']} | {n['weight']:.3f} | "
+                     f"{n['incentive']:.3f} | {n['dividends']:.3f} | {n['emission_alpha']:.3f} | {n['rating']:.2f} |")
+    lines += ["", "Rejections by reason: " + (", ".join(f"`{k}` {v}" for k, v in sorted(report["rejections"].items()))
+                                              or "none") + f"; checkpoints published: {len(report['checkpoints'])}."]
+    lines += [f"- {e['what']}: {e['outcome']}" for e in report["events"]]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python scripts/localnet_report.py RUN_DIR/report/report.json  (prints Markdown)")
+    print(format_markdown(json.loads(Path(sys.argv[1]).read_text())))

@@ -72,8 +72,7 @@ def test_miner_artifacts_commitment_and_replay(small_network):
     miner_hk = Wallet(name="miner0", hotkey="default", path=wallets).hotkey.ss58_address
     access = BucketAccess.decode(committed[miner_hk])
     assert access.bucket == "miner0"
-    creds = {n: json.loads((run_dir / "credentials" / f"{n}.json").read_text())
-             for n in ("owner", "miner0", "validator0")}
+    creds = {f.stem: json.loads(f.read_text()) for f in sorted((run_dir / "credentials").glob("*.json"))}
     # the run stopped its SeaweedFS; serve the same data dir again with the published read keys
     idents = [Identity(f"{n}-read", c["read_key_id"], c["read_secret"], (f"Read:{c['bucket']}", f"List:{c['bucket']}"))
               for n, c in creds.items()]
@@ -89,6 +88,8 @@ def _check_artifacts_and_replay(run_dir: Path, readers: dict[str, S3Client]) -> 
     miner_hotkey = Wallet(name="miner0", hotkey="default", path=str(run_dir / "wallets")).hotkey.ss58_address
     lead_hotkey = Wallet(name="validator0", hotkey="default", path=str(run_dir / "wallets")).hotkey.ss58_address
 
+    bucket_of = {Wallet(name=n, hotkey="default", path=str(run_dir / "wallets")).hotkey.ss58_address: n
+                 for n in readers}
     gradient_keys = [o.key for o in readers["miner0"].list("miner0", "v1/gradients/")]
     assert len(gradient_keys) >= 5
     for key in gradient_keys:
@@ -101,7 +102,7 @@ def _check_artifacts_and_replay(run_dir: Path, readers: dict[str, S3Client]) -> 
     params = {n: p.detach().clone().float() for n, p in model.named_parameters()}
     shapes = {n: tuple(p.shape) for n, p in params.items()}
     codec = CodecParams.from_hparams(hp)
-    last = _read_metrics(run_dir, "miner0")[-1]
+    last = [r for r in _read_metrics(run_dir, "miner0") if r["sync/status"] != "stopped"][-1]
     record_keys = sorted(o.key for o in readers["validator0"].list("validator0", "v1/records/")
                          if layout.parse_window(o.key) < last["sync/window"])
     assert record_keys
@@ -113,7 +114,8 @@ def _check_artifacts_and_replay(run_dir: Path, readers: dict[str, S3Client]) -> 
         assert record.base_fingerprint == _fingerprint(model, params)
         updates = []
         for entry in record.included:
-            blob = readers["miner0"].get("miner0", entry.key, max_bytes=hp.max_upload_bytes).data
+            name = bucket_of[entry.hotkey]
+            blob = readers[name].get(creds_bucket(run_dir, name), entry.key, max_bytes=hp.max_upload_bytes).data
             assert hashlib.sha256(blob).hexdigest() == entry.sha256
             art = read_tensor_artifact(blob, kind="gradient", max_bytes=hp.max_upload_bytes,
                                        signer_ss58=entry.hotkey, window=record.window)
@@ -125,6 +127,10 @@ def _check_artifacts_and_replay(run_dir: Path, readers: dict[str, S3Client]) -> 
     assert applied >= 1, "the honest miner's updates must have been aggregated"
     assert last["sync/status"] in {"in_sync", "resynced"}
     assert last["sync/fingerprint"] == _fingerprint(model, params)
+
+
+def creds_bucket(run_dir: Path, name: str) -> str:
+    return json.loads((run_dir / "credentials" / f"{name}.json").read_text())["bucket"]
 
 
 def _fingerprint(model, params: dict) -> str:
