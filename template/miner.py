@@ -26,6 +26,14 @@ from template.artifacts import write_tensor_artifact
 from template.chain.base import ChainError
 from template.config import NeuronConfig
 from template.data import TokenDataset, data_receipt, fetch_dataset, sample_ids
+from template.distributed import (
+    DistContext,
+    TrainingGroup,
+    ignore_stop_signals,
+    init_distributed,
+    shutdown,
+    trainer_loop,
+)
 from template.model import autocast_context
 from template.neuron import (
     OwnBucket,
@@ -103,6 +111,7 @@ class Miner:
     stop: StopFlag = field(default_factory=StopFlag)
     # window -> fingerprint of theta_{window+1} as we computed it, until the lead's record confirms it
     unverified: dict[int, str] = field(default_factory=dict)
+    trainer: TrainingGroup | None = None  # torchrun rank 0 only: training is sharded over all ranks
 
     @property
     def hp(self):
@@ -112,7 +121,8 @@ class Miner:
 # -- start-up ------------------------------------------------------------------------------------
 
 
-def build_miner(cfg: NeuronConfig) -> Miner:
+def build_miner(cfg: NeuronConfig, device: torch.device | None = None) -> Miner:
+    """Everything a miner needs; `device` overrides --device (torchrun rank 0 keeps theta_w on the CPU)."""
     _, hotkey = load_wallet(cfg)
     chain = connect(cfg)
     mg = chain.metagraph(cfg.netuid)
@@ -135,7 +145,7 @@ def build_miner(cfg: NeuronConfig) -> Miner:
     manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset")
     if manifest.seq_len != hp.seq_len or manifest.vocab_size > hp.vocab_size:
         raise SetupError(f"dataset (seq_len {manifest.seq_len}, vocab {manifest.vocab_size}) does not fit hparams")
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device) if device is None else device
     gm = GlobalModel.initial(hp, device)
     opt = torch.optim.AdamW(gm.model.parameters(), lr=hp.inner_lr, weight_decay=hp.inner_weight_decay)
     miner = Miner(cfg=cfg, hotkey=hotkey, uid=uid, chain=chain, clock=WindowClock(chain, hp), peers=peers,
@@ -180,6 +190,8 @@ def plan_window(m: Miner, window: int) -> WindowPlan:
 def train_inner_steps(m: Miner, plan: WindowPlan, ids: list[int] | None = None) -> TrainResult:
     """H AdamW steps from theta_w on the assigned samples; returns delta = theta_w - theta_local."""
     ids = plan.sample_ids if ids is None else ids
+    if m.trainer is not None:
+        return train_sharded(m, plan, ids)
     model, hp = m.gm.model, m.hp
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train()
@@ -202,6 +214,16 @@ def train_inner_steps(m: Miner, plan: WindowPlan, ids: list[int] | None = None) 
     seconds = time.perf_counter() - start
     mean = sum(losses) / len(losses) if losses else math.nan
     return TrainResult(delta=delta, mean_loss=mean, tokens=len(ids) * hp.seq_len, seconds=seconds)
+
+
+def train_sharded(m: Miner, plan: WindowPlan, ids: list[int]) -> TrainResult:
+    """The same H steps, sharded over the torchrun ranks (template.distributed); rank 0 reads the
+    samples for everyone, since only it has the dataset. theta_w in m.gm is not touched."""
+    start = time.perf_counter()
+    tokens = m.dataset.batch(ids)  # (H * batch_size, seq_len + 1)
+    delta, mean = m.trainer.train(plan.window, m.gm.model.state_dict(), tokens)
+    return TrainResult(delta=delta, mean_loss=mean, tokens=len(ids) * m.hp.seq_len,
+                       seconds=time.perf_counter() - start)
 
 
 def encode_update(m: Miner, delta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -338,9 +360,14 @@ def log_window(m: Miner, row: dict) -> None:
     append_metrics(m.cfg.metrics_file, row)
 
 
-def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload, follow: FollowStep = follow_network) -> None:
-    """Restore, sync, then one window after another until stopped."""
-    m = build_miner(cfg)
+def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload, follow: FollowStep = follow_network,
+        group: TrainingGroup | None = None) -> None:
+    """Restore, sync, then one window after another until stopped. With `group` (torchrun rank 0)
+    theta_w stays on the CPU and each window is trained by all ranks."""
+    m = build_miner(cfg, None if group is None else torch.device("cpu"))
+    if group is not None:
+        group.start(m.hp)
+        m.trainer = group
     import signal
 
     signal.signal(signal.SIGTERM, m.stop.set)
@@ -363,6 +390,27 @@ def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload, follow: Fol
         if cfg.max_windows and done >= cfg.max_windows:
             break
     logger.info("miner stopped cleanly")
+
+
+def run_distributed(cfg: NeuronConfig) -> None:
+    """Under torchrun (WORLD_SIZE > 1): join the process group, then `run_ranks`."""
+    run_ranks(cfg, init_distributed(cfg.device))
+
+
+def run_ranks(cfg: NeuronConfig, ctx: DistContext) -> None:
+    """Rank 0 runs the honest miner with a sharded train step and sends stop however it ends; the
+    other ranks train on its commands until then. Leaves the process group on a clean end."""
+    if not ctx.is_main:
+        ignore_stop_signals()
+        trainer_loop(ctx)
+        shutdown(ctx)
+        return
+    group = TrainingGroup(ctx)
+    try:
+        run(cfg, group=group)
+    finally:
+        if group.stop():
+            shutdown(ctx)
 
 
 def sync_to_window(m: Miner, window: int) -> None:
