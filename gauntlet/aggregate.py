@@ -10,7 +10,7 @@ check their model against it when it appears (a mismatch sends them to resync).
 
 What a validator learns by evaluating (loss improvement) steers who is on the *next* peer
 lists (`select_peers`), published two windows ahead, so a miner whose updates hurt drops out
-of aggregation within a window or two of being found out. Loss-based filtering of the set
+of aggregation two windows after it is found out. Loss-based filtering of the set
 itself cannot be reproduced by miners (random eval batches), so it is not done.
 """
 
@@ -27,18 +27,20 @@ if TYPE_CHECKING:
     from template.config import HParams
 
 
-def select_peers(ordinals: dict[int, float], *, num_peers: int, eligible: Sequence[int] | None = None) -> list[int]:
-    """Up to `num_peers` uids with a positive ordinal, best first (equal ordinals: lower uid).
+def select_peers(ordinals: dict[int, float], *, num_peers: int, eligible: Sequence[int]) -> list[int]:
+    """Up to `num_peers` of the `eligible` uids, best ordinal first (equal ordinals: lower uid).
 
-    A positive ordinal means the uid has beaten the failures of past windows with updates that
-    lowered the loss; new or failing uids (ordinal <= 0) wait outside until they have.
-    `eligible` (when given) limits the choice to current miners.
+    `eligible` is the miners whose update of the window just judged counted as a success (it
+    lowered the loss above the floor): a failing, idle or harmful miner drops off at once, and a
+    miner that returns after a bad spell is back as soon as it succeeds, whatever its ordinal (a
+    rule of "ordinal > 0" locked out a miner that had lost a few early matches, since coming second
+    of two every window never lifts an ordinal).
     """
     if num_peers <= 0:
         raise ValueError(f"num_peers must be > 0, got {num_peers}")
-    allowed = None if eligible is None else set(eligible)
-    ranked = sorted((u for u, o in ordinals.items() if math.isfinite(o) and o > 0 and (allowed is None or u in allowed)),
-                    key=lambda u: (-ordinals[u], u))
+    allowed = set(eligible)
+    ranked = sorted((u for u in allowed if math.isfinite(ordinals.get(u, 0.0))),
+                    key=lambda u: (-ordinals.get(u, 0.0), u))
     return ranked[:num_peers]
 
 

@@ -161,15 +161,17 @@ def score_updates(v: Validator, window: int, admissions: dict) -> dict:
     return results
 
 
-def update_scores(v: Validator, window: int, mg, admissions: dict, evals: dict) -> dict[int, float]:
+def update_scores(v: Validator, window: int, mg, admissions: dict, evals: dict) -> tuple[dict[int, float], list[int]]:
+    """Rate the window's match; returns (final score per uid, uids whose update counted as a success)."""
     scores = match_scores(list(admissions), {uid: e.improvement_random for uid, e in evals.items()},
                           min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio)
     compliant = {uid: is_compliant(e.improvement_assigned, e.improvement_random, margin=v.hp.compliance_margin)
                  for uid, e in evals.items()}
     v.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant)
     in_sync = {uid: adm.in_sync for uid, adm in admissions.items()}
-    return final_scores(v.ratings.ordinals(), v.ratings.compliance(), in_sync,
-                        threshold=v.hp.compliance_threshold)
+    final = final_scores(v.ratings.ordinals(), v.ratings.compliance(), in_sync,
+                         threshold=v.hp.compliance_threshold)
+    return final, sorted(uid for uid, score in scores.items() if score is not None)
 
 
 def maybe_set_weights(v: Validator, window: int, mg, scores: dict[int, float]) -> list[float] | None:
@@ -191,7 +193,8 @@ def maybe_set_weights(v: Validator, window: int, mg, scores: dict[int, float]) -
     return weights
 
 
-def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_fp: str, base: dict) -> str:
+def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_fp: str, base: dict,
+                     successes: list[int]) -> str:
     """Lead: the gather set, the step, the signed record and peer list (and checkpoint). Others follow."""
     lead = lead_validator(mg, v.hp.min_validator_stake)
     if lead != v.uid:
@@ -211,9 +214,9 @@ def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_
     client, bucket = v.bucket.client, v.bucket.access.bucket
     client.put(bucket, layout.record_key(window),
                write_json_artifact(record.to_body(), kind="record", window=window, keypair=v.hotkey))
-    eligible = [u for u in miner_uids(mg, v.hp.min_validator_stake) if u != v.uid]
+    miners = set(miner_uids(mg, v.hp.min_validator_stake)) - {v.uid}
     publish_peer_list(v, window + 2, select_peers(v.ratings.ordinals(), num_peers=v.hp.num_peers,
-                                                  eligible=eligible))
+                                                  eligible=[u for u in successes if u in miners]))
     if v.gm.window % v.hp.checkpoint_interval == 0:
         nbytes = publish_checkpoint(v.gm, client, bucket, v.hotkey)
         logger.info(f"published checkpoint of window {v.gm.window} ({nbytes} bytes)")
@@ -270,9 +273,9 @@ def run_window(v: Validator, window: int) -> dict | None:
     uploads = fetch_updates(v, window, mg)
     admissions, base = admit_all(v, window, uploads, deadline, base_fp)
     evals = score_updates(v, window, admissions)
-    scores = update_scores(v, window, mg, admissions, evals)
+    scores, successes = update_scores(v, window, mg, admissions, evals)
     weights = maybe_set_weights(v, window, mg, scores)
-    sync = apply_outer_step(v, window, mg, uploads, base_fp, base)
+    sync = apply_outer_step(v, window, mg, uploads, base_fp, base, successes)
     seen = v.run_state.setdefault("seen", [])
     seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
     v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]

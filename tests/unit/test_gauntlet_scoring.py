@@ -364,12 +364,16 @@ def adm(uid: int, ok: bool = True) -> Admission:
                      in_sync=True, indices=None)
 
 
-def test_select_peers_takes_positive_ordinals_best_first():
-    assert select_peers({3: 1.0, 1: 2.0, 2: 1.0, 0: -1.0, 5: math.nan, 6: 0.0}, num_peers=3) == [1, 2, 3]
-    assert select_peers({3: 1.0, 1: 2.0, 2: 1.0}, num_peers=3, eligible=[2, 3]) == [2, 3]
-    assert select_peers({}, num_peers=3) == []
+def test_select_peers_takes_the_eligible_best_ordinals_first():
+    ordinals = {3: 1.0, 1: 2.0, 2: 1.0, 0: -1.0, 5: math.nan, 6: -4.0}
+    assert select_peers(ordinals, num_peers=3, eligible=[0, 1, 2, 3, 5]) == [1, 2, 3]
+    assert select_peers(ordinals, num_peers=8, eligible=[2, 3]) == [2, 3]
+    # a miner that lost early matches is back as soon as it succeeds again
+    assert select_peers(ordinals, num_peers=8, eligible=[6, 1]) == [1, 6]
+    assert select_peers(ordinals, num_peers=3, eligible=[]) == []
+    assert select_peers({}, num_peers=3, eligible=[7]) == [7]  # never rated: ordinal 0
     with pytest.raises(ValueError):
-        select_peers({1: 1.0}, num_peers=0)
+        select_peers({1: 1.0}, num_peers=0, eligible=[1])
 
 
 def test_bootstrap_peers_lowest_uids():
@@ -445,7 +449,8 @@ def test_gauntlet_pipeline_ranks_honest_above_negator_and_rejects_copy(model):
         compliant = {uid: e.improvement_assigned > e.improvement_random for uid, e in evals.items()}
         ratings.update(window, scores, {u: keys[u].ss58_address for u in admissions}, compliant=compliant)
         assert gather_set(admissions, peer_uids=[1, 2, 3, 4], max_peers=8) == [1, 2, 3]
-    assert sorted(select_peers(ratings.ordinals(), num_peers=8)) == [1, 2]  # the negator and the copier drop out
+    successes = [u for u, sc in scores.items() if sc is not None]
+    assert sorted(select_peers(ratings.ordinals(), num_peers=8, eligible=successes)) == [1, 2]  # negator, copier out
     final = final_scores(ratings.ordinals(), ratings.compliance(), {u: a.in_sync for u, a in admissions.items()},
                          threshold=0.5)
     weights = compute_weights(final, n=5, owner_uid=0, burn_rate=0.1, top_n=8)
