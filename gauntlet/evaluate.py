@@ -115,7 +115,8 @@ def match_scores(uids: list[int], improvement: dict[int, float], *, min_improvem
     failures: noise, a negated or a stale update must never beat a miner who did not upload,
     and a random perturbation that happens to move the loss by a hair earns nothing.
     """
-    finite = {u: x for u, x in improvement.items() if u in set(uids) and math.isfinite(x)}
+    players = set(uids)
+    finite = {u: x for u, x in improvement.items() if u in players and math.isfinite(x)}
     best = max(finite.values(), default=0.0)
     floor = max(min_improvement, min_ratio_to_best * best, 0.0)
     return {uid: (finite[uid] if uid in finite and finite[uid] > floor else None) for uid in uids}

@@ -26,7 +26,8 @@ def final_scores(ordinals: dict[int, float], compliance: dict[int, float], in_sy
     for uid, ordinal in ordinals.items():
         compliant = compliance.get(uid, 0.0) >= threshold
         synced = in_sync.get(uid, False)
-        scores[uid] = float(ordinal) * compliance[uid] if compliant and synced and math.isfinite(ordinal) else 0.0
+        factor = compliance.get(uid, 0.0)
+        scores[uid] = float(ordinal) * factor if compliant and synced and math.isfinite(ordinal) else 0.0
     return scores
 
 

@@ -38,7 +38,7 @@ from storage.seaweed import SeaweedServer, admin_identity, neuron_identities  # 
 from template.adversaries import STRATEGIES  # noqa: E402
 from template.chain.localnet.client import LocalnetClient  # noqa: E402
 from template.chain.localnet.node import start_localnet_process  # noqa: E402
-from template.config import HParams  # noqa: E402
+from template.config import HParams, parse_hparam_overrides  # noqa: E402
 from template.logging_setup import setup_logging  # noqa: E402
 
 # Localnet subnet settings for a short run: several epochs within a few windows, every
@@ -278,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         netuid = setup_chain(chain, neurons, args)
         logger.info(f"subnet {netuid} created; {len(neurons) - 1} neurons registered")
         baseline = chain.metagraph(netuid)
-        overrides = dict(kv.split("=", 1) for kv in args.hparam)
-        overrides = {k: json.loads(v) for k, v in overrides.items()}
+        overrides = parse_hparam_overrides(args.hparam)
         # validators bought their alpha through the subnet's pool; a permit holder counts as a
         # validator from half the smallest validator stake on (miners hold far less in a short run)
         validator_stake = min(baseline.stake[baseline.uid_of(n.wallet.hotkey.ss58_address)]

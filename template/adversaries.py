@@ -51,10 +51,11 @@ def claimed_base(m: Miner, plan: WindowPlan, base_fp: str) -> str:
     window w-1 names it (polled for up to 0.8 of a window: the lead publishes it while w runs), else `base_fp`."""
     if plan.window == 0:
         return base_fp
-    lead = lead_validator(m.chain.metagraph(m.cfg.netuid), m.hp.min_validator_stake)
+    mg = m.chain.metagraph(m.cfg.netuid)
+    lead = lead_validator(mg, m.hp.min_validator_stake)
     if lead is None:
         return base_fp
-    lead_hotkey = m.chain.metagraph(m.cfg.netuid).hotkeys[lead]
+    lead_hotkey = mg.hotkeys[lead]
     until = time.time() + 0.8 * m.clock.window_s()
     while not m.stop.is_set():
         record = fetch_record(m.peers, lead_hotkey, plan.window - 1)

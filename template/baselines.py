@@ -25,7 +25,8 @@ from typing import Any, Protocol
 import safetensors.torch
 import torch
 
-from template.sparseloco import CodecParams, compress, decompress, outer_step
+from template.outer_step import outer_step
+from template.sparseloco import CodecParams, compress, decompress
 
 Params = dict[str, torch.Tensor]
 WorkerState = dict[str, Any]

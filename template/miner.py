@@ -20,10 +20,8 @@ from tqdm import tqdm
 
 from gauntlet.aggregate import gather_admissions, gather_set
 from storage import layout
-from storage.s3 import S3Error
 from template import state as local_state
 from template.artifacts import write_tensor_artifact
-from template.chain.base import ChainError
 from template.config import NeuronConfig
 from template.data import TokenDataset, data_receipt, fetch_dataset, sample_ids
 from template.distributed import (
@@ -36,6 +34,7 @@ from template.distributed import (
 )
 from template.model import autocast_context
 from template.neuron import (
+    TRANSIENT_ERRORS,
     OwnBucket,
     PeerDirectory,
     SetupError,
@@ -60,9 +59,6 @@ from template.sync import (
     resync,
 )
 
-# Raised when storage or the chain stays unreachable past their own retries; the window loop
-# logs them and carries on with the next window (nothing local is lost: state is on disk).
-TRANSIENT_ERRORS = (S3Error, ChainError)
 UNVERIFIED_WINDOWS_KEPT = 3  # a record that has not appeared after this many windows never will
 
 

@@ -18,12 +18,15 @@ from loguru import logger
 
 from storage import layout
 from storage.credentials import BucketAccess
-from storage.s3 import S3Client, Status
-from template.chain.base import Chain, Metagraph
+from storage.s3 import S3Client, S3Error, Status
+from template.chain.base import Chain, ChainError, Metagraph
 from template.config import HParams, NeuronConfig, load_hparams
 from template.logging_setup import register_secret
 from template.windows import window_first_block, window_last_block, window_of_block
 
+# Raised when storage or the chain stays unreachable past their own retries; the window loops
+# log them and carry on with the next window (nothing local is lost: state is on disk).
+TRANSIENT_ERRORS = (S3Error, ChainError)
 OWN_WRITE_ATTEMPTS = 8
 PEER_READ_ATTEMPTS = 6
 

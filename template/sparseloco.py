@@ -1,4 +1,4 @@
-"""SparseLoCo codec and outer step: chunked top-k, 2-bit quantization, error feedback, real bit packing.
+"""SparseLoCo codec: chunked top-k, 2-bit quantization, error feedback, real bit packing.
 
 What a miner sends for every parameter tensor ``n`` (DESIGN sections 4 and 5), three safetensors entries:
 
@@ -43,9 +43,7 @@ Decoding accepts exactly the canonical encoding and raises ``CodecError(code, me
 missing_tensor, extra_tensor, bad_dtype, bad_shape, bad_length, bad_padding, wrong_k, index_out_of_range,
 duplicate_index, unsorted_index, non_finite_table (and non_finite_input from ``compress``).
 
-Outer step (DESIGN 4.1): per tensor, clip each peer's update to the median L2 norm across peers, average per
-coordinate, ``theta <- theta - lr * avg``. It is bit-reproducible on CPU fp32 independent of thread count and
-CPU vector width: norms are float64 numpy pairwise sums, and every tensor op rounds once (no fused multiply-add).
+The outer step that applies decoded updates lives in template/outer_step.py.
 """
 
 from __future__ import annotations
@@ -573,76 +571,3 @@ def wire_indices(wire: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...
                  ) -> dict[str, torch.Tensor]:
     """Validated kept positions per tensor as ascending flat offsets (int64, CPU), for copy detection."""
     return _decode_all(wire, shapes, codec, dense=False, indices=True)[1]
-
-
-# ---------------------------------------------------------------- outer step
-
-
-NORM_SLICE = 1 << 20  # elements squared per step in l2_norm (bounds its float64 scratch to 8 MiB)
-
-
-def l2_norm(t: torch.Tensor) -> float:
-    """L2 norm with a fixed summation order: float64 numpy pairwise sums over fixed 1M-element slices, added in
-    order. Unlike torch's reductions it does not depend on the thread count or the CPU's vector width."""
-    a = t.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1)
-    scratch = np.empty(min(a.size, NORM_SLICE), dtype=np.float64)
-    total = 0.0
-    for start in range(0, a.size, NORM_SLICE):
-        part = a[start:start + NORM_SLICE]
-        squares = np.square(part, out=scratch[:part.size], dtype=np.float64)
-        total += float(np.sum(squares))
-    return math.sqrt(total)
-
-
-def median(values: list[float]) -> float:
-    """The statistical median (mean of the two middle values for an even count)."""
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
-def clip_scale(norm: float, limit: float) -> float:
-    return limit / norm if norm > limit else 1.0
-
-
-def outer_step(params: dict[str, torch.Tensor], updates: list[dict[str, torch.Tensor]], lr: float) -> dict:
-    """The outer SGD step of DESIGN 4.1, in place on ``params`` (CPU fp32).
-
-    A peer's update is skipped entirely if it lacks a tensor, has a wrong shape or holds a non-finite value.
-    Per tensor: each used peer's update is scaled down to the median L2 norm across used peers, the scaled
-    updates are summed in list order and divided by the peer count, and ``p -= lr * avg`` (a tensor whose
-    result is not finite is left untouched). Bit-identical for identical inputs and order.
-
-    Returns {"used": n, "skipped": m, "clip_norms": {name: median norm}, "skipped_tensors": [names]}.
-    Raises ValueError if a parameter is not a CPU fp32 tensor (the step is defined on CPU fp32 only).
-    """
-    for name, p in params.items():
-        if p.dtype != torch.float32 or p.device.type != "cpu":
-            raise ValueError(f"params[{name!r}] must be CPU float32 (got {p.dtype} on {p.device}); "
-                             "copy the model to CPU fp32 for the outer step")
-    used: list[dict[str, torch.Tensor]] = []
-    for upd in updates:
-        ok = all(n in upd and tuple(upd[n].shape) == tuple(p.shape) for n, p in params.items())
-        if ok and all(bool(torch.isfinite(upd[n]).all()) for n in params):
-            used.append(upd)
-    stats: dict[str, Any] = {"used": len(used), "skipped": len(updates) - len(used), "clip_norms": {},
-                             "skipped_tensors": []}
-    if not used:
-        return stats
-    for name in sorted(params):
-        p = params[name]
-        peer_tensors = [u[name].detach().to("cpu", torch.float32) for u in used]
-        norms = [l2_norm(t) for t in peer_tensors]
-        limit = median(norms)
-        stats["clip_norms"][name] = limit
-        step = torch.zeros_like(p, dtype=torch.float32)
-        for t, norm in zip(peer_tensors, norms, strict=True):
-            scale = clip_scale(norm, limit)
-            # separate mul and add (one rounding each): no FMA, so every CPU gets the same bits
-            step.add_(t * scale if scale != 1.0 else t)
-        step.div_(len(used)).mul_(lr)  # (sum / n) * lr
-        if not bool(torch.isfinite(step).all()):
-            stats["skipped_tensors"].append(name)
-            continue
-        p.sub_(step)
-    return stats

@@ -18,14 +18,17 @@ import torch
 from bittensor_wallet import Keypair
 from loguru import logger
 
+from gauntlet.aggregate import parse_peer_list
+from gauntlet.checks import Upload
 from storage import layout
 from storage.s3 import S3Client, Status
 from template.artifacts import ArtifactError, read_json_artifact, read_tensor_artifact, write_tensor_artifact
 from template.config import HParams
 from template.model import build_model, model_fingerprint
 from template.neuron import PeerDirectory
+from template.outer_step import outer_step
 from template.records import AggregationRecord, RecordEntry
-from template.sparseloco import CodecError, CodecParams, decompress, outer_step
+from template.sparseloco import CodecError, CodecParams, decompress
 
 RECORD_MAX_BYTES = 4 << 20
 PEERS_MAX_BYTES = 1 << 20
@@ -95,8 +98,6 @@ def fetch_record(peers: PeerDirectory, lead_hotkey: str, window: int) -> Aggrega
 
 def fetch_peer_list(peers: PeerDirectory, lead_hotkey: str, window: int) -> list[int] | None:
     """The lead's signed peer list in force for `window`, or None when absent or invalid (logged)."""
-    from gauntlet.aggregate import parse_peer_list
-
     res = peers.get(lead_hotkey, layout.peers_key(window), max_bytes=PEERS_MAX_BYTES)
     if res is None or res.status is not Status.OK:
         return None
@@ -108,10 +109,8 @@ def fetch_peer_list(peers: PeerDirectory, lead_hotkey: str, window: int) -> list
         return None
 
 
-def fetch_uploads(peers: PeerDirectory, hotkeys: dict[int, str], window: int, max_bytes: int) -> list:
+def fetch_uploads(peers: PeerDirectory, hotkeys: dict[int, str], window: int, max_bytes: int) -> list[Upload]:
     """The gradient uploads of window `window` of the given uids (uid -> hotkey), one `Upload` each."""
-    from gauntlet.checks import Upload
-
     key = layout.gradient_key(window)
     uploads = []
     for uid, hotkey in sorted(hotkeys.items()):

@@ -29,8 +29,8 @@ from template import state as local_state
 from template.artifacts import write_json_artifact
 from template.config import NeuronConfig
 from template.data import TokenDataset, fetch_dataset, heldout_ids, sample_ids
-from template.miner import TRANSIENT_ERRORS
 from template.neuron import (
+    TRANSIENT_ERRORS,
     OwnBucket,
     PeerDirectory,
     SetupError,
@@ -123,8 +123,13 @@ def save_run_state(v: Validator) -> None:
 # -- steps ---------------------------------------------------------------------------------------
 
 
+def judged_miners(v: Validator, mg) -> list[int]:
+    """The miner uids this validator fetches, judges and may put on a peer list (never itself)."""
+    return [uid for uid in miner_uids(mg, v.hp.min_validator_stake) if uid != v.uid]
+
+
 def fetch_updates(v: Validator, window: int, mg) -> list[Upload]:
-    hotkeys = {uid: mg.hotkeys[uid] for uid in miner_uids(mg, v.hp.min_validator_stake) if uid != v.uid}
+    hotkeys = {uid: mg.hotkeys[uid] for uid in judged_miners(v, mg)}
     return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes)
 
 
@@ -214,7 +219,7 @@ def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_
     client, bucket = v.bucket.client, v.bucket.access.bucket
     client.put(bucket, layout.record_key(window),
                write_json_artifact(record.to_body(), kind="record", window=window, keypair=v.hotkey))
-    miners = set(miner_uids(mg, v.hp.min_validator_stake)) - {v.uid}
+    miners = set(judged_miners(v, mg))
     publish_peer_list(v, window + 2, select_peers(v.ratings.ordinals(), num_peers=v.hp.num_peers,
                                                   eligible=[u for u in successes if u in miners]))
     if v.gm.window % v.hp.checkpoint_interval == 0:
@@ -251,7 +256,7 @@ def ensure_peer_lists(v: Validator, windows: list[int], mg) -> None:
         return
     for w in windows:
         if fetch_peer_list(v.peers, v.hotkey.ss58_address, w) is None:
-            peer_uids = bootstrap_peers([u for u in miner_uids(mg, v.hp.min_validator_stake) if u != v.uid], num_peers=v.hp.num_peers)
+            peer_uids = bootstrap_peers(judged_miners(v, mg), num_peers=v.hp.num_peers)
             publish_peer_list(v, w, peer_uids)
             logger.info(f"published bootstrap peer list for window {w}: {peer_uids}")
 

@@ -26,8 +26,9 @@ from template.chain.localnet.client import LocalnetClient
 from template.chain.localnet.node import start_localnet_process
 from template.config import HParams
 from template.model import build_model, model_fingerprint
+from template.outer_step import outer_step
 from template.records import AggregationRecord
-from template.sparseloco import CodecParams, decompress, outer_step
+from template.sparseloco import CodecParams, decompress
 
 
 def _read_metrics(run_dir: Path, name: str) -> list[dict]:

@@ -269,6 +269,7 @@ def test_final_scores_gates():
     s = final_scores(ordinals, compliance, in_sync, threshold=0.5)
     assert s == {0: 5.0 * 0.9, 1: 0.0, 2: 0.0, 3: 0.0, 4: -1.0 * 0.9}  # 3: not seen this window
     assert final_scores({7: 1.0}, {7: 0.0}, {7: True}, threshold=0.0) == {7: 0.0}
+    assert final_scores({7: 1.0}, {}, {7: True}, threshold=0.0) == {7: 0.0}  # never rated: compliance 0
     # a lazy miner whose gate is open for now stays below an honest one of equal skill
     lazy_vs_honest = final_scores({1: 6.0, 2: 5.0}, {1: 0.6, 2: 0.95}, {1: True, 2: True}, threshold=0.5)
     assert lazy_vs_honest[2] > lazy_vs_honest[1]

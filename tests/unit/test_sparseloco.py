@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from template.outer_step import outer_step
 from template.sparseloco import (
     CodecError,
     CodecParams,
@@ -14,7 +15,6 @@ from template.sparseloco import (
     decompress,
     encode_positions,
     flat_positions,
-    outer_step,
     pack_bits,
     pack_bits_torch,
     pack_fields,
@@ -433,54 +433,7 @@ def test_random_bit_flip_never_crashes_uncleanly(where, bit):
     assert all(torch.isfinite(v).all() for v in out.values())  # a flip in low bits can stay valid
 
 
-# ---------------------------------------------------------------- outer step
-
-
-def test_outer_step_median_clipping_by_hand():
-    params = {"w": torch.zeros(2)}
-    updates = [{"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([0.0, 2.0])}, {"w": torch.tensor([6.0, 8.0])}]
-    stats = outer_step(params, updates, lr=0.5)
-    # norms 1, 2, 10 -> median 2: the third is scaled to [1.2, 1.6]; avg = [2.2, 3.6] / 3
-    assert stats["used"] == 3 and stats["skipped"] == 0 and stats["clip_norms"]["w"] == 2.0
-    torch.testing.assert_close(params["w"], -0.5 * torch.tensor([2.2, 3.6]) / 3)
-
-
-def test_outer_step_even_count_median_and_zero_update():
-    params = {"w": torch.ones(1)}
-    updates = [{"w": torch.tensor([0.0])}, {"w": torch.tensor([4.0])}]
-    stats = outer_step(params, updates, lr=1.0)
-    assert stats["clip_norms"]["w"] == 2.0  # mean of the two middle norms
-    torch.testing.assert_close(params["w"], torch.tensor([1.0 - 1.0]))
-
-
-def test_outer_step_skips_non_finite_and_malformed_peers():
-    params = {"a": torch.zeros(3), "b": torch.zeros(2, 2)}
-    good = {"a": torch.ones(3), "b": torch.ones(2, 2)}
-    nan_peer = {"a": torch.tensor([1.0, float("nan"), 0.0]), "b": torch.ones(2, 2)}
-    inf_peer = {"a": torch.ones(3), "b": torch.full((2, 2), float("inf"))}
-    missing = {"a": torch.ones(3)}
-    stats = outer_step(params, [good, nan_peer, inf_peer, missing], lr=1.0)
-    assert stats["used"] == 1 and stats["skipped"] == 3
-    assert torch.equal(params["a"], -torch.ones(3)) and torch.equal(params["b"], -torch.ones(2, 2))
-
-
-def test_outer_step_skips_overflowing_tensor():
-    params = {"a": torch.zeros(1), "b": torch.zeros(1)}
-    updates = [{"a": torch.tensor([3e38]), "b": torch.tensor([1.0])}] * 2
-    stats = outer_step(params, updates, lr=100.0)
-    assert stats["skipped_tensors"] == ["a"]
-    assert torch.equal(params["a"], torch.zeros(1)) and torch.equal(params["b"], torch.tensor([-100.0]))
-
-
-def test_outer_step_rejects_non_cpu_fp32_params():
-    with pytest.raises(ValueError, match="CPU float32"):
-        outer_step({"a": torch.zeros(2, dtype=torch.float64)}, [{"a": torch.ones(2)}], lr=1.0)
-
-
-def test_outer_step_no_updates_is_noop():
-    params = {"a": torch.ones(2)}
-    assert outer_step(params, [], lr=1.0)["used"] == 0
-    assert torch.equal(params["a"], torch.ones(2))
+# ---------------------------------------------------------------- codec + outer step
 
 
 def test_outer_step_bit_identical_across_runs_and_threads():
