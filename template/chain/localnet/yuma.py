@@ -21,108 +21,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FRAC_BITS = 32
-ONE = 1 << FRAC_BITS  # I32F32 raw value of 1.0
-U16_MAX = 65535
-I32F32_MAX = (1 << 63) - 1
-I32F32_MIN = -(1 << 63)
-
-Matrix = np.ndarray  # (rows, n) int64 raw I32F32 values; rows = uids that can hold entries
-Mask = np.ndarray  # (rows, n) bool: entry present in the chain's sparse row
-
-
-# ---------------------------------------------------------------------------
-# Scalar fixed-point helpers (Python ints, raw I32F32)
-# ---------------------------------------------------------------------------
-
-
-def _sat(raw: int) -> int:
-    return max(I32F32_MIN, min(I32F32_MAX, raw))
-
-
-def fx_mul(a: int, b: int) -> int:
-    """I32F32 saturating multiply of two raw values."""
-    return _sat((a * b) >> FRAC_BITS)
-
-
-def fx_div(a: int, b: int) -> int:
-    """I32F32 safe divide (0 when b == 0) of two raw values; truncates toward zero."""
-    if b == 0:
-        return 0
-    num = a << FRAC_BITS
-    q = abs(num) // abs(b)
-    return _sat(q if (num >= 0) == (b > 0) else -q)
-
-
-def fx_from_u16_proportion(x: int) -> int:
-    """I32F32(x) / I32F32(65535): the chain's u16 proportion -> fixed conversion."""
-    return (x << FRAC_BITS) // U16_MAX
-
-
-def fx_to_u16_proportion(raw: int) -> int:
-    """fixed_proportion_to_u16: floor(x * 65535), saturated to the u16 range."""
-    return max(0, min(U16_MAX, (raw * U16_MAX) >> FRAC_BITS))
-
-
-def fx_round_to_int(raw: int) -> int:
-    """Round half away from zero, as I32F32::round() then to_num."""
-    if raw >= 0:
-        return (raw + (ONE >> 1)) >> FRAC_BITS
-    return -((-raw + (ONE >> 1)) >> FRAC_BITS)
-
-
-def normalize_fx(values: list[int]) -> list[int]:
-    """inplace_normalize: divide by the sum unless the sum is 0."""
-    total = sum(values)
-    if total == 0:
-        return list(values)
-    return [fx_div(v, total) for v in values]
-
-
-def float_to_fx(x: float) -> int:
-    """A float as I32F32 raw (round to nearest, like substrate_fixed from_num)."""
-    return round(x * ONE)
-
-
-def fx_to_float(raw: int) -> float:
-    return raw / ONE
-
-
-# ---------------------------------------------------------------------------
-# Vectorised fixed-point helpers (numpy int64 raw values)
-# ---------------------------------------------------------------------------
-
-
-def _np_mul(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
-    """Elementwise (a * b) >> 32 without overflowing int64.
-
-    Splits a = ah * 2^16 + al (al in [0, 2^16)); then floor(a*b / 2^32) = (ah*b + ((al*b) >> 16)) >> 16.
-    Exact for |a| < 2^47, |b| < 2^33 (all proportions here are <= 1.0 = 2^32).
-    """
-    a = np.asarray(a, dtype=np.int64)
-    b = np.asarray(b, dtype=np.int64)
-    ah = a >> 16
-    al = a & 0xFFFF
-    return (ah * b + ((al * b) >> 16)) >> 16
-
-
-def _np_div(a: np.ndarray, b: np.ndarray | int) -> np.ndarray:
-    """Elementwise floor((a << 32) / b) for a >= 0, b >= 0; 0 where b == 0. Exact for a, b < 2^47."""
-    a = np.asarray(a, dtype=np.int64)
-    b = np.asarray(b, dtype=np.int64)
-    safe_b = np.where(b == 0, 1, b)
-    num = a << 16
-    q1 = num // safe_b
-    r1 = num - q1 * safe_b
-    q = (q1 << 16) + ((r1 << 16) // safe_b)
-    return np.where(b == 0, 0, q)
-
-
-def _col_normalize(values: Matrix) -> Matrix:
-    """inplace_col_normalize_sparse: each column divided by its sum (columns summing to 0 untouched)."""
-    col_sum = values.sum(axis=0)
-    return np.where(col_sum[None, :] == 0, values, _np_div(values, col_sum[None, :]))
-
+from template.chain.localnet.fixed_point import (
+    FRAC_BITS,
+    ONE,
+    U16_MAX,
+    Mask,
+    Matrix,
+    col_normalize,
+    float_to_fx,
+    fx_div,
+    fx_from_u16_proportion,
+    fx_mul,
+    fx_round_to_int,
+    fx_to_float,
+    fx_to_u16_proportion,
+    normalize_fx,
+    np_div,
+    np_mul,
+)
 
 # ---------------------------------------------------------------------------
 # Public math helpers (also used by set_weights and tests)
@@ -390,15 +306,15 @@ def _liquid_alphas(params: YumaParams, weights: Matrix, bonds: Matrix, consensus
     diff_sell = np.clip(bonds - weights, 0, ONE)
     combined = np.where(weights >= bonds, diff_buy, diff_sell)
     slope = fx_div(params.alpha_sigmoid_steepness << FRAC_BITS, -100 << FRAC_BITS)
-    exponent = _np_mul(combined - (ONE >> 1), slope)
+    exponent = np_mul(combined - (ONE >> 1), slope)
     # exp_safe clamps its input to [-20, 20] so the result always fits I32F32.
     exponent = np.clip(exponent, -20 * ONE, 20 * ONE).astype(np.float64) / ONE
     exp_raw = np.floor(np.exp(exponent) * ONE).astype(np.int64)
-    # The denominator can exceed the int64-safe range of _np_div, so divide with Python ints.
+    # The denominator can exceed the int64-safe range of np_div, so divide with Python ints.
     sigmoid = np.array(
         [(ONE << FRAC_BITS) // (ONE + e) for e in exp_raw.ravel().tolist()], dtype=np.int64
     ).reshape(exp_raw.shape)
-    alpha = low + _np_mul(sigmoid, high - low)
+    alpha = low + np_mul(sigmoid, high - low)
     return np.clip(alpha, low, high)
 
 
@@ -413,13 +329,13 @@ def _yuma3_bonds(
     """EMA of bonds toward the bond weights; returns raw values, zero meaning 'no entry'."""
     if params.liquid_alpha and any(c != 0 for c in consensus):
         alphas = _liquid_alphas(params, weights_for_bonds, bonds, consensus)
-        decayed = np.where(bonds_present, _np_mul(ONE - alphas, bonds), 0)
-        inc = np.maximum(_np_mul(alphas, weights_for_bonds), 0)
+        decayed = np.where(bonds_present, np_mul(ONE - alphas, bonds), 0)
+        inc = np.maximum(np_mul(alphas, weights_for_bonds), 0)
         # Only entries present in the new row survive: bonds to unweighted uids are reset.
         ema = np.where(wfb_present, np.minimum(decayed + inc, ONE), 0)
     else:
         alpha = ONE - (((params.bonds_moving_average << 64) // 1_000_000) >> FRAC_BITS)
-        ema = _np_mul(alpha, weights_for_bonds) + _np_mul(ONE - alpha, bonds)
+        ema = np_mul(alpha, weights_for_bonds) + np_mul(ONE - alpha, bonds)
     return np.where(ema > 0, ema, 0)
 
 
@@ -475,7 +391,7 @@ def yuma_epoch(
         validator_trust[k] = v
 
     a_stake = np.asarray([active_stake[i] for i in rows], dtype=np.int64).reshape(-1, 1)
-    incentive = normalize_fx(_np_mul(a_stake, clipped).sum(axis=0).tolist())
+    incentive = normalize_fx(np_mul(a_stake, clipped).sum(axis=0).tolist())
 
     last_tempo = max(0, block - tempo) if last_step_block == 0 else last_step_block + 1
     masked_cols = np.array([last_tempo <= nrn.registered_at for nrn in neurons], dtype=bool)
@@ -533,14 +449,14 @@ def _bonds_and_dividends(
     elif penalty == ONE:
         wfb, wfb_present = clipped, c_present
     else:
-        wfb = weights + _np_mul(penalty, clipped - weights)
+        wfb = weights + np_mul(penalty, clipped - weights)
         wfb_present = wfb > 0
         wfb = np.where(wfb_present, wfb, 0)
     inc_vec = np.asarray(incentive, dtype=np.int64)[None, :]
 
     if params.yuma3:
         ema = _yuma3_bonds(params, wfb, wfb_present, bonds, b_present, consensus)
-        per_row = _np_mul(_col_normalize(ema), inc_vec).sum(axis=1).tolist()
+        per_row = np_mul(col_normalize(ema), inc_vec).sum(axis=1).tolist()
         return per_row, ema
 
     # Yuma2: stored u16 integers column-normalised (integer sums keep the division exact).
@@ -548,14 +464,14 @@ def _bonds_and_dividends(
     bonds_norm = np.where(
         b_sum[None, :] == 0, bonds << FRAC_BITS, (bonds << FRAC_BITS) // np.maximum(b_sum, 1)
     )
-    delta = _col_normalize(np.where(wfb_present, _np_mul(wfb, a_stake), 0))
+    delta = col_normalize(np.where(wfb_present, np_mul(wfb, a_stake), 0))
     alpha = ONE - (((params.bonds_moving_average << 64) // 1_000_000) >> FRAC_BITS)
-    ema = _np_mul(alpha, delta) + _np_mul(ONE - alpha, bonds_norm)
-    ema = _col_normalize(np.where(ema > 0, ema, 0))
-    per_row = _np_mul(ema, inc_vec).sum(axis=1).tolist()
+    ema = np_mul(alpha, delta) + np_mul(ONE - alpha, bonds_norm)
+    ema = col_normalize(np.where(ema > 0, ema, 0))
+    per_row = np_mul(ema, inc_vec).sum(axis=1).tolist()
     # Stored column max-upscaled.
     col_max = ema.max(axis=0) if ema.shape[0] else np.zeros(ema.shape[1], dtype=np.int64)
-    stored = np.where(col_max[None, :] == 0, ema, _np_div(ema, col_max[None, :]))
+    stored = np.where(col_max[None, :] == 0, ema, np_div(ema, col_max[None, :]))
     return per_row, stored
 
 
