@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gauntlet.checks import Admission, Upload, admit_upload, detect_copies
-from template.data import data_receipt, sample_ids
+from template.protocol.data import data_receipt, sample_ids
 
 if TYPE_CHECKING:
-    from template.config import HParams
+    from template.protocol.config import HParams
 
 
 def select_peers(ordinals: dict[int, float], *, num_peers: int, eligible: Sequence[int]) -> list[int]:

@@ -8,7 +8,7 @@ never an exception: a hostile upload is scored, not crashed on.
 Reason codes (documented in docs/validator.md):
 
 - fetch: `missing`, `too_large`, `fetch_error`, `no_commitment`, `late`
-- framing and signature: every `ArtifactError.code` of template/artifacts.py, unchanged
+- framing and signature: every `ArtifactError.code` of template/protocol/artifacts.py, unchanged
   (`bad_manifest`, `unsigned`, `wrong_protocol`, `wrong_kind`, `wrong_signer`,
   `bad_signature`, `wrong_window`, `payload_mismatch`, `too_large`, `truncated`,
   `huge_header`, `malformed`, `bad_dtype`)
@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from loguru import logger
 
-from template.artifacts import ArtifactError, read_tensor_artifact
-from template.config import HParams
-from template.sparseloco import CodecError, CodecParams, decompress_with_indices
+from template.protocol.artifacts import ArtifactError, read_tensor_artifact
+from template.protocol.config import HParams
+from template.protocol.sparseloco import CodecError, CodecParams, decompress_with_indices
 
 # -- reason codes ------------------------------------------------------------------------------
 MISSING = "missing"

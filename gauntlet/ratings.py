@@ -21,7 +21,7 @@ from pathlib import Path
 from loguru import logger
 from openskill.models import PlackettLuce
 
-from template.state import atomic_write_json, read_json
+from template.node.state import atomic_write_json, read_json
 
 INITIAL_COMPLIANCE = 0.5  # unknown: one non-compliant window drops a new miner below a 0.5 gate
 

@@ -1,7 +1,7 @@
 """Miner entry point: `python neurons/miner.py --wallet.name M --wallet.hotkey H --netuid N ...`.
 
-Parses the dotted flags, sets up logging and threads, and hands over to template.miner.run.
-Several GPUs on one box: `torchrun --nproc-per-node N neurons/miner.py ...` (template.distributed).
+Parses the dotted flags, sets up logging and threads, and hands over to template.node.miner.run.
+Several GPUs on one box: `torchrun --nproc-per-node N neurons/miner.py ...` (template.node.distributed).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from loguru import logger  # noqa: E402
 
-from template.config import parse_neuron_args  # noqa: E402
-from template.distributed import torchrun_env  # noqa: E402
-from template.logging_setup import setup_logging  # noqa: E402
-from template.neuron import SetupError, setup_runtime  # noqa: E402
+from template.node.distributed import torchrun_env  # noqa: E402
+from template.node.logging_setup import setup_logging  # noqa: E402
+from template.node.neuron import SetupError, setup_runtime  # noqa: E402
+from template.protocol.config import parse_neuron_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.error(f"--mode {cfg.mode} runs in one process only: start it with python, not torchrun")
         return 2
     if cfg.mode == "honest":
-        from template.miner import run, run_distributed
+        from template.node.miner import run, run_distributed
 
         runner = run if world_size == 1 else run_distributed  # torchrun --nproc-per-node N: FSDP2
     else:  # incentive tests only: hostile behaviours live outside the honest path
-        from template.adversaries import run_hostile
+        from template.sim.adversaries import run_hostile
 
         runner = run_hostile
     try:

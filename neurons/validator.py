@@ -1,6 +1,6 @@
 """Validator entry point: `python neurons/validator.py --wallet.name V --wallet.hotkey H --netuid N ...`.
 
-Parses the dotted flags, sets up logging and threads, and hands over to template.validator.run.
+Parses the dotted flags, sets up logging and threads, and hands over to template.node.validator.run.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from loguru import logger  # noqa: E402
 
-from template.config import parse_neuron_args  # noqa: E402
-from template.logging_setup import setup_logging  # noqa: E402
-from template.neuron import SetupError, setup_runtime  # noqa: E402
+from template.node.logging_setup import setup_logging  # noqa: E402
+from template.node.neuron import SetupError, setup_runtime  # noqa: E402
+from template.protocol.config import parse_neuron_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
                   name=f"validator:{cfg.wallet.name}/{cfg.wallet.hotkey}")
     setup_runtime(cfg)
-    from template.validator import run
+    from template.node.validator import run
 
     try:
         run(cfg)

@@ -1,4 +1,4 @@
-"""Benchmark the SparseLoCo codec (template/sparseloco.py) on a ~50M-parameter transformer's tensor shapes.
+"""Benchmark the SparseLoCo codec (template/protocol/sparseloco.py) on a ~50M-parameter transformer's tensor shapes.
 
 Measures, in one run: encode (``compress``, error feedback included) and decode (``decompress``, full
 validation) throughput, a baseline of plain chunked ``torch.topk`` over the very same chunks, and the exact wire
@@ -28,7 +28,7 @@ from safetensors.torch import save
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from template.sparseloco import (  # noqa: E402
+from template.protocol.sparseloco import (  # noqa: E402
     CodecParams,
     chunk_magnitudes,
     chunk_plan,

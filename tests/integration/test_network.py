@@ -17,18 +17,18 @@ import torch
 from bittensor_wallet import Wallet
 
 from scripts import localnet
-from storage import layout
 from storage.credentials import BucketAccess
 from storage.s3 import S3Client, Status
 from storage.seaweed import Identity, SeaweedServer
-from template.artifacts import read_json_artifact, read_tensor_artifact
 from template.chain.localnet.client import LocalnetClient
 from template.chain.localnet.node import start_localnet_process
-from template.config import HParams
-from template.model import build_model, model_fingerprint
-from template.outer_step import outer_step
-from template.records import AggregationRecord
-from template.sparseloco import CodecParams, decompress
+from template.protocol import layout
+from template.protocol.artifacts import read_json_artifact, read_tensor_artifact
+from template.protocol.config import HParams
+from template.protocol.model import build_model, model_fingerprint
+from template.protocol.outer_step import outer_step
+from template.protocol.records import AggregationRecord
+from template.protocol.sparseloco import CodecParams, decompress
 
 
 def _read_metrics(run_dir: Path, name: str) -> list[dict]:

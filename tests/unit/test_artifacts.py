@@ -7,7 +7,7 @@ from bittensor_wallet import Keypair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from template.artifacts import (
+from template.protocol.artifacts import (
     ArtifactError,
     read_json_artifact,
     read_tensor_artifact,
@@ -71,7 +71,7 @@ def test_distinct_errors():
 
 
 def test_wrong_protocol(monkeypatch):
-    import template.artifacts as A
+    import template.protocol.artifacts as A
 
     monkeypatch.setattr(A, "PROTOCOL_VERSION", 99)
     data = _artifact()

@@ -1,4 +1,4 @@
-"""Tests for template/baselines.py: DDP/AdamW, DiLoCo, DeMo and the SparseLoCo adapter."""
+"""Tests for template/protocol/baselines.py: DDP/AdamW, DiLoCo, DeMo and the SparseLoCo adapter."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from template.baselines import (
+from template.protocol.baselines import (
     DataParallelAdamW,
     DeMo,
     DiLoCo,
@@ -19,7 +19,7 @@ from template.baselines import (
     idct_blocks,
     topk_per_block,
 )
-from template.sparseloco import CodecParams
+from template.protocol.sparseloco import CodecParams
 
 
 @pytest.fixture(autouse=True)

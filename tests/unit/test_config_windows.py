@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from template.config import HParams, load_hparams, parse_neuron_args
-from template.windows import (
+from template.protocol.config import HParams, load_hparams, parse_neuron_args
+from template.protocol.windows import (
     upload_deadline,
     uploaded_in_time,
     window_first_block,

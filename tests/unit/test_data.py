@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scripts.prepare_data import EOS_TOKEN, prepare_dataset
-from storage import layout
 from storage.s3 import GetResult, ObjectInfo, Status
-from template.data import (
+from template.protocol import layout
+from template.protocol.data import (
     DatasetError,
     DatasetManifest,
     TokenDataset,
@@ -34,7 +34,7 @@ CASES = [(0, 0, 7, 16, 1000), (5, 123, 7, 8, 100), (2, 99_999, 1234, 40, 50_000)
 
 def test_sampler_is_identical_in_another_process():
     script = (
-        "import json, sys; from template.data import sample_ids, heldout_ids, data_receipt\n"
+        "import json, sys; from template.protocol.data import sample_ids, heldout_ids, data_receipt\n"
         f"cases = {CASES!r}\n"
         "out = [[sample_ids(*c), heldout_ids(c[1], c[2], 5, c[4] - 10, c[4])] for c in cases]\n"
         "print(json.dumps([out, data_receipt(out[0][0])]))"

@@ -1,4 +1,4 @@
-"""template/distributed.py: the world-size-1 context, the batch rule, and real torchrun runs.
+"""template/node/distributed.py: the world-size-1 context, the batch rule, and real torchrun runs.
 
 The 2-process test launches this file under `torchrun --nproc-per-node 2` (gloo on CPU): rank 0
 trains two windows through the miner's own `train_inner_steps` twice, once sharded over both ranks
@@ -23,8 +23,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from template.config import HParams
-from template.distributed import (
+from template.node.distributed import (
     DistContext,
     TrainingGroup,
     broadcast_object,
@@ -34,6 +33,7 @@ from template.distributed import (
     shutdown,
     trainer_loop,
 )
+from template.protocol.config import HParams
 
 ROOT = Path(__file__).resolve().parents[2]
 LR = 1e-3
@@ -152,7 +152,7 @@ class FixedTokens:
 
 def fake_miner(hp: HParams, device: torch.device, dataset: FixedTokens, trainer: TrainingGroup | None):
     """The fields train_inner_steps reads, nothing else."""
-    from template.sync import GlobalModel
+    from template.node.sync import GlobalModel
 
     gm = GlobalModel.initial(hp, device)
     opt = torch.optim.AdamW(gm.model.parameters(), lr=hp.inner_lr, weight_decay=hp.inner_weight_decay)
@@ -174,7 +174,7 @@ def compare(sharded: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]
 
 
 def main_rank(ctx: DistContext, device: str) -> dict:
-    from template.miner import WindowPlan, train_inner_steps
+    from template.node.miner import WindowPlan, train_inner_steps
 
     group = TrainingGroup(ctx)
     try:
@@ -207,9 +207,9 @@ def main_rank(ctx: DistContext, device: str) -> dict:
 def miner_that_cannot_start(ctx: DistContext, device: str, out: Path) -> str:
     """The miner's torchrun path (run_ranks, which ends the process group: run it last) with a
     wallet that does not exist: rank 0 fails in build_miner and must still release the others."""
-    from template.config import NeuronConfig, WalletConfig
-    from template.miner import run_ranks
-    from template.neuron import SetupError
+    from template.node.miner import run_ranks
+    from template.node.neuron import SetupError
+    from template.protocol.config import NeuronConfig, WalletConfig
 
     cfg = NeuronConfig(role="miner", device=device, wallet=WalletConfig(name="none", path=str(out)))
     try:

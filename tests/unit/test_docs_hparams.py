@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from template.config import HParams
+from template.protocol.config import HParams
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "subnet-owner.md"
 

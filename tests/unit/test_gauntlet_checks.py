@@ -1,6 +1,6 @@
 """The hostile corpus: real signed uploads, each broken in one way, each rejected with its exact reason.
 
-Built from the real codec (`template.sparseloco.compress`) and real sr25519 signatures over a
+Built from the real codec (`template.protocol.sparseloco.compress`) and real sr25519 signatures over a
 small fake parameter set, so no model is needed.
 """
 
@@ -22,10 +22,10 @@ from safetensors.torch import save as st_save
 
 import gauntlet.checks as checks
 from gauntlet.checks import Admission, Upload, admit_upload, check_decoded, detect_copies, on_time
-from template.artifacts import canonical_json, tensors_digest, write_tensor_artifact
-from template.config import PROTOCOL_VERSION, HParams
-from template.data import data_receipt
-from template.sparseloco import CodecParams, compress, decompress
+from template.protocol.artifacts import canonical_json, tensors_digest, write_tensor_artifact
+from template.protocol.config import PROTOCOL_VERSION, HParams
+from template.protocol.data import data_receipt
+from template.protocol.sparseloco import CodecParams, compress, decompress
 
 ALICE = Keypair.create_from_uri("//Alice")
 BOB = Keypair.create_from_uri("//Bob")

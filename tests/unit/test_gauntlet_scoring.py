@@ -23,7 +23,7 @@ from gauntlet.evaluate import (
 )
 from gauntlet.ratings import Ratings, match_ranks
 from gauntlet.weights import compute_weights, final_scores, ramp, weights_due
-from template.model import build_model
+from template.protocol.model import build_model
 
 VOCAB, SEQ = 64, 16
 
@@ -405,17 +405,17 @@ def test_parse_peer_list_accepts_valid():
     assert parse_peer_list({"window": 3, "peers": [4, 2]}, window=3) == [4, 2]
 
 
-# -- the whole gauntlet on one window, as template/validator.py strings it together ------------------
+# -- the whole gauntlet on one window, as template/node/validator.py strings it together ------------------
 
 
 def test_gauntlet_pipeline_ranks_honest_above_negator_and_rejects_copy(model):
     from bittensor_wallet import Keypair
 
     from gauntlet.checks import Upload, admit_upload, detect_copies
-    from template.artifacts import write_tensor_artifact
-    from template.config import HParams
-    from template.model import model_fingerprint
-    from template.sparseloco import CodecParams, compress
+    from template.protocol.artifacts import write_tensor_artifact
+    from template.protocol.config import HParams
+    from template.protocol.model import model_fingerprint
+    from template.protocol.sparseloco import CodecParams, compress
 
     hp = HParams(vocab_size=VOCAB, seq_len=SEQ)
     codec = CodecParams.from_hparams(hp)

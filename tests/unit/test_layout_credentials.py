@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage import layout
 from storage.credentials import MAX_COMMITMENT_BYTES, BucketAccess
-from template.config import PROTOCOL_VERSION
+from template.protocol import layout
+from template.protocol.config import PROTOCOL_VERSION
 
 WINDOWS = st.integers(min_value=0, max_value=10**8 - 1)
 

@@ -1,6 +1,6 @@
 from loguru import logger
 
-from template.logging_setup import redact, register_secret, setup_logging
+from template.node.logging_setup import redact, register_secret, setup_logging
 
 
 def test_registered_secret_never_printed(capsys):

@@ -1,4 +1,4 @@
-"""Tests for template/model.py: deterministic init, shapes, causality, presets, fingerprint."""
+"""Tests for template/protocol/model.py: deterministic init, shapes, causality, presets, fingerprint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from template.model import (
+from template.protocol.model import (
     PRESETS,
     Transformer,
     autocast_context,

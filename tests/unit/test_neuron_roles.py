@@ -1,9 +1,9 @@
-"""Who leads and who mines, read off the metagraph (template/neuron.py)."""
+"""Who leads and who mines, read off the metagraph (template/node/neuron.py)."""
 
 from __future__ import annotations
 
 from template.chain.base import Metagraph
-from template.neuron import lead_validator, miner_uids, validator_uids
+from template.node.neuron import lead_validator, miner_uids, validator_uids
 
 
 def metagraph(stake: list[float], permit: list[bool]) -> Metagraph:

@@ -1,11 +1,11 @@
-"""The outer step (template/outer_step.py): median-norm clipping, averaging, skips, bit-reproducibility."""
+"""The outer step (template/protocol/outer_step.py): median-norm clipping, averaging, skips, bit-reproducibility."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from template.outer_step import outer_step
+from template.protocol.outer_step import outer_step
 
 torch.set_num_threads(1)
 

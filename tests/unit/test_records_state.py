@@ -3,8 +3,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from template.records import AggregationRecord, RecordEntry
-from template.state import atomic_write_json, load_optimizer, read_json, save_optimizer
+from template.node.state import atomic_write_json, load_optimizer, read_json, save_optimizer
+from template.protocol.records import AggregationRecord, RecordEntry
 
 FP = "ab" * 32
 

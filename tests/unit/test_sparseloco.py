@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from template.outer_step import outer_step
-from template.sparseloco import (
+from template.protocol.outer_step import outer_step
+from template.protocol.sparseloco import (
     CodecError,
     CodecParams,
     chunk_plan,

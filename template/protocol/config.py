@@ -27,7 +27,7 @@ class HParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # -- model and data
-    model_preset: str = Field("tiny", description="model size preset in template.model.PRESETS")
+    model_preset: str = Field("tiny", description="model size preset in template.protocol.model.PRESETS")
     vocab_size: int = Field(8192, gt=0, le=1 << 20, description="tokenizer vocabulary size")
     seq_len: int = Field(128, gt=0, le=1 << 16, description="tokens per training sample")
     model_seed: int = Field(1234, description="seed of the deterministic initial weights")

@@ -1,6 +1,6 @@
 """Hostile miners, for testing the incentives only (`--mode KIND`; scripts/localnet.py --adversaries).
 
-Each behaviour is an UploadStrategy for template.miner.run: it decides what bytes (if any)
+Each behaviour is an UploadStrategy for template.node.miner.run: it decides what bytes (if any)
 to upload for a window. The honest miner never calls into this module.
 
 idle       registered, never uploads
@@ -20,12 +20,8 @@ import time
 import torch
 from loguru import logger
 
-from storage import layout
 from storage.s3 import Status
-from template.artifacts import read_tensor_artifact
-from template.config import NeuronConfig
-from template.data import sample_ids
-from template.miner import (
+from template.node.miner import (
     Miner,
     TrainResult,
     WindowPlan,
@@ -35,9 +31,13 @@ from template.miner import (
     run,
     train_inner_steps,
 )
-from template.neuron import lead_validator, miner_uids
-from template.sparseloco import compress
-from template.sync import fetch_record
+from template.node.neuron import lead_validator, miner_uids
+from template.node.sync import fetch_record
+from template.protocol import layout
+from template.protocol.artifacts import read_tensor_artifact
+from template.protocol.config import NeuronConfig
+from template.protocol.data import sample_ids
+from template.protocol.sparseloco import compress
 
 _memory: dict[str, object] = {}
 

@@ -24,12 +24,8 @@ from gauntlet.checks import Upload, mark_replays
 from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
 from gauntlet.ratings import Ratings
 from gauntlet.weights import compute_weights, final_scores, weights_due
-from storage import layout
-from template import state as local_state
-from template.artifacts import write_json_artifact
-from template.config import NeuronConfig
-from template.data import TokenDataset, fetch_dataset, heldout_ids, sample_ids
-from template.neuron import (
+from template.node import state as local_state
+from template.node.neuron import (
     TRANSIENT_ERRORS,
     OwnBucket,
     PeerDirectory,
@@ -45,8 +41,7 @@ from template.neuron import (
     pick_device,
     publish_commitment,
 )
-from template.records import AggregationRecord, RecordEntry
-from template.sync import (
+from template.node.sync import (
     GlobalModel,
     catch_up,
     fetch_peer_list,
@@ -55,6 +50,11 @@ from template.sync import (
     publish_checkpoint,
     resync,
 )
+from template.protocol import layout
+from template.protocol.artifacts import write_json_artifact
+from template.protocol.config import NeuronConfig
+from template.protocol.data import TokenDataset, fetch_dataset, heldout_ids, sample_ids
+from template.protocol.records import AggregationRecord, RecordEntry
 
 HELDOUT_EVAL_SAMPLES = 32  # fixed held-out set for the global loss curve (same every window)
 SEEN_PAYLOADS_KEPT = 4096
@@ -86,7 +86,7 @@ class Validator:
 
 
 def build_validator(cfg: NeuronConfig) -> Validator:
-    from template.miner import connect
+    from template.node.miner import connect
 
     _, hotkey = load_wallet(cfg)
     chain = connect(cfg)

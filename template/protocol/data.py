@@ -25,8 +25,8 @@ import torch
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from storage import layout
 from storage.s3 import GetResult, Status
+from template.protocol import layout
 
 MANIFEST_MAX_BYTES = 16 << 20
 TOKENIZER_MAX_BYTES = 64 << 20

@@ -29,8 +29,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
 
-from template.config import HParams
-from template.model import Transformer, get_preset, rotary_tables
+from template.protocol.config import HParams
+from template.protocol.model import Transformer, get_preset, rotary_tables
 
 # Ranks > 0 wait for rank 0's next command through a whole window of chain waits, gathers and
 # resyncs (and through storage or chain outages, which rank 0 rides out): the command channel gets

@@ -43,7 +43,7 @@ Decoding accepts exactly the canonical encoding and raises ``CodecError(code, me
 missing_tensor, extra_tensor, bad_dtype, bad_shape, bad_length, bad_padding, wrong_k, index_out_of_range,
 duplicate_index, unsorted_index, non_finite_table (and non_finite_input from ``compress``).
 
-The outer step that applies decoded updates lives in template/outer_step.py.
+The outer step that applies decoded updates lives in template/protocol/outer_step.py.
 """
 
 from __future__ import annotations

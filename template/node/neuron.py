@@ -16,13 +16,13 @@ import torch
 from bittensor_wallet import Keypair, Wallet
 from loguru import logger
 
-from storage import layout
 from storage.credentials import BucketAccess
 from storage.s3 import S3Client, S3Error, Status
 from template.chain.base import Chain, ChainError, Metagraph
-from template.config import HParams, NeuronConfig, load_hparams
-from template.logging_setup import register_secret
-from template.windows import window_first_block, window_last_block, window_of_block
+from template.node.logging_setup import register_secret
+from template.protocol import layout
+from template.protocol.config import HParams, NeuronConfig, load_hparams
+from template.protocol.windows import window_first_block, window_last_block, window_of_block
 
 # Raised when storage or the chain stays unreachable past their own retries; the window loops
 # log them and carry on with the next window (nothing local is lost: state is on disk).

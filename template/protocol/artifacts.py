@@ -27,7 +27,7 @@ from bittensor_wallet import Keypair
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from template.config import PROTOCOL_VERSION
+from template.protocol.config import PROTOCOL_VERSION
 
 KINDS = ("gradient", "checkpoint", "record", "peers")
 MAX_HEADER_BYTES = 4 << 20  # a safetensors header larger than this is hostile, not a model

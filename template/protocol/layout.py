@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from template.config import PROTOCOL_VERSION
+from template.protocol.config import PROTOCOL_VERSION
 
 _ROOT = f"v{PROTOCOL_VERSION}"
 _WINDOW_DIGITS = 8

@@ -20,15 +20,20 @@ from loguru import logger
 
 from gauntlet.aggregate import parse_peer_list
 from gauntlet.checks import Upload
-from storage import layout
 from storage.s3 import S3Client, Status
-from template.artifacts import ArtifactError, read_json_artifact, read_tensor_artifact, write_tensor_artifact
-from template.config import HParams
-from template.model import build_model, model_fingerprint
-from template.neuron import PeerDirectory
-from template.outer_step import outer_step
-from template.records import AggregationRecord, RecordEntry
-from template.sparseloco import CodecError, CodecParams, decompress
+from template.node.neuron import PeerDirectory
+from template.protocol import layout
+from template.protocol.artifacts import (
+    ArtifactError,
+    read_json_artifact,
+    read_tensor_artifact,
+    write_tensor_artifact,
+)
+from template.protocol.config import HParams
+from template.protocol.model import build_model, model_fingerprint
+from template.protocol.outer_step import outer_step
+from template.protocol.records import AggregationRecord, RecordEntry
+from template.protocol.sparseloco import CodecError, CodecParams, decompress
 
 RECORD_MAX_BYTES = 4 << 20
 PEERS_MAX_BYTES = 1 << 20

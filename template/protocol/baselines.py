@@ -7,7 +7,7 @@ the wire), then applies the payloads of all workers to the shared global paramet
 - ``DiLoCo``: every H inner steps, average the dense fp32 pseudo-gradients, outer Nesterov SGD.
 - ``DeMo``: every step, momentum -> DCT per chunk -> top-k per chunk is sent and removed from the
   momentum; the aggregate is the inverse DCT of the averaged components, signed, SGD step.
-- ``SparseLoCo``: adapter over ``template.sparseloco`` (error feedback + chunked top-k + 2-bit values,
+- ``SparseLoCo``: adapter over ``template.protocol.sparseloco`` (error feedback + chunked top-k + 2-bit values,
   median-norm clip, average, outer SGD).
 
 Conventions: the pseudo-gradient is ``delta = theta_start - theta_after_inner_steps`` (so ``theta -= lr
@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import safetensors.torch
 import torch
 
-from template.outer_step import outer_step
-from template.sparseloco import CodecParams, compress, decompress
+from template.protocol.outer_step import outer_step
+from template.protocol.sparseloco import CodecParams, compress, decompress
 
 Params = dict[str, torch.Tensor]
 WorkerState = dict[str, Any]
@@ -273,7 +273,7 @@ class DeMo:
 
 
 class SparseLoCo:
-    """Adapter over ``template.sparseloco``: error-feedback top-k 2-bit pseudo-gradients, median-norm
+    """Adapter over ``template.protocol.sparseloco``: error-feedback top-k 2-bit pseudo-gradients, median-norm
     clipped average, outer SGD. Bytes are the exact safetensors wire size."""
 
     name = "sparseloco"

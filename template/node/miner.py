@@ -19,12 +19,8 @@ from loguru import logger
 from tqdm import tqdm
 
 from gauntlet.aggregate import gather_admissions, gather_set
-from storage import layout
-from template import state as local_state
-from template.artifacts import write_tensor_artifact
-from template.config import NeuronConfig
-from template.data import TokenDataset, data_receipt, fetch_dataset, sample_ids
-from template.distributed import (
+from template.node import state as local_state
+from template.node.distributed import (
     DistContext,
     TrainingGroup,
     ignore_stop_signals,
@@ -32,8 +28,7 @@ from template.distributed import (
     shutdown,
     trainer_loop,
 )
-from template.model import autocast_context
-from template.neuron import (
+from template.node.neuron import (
     TRANSIENT_ERRORS,
     OwnBucket,
     PeerDirectory,
@@ -48,8 +43,7 @@ from template.neuron import (
     pick_device,
     publish_commitment,
 )
-from template.sparseloco import compress
-from template.sync import (
+from template.node.sync import (
     GlobalModel,
     catch_up,
     fetch_peer_list,
@@ -58,6 +52,12 @@ from template.sync import (
     newest_checkpoint,
     resync,
 )
+from template.protocol import layout
+from template.protocol.artifacts import write_tensor_artifact
+from template.protocol.config import NeuronConfig
+from template.protocol.data import TokenDataset, data_receipt, fetch_dataset, sample_ids
+from template.protocol.model import autocast_context
+from template.protocol.sparseloco import compress
 
 UNVERIFIED_WINDOWS_KEPT = 3  # a record that has not appeared after this many windows never will
 
@@ -213,7 +213,7 @@ def train_inner_steps(m: Miner, plan: WindowPlan, ids: list[int] | None = None) 
 
 
 def train_sharded(m: Miner, plan: WindowPlan, ids: list[int]) -> TrainResult:
-    """The same H steps, sharded over the torchrun ranks (template.distributed); rank 0 reads the
+    """The same H steps, sharded over the torchrun ranks (template.node.distributed); rank 0 reads the
     samples for everyone, since only it has the dataset. theta_w in m.gm is not touched."""
     start = time.perf_counter()
     tokens = m.dataset.batch(ids)  # (H * batch_size, seq_len + 1)
