@@ -5,7 +5,7 @@
   block row, its extrinsics and the full state snapshot in one SQLite transaction. A restart, even after
   kill -9, resumes at the last committed block with the same state root.
 * HTTP (FastAPI on 127.0.0.1 only): GET /block, /block/{n}, /metagraph/{netuid}, /commitments/{netuid},
-  /hyperparameters/{netuid}, /account/{ss58}, /nonce/{ss58}, /subnets; POST /extrinsic.
+  /hyperparameters/{netuid}, /account/{ss58}, /nonce/{ss58}, /subnets, /network; POST /extrinsic(s).
 * `start_localnet_process` runs a node as a subprocess for tools and tests.
 """
 
@@ -348,6 +348,11 @@ def build_app(node: LocalnetNode):
                                                                  "owner_hotkey": sub.owner_hotkey,
                                                                  "registered_at": sub.registered_at}
                                for k, sub in s.subnets.items()})
+
+    @app.get("/network")
+    def network() -> dict[str, Any]:
+        """Lock cost of the next subnet (rao) and the rules behind it."""
+        return view(views.network_view)
 
     @app.get("/account/{ss58}")
     def account(ss58: str) -> dict[str, Any]:

@@ -118,6 +118,8 @@ class Subnet:
     pending_server: int = 0
     pending_validator: int = 0
     pending_owner_cut: int = 0
+    owner_cut_last_epoch: int = 0  # alpha rao paid to the owner as owner cut at the last epoch
+    owner_cut_total: int = 0  # alpha rao paid to the owner as owner cut since the subnet was created
     neurons: list[Neuron] = field(default_factory=list)
     commitments: dict[str, dict[str, Any]] = field(default_factory=dict)  # hotkey -> {fields, block}
     used_space: dict[str, list[int]] = field(default_factory=dict)  # hotkey -> [epoch_index, bytes used]
@@ -402,4 +404,6 @@ class ChainState:
             else:
                 self.stake_to(sub.netuid, credit.hotkey, credit.coldkey, credit.amount)
         sub.alpha_out += payout.total_credited  # burned alpha is simply never minted
+        sub.owner_cut_last_epoch = sum(c.amount for c in payout.credits if c.kind == "owner_cut")
+        sub.owner_cut_total += sub.owner_cut_last_epoch
         sub.last_mechanism_step_block = self.block

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from template.chain.localnet.calls import lock_cost
 from template.chain.localnet.state import ChainState, Subnet
 
 
@@ -57,7 +58,17 @@ def subnet_summary(state: ChainState, sub: Subnet) -> dict[str, Any]:
         "pending_server_rao": sub.pending_server,
         "pending_validator_rao": sub.pending_validator,
         "pending_owner_cut_rao": sub.pending_owner_cut,
+        "owner_cut_last_epoch_rao": sub.owner_cut_last_epoch,
+        "owner_cut_total_rao": sub.owner_cut_total,
+        "owner_cut_enabled": bool(sub.hparams["owner_cut_enabled"]),
     }
+
+
+def network_view(state: ChainState) -> dict[str, Any]:
+    """Chain-wide values a subnet owner needs before `register_network`: the current lock cost and its rules."""
+    return {"block": state.block, "lock_cost_rao": lock_cost(state), "min_lock_rao": state.genesis.min_lock_rao,
+            "last_lock_rao": state.network_last_lock, "last_lock_block": state.network_last_lock_block,
+            "network_rate_limit": state.genesis.network_rate_limit, "num_subnets": len(state.subnets)}
 
 
 def commitments_view(state: ChainState, netuid: int) -> dict[str, Any]:
