@@ -16,18 +16,15 @@ Plackett-Luce ordinal (mu - 3 sigma), earned over many windows, falls only slowl
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from loguru import logger
 from openskill.models import PlackettLuce
-
-from template.node.state import atomic_write_json, read_json
 
 INITIAL_COMPLIANCE = 0.5  # unknown: one non-compliant window drops a new miner below a 0.5 gate
 
 
 class Ratings:
-    """uid -> (mu, sigma, hotkey) ratings and compliance EMAs, saved as JSON in the state dir."""
+    """uid -> (mu, sigma, hotkey) ratings and compliance EMAs, kept by the validator as `state_dict()` JSON."""
 
     def __init__(self, *, alpha: float = 0.3, initial_compliance: float = INITIAL_COMPLIANCE):
         if not 0 < alpha <= 1:
@@ -54,22 +51,6 @@ class Ratings:
         self._compliance = {int(uid): float(c) for uid, c in (state.get("compliance") or {}).items()}
         last = state.get("last_window")
         self.last_window = None if last is None else int(last)
-
-    @classmethod
-    def load(cls, path: Path, *, alpha: float = 0.3) -> Ratings:
-        """Ratings saved at `path`; a missing file gives fresh ratings."""
-        ratings = cls(alpha=alpha)
-        try:
-            state = read_json(Path(path), default=None)
-            if state is not None:
-                ratings.load_state_dict(state)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
-            raise ValueError(f"ratings file {path} is unreadable ({e}); move it away to start from fresh ratings"
-                             ) from e
-        return ratings
-
-    def save(self, path: Path) -> None:
-        atomic_write_json(Path(path), self.state_dict())
 
     # -- updates -------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from loguru import logger  # noqa: E402
 
 from template.node.distributed import torchrun_env  # noqa: E402
 from template.node.logging_setup import setup_logging  # noqa: E402
+from template.node.miner import run, run_distributed  # noqa: E402
 from template.node.neuron import SetupError, setup_runtime  # noqa: E402
 from template.protocol.config import parse_neuron_args  # noqa: E402
 
@@ -26,17 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
                   name=f"miner:{cfg.wallet.name}/{cfg.wallet.hotkey}{suffix}")
     setup_runtime(cfg)
-    if world_size > 1 and cfg.mode != "honest":
-        logger.error(f"--mode {cfg.mode} runs in one process only: start it with python, not torchrun")
-        return 2
-    if cfg.mode == "honest":
-        from template.node.miner import run, run_distributed
-
-        runner = run if world_size == 1 else run_distributed  # torchrun --nproc-per-node N: FSDP2
-    else:  # incentive tests only: hostile behaviours live outside the honest path
-        from template.sim.adversaries import run_hostile
-
-        runner = run_hostile
+    runner = run if world_size == 1 else run_distributed  # torchrun --nproc-per-node N: FSDP2
     try:
         runner(cfg)
     except SetupError as e:

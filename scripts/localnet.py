@@ -168,14 +168,16 @@ def publish_dataset(chain, seaweed_endpoint, idents, owner: Neuron, netuid, hp: 
 
 def launch(n: Neuron, args, run_dir: Path, endpoint: str, netuid: int) -> None:
     script = "validator.py" if n.role == "validator" else "miner.py"
-    n.cmd = [sys.executable, str(ROOT / "neurons" / script), "--wallet.name", n.wallet.name, "--wallet.hotkey",
+    if n.role == "miner" and n.kind != "honest":  # hostile kinds run from the simulation package
+        entry = ["-m", "template.sim.hostile_miner", "--mode", n.kind]
+    else:
+        entry = [str(ROOT / "neurons" / script)]
+    n.cmd = [sys.executable, *entry, "--wallet.name", n.wallet.name, "--wallet.hotkey",
              "default", "--wallet.path", str(run_dir / "wallets"), "--netuid", str(netuid),
              "--subtensor.network", "local", "--subtensor.chain_endpoint", endpoint,
              "--storage.credentials_file", str(n.creds_file), "--state_dir", str(run_dir / "state"),
              "--metrics_file", str(run_dir / "metrics" / f"{n.name}.jsonl"), "--device", "cpu",
              "--num_threads", str(args.threads)]
-    if n.role == "miner" and n.kind != "honest":
-        n.cmd += ["--mode", n.kind]
     start_process(n, run_dir)
 
 

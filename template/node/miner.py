@@ -19,6 +19,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from gauntlet.aggregate import gather_admissions, gather_set
+from storage.dataset import fetch_dataset
 from template.node import state as local_state
 from template.node.distributed import (
     DistContext,
@@ -55,7 +56,7 @@ from template.node.sync import (
 from template.protocol import layout
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import NeuronConfig
-from template.protocol.data import TokenDataset, data_receipt, fetch_dataset, sample_ids
+from template.protocol.data import TokenDataset, data_receipt, sample_ids
 from template.protocol.model import autocast_context
 from template.protocol.sparseloco import compress
 
@@ -335,7 +336,7 @@ def run_window(m: Miner, window: int, strategy: UploadStrategy = honest_upload,
     save_local_state(m)
     sync = follow(m, window)
     row = {
-        "role": "miner", "uid": m.uid, "window": window, "mode": m.cfg.mode,
+        "role": "miner", "uid": m.uid, "window": window,
         "train/loss": result.mean_loss if result else None,
         "train/tokens_per_s": (result.tokens / result.seconds) if result and result.seconds else None,
         "upload/bytes": upload.nbytes, "upload/s": round(upload.seconds, 3), "upload/on_time": upload.on_time,

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from gauntlet.ratings import Ratings
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,3 +102,21 @@ def load_optimizer(path: Path, opt: torch.optim.Optimizer) -> bool:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     optimizer_from_tensors(opt, tensors, meta)
     return True
+
+
+def load_ratings(path: Path, *, alpha: float) -> Ratings:
+    """Ratings saved at `path`; a missing file gives fresh ratings. Raises ValueError on an unreadable file."""
+    ratings = Ratings(alpha=alpha)
+    try:
+        state = read_json(Path(path), default=None)
+        if state is not None:
+            ratings.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"ratings file {path} is unreadable ({e}); move it away to start from fresh ratings"
+                         ) from e
+    return ratings
+
+
+def save_ratings(ratings: Ratings, path: Path) -> None:
+    """Write `ratings` to `path` atomically."""
+    atomic_write_json(Path(path), ratings.state_dict())

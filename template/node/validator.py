@@ -24,6 +24,7 @@ from gauntlet.checks import Upload, mark_replays
 from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
 from gauntlet.ratings import Ratings
 from gauntlet.weights import compute_weights, final_scores, weights_due
+from storage.dataset import fetch_dataset
 from template.node import state as local_state
 from template.node.neuron import (
     TRANSIENT_ERRORS,
@@ -41,6 +42,7 @@ from template.node.neuron import (
     pick_device,
     publish_commitment,
 )
+from template.node.state import load_ratings, save_ratings
 from template.node.sync import (
     GlobalModel,
     catch_up,
@@ -53,7 +55,7 @@ from template.node.sync import (
 from template.protocol import layout
 from template.protocol.artifacts import write_json_artifact
 from template.protocol.config import NeuronConfig
-from template.protocol.data import TokenDataset, fetch_dataset, heldout_ids, sample_ids
+from template.protocol.data import TokenDataset, heldout_ids, sample_ids
 from template.protocol.records import AggregationRecord, RecordEntry
 
 HELDOUT_EVAL_SAMPLES = 32  # fixed held-out set for the global loss curve (same every window)
@@ -108,7 +110,7 @@ def build_validator(cfg: NeuronConfig) -> Validator:
     v = Validator(cfg=cfg, hotkey=hotkey, uid=uid, chain=chain, clock=WindowClock(chain, hp), peers=peers,
                   bucket=bucket, dataset=dataset, num_train=manifest.heldout_start,
                   num_samples=manifest.num_samples, gm=GlobalModel.initial(hp, device), device=device,
-                  state_dir=state_dir, ratings=Ratings.load(state_dir / "ratings.json", alpha=hp.compliance_alpha))
+                  state_dir=state_dir, ratings=load_ratings(state_dir / "ratings.json", alpha=hp.compliance_alpha))
     v.run_state = local_state.read_json(state_dir / "run_state.json", default={}) or {}
     v.restored_ratings = len(v.ratings.state_dict()["ratings"])
     logger.info(f"validator uid {uid} on netuid {cfg.netuid}; ratings for {v.restored_ratings} uids restored")
@@ -116,7 +118,7 @@ def build_validator(cfg: NeuronConfig) -> Validator:
 
 
 def save_run_state(v: Validator) -> None:
-    v.ratings.save(v.state_dir / "ratings.json")
+    save_ratings(v.ratings, v.state_dir / "ratings.json")
     local_state.atomic_write_json(v.state_dir / "run_state.json", v.run_state)
 
 

@@ -198,7 +198,6 @@ class NeuronConfig(BaseModel):
     hparam_overrides: dict[str, Any] = Field(default_factory=dict)
     max_windows: int | None = Field(None, ge=1, description="stop after this many windows (testing)")
     metrics_file: str | None = Field(None, description="append per-window metrics as JSON lines here")
-    mode: str = Field("honest", description="miner behaviour; anything but honest is for incentive tests only")
     wallet: WalletConfig = Field(default_factory=WalletConfig)
     subtensor: SubtensorConfig = Field(default_factory=SubtensorConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)

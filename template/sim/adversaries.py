@@ -1,4 +1,5 @@
-"""Hostile miners, for testing the incentives only (`--mode KIND`; scripts/localnet.py --adversaries).
+"""Hostile miners, for testing the incentives only (`python -m template.sim.hostile_miner --mode KIND`;
+scripts/localnet.py --adversaries).
 
 Each behaviour is an UploadStrategy for template.node.miner.run: it decides what bytes (if any)
 to upload for a window. The honest miner never calls into this module.
@@ -155,11 +156,12 @@ STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, 
 MODEL_LESS = {"idle", "noise", "copycat", "replay", "malformed"}  # need no model of their own
 
 
-def run_hostile(cfg: NeuronConfig) -> None:
-    if cfg.mode not in STRATEGIES:
-        raise ValueError(f"--mode must be honest or one of {sorted(STRATEGIES)}, got {cfg.mode!r}")
-    follow = follow_records_only if cfg.mode in MODEL_LESS else follow_network
-    run(cfg, strategy=STRATEGIES[cfg.mode], follow=follow)
+def run_hostile(cfg: NeuronConfig, kind: str) -> None:
+    """Run the miner loop with hostile strategy `kind` (a key of STRATEGIES)."""
+    if kind not in STRATEGIES:
+        raise ValueError(f"--mode must be one of {sorted(STRATEGIES)}, got {kind!r}")
+    follow = follow_records_only if kind in MODEL_LESS else follow_network
+    run(cfg, strategy=STRATEGIES[kind], follow=follow)
 
 
 __all__ = ["STRATEGIES", "run_hostile", "TrainResult"]

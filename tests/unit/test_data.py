@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scripts.prepare_data import EOS_TOKEN, prepare_dataset
+from storage.dataset import fetch_dataset
 from storage.s3 import GetResult, ObjectInfo, Status
 from template.protocol import layout
 from template.protocol.data import (
@@ -23,7 +24,6 @@ from template.protocol.data import (
     DatasetManifest,
     TokenDataset,
     data_receipt,
-    fetch_dataset,
     heldout_ids,
     sample_ids,
 )

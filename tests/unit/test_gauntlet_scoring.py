@@ -23,6 +23,7 @@ from gauntlet.evaluate import (
 )
 from gauntlet.ratings import Ratings, match_ranks
 from gauntlet.weights import compute_weights, final_scores, ramp, weights_due
+from template.node.state import load_ratings, save_ratings
 from template.protocol.model import build_model
 
 VOCAB, SEQ = 64, 16
@@ -193,13 +194,13 @@ def test_ratings_same_window_twice_is_ignored():
 
 def test_ratings_save_load_round_trip(tmp_path):
     path = tmp_path / "state" / "ratings.json"
-    fresh = Ratings.load(path)
+    fresh = load_ratings(path, alpha=0.3)
     assert fresh.ordinals() == {} and fresh.last_window is None
     r = Ratings()
     for w in range(3):
         r.update(w, {0: 0.1 * w, 1: 0.05, 2: None}, HOTKEYS, compliant={0: True, 1: w % 2 == 0})
-    r.save(path)
-    loaded = Ratings.load(path)
+    save_ratings(r, path)
+    loaded = load_ratings(path, alpha=0.3)
     assert loaded.ordinals() == r.ordinals()
     assert loaded.compliance() == r.compliance()
     assert loaded.state_dict() == r.state_dict()
@@ -213,10 +214,10 @@ def test_corrupt_ratings_file_names_the_fix(tmp_path):
     path = tmp_path / "ratings.json"
     path.write_text("{not json")
     with pytest.raises(ValueError, match="move it away"):
-        Ratings.load(path)
+        load_ratings(path, alpha=0.3)
     path.write_text('{"ratings": {"1": {"mu": 1.0}}}')
     with pytest.raises(ValueError, match="unreadable"):
-        Ratings.load(path)
+        load_ratings(path, alpha=0.3)
 
 
 def test_new_hotkey_on_uid_resets_rating_and_compliance():
