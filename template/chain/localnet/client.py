@@ -230,6 +230,10 @@ class LocalnetClient:
     def subnets(self) -> dict[str, Any]:
         return self._request("GET", "/subnets")
 
+    def read(self, path: str) -> Any:
+        """GET any node route as JSON (e.g. "/metagraph/1", "/network"). Raises ChainError (404: the chain's error)."""
+        return self._request("GET", path)
+
     def wait_for_block(self, number: int, timeout_s: float = 60.0) -> int:
         """Poll until the head is at least `number`; returns the head. Raises ChainError on timeout."""
         deadline = time.time() + timeout_s
