@@ -1,0 +1,236 @@
+"""Argument parsing of the localnet CLI: btcli-shaped command groups, their flags, and the old command names.
+
+Groups: `wallet create|list|balance|overview|transfer|fund`, `subnet list|create|start|register|hyperparameters|
+metagraph` (also `subnets`), `sudo set|get`, `stake add|remove|list`, `weights set`, plus `serve` and `verify`.
+The flat names of earlier versions (`create-subnet`, `set-hparam`, `stake --unstake`, ...) are rewritten to
+these before parsing; they never asked for confirmation, so they imply --yes (and `stake` implies --unsafe).
+Every parse error is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from template.chain.localnet.cli.context import DEFAULT_ENDPOINT, DEFAULT_WALLET_PATH
+
+PROG = "python -m template.chain.localnet"
+
+# old flat name -> (group, command, implies --yes)
+LEGACY = {
+    "wallet-create": ("wallet", "create", False),
+    "fund": ("wallet", "fund", False),
+    "create-subnet": ("subnet", "create", True),
+    "start-call": ("subnet", "start", False),
+    "register": ("subnet", "register", True),
+    "set-hparam": ("sudo", "set", True),
+    "metagraph": ("subnet", "metagraph", False),
+    "hyperparameters": ("subnet", "hyperparameters", False),
+}
+STAKE_COMMANDS = ("add", "remove", "list")
+DEFAULT_TOLERANCE = 0.005  # btcli's default rate tolerance
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one line (`error: ...`) instead of usage plus message."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def rewrite_legacy(argv: list[str]) -> list[str]:
+    """Map the old flat command names onto the command groups (see the module docstring)."""
+    if not argv:
+        return argv
+    head, rest = argv[0], argv[1:]
+    if head in LEGACY:
+        group, cmd, implies_yes = LEGACY[head]
+        return [group, cmd, *rest, *(["--yes"] if implies_yes else [])]
+    if head == "stake" and (not rest or rest[0] not in (*STAKE_COMMANDS, "-h", "--help")):
+        cmd = "remove" if "--unstake" in rest else "add"
+        return ["stake", cmd, *[a for a in rest if a != "--unstake"], "--yes", "--unsafe"]
+    return argv
+
+
+def positive_amount(text: str) -> float:
+    """An amount of TAO or alpha: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of TAO/alpha, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction such as 0.005 (0.5%), got {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text!r}")
+    return value
+
+
+def netuid(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a subnet number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in [0, 65535], got {text!r}")
+    return value
+
+
+def _endpoint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--subtensor.chain_endpoint", "--network", dest="endpoint", default=DEFAULT_ENDPOINT,
+                   type=lambda s: DEFAULT_ENDPOINT if s == "local" else s,
+                   help=f"URL of the localnet node (default {DEFAULT_ENDPOINT}; 'local' means that)")
+
+
+def _wallet(p: argparse.ArgumentParser, hotkey: bool = True) -> None:
+    p.add_argument("--wallet.name", "--wallet-name", dest="wallet_name", default="default", help="wallet (coldkey) name")
+    if hotkey:
+        p.add_argument("--wallet.hotkey", "--wallet-hotkey", "--hotkey", dest="wallet_hotkey", default="default",
+                       help="hotkey name")
+    else:
+        p.set_defaults(wallet_hotkey="default")
+    p.add_argument("--wallet.path", "--wallet-path", dest="wallet_path", default=DEFAULT_WALLET_PATH,
+                   help="wallets folder")
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+
+
+def _yes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+
+def _netuid(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--netuid", type=netuid, required=True, help="subnet number")
+
+
+def _cmd(sub, name: str, help_text: str, *, endpoint: bool = True, wallet: str | None = None, json: bool = True,
+         yes: bool = False, net: bool = False) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    if endpoint:
+        _endpoint(p)
+    if wallet:
+        _wallet(p, hotkey=wallet == "hotkey")
+    if net:
+        _netuid(p)
+    if json:
+        _json(p)
+    if yes:
+        _yes(p)
+    return p
+
+
+def _group(sub, name: str, help_text: str, aliases: tuple[str, ...] = ()):
+    g = sub.add_parser(name, help=help_text, aliases=list(aliases))
+    return g.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=OneLineParser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = OneLineParser(prog=PROG, description="Command line of the localnet chain, shaped like btcli "
+                                              "(docs/subnet-owner.md).")
+    sub = ap.add_subparsers(dest="group", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    _node_commands(sub)
+    _wallet_commands(_group(sub, "wallet", "keys, balances, transfers, what a coldkey holds and earns"))
+    _subnet_commands(_group(sub, "subnet", "create, list, inspect and join subnets", ("subnets",)))
+    _sudo_commands(_group(sub, "sudo", "subnet hyperparameters (the owner's, or root's with --sudo)"))
+    _stake_commands(_group(sub, "stake", "TAO <-> alpha through a subnet's pool"))
+    w = _group(sub, "weights", "weights of a validator hotkey (for testing)")
+    p = _cmd(w, "set", "set_weights from the wallet's hotkey", wallet="hotkey", net=True)
+    p.add_argument("--uids", nargs="+", required=True, help="uids, e.g. 1 2 3 or 1,2,3")
+    p.add_argument("--weights", nargs="+", required=True, help="one weight >= 0 per uid (normalized by the client)")
+    p.add_argument("--version-key", type=int, default=0, help="weights version key (weights_version)")
+    return ap
+
+
+def _node_commands(sub) -> None:
+    p = _cmd(sub, "serve", "run a node (blocks on a timer, SQLite-persisted, HTTP on 127.0.0.1)", endpoint=False,
+             json=False)
+    p.add_argument("--db", type=Path, required=True, help="SQLite file; reused on restart")
+    p.add_argument("--port", type=int, default=int(DEFAULT_ENDPOINT.rsplit(":", 1)[1]))
+    p.add_argument("--block-time", type=positive_amount, default=1.0, help="seconds per block (finney: 12)")
+    p.add_argument("--dev-balance", type=float, default=1_000_000.0, help="TAO for each //Alice.. dev account")
+    p.add_argument("--min-lock", type=float, default=1000.0, help="minimum subnet lock cost in TAO")
+    p.add_argument("--network-rate-limit", type=int, default=0, help="blocks between subnet creations")
+    p.add_argument("--stake-threshold", type=float, default=0.0, help="alpha needed to set weights")
+    p.add_argument("--owner-hparam-rate-limit", type=int, default=0,
+                   help="tempos between two owner changes of one hyperparameter (mainnet 2)")
+    p.add_argument("--admin-freeze-window", type=int, default=10,
+                   help="blocks before an epoch in which owners may not change hyperparameters")
+    p.add_argument("--log-level", default="INFO", help="loguru level (DEBUG logs every block with extrinsics)")
+    p = _cmd(sub, "verify", "replay a node database from genesis; name the first block that differs and why",
+             endpoint=False)
+    p.add_argument("--db", type=Path, required=True, help="the node's SQLite file (read only)")
+
+
+def _wallet_commands(w) -> None:
+    _cmd(w, "create", "create a coldkey and hotkey without a password (local use)", endpoint=False, wallet="hotkey")
+    _cmd(w, "list", "wallets under --wallet.path", endpoint=False, wallet="coldkey")
+    p = _cmd(w, "balance", "free TAO, stake value and total of a coldkey", wallet="coldkey")
+    p.add_argument("--ss58", help="any coldkey address instead of the wallet's")
+    _cmd(w, "overview", "balance, each hotkey's uid, stake and emission, and the owner income of owned subnets",
+         wallet="coldkey")
+    p = _cmd(w, "transfer", "send TAO from the wallet's coldkey", wallet="coldkey", yes=True)
+    p.add_argument("--dest", required=True, help="SS58 address receiving the TAO")
+    p.add_argument("--amount", type=positive_amount, required=True, help="TAO")
+    p = _cmd(w, "fund", "send TAO from a dev account (//Alice) to the wallet's coldkey or --dest", wallet="coldkey")
+    p.add_argument("--dest", help="SS58 address (default: the wallet's coldkey)")
+    p.add_argument("--amount", type=positive_amount, required=True, help="TAO")
+    p.add_argument("--from-uri", default="//Alice", help="dev account paying")
+
+
+def _subnet_commands(s) -> None:
+    _cmd(s, "list", "every subnet: owner, uids, tempo, pool, price, burn, owner cut; and the next lock cost")
+    p = _cmd(s, "create", "register_network: lock TAO, the wallet's coldkey owns it, its hotkey is uid 0",
+             wallet="hotkey", yes=True)
+    p.add_argument("--no-start", action="store_true", help="do not call start_call (emission stays off)")
+    _cmd(s, "start", "start_call: start emission and staking", wallet="coldkey", net=True)
+    _cmd(s, "register", "burned_register the wallet's hotkey (shows the burn first)", wallet="hotkey", net=True,
+         yes=True)
+    _cmd(s, "hyperparameters", "hyperparameters with units, who may set them, and ranges", net=True)
+    _cmd(s, "metagraph", "uids, stake, incentive, dividends, emission, and the owner's income", net=True)
+
+
+def _sudo_commands(s) -> None:
+    p = _cmd(s, "set", "change a hyperparameter: shows current -> new, checks the range first", wallet="coldkey",
+             net=True, yes=True)
+    p.add_argument("--param", "--name", dest="param", required=True, help="name or alias (`sudo get` lists them)")
+    p.add_argument("--value", required=True, help="integer in the parameter's unit, or true/false")
+    p.add_argument("--sudo", action="store_true", help="sign with the chain's sudo key (root-only parameters)")
+    p.add_argument("--sudo-uri", default="//Alice", help="the sudo key (the localnet's root is //Alice)")
+    _cmd(s, "get", "same as `subnet hyperparameters`", net=True)
+
+
+def _stake_commands(s) -> None:
+    for name, what in (("add", "TAO to stake"), ("remove", "alpha to unstake")):
+        p = _cmd(s, name, f"{'buy' if name == 'add' else 'sell'} alpha; previews price and slippage", wallet="hotkey",
+                 net=True, yes=True)
+        amount = p.add_mutually_exclusive_group(required=True)
+        amount.add_argument("--amount", type=positive_amount, help=what)
+        if name == "remove":
+            amount.add_argument("--all", action="store_true", help="all of your stake on the hotkey")
+        p.add_argument("--hotkey-ss58", help="stake on this hotkey address instead of the wallet's hotkey")
+        p.add_argument("--tolerance", type=fraction, default=DEFAULT_TOLERANCE,
+                       help="largest slippage accepted, as a fraction (default 0.005 = 0.5%%)")
+        p.add_argument("--unsafe", action="store_true", help="send whatever the slippage")
+    p = _cmd(s, "list", "the coldkey's stakes with their value", wallet="coldkey")
+    p.add_argument("--ss58", help="any coldkey address instead of the wallet's")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    argv = rewrite_legacy(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
+    if args.group == "subnets":
+        args.group = "subnet"
+    return args
