@@ -8,7 +8,7 @@ once, so replaying it after a restart changes nothing.
 
 Compliance is an exponential moving average, over the windows a uid took part in, of "the
 miner's admitted update improved its assigned samples more than a random batch" (1 or 0; a
-failed admission counts 0), starting at `initial_compliance`. It gates the final score, so
+failed admission counts 0), starting at `INITIAL_COMPLIANCE`. It gates the final score, so
 an idle miner loses its weight within two windows (a lazy one in most windows) while its
 Plackett-Luce ordinal (mu - 3 sigma), earned over many windows, falls only slowly.
 """
@@ -26,11 +26,11 @@ INITIAL_COMPLIANCE = 0.5  # unknown: one non-compliant window drops a new miner 
 class Ratings:
     """uid -> (mu, sigma, hotkey) ratings and compliance EMAs, kept by the validator as `state_dict()` JSON."""
 
-    def __init__(self, *, alpha: float = 0.3, initial_compliance: float = INITIAL_COMPLIANCE):
+    def __init__(self, *, alpha: float) -> None:
+        """`alpha`: the EMA step of the compliance average, the hparam `compliance_alpha`."""
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         self.alpha = alpha
-        self.initial_compliance = initial_compliance
         self.model = PlackettLuce()
         self._ratings: dict[int, dict] = {}  # uid -> {"mu", "sigma", "hotkey"}
         self._compliance: dict[int, float] = {}
@@ -81,7 +81,7 @@ class Ratings:
         for uid in players:
             # a failure (score None) counts as non-compliant: no valid update, no proof of work
             ok = scores[uid] is not None and compliant.get(uid, False)
-            prev = self._compliance.get(uid, self.initial_compliance)
+            prev = self._compliance.get(uid, INITIAL_COMPLIANCE)
             self._compliance[uid] = (1 - self.alpha) * prev + self.alpha * (1.0 if ok else 0.0)
         self.last_window = window
 

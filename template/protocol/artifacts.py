@@ -49,15 +49,18 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The tensor's values in row-major order as held in memory (little-endian on every supported host)."""
     flat = t.detach().to("cpu").contiguous().reshape(-1)
     return memoryview(flat.view(torch.uint8).numpy())
 
 
 def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every tensor in sorted-name order.
+    """The payload hash of tensor artifacts (a manifest's ``payload_sha256``).
 
-    This is both the payload hash of tensor artifacts and the model fingerprint (the
-    parameters of a model, in the dtype they are held in).
+    For each tensor in sorted-name order (by Unicode code point), the hash is fed the canonical
+    JSON of ``[name, dtype, shape]`` (dtype as torch names it, e.g. ``"torch.float32"``; shape a
+    list of ints) and then the tensor's raw bytes, row-major, in the dtype it is held in.
+    It is not the model fingerprint (`model.model_fingerprint`: parameter order, fp32, no JSON).
     """
     h = hashlib.sha256()
     for name in sorted(tensors):

@@ -279,7 +279,7 @@ class SparseLoCo:
     name = "sparseloco"
     sync_every = "outer"
 
-    def __init__(self, codec: CodecParams, error_feedback_beta: float = 0.95, outer_lr: float = 1.0) -> None:
+    def __init__(self, codec: CodecParams, error_feedback_beta: float, outer_lr: float) -> None:
         self.codec, self.error_feedback_beta, self.outer_lr = codec, error_feedback_beta, outer_lr
 
     def worker_payload(self, worker_state: WorkerState, update: Params) -> tuple[dict[str, torch.Tensor], int]:

@@ -253,9 +253,16 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """sha256 hex over (name, shape, fp32 little-endian bytes) of every named parameter, in order.
+    """The model fingerprint: sha256 hex of the parameters, the sync proof between nodes.
 
-    Equal fingerprints mean bit-identical weights; used as the sync proof between nodes."""
+    For each parameter in ``model.named_parameters()`` order (registration order, not sorted;
+    a tied tensor appears once, under its first name; buffers are left out) the hash is fed,
+    with no separators or length prefixes:
+    the name as UTF-8, then the Python ``repr`` of the shape tuple as ASCII (``"(8192, 128)"``,
+    ``"(128,)"``), then the values cast to fp32, row-major, as little-endian 4-byte floats.
+    Equal fingerprints mean bit-identical weights. This is not `artifacts.tensors_digest`
+    (sorted names, JSON headers, dtype as held). Pinned vectors: tests/unit/test_fingerprint_vector.py.
+    """
     digest = hashlib.sha256()
     for name, param in model.named_parameters():
         values = param.detach().to(device="cpu", dtype=torch.float32).contiguous()

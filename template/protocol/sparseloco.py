@@ -51,10 +51,11 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
+
+from template.protocol.config import HParams
 
 IDX_SUFFIX = "::idx"
 CODES_SUFFIX = "::codes"
@@ -64,13 +65,16 @@ TABLE_SIZE = 4
 MEDIAN_SAMPLE = 1 << 14  # kept values sampled (fixed stride) for the quantizer's magnitude split
 
 
+_HPARAM_FIELDS = HParams.model_fields  # the codec's defaults are the run hparams' defaults, defined once
+
+
 @dataclass(frozen=True)
 class CodecParams:
-    """Codec settings every node must agree on (part of the protocol hparams)."""
+    """Codec settings every node must agree on (the hparams `chunk_size`, `topk`, `quant_bits`)."""
 
-    chunk_size: int = 64
-    topk: int = 64
-    bits: int = 2
+    chunk_size: int = _HPARAM_FIELDS["chunk_size"].default
+    topk: int = _HPARAM_FIELDS["topk"].default
+    bits: int = _HPARAM_FIELDS["quant_bits"].default
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0:
@@ -81,7 +85,7 @@ class CodecParams:
             raise ValueError(f"bits must be 2 (4-entry value table), got {self.bits}")
 
     @classmethod
-    def from_hparams(cls, hp: Any) -> CodecParams:
+    def from_hparams(cls, hp: HParams) -> CodecParams:
         return cls(chunk_size=hp.chunk_size, topk=hp.topk, bits=hp.quant_bits)
 
 

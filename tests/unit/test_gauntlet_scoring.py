@@ -24,7 +24,10 @@ from gauntlet.evaluate import (
 from gauntlet.ratings import Ratings, match_ranks
 from gauntlet.weights import compute_weights, final_scores, ramp, weights_due
 from template.node.state import load_ratings, save_ratings
+from template.protocol.config import HParams
 from template.protocol.model import build_model
+
+ALPHA = HParams().compliance_alpha  # the one compliance EMA step of the run
 
 VOCAB, SEQ = 64, 16
 
@@ -166,7 +169,7 @@ def test_match_ranks():
 
 
 def test_ratings_order_follows_scores_and_failures_tie_last():
-    r = Ratings()
+    r = Ratings(alpha=ALPHA)
     for w in range(5):
         r.update(w, {0: 0.3, 1: 0.2, 2: 0.1, 3: None, 4: None}, HOTKEYS,
                  compliant={0: True, 1: True, 2: True})
@@ -177,14 +180,14 @@ def test_ratings_order_follows_scores_and_failures_tie_last():
 
 
 def test_ratings_follow_scores_not_uid_order():
-    r = Ratings()
+    r = Ratings(alpha=ALPHA)
     r.update(0, {0: 0.1, 1: 0.3, 2: 0.2, 3: None}, HOTKEYS, compliant={0: True, 1: True, 2: True})
     o = r.ordinals()
     assert o[1] > o[2] > o[0] > o[3]
 
 
 def test_ratings_same_window_twice_is_ignored():
-    r = Ratings()
+    r = Ratings(alpha=ALPHA)
     r.update(7, {0: 0.3, 1: 0.1}, HOTKEYS, compliant={0: True, 1: False})
     state = json.dumps(r.state_dict(), sort_keys=True)
     r.update(7, {0: 0.0, 1: 0.9}, HOTKEYS, compliant={0: False, 1: True})
@@ -196,7 +199,7 @@ def test_ratings_save_load_round_trip(tmp_path):
     path = tmp_path / "state" / "ratings.json"
     fresh = load_ratings(path, alpha=0.3)
     assert fresh.ordinals() == {} and fresh.last_window is None
-    r = Ratings()
+    r = Ratings(alpha=ALPHA)
     for w in range(3):
         r.update(w, {0: 0.1 * w, 1: 0.05, 2: None}, HOTKEYS, compliant={0: True, 1: w % 2 == 0})
     save_ratings(r, path)
@@ -221,12 +224,12 @@ def test_corrupt_ratings_file_names_the_fix(tmp_path):
 
 
 def test_new_hotkey_on_uid_resets_rating_and_compliance():
-    r = Ratings()
+    r = Ratings(alpha=ALPHA)
     for w in range(4):
         r.update(w, {0: 0.5, 1: 0.1}, HOTKEYS, compliant={0: True, 1: True})
     assert r.ordinals()[0] > 0
     # the same match played with uid 0 unknown: what a reset must give
-    expected = Ratings()
+    expected = Ratings(alpha=ALPHA)
     state = r.state_dict()
     del state["ratings"]["0"], state["compliance"]["0"]
     expected.load_state_dict(state)
@@ -251,7 +254,7 @@ def test_compliance_ema():
 
 
 def test_empty_and_single_player_windows():
-    r = Ratings()
+    r = Ratings(alpha=ALPHA)
     r.update(0, {}, {}, compliant={})
     assert r.ordinals() == {} and r.last_window == 0
     r.update(1, {5: 0.3}, HOTKEYS, compliant={5: True})
@@ -414,7 +417,6 @@ def test_gauntlet_pipeline_ranks_honest_above_negator_and_rejects_copy(model):
 
     from gauntlet.checks import Upload, admit_upload, detect_copies
     from template.protocol.artifacts import write_tensor_artifact
-    from template.protocol.config import HParams
     from template.protocol.model import model_fingerprint
     from template.protocol.sparseloco import CodecParams, compress
 
@@ -423,7 +425,7 @@ def test_gauntlet_pipeline_ranks_honest_above_negator_and_rejects_copy(model):
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     base_fp = model_fingerprint(model)
     keys = {uid: Keypair.create_from_uri(f"//Miner{uid}") for uid in (1, 2, 3, 4)}
-    ratings = Ratings()
+    ratings = Ratings(alpha=hp.compliance_alpha)
     snap = params_snapshot(model)
     for window in range(3):
         batches = {uid: markov_batch(8, seed=100 * window + uid) for uid in keys}
