@@ -34,6 +34,7 @@ ERROR_HINTS = {
     "AmountTooLow": "the amount is below the chain's minimum (0.002 TAO plus the pool fee for stake)",
     "HotKeyNotRegisteredInSubNet": "the hotkey has no uid on this subnet (`subnet register`)",
     "SettingWeightsTooFast": "weights_rate_limit blocks have not passed since the last weight set",
+    "CommittingWeightsTooFast": "weights_rate_limit blocks have not passed since registration or the last commit",
     "NeuronNoValidatorPermit": "no validator permit yet (permits come from the previous epoch's stake)",
     "CommitRevealEnabled": "commit-reveal is on for this subnet: plain set_weights is refused",
     "SubNetRegistrationDisabled": "registration is off on this subnet (registration_allowed)",

@@ -47,7 +47,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     if before < cost:
         raise ctx.CliError(f"creating a subnet locks {tao(cost)} but the coldkey {owner} holds {tao(before)} "
                            f"(CannotAffordLockCost)")
-    confirm(f"Create a subnet owned by {owner}, locking {tao(cost)} (balance {tao(before)} -> "
+    confirm(f"Create a subnet owned by {owner}, locking {tao(cost)} plus fees (balance {tao(before)} -> about "
             f"{tao(before - cost)})?", args.yes)
     hotkey = ctx.hotkey_ss58(w)
     try:
@@ -60,9 +60,12 @@ def cmd_create(args: argparse.Namespace) -> int:
     after = c.account(owner)["balance_rao"]
     if args.json:
         emit_json({"netuid": netuid, "owner_coldkey": owner, "owner_hotkey": hotkey, "lock_cost_tao": units(cost),
+                   "fees_tao": units(before - after - cost),
                    "balance_before_tao": units(before), "balance_after_tao": units(after), "started_block": started})
         return 0
-    print(f"created netuid {netuid}: locked {tao(cost)}, balance {tao(before)} -> {tao(after)}")
+    fees = before - after - cost
+    print(f"created netuid {netuid}: locked {tao(cost)}" + (f" plus {tao(fees)} in fees" if fees > 0 else "")
+          + f", balance {tao(before)} -> {tao(after)}")
     print(f"owner hotkey {hotkey} is uid 0; " + (f"emission and staking start at block {started + 1}" if started
                                                  else "start emission with `subnet start`"))
     return 0
@@ -99,10 +102,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     after = c.account(payer)["balance_rao"]
     if args.json:
         emit_json({"netuid": args.netuid, "hotkey": hotkey, "uid": uid, "block": res.block,
-                   "burned_tao": units(before - after), "balance_after_tao": units(after)})
+                   "paid_tao": units(before - after), "balance_after_tao": units(after)})
     else:
         print(f"registered {hotkey} as uid {uid} on netuid {args.netuid} in block {res.block}; "
-              f"burned {tao(before - after)}, balance {tao(after)}")
+              f"paid {tao(before - after)} (burn and fee), balance {tao(after)}")
     return 0
 
 

@@ -15,12 +15,12 @@ from template.chain.localnet.cli import context as ctx
 from template.chain.localnet.cli.output import CliError, confirm, emit_json, table
 
 TRUE_WORDS = ("true", "1", "yes", "on")
+READ_ONLY_UNITS = {"activity_cutoff": "blocks", "burn": "rao"}  # values the view shows that nobody sets
 FALSE_WORDS = ("false", "0", "no", "off")
 
 
-def explain(hp: hparams.HParam | None, value: Any, hp_values: dict[str, Any], block_time_s: float) -> str:
+def explain(unit: str, value: Any, hp_values: dict[str, Any], block_time_s: float) -> str:
     """The value in words: "360 blocks (6.0 min at 1.0 s/block)", "32767 (0.5000)", "500000 rao (0.0005 TAO)"."""
-    unit = hp.unit if hp is not None else ("rao" if isinstance(value, int) and not isinstance(value, bool) else "")
     if isinstance(value, bool):
         return "true" if value else "false"
     if unit == "blocks":
@@ -50,7 +50,14 @@ def _duration(seconds: float) -> str:
 def _range(r: tuple[int, int] | None, hp: hparams.HParam) -> str:
     if r is None:
         return "-"
-    return "true/false" if hp.is_bool else f"{r[0]}..{r[1]}"
+    if hp.is_bool:
+        return "true/false"
+    return f"{r[0]}..{'u64 max' if r[1] == hparams.U64_MAX else r[1]}"
+
+
+def unit_of(name: str) -> str:
+    hp = hparams.HPARAMS.get(name)
+    return hp.unit if hp is not None else READ_ONLY_UNITS.get(name, "")
 
 
 def cmd_hyperparameters(args: argparse.Namespace) -> int:
@@ -67,8 +74,8 @@ def cmd_hyperparameters(args: argparse.Namespace) -> int:
         if name == "netuid":
             continue
         hp = hparams.HPARAMS.get(name)
-        rows.append({"name": name, "value": value, "unit": hp.unit if hp else ("rao" if name == "burn" else ""),
-                     "shown": explain(hp, value, values, block_time),
+        rows.append({"name": name, "value": value, "unit": unit_of(name),
+                     "shown": explain(unit_of(name), value, values, block_time),
                      "settable_by": ("owner" if hp.owner_settable else "root") if hp else "read-only",
                      "owner_range": _range(hp.owner_range, hp) if hp else "-",
                      "root_range": _range(hp.root_range, hp) if hp else "-",
@@ -114,7 +121,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     before = c.hyperparameters(args.netuid)
     block_time = float(c.read("/block").get("block_time", 12.0))
     old = before.get(hp.name)
-    change = f"{hp.name}: {explain(hp, old, before, block_time)} -> {explain(hp, value, before, block_time)}"
+    change = f"{hp.name}: {explain(hp.unit, old, before, block_time)} -> {explain(hp.unit, value, before, block_time)}"
     confirm(f"Set {change} on netuid {args.netuid}{' as root' if args.sudo else ''}?", args.yes)
     res = ctx.check(c.set_hyperparameter(signer, args.netuid, hp.name, value))
     now = c.hyperparameters(args.netuid).get(hp.name)
@@ -122,7 +129,7 @@ def cmd_set(args: argparse.Namespace) -> int:
         emit_json({"netuid": args.netuid, "name": hp.name, "old": old, "new": now, "block": res.block,
                    "as_root": args.sudo})
     else:
-        print(f"{hp.name}: {explain(hp, old, before, block_time)} -> {explain(hp, now, before, block_time)} "
+        print(f"{hp.name}: {explain(hp.unit, old, before, block_time)} -> {explain(hp.unit, now, before, block_time)} "
               f"on netuid {args.netuid} in block {res.block}")
     return 0
 

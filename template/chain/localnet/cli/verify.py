@@ -99,10 +99,14 @@ def audit(path: Path) -> dict[str, Any]:
     try:
         genesis = Genesis(**json.loads(db.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()[0]))
         state = ChainState.from_genesis(genesis)
-        parent = db.execute("SELECT hash FROM blocks WHERE number = 0").fetchone()[0]
+        parent, genesis_root = db.execute("SELECT hash, state_root FROM blocks WHERE number = 0").fetchone()
         headers = db.execute("SELECT number, hash, parent_hash, timestamp, state_root, extrinsics_root FROM blocks "
                              "WHERE number >= 1 ORDER BY number").fetchall()
         mismatches, first, head = [], None, 0
+        if state.state_root() != genesis_root:
+            mismatches.append(0)
+            first = {"block": 0, "reasons": ["the genesis state built from the stored genesis record does not match "
+                                             "block 0's state root (record edited, or written by other node code)"]}
         for header in headers:
             reasons = _block_reasons(db, state, header, parent)
             if reasons:
