@@ -41,15 +41,15 @@ from template.protocol import layout  # noqa: E402
 from template.protocol.config import HParams, parse_hparam_overrides  # noqa: E402
 from template.sim.adversaries import STRATEGIES  # noqa: E402
 
-# Localnet subnet settings for a short run: several epochs within a few windows, every
-# neuron's weights count at once. Real networks keep their own values.
-SUBNET_HPARAMS = {
-    "commit_reveal_weights_enabled": False,
-    "weights_rate_limit": 1,
-    "activity_cutoff": 5000,
+# Localnet subnet settings for a short run: several epochs within a few windows. Root-only ones (tempo below
+# 360, weights_rate_limit) go through the sudo key as on subtensor's localnet; the owner sets only what a
+# mainnet owner may. Commit-reveal stays on (mainnet default, reveal period 1 tempo): a validator's weights
+# count from the epoch after it commits them.
+SUDO_HPARAMS = {"weights_rate_limit": 1}
+OWNER_HPARAMS = {
+    "activity_cutoff_factor": 50_000,  # 50 tempos without weights before a validator is inactive
     "immunity_period": 5000,
     "min_allowed_weights": 1,
-    "max_weight_limit": 65535,
 }
 
 
@@ -140,7 +140,9 @@ def setup_chain(chain: LocalnetClient, neurons: list[Neuron], args) -> int:
     owner = neurons[0]
     netuid = chain.register_network(owner.wallet.coldkey, owner.wallet.hotkey.ss58_address)
     tempo = args.tempo or 2 * args.blocks_per_window
-    for name, value in {**SUBNET_HPARAMS, "tempo": tempo}.items():
+    for name, value in {**SUDO_HPARAMS, "tempo": tempo}.items():
+        chain.set_hyperparameter(alice, netuid, name, value).raise_for_error()  # //Alice is the sudo key
+    for name, value in OWNER_HPARAMS.items():
         chain.set_hyperparameter(owner.wallet.coldkey, netuid, name, value).raise_for_error()
     chain.start_call(owner.wallet.coldkey, netuid).raise_for_error()
     for n in neurons[1:]:

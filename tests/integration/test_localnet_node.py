@@ -30,8 +30,8 @@ def setup_subnet(c: LocalnetClient) -> int:
     alice, owner = kp("Alice"), kp("owner")
     c.transfer(alice, owner.ss58_address, 5000.0).raise_for_error()
     netuid = c.register_network(owner, kp("owner_hk").ss58_address)
-    for name, value in {"tempo": 10, "weights_rate_limit": 1}.items():
-        c.set_hyperparameter(owner, netuid, name, value).raise_for_error()
+    for name, value in {"tempo": 10, "weights_rate_limit": 1}.items():  # root-only: the sudo key
+        c.set_hyperparameter(alice, netuid, name, value).raise_for_error()
     c.start_call(owner, netuid).raise_for_error()
     c.burned_register(kp("Bob"), kp("miner").ss58_address, netuid).raise_for_error()
     c.burned_register(kp("Charlie"), kp("validator").ss58_address, netuid).raise_for_error()
@@ -128,7 +128,7 @@ def test_cli_creates_a_subnet_registers_stakes_and_prints_the_metagraph(tmp_path
         assert "created netuid 1" in cli("create-subnet", "--wallet.name", "owner", *wallets)
         assert "as uid 1" in cli("register", "--wallet.name", "val", "--netuid", "1", *wallets)
         assert "staked" in cli("stake", "--wallet.name", "val", "--netuid", "1", "--amount", "100", *wallets)
-        assert "tempo = 12" in cli("set-hparam", "--wallet.name", "owner", "--netuid", "1", "--name", "tempo",
-                                   "--value", "12", *wallets)
+        assert "immunity_period = 4000" in cli("set-hparam", "--wallet.name", "owner", "--netuid", "1", "--name",
+                                               "immunity_period", "--value", "4000", *wallets)
         table = cli("metagraph", "--netuid", "1")
         assert "netuid 1 at block" in table and len(table.strip().splitlines()) == 4

@@ -33,12 +33,13 @@ class Chain:
     """The state plus a signing helper: `tx(key, call, **args) -> error or None`."""
 
     def __init__(self, **genesis: object) -> None:
+        genesis = {"fee_base_rao": 0, "fee_per_byte_rao": 0, **genesis}  # fees have their own tests
         self.state = ChainState.from_genesis(Genesis(timestamp=0.0, **genesis))
         self.genesis = self.state.genesis.genesis_hash()
 
     def sign(self, kp: Keypair, call: str, nonce: int | None = None, **args: object) -> dict:
         nonce = self.state.nonces.get(kp.ss58_address, 0) if nonce is None else nonce
-        return sign_extrinsic(kp, call, dict(args), nonce, self.genesis)
+        return sign_extrinsic(kp, call, dict(args), nonce, self.genesis, birth=self.state.block)
 
     def tx(self, kp: Keypair, call: str, **args: object) -> str | None:
         ok, err = apply_signed(self.state, self.sign(kp, call, **args))
@@ -57,12 +58,16 @@ class Chain:
         return self.state.subnets[str(netuid)]
 
 
-def subnet_chain(num_miners: int = 3, tempo: int = 10, start: bool = True, **genesis: object) -> Chain:
-    """Alice owns netuid 1 (hotkey `owner` = uid 0); Bob registers miners m0..; validator `v0` is Charlie's."""
+def subnet_chain(num_miners: int = 3, tempo: int = 10, start: bool = True, cr: bool = False,
+                 **genesis: object) -> Chain:
+    """Alice owns netuid 1 (hotkey `owner` = uid 0) and is root; Bob registers miners m0..; validator `v0` is
+    Charlie's. Commit-reveal is off unless `cr` (its own tests turn it on)."""
     c = Chain(**genesis)
+    root = key(str(genesis.get("sudo_uri", "//Alice")).lstrip("/"))
     c.ok(ALICE, "register_network", hotkey=key("owner").ss58_address)
-    c.ok(ALICE, "set_hyperparameter", netuid=1, name="tempo", value=tempo)
-    c.ok(ALICE, "set_hyperparameter", netuid=1, name="weights_rate_limit", value=1)
+    c.ok(root, "set_hyperparameter", netuid=1, name="tempo", value=tempo)
+    c.ok(root, "set_hyperparameter", netuid=1, name="weights_rate_limit", value=1)
+    c.ok(ALICE, "set_hyperparameter", netuid=1, name="commit_reveal_weights_enabled", value=cr)
     if start:
         c.ok(ALICE, "start_call", netuid=1)
     for i in range(num_miners):
@@ -92,7 +97,7 @@ def test_bad_signature_wrong_signer_and_wrong_genesis_are_rejected_without_touch
     assert apply_signed(c.state, forged)[1].startswith("BadProof")
     other_chain = sign_extrinsic(ALICE, "transfer", {"dest": BOB.ss58_address, "amount": RAO}, 0, "f" * 64)
     assert apply_signed(c.state, other_chain)[1].startswith("BadGenesis")
-    assert apply_signed(c.state, {"payload": {"call": "mint"}})[1].startswith("UnknownCall")
+    assert apply_signed(c.state, {"payload": {"call": "mint"}})[1].startswith("BadFormat")
     assert c.state.nonces == {} and c.state.balance(BOB.ss58_address) == 1_000_000 * RAO
 
 
@@ -366,16 +371,19 @@ def test_commitment_space_budget_per_epoch() -> None:
 
 # ---- hyperparameters ------------------------------------------------------------------------------------------
 def test_hyperparameter_errors() -> None:
-    c = subnet_chain(owner_hparam_rate_limit_tempos=2)
+    c = subnet_chain(owner_hparam_rate_limit_tempos=2, sudo_uri="//Dave")  # Alice is only the owner here
     assert c.tx(ALICE, "set_hyperparameter", netuid=3, name="tempo", value=5) == "SubnetNotExists"
     assert c.tx(BOB, "set_hyperparameter", netuid=1, name="tempo", value=5) == "BadOrigin"
-    assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="rho", value=5) == "UnknownHyperparameter"
+    assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="serving_rate_limit", value=5) == \
+        "UnknownHyperparameter"
+    assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="activity_cutoff", value=5) == "ReadOnlyHyperparameter"
     assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="bonds_moving_average", value=975_001) == "InvalidValue"
     assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="yuma3_enabled", value=2) == "InvalidValue"
     assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="max_allowed_uids", value=2) == \
         "MaxAllowedUIdsLessThanCurrentUIds"
     assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="alpha_low", value=60000) == "AlphaLowOutOfRange"
-    assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="max_allowed_validators", value=300) == \
+    assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="max_allowed_validators", value=300) == "BadOrigin"
+    assert c.tx(key("Dave"), "set_hyperparameter", netuid=1, name="max_allowed_validators", value=300) == \
         "MaxValidatorsLargerThanMaxUIds"
     assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="weights_version_key", value=2) is None  # alias
     assert c.sub().hparams["weights_version"] == 2
@@ -385,13 +393,14 @@ def test_hyperparameter_errors() -> None:
 
 
 def test_owner_may_not_change_hyperparameters_just_before_an_epoch() -> None:
-    c = subnet_chain(tempo=40)
+    c = subnet_chain(tempo=40, sudo_uri="//Dave")
     sub = c.sub()
     c.advance(sub.last_epoch_block + 40 - 10 - c.state.block)  # 10 blocks before the epoch
-    assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="kappa", value=30000) == \
+    assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="immunity_period", value=300) == \
         "AdminActionProhibitedDuringWeightsWindow"
+    assert c.tx(key("Dave"), "set_hyperparameter", netuid=1, name="kappa", value=30000) is None  # root may
     c.advance(11)
-    assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="kappa", value=30000) is None
+    assert c.tx(ALICE, "set_hyperparameter", netuid=1, name="immunity_period", value=300) is None
 
 
 def test_set_tempo_restarts_the_cycle() -> None:

@@ -1,8 +1,15 @@
 """Extrinsic handlers of the localnet: each validates in subtensor's order, then mutates the state.
 
+Every call's arguments are checked against `ARG_SPECS` (exact keys, types, integer ranges, address format,
+list lengths) before anything runs, both when the node admits an extrinsic to its pool and when a block
+applies it; a failure is the named error `BadArgs: ...`, never an exception that reaches the block producer.
 A handler raises `CallError(<subtensor error name>)` before touching anything, so a failed call leaves the
-state as it was (only the signer's nonce moves, as on a real chain). `apply_payload` is the single entry point;
-`apply_signed` also verifies the signature (the node verifies on submission instead).
+state as it was (only the signer's nonce moves and its fee is paid, as on a real chain). `apply_payload` is
+the single entry point; `apply_signed` also verifies the signature (the node verifies on submission instead).
+
+Spam costs, as on subtensor: coldkey calls pay a fee (base + per byte, burned) and the signer must hold it
+when the extrinsic enters the pool; hotkey calls (weights, commitments) are free but only for a hotkey
+registered on that subnet; every extrinsic is mortal (`extrinsic.check_era`).
 """
 
 from __future__ import annotations
@@ -10,8 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from template.chain.localnet import coinbase
-from template.chain.localnet.extrinsic import InvalidTransaction, verify_extrinsic
+from template.chain.localnet import coinbase, hparams
+from template.chain.localnet.extrinsic import (
+    HOTKEY_CALLS,
+    InvalidTransaction,
+    check_address,
+    check_era,
+    extrinsic_size,
+    verify_extrinsic,
+)
 from template.chain.localnet.state import (
     BURN_INCREASE_MULT_PCT,
     COMMIT_FIELD_LIMITS,
@@ -19,69 +33,180 @@ from template.chain.localnet.state import (
     COMMIT_MIN_SPACE,
     COMMIT_SPACE_PER_EPOCH,
     DEFAULT_HPARAMS,
+    MAX_UNREVEALED_COMMITS,
     MIN_STAKE_RAO,
     SWAP_FEE_U16,
     U16_MAX,
     CallError,
     ChainState,
+    Genesis,
     Subnet,
 )
-from template.chain.localnet.yuma import max_upscale_u16
 
 NETWORK_LOCK_REDUCTION_INTERVAL = 100_800
 MAX_SUBNETS = 128
+MAX_WEIGHT_ENTRIES = 4096
+MAX_HPARAM_NAME_CHARS = 64
+U64 = 2**64
 
-# owner-settable hyperparameters: name -> (min, max); bools are (0, 1). Aliases map SDK names to ours.
-HPARAM_RANGES: dict[str, tuple[int, int]] = {
-    "tempo": (1, 50400),
-    "kappa": (0, U16_MAX),
-    "immunity_period": (0, U16_MAX),
-    "max_allowed_uids": (1, 4096),
-    "max_allowed_validators": (1, 4096),
-    "min_allowed_weights": (0, U16_MAX),
-    "max_weight_limit": (0, U16_MAX),
-    "weights_rate_limit": (0, 2**32 - 1),
-    "weights_version": (0, 2**64 - 1),
-    "activity_cutoff": (1, U16_MAX),
-    "bonds_moving_average": (0, 975_000),
-    "bonds_penalty": (0, U16_MAX),
-    "alpha_low": (1638, U16_MAX),
-    "alpha_high": (1638, U16_MAX),
-    "alpha_sigmoid_steepness": (0, 2**15 - 1),
-    "min_burn": (0, 2**64 - 1),
-    "max_burn": (0, 2**64 - 1),
-    "burn_half_life": (1, U16_MAX),
+# ---- argument validation -------------------------------------------------------------------------------------
+
+
+def _uint(bits: int) -> Callable[[str, Any], Any]:
+    def check(name: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**bits:
+            raise ValueError(f"{name} must be an integer in [0, 2**{bits}), got {_show(v)}")
+        return v
+    return check
+
+
+def _address(name: str, v: Any) -> str:
+    return check_address(v, name)
+
+
+def _u16_list(name: str, v: Any) -> list[int]:
+    if not isinstance(v, list) or len(v) > MAX_WEIGHT_ENTRIES:
+        raise ValueError(f"{name} must be a list of at most {MAX_WEIGHT_ENTRIES} integers")
+    check = _uint(16)
+    return [check(name, x) for x in v]
+
+
+def _hparam_name(name: str, v: Any) -> str:
+    if not isinstance(v, str) or not 0 < len(v) <= MAX_HPARAM_NAME_CHARS:
+        raise ValueError(f"{name} must be a string of 1..{MAX_HPARAM_NAME_CHARS} characters")
+    return v
+
+
+def _hparam_value(name: str, v: Any) -> int | bool:
+    if not isinstance(v, bool) and not (isinstance(v, int) and 0 <= v < U64):
+        raise ValueError(f"{name} must be true/false or an integer in [0, 2**64), got {_show(v)}")
+    return v
+
+
+def _commit_fields(name: str, v: Any) -> list[dict[str, str]]:
+    if not isinstance(v, list) or len(v) > 2 * COMMIT_MAX_FIELDS:
+        raise ValueError(f"{name} must be a list of at most {COMMIT_MAX_FIELDS} fields")
+    for f in v:
+        if not isinstance(f, dict) or len(f) != 1:
+            raise ValueError(f"{name}: each field must be one of {{\"Raw\": hex}} or {{\"BigRaw\": hex}}")
+        (kind, data), = f.items()
+        if kind not in COMMIT_FIELD_LIMITS or not isinstance(data, str) or len(data) % 2 or \
+                len(data) > 2 * max(COMMIT_FIELD_LIMITS.values()) + 2:
+            raise ValueError(f"{name}: field kind must be Raw or BigRaw with an even-length hex string")
+        try:
+            bytes.fromhex(data)
+        except ValueError as e:
+            raise ValueError(f"{name}: field data is not hex") from e
+    return v
+
+
+def _show(v: Any) -> str:
+    return repr(v)[:40]
+
+
+U16, U64_ARG = _uint(16), _uint(64)
+ARG_SPECS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
+    "transfer": {"dest": _address, "amount": U64_ARG},
+    "register_network": {"hotkey": _address},
+    "start_call": {"netuid": U16},
+    "burned_register": {"netuid": U16, "hotkey": _address},
+    "add_stake": {"netuid": U16, "hotkey": _address, "amount": U64_ARG},
+    "remove_stake": {"netuid": U16, "hotkey": _address, "amount": U64_ARG},
+    "set_hyperparameter": {"netuid": U16, "name": _hparam_name, "value": _hparam_value},
+    "set_weights": {"netuid": U16, "uids": _u16_list, "weights": _u16_list, "version_key": U64_ARG},
+    "commit_weights": {"netuid": U16, "uids": _u16_list, "weights": _u16_list, "version_key": U64_ARG},
+    "set_commitment": {"netuid": U16, "fields": _commit_fields},
 }
-BOOL_HPARAMS = ("yuma3_enabled", "liquid_alpha_enabled", "commit_reveal_weights_enabled", "owner_cut_enabled",
-                "registration_allowed")
-HPARAM_ALIASES = {"weights_version_key": "weights_version", "weights_set_rate_limit": "weights_rate_limit",
-                  "max_validators": "max_allowed_validators", "max_uids": "max_allowed_uids",
-                  "commit_reveal_enabled": "commit_reveal_weights_enabled", "yuma3": "yuma3_enabled",
-                  "liquid_alpha": "liquid_alpha_enabled", "network_registration_allowed": "registration_allowed"}
+
+
+def validate_args(call: str, args: Any) -> None:
+    """Raise ValueError("BadArgs: ...") unless `args` has exactly the call's keys with valid values."""
+    spec = ARG_SPECS.get(call)
+    if spec is None:
+        raise ValueError(f"BadArgs: unknown call {call!r}")
+    if not isinstance(args, dict) or set(args) != set(spec):
+        got = sorted(args)[:10] if isinstance(args, dict) else type(args).__name__
+        raise ValueError(f"BadArgs: {call} takes exactly {sorted(spec)}, got {got}")
+    for name, check in spec.items():
+        try:
+            check(name, args[name])
+        except ValueError as e:
+            msg = str(e)
+            raise ValueError(msg if msg.startswith(("BadArgs", "BadAddress")) else f"BadArgs: {msg}") from e
+
+
+# ---- fees and pool admission --------------------------------------------------------------------------------
+
+
+def extrinsic_fee(genesis: Genesis, call: str, size: int) -> int:
+    """Rao a call pays: 0 for hotkey calls (weights, commitments), else base + per byte of the extrinsic."""
+    return 0 if call in HOTKEY_CALLS else genesis.fee_base_rao + genesis.fee_per_byte_rao * size
+
+
+def check_admission(state: ChainState, payload: dict[str, Any], size: int, queued_fees: int) -> int:
+    """Pool-entry checks against the current state; returns the fee. Raises InvalidTransaction.
+
+    The extrinsic must be includable in the next block (era), its arguments valid, and either its fee payable
+    on top of the signer's fees already queued, or (a free hotkey call) its signer registered on the subnet.
+    """
+    try:
+        check_era(payload, state.block + 1)
+        validate_args(payload["call"], payload["args"])
+    except ValueError as e:
+        raise InvalidTransaction(str(e)) from e
+    fee = extrinsic_fee(state.genesis, payload["call"], size)
+    signer = payload["signer"]
+    if payload["call"] in HOTKEY_CALLS:
+        sub = state.subnets.get(str(payload["args"]["netuid"]))
+        if sub is None or sub.uid_of(signer) is None:
+            raise InvalidTransaction("NotRegistered: hotkey calls are free only for a hotkey registered on "
+                                     "that subnet")
+    elif state.balance(signer) < queued_fees + fee:
+        raise InvalidTransaction(f"Payment: balance {state.balance(signer)} rao cannot pay the fee {fee} rao "
+                                 f"(plus {queued_fees} rao queued)")
+    return fee
+
+
+# ---- dispatch ------------------------------------------------------------------------------------------------
 
 
 def apply_signed(state: ChainState, ext: dict[str, Any]) -> tuple[bool, str | None]:
     """Verify signature/genesis, then `apply_payload`. Invalid transactions come back as (False, reason)."""
     try:
         payload = verify_extrinsic(ext, state.genesis.genesis_hash())
+        size = extrinsic_size(ext)
     except InvalidTransaction as e:
         return False, str(e)
-    return apply_payload(state, payload)
+    return apply_payload(state, payload, size)
 
 
-def apply_payload(state: ChainState, payload: dict[str, Any]) -> tuple[bool, str | None]:
-    """Check the nonce, bump it, dispatch. Returns (ok, error name)."""
+def apply_payload(state: ChainState, payload: dict[str, Any], size: int) -> tuple[bool, str | None]:
+    """Check era and nonce, bump the nonce, charge the fee, validate the arguments, dispatch.
+
+    Returns (ok, error name). Never raises on any payload that `verify_extrinsic` accepted.
+    """
     signer, nonce = payload["signer"], payload["nonce"]
+    try:
+        check_era(payload, state.block)
+    except InvalidTransaction as e:
+        return False, str(e)
     expected = state.nonces.get(signer, 0)
     if nonce != expected:
         return False, f"{'Stale' if nonce < expected else 'Future'}: nonce {nonce}, expected {expected}"
     state.nonces[signer] = expected + 1
+    fee = extrinsic_fee(state.genesis, payload["call"], size)
+    if state.balance(signer) < fee:
+        return False, f"Payment: balance below the fee of {fee} rao"
+    if fee:
+        state.balances[signer] -= fee
+        state.total_issuance -= fee  # fees are burned
     try:
+        validate_args(payload["call"], payload["args"])
         CALLS[payload["call"]](state, signer, payload["args"])
     except CallError as e:
         return False, str(e.args[0])
-    except (KeyError, TypeError, ValueError) as e:
-        return False, f"BadArgs: {type(e).__name__}: {e}"
+    except ValueError as e:
+        return False, str(e)
     return True, None
 
 
@@ -126,10 +251,10 @@ def register_network(state: ChainState, signer: str, args: dict[str, Any]) -> No
     state.balances[signer] -= cost
     state.network_last_lock, state.network_last_lock_block = cost, state.block
     state.owner_of.setdefault(hotkey, signer)
-    hparams = dict(DEFAULT_HPARAMS)
+    hp = dict(DEFAULT_HPARAMS)
     sub = Subnet(netuid=netuid, owner_coldkey=signer, owner_hotkey=hotkey, registered_at=state.block,
-                 hparams=hparams, subnet_tao=cost, alpha_in=cost,
-                 last_epoch_block=coinbase.initial_last_epoch_block(netuid, int(hparams["tempo"]), state.block))
+                 hparams=hp, subnet_tao=cost, alpha_in=cost,
+                 last_epoch_block=coinbase.initial_last_epoch_block(netuid, int(hp["tempo"]), state.block))
     state.subnets[str(netuid)] = sub
     state.append_or_replace_neuron(sub, hotkey)
 
@@ -209,14 +334,13 @@ def remove_stake(state: ChainState, signer: str, args: dict[str, Any]) -> None:
     state.balances[signer] = state.balance(signer) + tao
 
 
+def _weights_args(args: dict[str, Any]) -> tuple[int, list[int], list[int], int]:
+    return _int_arg(args, "netuid"), list(args["uids"]), list(args["weights"]), _int_arg(args, "version_key")
+
+
 def set_weights(state: ChainState, signer: str, args: dict[str, Any]) -> None:
     """subtensor's do_set_weights checks, in its order (SUBTENSOR.md section 3)."""
-    netuid = _int_arg(args, "netuid")
-    uids = [int(u) for u in args["uids"]]
-    values = [int(v) for v in args["weights"]]
-    version_key = _int_arg(args, "version_key")
-    if any(v < 0 or v > U16_MAX for v in values) or any(u < 0 or u > U16_MAX for u in uids):
-        raise ValueError("uids and weights must be u16")
+    netuid, uids, values, version_key = _weights_args(args)
     sub = state.subnets.get(str(netuid))
     if sub is not None and sub.hparams["commit_reveal_weights_enabled"]:
         raise CallError("CommitRevealEnabled")
@@ -226,33 +350,31 @@ def set_weights(state: ChainState, signer: str, args: dict[str, Any]) -> None:
         raise CallError("WeightVecNotEqualSize")
     if sub is None:
         raise CallError("MechanismDoesNotExist")
-    hp, n = sub.hparams, len(sub.neurons)
-    if len(uids) > n:
-        raise CallError("UidsLengthExceedUidsInSubNet")
+    uid = state.check_weights(sub, signer, uids, values, version_key)
+    neuron = sub.neurons[uid]
+    state.store_weights(neuron, uids, values, None)
+    neuron.last_update = state.block
+
+
+def commit_weights(state: ChainState, signer: str, args: dict[str, Any]) -> None:
+    """Commit-reveal (CRv4 semantics): store the weights hidden; `ChainState.reveal_commits` applies them at
+    the epoch where commit_reveal_period tempos have passed. The localnet is its own beacon: the commit is the
+    plaintext row, which no view shows before the reveal. The set_weights checks run now (a friendlier early
+    error than mainnet's silent drop at reveal) and again at the reveal."""
+    netuid, uids, values, version_key = _weights_args(args)
+    sub = state.subnet(netuid)
+    if not sub.hparams["commit_reveal_weights_enabled"]:
+        raise CallError("CommitRevealDisabled")
     uid = sub.uid_of(signer)
     if uid is None:
         raise CallError("HotKeyNotRegisteredInSubNet")
-    owner_uid = sub.uid_of(sub.owner_hotkey)
-    if uid != owner_uid and state.stake_of(netuid, signer) < state.genesis.stake_threshold_rao:
-        raise CallError("NotEnoughStakeToSetWeights")
-    if hp["weights_version"] != 0 and version_key < hp["weights_version"]:
-        raise CallError("IncorrectWeightVersionKey")
     neuron = sub.neurons[uid]
-    if neuron.last_update != 0 and state.block - neuron.last_update < hp["weights_rate_limit"]:
-        raise CallError("SettingWeightsTooFast")
-    self_weight = len(uids) == 1 and uids[0] == uid
-    if not neuron.permit and uid != owner_uid and not self_weight:
-        raise CallError("NeuronNoValidatorPermit")
-    if len(set(uids)) != len(uids):
-        raise CallError("DuplicateUids")
-    if any(u >= n for u in uids):
-        raise CallError("UidVecContainInvalidOne")
-    if len(uids) < min(n, int(hp["min_allowed_weights"])) and not self_weight:
-        raise CallError("WeightVecLengthIsLow")
-    limit = int(hp["max_weight_limit"])
-    if limit < U16_MAX and not self_weight and max(values, default=0) * U16_MAX > limit * sum(values):
-        raise CallError("MaxWeightExceeded")
-    neuron.weights = [[u, v] for u, v in zip(uids, max_upscale_u16(values), strict=True)]
+    if neuron.last_update != 0 and state.block - neuron.last_update < sub.hparams["weights_rate_limit"]:
+        raise CallError("CommittingWeightsTooFast")
+    if sum(1 for c in sub.weight_commits if c[0] == signer) >= MAX_UNREVEALED_COMMITS:
+        raise CallError("TooManyUnrevealedCommits")
+    state.check_weights(sub, signer, uids, values, version_key, rate_limit=False)
+    sub.weight_commits.append([signer, sub.epoch_index, state.block, uids, values, version_key])
     neuron.last_update = state.block
 
 
@@ -268,8 +390,6 @@ def set_commitment(state: ChainState, signer: str, args: dict[str, Any]) -> None
     total = 0
     for f in fields_in:
         (kind, hexdata), = f.items()
-        if kind not in COMMIT_FIELD_LIMITS:
-            raise ValueError(f"commitment field kind must be Raw or BigRaw, got {kind!r}")
         size = len(bytes.fromhex(hexdata))
         if size > COMMIT_FIELD_LIMITS[kind]:
             raise CallError(f"{kind}TooLarge")  # the real chain cannot even encode it (BoundedVec)
@@ -290,31 +410,33 @@ def _blocks_until_next_epoch(state: ChainState, sub: Subnet) -> int:
 
 
 def set_hyperparameter(state: ChainState, signer: str, args: dict[str, Any]) -> None:
-    """Owner hyperparameter setter (AdminUtils.sudo_set_* and set_tempo rolled into one call)."""
+    """AdminUtils.sudo_set_* and set_tempo rolled into one call, with mainnet's permissions.
+
+    The subnet owner may set the owner-settable parameters within their owner ranges, subject to the owner
+    rate limit and the freeze window before an epoch; root (the genesis sudo key) may set any parameter within
+    its codec range, without those limits (`hparams.HPARAMS` lists both).
+    """
     sub = state.subnet(_int_arg(args, "netuid"))
-    if sub.owner_coldkey != signer:
+    root = bool(state.sudo_key) and signer == state.sudo_key
+    if sub.owner_coldkey != signer and not root:
         raise CallError("BadOrigin")
-    name = HPARAM_ALIASES.get(str(args["name"]), str(args["name"]))
-    value = args["value"]
-    if name in BOOL_HPARAMS:
-        if not isinstance(value, bool) and value not in (0, 1):
-            raise CallError("InvalidValue")
-        value = bool(value)
-    elif name in HPARAM_RANGES:
-        lo, hi = HPARAM_RANGES[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise CallError("InvalidValue")
-    else:
-        raise CallError("UnknownHyperparameter")
-    tempo, freeze = int(sub.hparams["tempo"]), state.genesis.admin_freeze_window
-    if tempo > 2 * freeze and _blocks_until_next_epoch(state, sub) <= freeze:
-        raise CallError("AdminActionProhibitedDuringWeightsWindow")
-    limit = state.genesis.owner_hparam_rate_limit_tempos * tempo
-    if name in sub.hparam_last_set and state.block - sub.hparam_last_set[name] < limit:
-        raise CallError("TxRateLimitExceeded")
+    try:
+        hp = hparams.resolve(args["name"])
+        value = hparams.check_value(hp, args["value"], root=root)
+    except hparams.HParamError as e:
+        raise CallError(e.code) from e
+    name = hp.name
+    if not root:
+        tempo, freeze = int(sub.hparams["tempo"]), state.genesis.admin_freeze_window
+        if tempo > 2 * freeze and _blocks_until_next_epoch(state, sub) <= freeze:
+            raise CallError("AdminActionProhibitedDuringWeightsWindow")
+        limit = state.genesis.owner_hparam_rate_limit_tempos * tempo
+        if name in sub.hparam_last_set and state.block - sub.hparam_last_set[name] < limit:
+            raise CallError("TxRateLimitExceeded")
     _check_hparam_consistency(sub, name, value)
     sub.hparams[name] = value
-    sub.hparam_last_set[name] = state.block
+    if not root:
+        sub.hparam_last_set[name] = state.block
     if name == "tempo":
         sub.last_epoch_block, sub.blocks_since_last_step = state.block, 0  # set_tempo restarts the cycle
     if name in ("min_burn", "max_burn"):
@@ -341,6 +463,7 @@ CALLS: dict[str, Callable[[ChainState, str, dict[str, Any]], None]] = {
     "add_stake": add_stake,
     "remove_stake": remove_stake,
     "set_weights": set_weights,
+    "commit_weights": commit_weights,
     "set_commitment": set_commitment,
     "set_hyperparameter": set_hyperparameter,
 }

@@ -3,7 +3,10 @@
 Every write is a signed extrinsic (sr25519, the signer is the origin). Nonces are fetched once per account and
 then assigned locally under a per-account lock, so threads can submit concurrently; the node's pool orders them.
 Connection errors are retried for `retry_s` seconds because the node may be restarting; a resent extrinsic
-whose first copy did land is recognised by its hash.
+whose first copy did land is recognised by its hash. Extrinsics are mortal: each is signed with the last head
+the client saw as its era's birth, and re-signed (fresh nonce and head) when the node calls it outdated.
+With commit-reveal on for the subnet, `set_weights` commits (the chain reveals the row later), exactly as the
+SDK's `SetWeights` intent does on subtensor.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import httpx
 from bittensor_wallet import Keypair
 
 from template.chain.base import RAO_PER_TAO, U16_MAX, ChainError, Metagraph, TxResult, weights_to_u16
-from template.chain.localnet.extrinsic import extrinsic_hash, sign_extrinsic
+from template.chain.localnet.extrinsic import DEFAULT_ERA_PERIOD, extrinsic_hash, sign_extrinsic
 
 COMMIT_RAW_MAX = 128
-COMMIT_BIGRAW_MAX = 512
 COMMIT_MAX_FIELDS = 3
-NONCE_ERRORS = ("Stale", "Future", "AlreadyImported")
+# errors after which a fresh nonce and era fix the extrinsic: re-sign and send again
+RESIGN_ERRORS = ("Stale", "Future", "AlreadyImported", "Outdated", "BadEra")
 
 
 def tao_to_rao(amount: float) -> int:
@@ -29,13 +32,13 @@ def tao_to_rao(amount: float) -> int:
 
 
 def commitment_fields(data: str) -> list[dict[str, str]]:
-    """UTF-8 bytes -> Raw (<= 128 B) or up to three BigRaw chunks (<= 512 B each). Raises ValueError if longer."""
+    """UTF-8 bytes -> up to three Raw fields of <= 128 bytes (what subtensor's commitments pallet stores and
+    the SDK decodes as text). Raises ValueError when longer than 384 bytes."""
     raw = data.encode()
-    if len(raw) <= COMMIT_RAW_MAX:
-        return [{"Raw": raw.hex()}]
-    if len(raw) > COMMIT_BIGRAW_MAX * COMMIT_MAX_FIELDS:
-        raise ValueError(f"commitment is {len(raw)} bytes; at most {COMMIT_BIGRAW_MAX * COMMIT_MAX_FIELDS} fit")
-    return [{"BigRaw": raw[i:i + COMMIT_BIGRAW_MAX].hex()} for i in range(0, len(raw), COMMIT_BIGRAW_MAX)]
+    if len(raw) > COMMIT_RAW_MAX * COMMIT_MAX_FIELDS:
+        raise ValueError(f"commitment is {len(raw)} bytes; at most {COMMIT_RAW_MAX * COMMIT_MAX_FIELDS} fit in "
+                         f"{COMMIT_MAX_FIELDS} Raw fields")
+    return [{"Raw": raw[i:i + COMMIT_RAW_MAX].hex()} for i in range(0, max(len(raw), 1), COMMIT_RAW_MAX)]
 
 
 class LocalnetClient:
@@ -51,6 +54,7 @@ class LocalnetClient:
         self._nonce_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._timestamps: dict[int, float] = {}
+        self._head = 0  # the highest block number seen; the birth of the next extrinsic's era
 
     # ---- transport ---------------------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -58,7 +62,9 @@ class LocalnetClient:
         if self._http is None:
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
             self._http = httpx.Client(base_url=self.endpoint, timeout=self.timeout_s, limits=limits)
-        self.genesis_hash = self._request("GET", "/block")["genesis_hash"]
+        head = self._request("GET", "/block")
+        self.genesis_hash = head["genesis_hash"]
+        self._saw_head(int(head["number"]))
 
     def close(self) -> None:
         if self._http is not None:
@@ -77,11 +83,14 @@ class LocalnetClient:
                     raise ChainError(f"localnet at {self.endpoint} unreachable: {e}") from e
                 time.sleep(0.2)
                 continue
-            if resp.status_code == 404:
-                raise ChainError(resp.json().get("detail", f"not found: {path}"))
+            if resp.status_code in (400, 404, 413, 422):
+                raise ChainError(_detail(resp, path))
             if resp.status_code >= 400:
                 raise ChainError(f"{method} {path} -> HTTP {resp.status_code}: {resp.text[:300]}")
             return resp.json()
+
+    def _saw_head(self, number: int) -> None:
+        self._head = max(self._head, number)
 
     def _nonce_lock(self, ss58: str) -> threading.Lock:
         with self._locks_guard:
@@ -101,12 +110,14 @@ class LocalnetClient:
             self.connect()
         refresh = False
         for _ in range(3):
+            if refresh:
+                self.block()  # a fresh head for the era
             ext = sign_extrinsic(keypair, call, args, self._next_nonce(keypair.ss58_address, refresh),
-                                 self.genesis_hash)
+                                 self.genesis_hash, birth=self._head, period=DEFAULT_ERA_PERIOD)
             res = self._post_extrinsic(ext, wait)
-            if res.ok or not res.error or not res.error.startswith(NONCE_ERRORS):
+            if res.ok or not res.error or not res.error.startswith(RESIGN_ERRORS):
                 return res
-            refresh = True  # someone else used this account, or the node restarted: resync the nonce
+            refresh = True  # another client used this account, the node restarted, or the era ran out
         return res
 
     def submit_batch(self, calls: list[tuple[Keypair, str, dict[str, Any]]], wait: bool = True) -> list[TxResult]:
@@ -116,15 +127,22 @@ class LocalnetClient:
         """
         if self.genesis_hash is None:
             self.connect()
-        exts = [sign_extrinsic(kp, call, args, self._next_nonce(kp.ss58_address), self.genesis_hash)
-                for kp, call, args in calls]
+        exts = [sign_extrinsic(kp, call, args, self._next_nonce(kp.ss58_address), self.genesis_hash,
+                               birth=self._head) for kp, call, args in calls]
         try:
             assert self._http is not None
-            out = self._http.post("/extrinsics", json={"extrinsics": exts, "wait": wait}).json()
+            resp = self._http.post("/extrinsics", json={"extrinsics": exts, "wait": wait})
         except httpx.TransportError as e:
             for kp in {kp.ss58_address for kp, _, _ in calls}:
                 self._nonces.pop(kp, None)  # unknown what landed: resync on next use
             return [TxResult(ok=False, error=f"Unreachable: {e}")] * len(calls)
+        if resp.status_code >= 400:
+            for kp in {kp.ss58_address for kp, _, _ in calls}:
+                self._nonces.pop(kp, None)
+            return [TxResult(ok=False, error=_detail(resp, "/extrinsics"))] * len(calls)
+        out = resp.json()
+        for r in out:
+            self._saw_head(int(r.get("head") or 0))
         return [TxResult(ok=bool(r["ok"]), error=r.get("error"), block=r.get("block")) for r in out]
 
     def _post_extrinsic(self, ext: dict[str, Any], wait: bool) -> TxResult:
@@ -133,7 +151,11 @@ class LocalnetClient:
         while True:
             try:
                 assert self._http is not None
-                out = self._http.post("/extrinsic", json={"extrinsic": ext, "wait": wait}).json()
+                resp = self._http.post("/extrinsic", json={"extrinsic": ext, "wait": wait})
+                if resp.status_code >= 400:
+                    return TxResult(ok=False, error=_detail(resp, "/extrinsic"))
+                out = resp.json()
+                self._saw_head(int(out.get("head") or 0))
                 break
             except httpx.TransportError as e:
                 if time.time() > deadline:
@@ -148,7 +170,9 @@ class LocalnetClient:
 
     # ---- Chain protocol ----------------------------------------------------------------------------------------
     def block(self) -> int:
-        return int(self._request("GET", "/block")["number"])
+        number = int(self._request("GET", "/block")["number"])
+        self._saw_head(number)
+        return number
 
     def block_timestamp(self, block: int) -> float:
         if block not in self._timestamps:
@@ -180,9 +204,18 @@ class LocalnetClient:
 
     def set_weights(self, hotkey: Keypair, netuid: int, uids: list[int], weights: list[float],
                     version_key: int = 0) -> TxResult:
-        dests, values = weights_to_u16(list(uids), [float(w) for w in weights])
-        return self.submit(hotkey, "set_weights", {"netuid": int(netuid), "uids": dests, "weights": values,
-                                                   "version_key": int(version_key)})
+        """Set weights; when the subnet has commit-reveal on, commit them instead (the chain reveals them after
+        commit_reveal_period tempos). Bad input (non-finite or negative weights) comes back as BadArgs."""
+        try:
+            dests, values = weights_to_u16(list(uids), [float(w) for w in weights])
+        except (TypeError, ValueError, OverflowError) as e:
+            return TxResult(ok=False, error=f"BadArgs: {e}")
+        try:
+            cr = bool(self.hyperparameters(int(netuid))["commit_reveal_weights_enabled"])
+        except ChainError as e:
+            return TxResult(ok=False, error=str(e))
+        return self.submit(hotkey, "commit_weights" if cr else "set_weights",
+                           {"netuid": int(netuid), "uids": dests, "weights": values, "version_key": int(version_key)})
 
     def hyperparameters(self, netuid: int) -> dict[str, int | float | bool]:
         return self._request("GET", f"/hyperparameters/{int(netuid)}")
@@ -244,3 +277,12 @@ class LocalnetClient:
             if time.time() > deadline:
                 raise ChainError(f"block {number} not reached within {timeout_s} s (head {head})")
             time.sleep(0.1)
+
+
+def _detail(resp: httpx.Response, path: str) -> str:
+    """The node's error text of a 4xx/5xx answer (its JSON "detail", else the body)."""
+    try:
+        detail = resp.json().get("detail")
+    except ValueError:
+        detail = None
+    return str(detail) if detail else f"{path} -> HTTP {resp.status_code}: {resp.text[:300]}"

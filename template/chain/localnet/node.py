@@ -1,11 +1,13 @@
 """The localnet node: a timer-driven block producer over `ChainState`, persisted in SQLite, served over HTTP.
 
-* Extrinsics are verified (signature, genesis, nonce not already used) when submitted and wait in a pool; each
+* Extrinsics are verified when submitted (size, signature, genesis, era, arguments, fee payable or a free call
+  by a registered hotkey, nonce not used, per-signer pool limits) and wait in a pool; each
   block includes every signer's run of consecutive nonces, applies them after the block step, and commits the
   block row, its extrinsics and the full state snapshot in one SQLite transaction. A restart, even after
   kill -9, resumes at the last committed block with the same state root.
 * HTTP (FastAPI on 127.0.0.1 only): GET /block, /block/{n}, /metagraph/{netuid}, /commitments/{netuid},
   /hyperparameters/{netuid}, /account/{ss58}, /nonce/{ss58}, /subnets, /network; POST /extrinsic(s).
+  Bodies are strict JSON (no NaN/Infinity, bounded nesting): garbage gets 400, a body over the cap 413.
 * `start_localnet_process` runs a node as a subprocess for tools and tests.
 """
 
@@ -31,21 +33,31 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from loguru import logger
 
 from template.chain.localnet import views
-from template.chain.localnet.calls import apply_payload, apply_signed
+from template.chain.localnet.calls import apply_payload, apply_signed, check_admission
 from template.chain.localnet.extrinsic import (
     InvalidTransaction,
     canonical_json,
+    check_era,
     extrinsic_hash,
+    extrinsic_size,
+    parse_json,
     verify_extrinsic,
 )
 from template.chain.localnet.state import CallError, ChainState, Genesis
 
 MAX_EXTRINSICS_PER_BLOCK = 20_000
 MAX_POOL = 50_000
+MAX_POOL_PER_SIGNER = 1024  # queued extrinsics of one signer
+MAX_FUTURE_PER_SIGNER = 16  # of those, how many may wait behind a nonce gap
 FUTURE_TX_TTL_BLOCKS = 20  # a nonce gap not filled within this many blocks drops the waiting extrinsic
+MAX_BODY_BYTES = 256 * 1024  # POST /extrinsic
+MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024  # POST /extrinsics
+MAX_BATCH = 5000  # extrinsics per POST /extrinsics
+MAX_BLOCK_NUMBER = 2**63 - 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -66,6 +78,8 @@ class PoolEntry:
     hash: str
     seq: int
     received_block: int
+    size: int
+    fee: int
     waiters: list[Any] = field(default_factory=list)  # callables taking (ok, error, block)
 
 
@@ -89,6 +103,7 @@ class LocalnetNode:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
         self._db.executescript(SCHEMA)
         self._pool: dict[str, dict[int, PoolEntry]] = {}
+        self._pool_size = 0
         self._seq = itertools.count()
         self._stop = threading.Event()
         self.state, self.head = self._load_or_init(genesis or Genesis(timestamp=time.time()))
@@ -161,24 +176,38 @@ class LocalnetNode:
         return {"hash": ext_hash, "block": row[0], "ok": bool(row[1]), "error": row[2]}
 
     # ---- the pool ---------------------------------------------------------------------------------------------
-    def submit(self, ext: dict[str, Any], waiter: Any = None) -> str:
+    def submit(self, ext: Any, waiter: Any = None) -> str:
         """Verify and queue an extrinsic; returns its hash. `waiter(ok, error, block)` is called on inclusion.
 
-        Raises InvalidTransaction (bad signature or genesis, nonce already used or already queued, pool full).
+        Raises InvalidTransaction: bad shape, size, signature, genesis or era; invalid arguments; a fee the
+        signer cannot pay (or, for a free hotkey call, a hotkey not registered on the subnet); a nonce already
+        used or queued, or too far ahead; the signer's or the whole pool full.
         """
         payload = verify_extrinsic(ext, self.genesis_hash)
-        ext_hash = extrinsic_hash(ext)
+        ext_hash, size = extrinsic_hash(ext), extrinsic_size(ext)
         signer, nonce = payload["signer"], payload["nonce"]
         with self._lock:
-            if nonce < self.state.nonces.get(signer, 0):
-                raise InvalidTransaction(f"Stale: nonce {nonce} already used (next {self.state.nonces.get(signer, 0)})")
-            queued = self._pool.setdefault(signer, {})
+            account_nonce = self.state.nonces.get(signer, 0)
+            if nonce < account_nonce:
+                raise InvalidTransaction(f"Stale: nonce {nonce} already used (next {account_nonce})")
+            queued = self._pool.get(signer, {})
             if nonce in queued:
                 raise InvalidTransaction(f"AlreadyImported: nonce {nonce} of {signer} is already queued")
-            if sum(len(q) for q in self._pool.values()) >= MAX_POOL:
+            if len(queued) >= MAX_POOL_PER_SIGNER:
+                raise InvalidTransaction(f"PoolFull: {MAX_POOL_PER_SIGNER} extrinsics of this signer are queued")
+            contiguous = account_nonce
+            while contiguous in queued:
+                contiguous += 1
+            if nonce > contiguous and (nonce - contiguous > MAX_FUTURE_PER_SIGNER or
+                                       sum(n > contiguous for n in queued) >= MAX_FUTURE_PER_SIGNER):
+                raise InvalidTransaction(f"Future: nonce {nonce} is too far ahead (next {contiguous})")
+            if self._pool_size >= MAX_POOL:
                 raise InvalidTransaction("PoolFull: try again in a block")
-            queued[nonce] = PoolEntry(payload, ext, ext_hash, next(self._seq), self.state.block,
-                                      [waiter] if waiter else [])
+            fee = check_admission(self.state, payload, size, sum(e.fee for e in queued.values()))
+            self._pool.setdefault(signer, {})[nonce] = PoolEntry(payload, ext, ext_hash, next(self._seq),
+                                                                 self.state.block, size, fee,
+                                                                 [waiter] if waiter else [])
+            self._pool_size += 1
         return ext_hash
 
     def next_nonce(self, ss58: str) -> int:
@@ -191,10 +220,18 @@ class LocalnetNode:
             return nonce
 
     def _take_ready(self) -> list[PoolEntry]:
+        """Pop each signer's run of consecutive nonces (stopping at an expired era), oldest first; drop
+        extrinsics that expired or waited behind a nonce gap for too long."""
         chains: list[list[PoolEntry]] = []
+        next_block = self.state.block + 1
         for signer, queued in list(self._pool.items()):
             nonce, run = self.state.nonces.get(signer, 0), []
             while nonce in queued:
+                try:
+                    check_era(queued[nonce].payload, next_block)
+                except InvalidTransaction as e:
+                    self._resolve(queued.pop(nonce), False, str(e), None)
+                    break
                 run.append(queued.pop(nonce))
                 nonce += 1
             if run:
@@ -208,6 +245,7 @@ class LocalnetNode:
         ready = [e for run in chains for e in run]
         for e in ready[MAX_EXTRINSICS_PER_BLOCK:]:  # over capacity: back to the pool for the next block
             self._pool.setdefault(e.payload["signer"], {})[e.payload["nonce"]] = e
+        self._pool_size = sum(len(q) for q in self._pool.values())
         return ready[:MAX_EXTRINSICS_PER_BLOCK]
 
     @staticmethod
@@ -228,7 +266,7 @@ class LocalnetNode:
             number = self.state.block
             results, rows = [], []
             for idx, e in enumerate(entries):
-                ok, error = apply_payload(self.state, e.payload)
+                ok, error = self._apply(e)
                 results.append((e, ok, error))
                 rows.append((number, idx, e.hash, e.payload["signer"], e.payload["nonce"], e.payload["call"],
                              json.dumps(e.ext, sort_keys=True), int(ok), error))
@@ -243,6 +281,13 @@ class LocalnetNode:
         for e, ok, error in results:
             self._resolve(e, ok, error, number)
         return head
+
+    def _apply(self, e: PoolEntry) -> tuple[bool, str | None]:
+        try:
+            return apply_payload(self.state, e.payload, e.size)
+        except Exception as exc:  # a bug must cost one extrinsic, never the block producer
+            logger.exception(f"extrinsic {e.hash[:16]} ({e.payload['call']}) raised")
+            return False, f"InternalError: {type(exc).__name__}"
 
     def run_producer(self) -> None:
         """Produce a block every `block_time` seconds until `stop()`; never bursts to catch up."""
@@ -267,6 +312,7 @@ class LocalnetNode:
                 for e in queued.values():
                     self._resolve(e, False, "NodeShuttingDown", None)
             self._pool.clear()
+            self._pool_size = 0
             self._db.close()
 
     def read(self, fn, *args) -> Any:
@@ -318,8 +364,15 @@ def build_app(node: LocalnetNode):
     def head() -> dict[str, Any]:
         return node.block_info()
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception(f"{request.method} {request.url.path} raised")
+        return JSONResponse({"detail": f"InternalError: {type(exc).__name__}"}, status_code=500)
+
     @app.get("/block/{number}")
     def block(number: int, extrinsics: bool = True) -> dict[str, Any]:
+        if not 0 <= number <= MAX_BLOCK_NUMBER:
+            raise HTTPException(status_code=404, detail=f"BlockNotFound: {number}")
         info = node.block_info(number, with_extrinsics=extrinsics)
         if info is None:
             raise HTTPException(status_code=404, detail=f"BlockNotFound: {number}")
@@ -375,33 +428,51 @@ def build_app(node: LocalnetNode):
         try:
             ext_hash = node.submit(ext, waiter if fut is not None else None)
         except InvalidTransaction as e:
-            return {"ok": False, "error": str(e), "block": None, "invalid": True}
+            return {"ok": False, "error": str(e), "block": None, "invalid": True, "head": node.head["number"]}
         if fut is None:
-            return {"ok": True, "error": None, "block": None, "hash": ext_hash}
+            return {"ok": True, "error": None, "block": None, "hash": ext_hash, "head": node.head["number"]}
         ok, error, number = await fut
-        return {"ok": ok, "error": error, "block": number, "hash": ext_hash}
+        return {"ok": ok, "error": error, "block": number, "hash": ext_hash, "head": node.head["number"]}
 
-    async def json_body(request: Request) -> Any:
+    async def json_body(request: Request, cap: int) -> Any:
+        """The request body as strict JSON: 413 over `cap` bytes, 400 for anything that is not JSON."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise HTTPException(status_code=413, detail=f"PayloadTooLarge: body over {cap} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise HTTPException(status_code=413, detail=f"PayloadTooLarge: body over {cap} bytes")
+            chunks.append(chunk)
         try:
-            return json.loads(await request.body())  # plain json: FastAPI's body validation costs ~2x here
-        except ValueError as e:
-            raise HTTPException(status_code=400, detail=f"BadFormat: {e}") from e
+            return parse_json(b"".join(chunks))  # plain json: FastAPI's body validation costs ~2x here
+        except ValueError as e:  # includes bad UTF-8, NaN/Infinity, nesting, over-long integers
+            raise HTTPException(status_code=400, detail=f"BadFormat: {str(e)[:200]}") from e
+
+    def wait_flag(body: dict[str, Any]) -> bool:
+        wait = body.get("wait", True)
+        if not isinstance(wait, bool):
+            raise HTTPException(status_code=400, detail="BadFormat: wait must be true or false")
+        return wait
 
     @app.post("/extrinsic")
     async def extrinsic(request: Request) -> dict[str, Any]:
         """Body {"extrinsic": {...}, "wait": bool}. Returns ok/error/block (block None when not waiting)."""
-        body = await json_body(request)
-        if not isinstance(body, dict):
-            raise HTTPException(status_code=400, detail="BadFormat: expected an object")
-        return await submit_and_wait(body.get("extrinsic"), bool(body.get("wait", True)))
+        body = await json_body(request, MAX_BODY_BYTES)
+        if not isinstance(body, dict) or "extrinsic" not in body:
+            raise HTTPException(status_code=400, detail="BadFormat: expected {extrinsic, wait}")
+        return await submit_and_wait(body["extrinsic"], wait_flag(body))
 
     @app.post("/extrinsics")
     async def extrinsics(request: Request) -> list[dict[str, Any]]:
         """Batch: body {"extrinsics": [...], "wait": bool}; one result per extrinsic, in order."""
-        body = await json_body(request)
+        body = await json_body(request, MAX_BATCH_BODY_BYTES)
         if not isinstance(body, dict) or not isinstance(body.get("extrinsics"), list):
             raise HTTPException(status_code=400, detail="BadFormat: expected {extrinsics: [...]}")
-        wait = bool(body.get("wait", True))
+        if len(body["extrinsics"]) > MAX_BATCH:
+            raise HTTPException(status_code=413, detail=f"PayloadTooLarge: at most {MAX_BATCH} extrinsics")
+        wait = wait_flag(body)
         return list(await asyncio.gather(*(submit_and_wait(e, wait) for e in body["extrinsics"])))
 
     return app

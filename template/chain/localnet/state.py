@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from template.chain.localnet import coinbase
-from template.chain.localnet.yuma import NeuronState, YumaParams, yuma_epoch
+from template.chain.localnet import coinbase, hparams
+from template.chain.localnet.yuma import NeuronState, YumaParams, max_upscale_u16, yuma_epoch
 
 RAO = 1_000_000_000
 U16_MAX = 65535
@@ -29,32 +29,10 @@ COMMIT_MIN_SPACE = 100
 COMMIT_MAX_FIELDS = 3
 COMMIT_FIELD_LIMITS = {"Raw": 128, "BigRaw": 512}
 
-# Defaults of a newly created subnet (SUBTENSOR.md section 1), except commit-reveal which a local chain keeps off.
-DEFAULT_HPARAMS: dict[str, int | bool] = {
-    "tempo": 360,
-    "kappa": 32767,
-    "immunity_period": 5000,
-    "max_allowed_uids": 256,
-    "max_allowed_validators": 64,
-    "min_allowed_weights": 1,
-    "max_weight_limit": U16_MAX,
-    "weights_rate_limit": 100,
-    "weights_version": 0,
-    "activity_cutoff": 5000,
-    "bonds_moving_average": 900_000,
-    "bonds_penalty": U16_MAX,
-    "yuma3_enabled": True,
-    "liquid_alpha_enabled": False,
-    "alpha_low": 45875,
-    "alpha_high": 58982,
-    "alpha_sigmoid_steepness": 1000,
-    "commit_reveal_weights_enabled": False,
-    "min_burn": 500_000,
-    "max_burn": 100 * RAO,
-    "burn_half_life": 360,
-    "owner_cut_enabled": True,
-    "registration_allowed": True,
-}
+MAX_UNREVEALED_COMMITS = 10  # per hotkey and subnet (subtensor's TooManyUnrevealedCommits)
+
+# Defaults of a newly created subnet (SUBTENSOR.md section 1), commit-reveal on as on mainnet.
+DEFAULT_HPARAMS: dict[str, int | bool] = dict(hparams.DEFAULTS)
 
 
 class CallError(Exception):
@@ -73,6 +51,9 @@ class Genesis:
     admin_freeze_window: int = 10  # owner hparams frozen this many blocks before an epoch (if tempo > 2x this)
     owner_hparam_rate_limit_tempos: int = 0  # per-parameter owner rate limit in tempos (mainnet 2)
     stake_threshold_rao: int = 0
+    sudo_uri: str = hparams.SUDO_URI  # the root key (root-only hyperparameters); "" for none
+    fee_base_rao: int = 100_000  # fee of a paid (coldkey) extrinsic: base + per byte of its canonical JSON
+    fee_per_byte_rao: int = 1_000
     timestamp: float = 0.0
 
     def genesis_hash(self) -> str:
@@ -95,6 +76,7 @@ class Neuron:
     emission: int = 0
     weights: list[list[int]] = field(default_factory=list)
     bonds: list[list[int]] = field(default_factory=list)
+    weights_commit_block: int | None = None  # block of the commit a revealed row came from (commit-reveal)
 
 
 @dataclass
@@ -124,6 +106,9 @@ class Subnet:
     commitments: dict[str, dict[str, Any]] = field(default_factory=dict)  # hotkey -> {fields, block}
     used_space: dict[str, list[int]] = field(default_factory=dict)  # hotkey -> [epoch_index, bytes used]
     hparam_last_set: dict[str, int] = field(default_factory=dict)
+    # commit-reveal: [hotkey, commit epoch_index, commit block, uids, u16 values, version_key]; hidden from
+    # every view until revealed at the epoch where epoch_index >= commit epoch + commit_reveal_period
+    weight_commits: list[list[Any]] = field(default_factory=list)
 
     def uid_of(self, hotkey: str) -> int | None:
         for uid, n in enumerate(self.neurons):
@@ -184,6 +169,7 @@ class ChainState:
     shares: dict[str, int] = field(default_factory=dict)  # "netuid:hotkey:coldkey" -> shares
     network_last_lock: int = 0
     network_last_lock_block: int = 0
+    sudo_key: str = ""  # ss58 of genesis.sudo_uri
 
     # ---- construction and serialization -------------------------------------------------------------------
     @classmethod
@@ -191,6 +177,8 @@ class ChainState:
         from bittensor_wallet import Keypair
 
         state = cls(genesis=genesis, timestamp=genesis.timestamp)
+        if genesis.sudo_uri:
+            state.sudo_key = Keypair.create_from_uri(genesis.sudo_uri).ss58_address
         for uri in genesis.dev_accounts:
             state.balances[Keypair.create_from_uri(uri).ss58_address] = genesis.dev_balance_rao
             state.total_issuance += genesis.dev_balance_rao
@@ -305,6 +293,8 @@ class ChainState:
         victim = self.pruning_victim(sub)
         if victim is None:
             raise CallError("NoNeuronIdAvailable")
+        old = sub.neurons[victim].hotkey
+        sub.weight_commits = [c for c in sub.weight_commits if c[0] != old]
         sub.neurons[victim] = Neuron(hotkey=hotkey, registered_at=self.block, last_update=self.block)
         for n in sub.neurons:
             for pair in n.weights:
@@ -335,6 +325,62 @@ class ChainState:
                         if self.owner_of.get(n.hotkey) == sub.owner_coldkey and uid != owner_uid)
         uids += [uid for _, uid in others]
         return set(uids[:IMMUNE_OWNER_UIDS_LIMIT])
+
+    # ---- weights: subtensor's do_set_weights checks, shared by set_weights, commits and reveals ----------------
+    def check_weights(self, sub: Subnet, hotkey: str, uids: list[int], values: list[int], version_key: int,
+                      rate_limit: bool = True) -> int:
+        """Run set_weights checks 2-14 (SUBTENSOR.md section 3) for `hotkey`; return its uid. Raises CallError."""
+        if len(uids) != len(values):
+            raise CallError("WeightVecNotEqualSize")
+        hp, n = sub.hparams, len(sub.neurons)
+        if len(uids) > n:
+            raise CallError("UidsLengthExceedUidsInSubNet")
+        uid = sub.uid_of(hotkey)
+        if uid is None:
+            raise CallError("HotKeyNotRegisteredInSubNet")
+        owner_uid = sub.uid_of(sub.owner_hotkey)
+        if uid != owner_uid and self.stake_of(sub.netuid, hotkey) < self.genesis.stake_threshold_rao:
+            raise CallError("NotEnoughStakeToSetWeights")
+        if hp["weights_version"] != 0 and version_key < hp["weights_version"]:
+            raise CallError("IncorrectWeightVersionKey")
+        neuron = sub.neurons[uid]
+        if rate_limit and neuron.last_update != 0 and self.block - neuron.last_update < hp["weights_rate_limit"]:
+            raise CallError("SettingWeightsTooFast")
+        self_weight = len(uids) == 1 and uids[0] == uid
+        if not neuron.permit and uid != owner_uid and not self_weight:
+            raise CallError("NeuronNoValidatorPermit")
+        if len(set(uids)) != len(uids):
+            raise CallError("DuplicateUids")
+        if any(u >= n for u in uids):
+            raise CallError("UidVecContainInvalidOne")
+        if len(uids) < min(n, int(hp["min_allowed_weights"])) and not self_weight:
+            raise CallError("WeightVecLengthIsLow")
+        limit = int(hp["max_weight_limit"])
+        if limit < U16_MAX and not self_weight and max(values, default=0) * U16_MAX > limit * sum(values):
+            raise CallError("MaxWeightExceeded")
+        return uid
+
+    @staticmethod
+    def store_weights(neuron: Neuron, uids: list[int], values: list[int], commit_block: int | None) -> None:
+        neuron.weights = [[u, v] for u, v in zip(uids, max_upscale_u16(values), strict=True)]
+        neuron.weights_commit_block = commit_block
+
+    def reveal_commits(self, sub: Subnet) -> None:
+        """Reveal every commit whose period has passed (epoch_index >= commit epoch + commit_reveal_period), in
+        commit order; a reveal that fails the set_weights checks is dropped, as the chain drops it."""
+        period = int(sub.hparams["commit_reveal_period"])
+        due = [c for c in sub.weight_commits if c[1] + period <= sub.epoch_index]
+        if not due:
+            return
+        sub.weight_commits = [c for c in sub.weight_commits if c[1] + period > sub.epoch_index]
+        for hotkey, _epoch, block, uids, values, version_key in due:
+            try:
+                uid = self.check_weights(sub, hotkey, uids, values, version_key, rate_limit=False)
+            except CallError:
+                continue
+            if sub.neurons[uid].registered_at > block:
+                continue  # the hotkey was pruned and registered again after it committed
+            self.store_weights(sub.neurons[uid], uids, values, block)
 
     # ---- the block step -----------------------------------------------------------------------------------
     def begin_block(self, timestamp: float) -> None:
@@ -373,6 +419,7 @@ class ChainState:
         sub.blocks_since_last_step = 0
         sub.last_epoch_block = self.block
         sub.epoch_index += 1
+        self.reveal_commits(sub)
         hp = sub.hparams
         owner_uid = sub.uid_of(sub.owner_hotkey)
         states = [NeuronState(stake=self.stake_of(sub.netuid, n.hotkey), last_update=n.last_update,
@@ -385,10 +432,13 @@ class ChainState:
                             alpha_high=int(hp["alpha_high"]),
                             alpha_sigmoid_steepness=int(hp["alpha_sigmoid_steepness"]),
                             max_validators=int(hp["max_allowed_validators"]),
-                            activity_cutoff=int(hp["activity_cutoff"]))
+                            activity_cutoff=hparams.activity_cutoff_blocks(int(hp["activity_cutoff_factor"]),
+                                                                           int(hp["tempo"])))
+        commit_blocks = [n.weights_commit_block for n in sub.neurons]
         result = yuma_epoch(states, block=self.block, last_step_block=sub.last_mechanism_step_block,
                             tempo=int(hp["tempo"]), rao_emission=pending.epoch_emission, params=params,
-                            owner_uid=owner_uid, stake_threshold=self.genesis.stake_threshold_rao)
+                            owner_uid=owner_uid, stake_threshold=self.genesis.stake_threshold_rao,
+                            commit_blocks=commit_blocks if any(b is not None for b in commit_blocks) else None)
         for uid, n in enumerate(sub.neurons):
             n.incentive, n.dividends = result.incentive[uid], result.dividends[uid]
             n.consensus, n.validator_trust = result.consensus[uid], result.validator_trust[uid]

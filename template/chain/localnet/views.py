@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from template.chain.localnet import hparams
 from template.chain.localnet.calls import lock_cost
 from template.chain.localnet.state import ChainState, Subnet
 
@@ -51,6 +52,7 @@ def subnet_summary(state: ChainState, sub: Subnet) -> dict[str, Any]:
         "epoch_index": sub.epoch_index,
         "blocks_until_next_epoch": int(sub.hparams["tempo"]) - (state.block - sub.last_epoch_block),
         "first_emission_block": sub.first_emission_block,
+        "pending_weight_commits": len(sub.weight_commits),  # count only: the contents stay hidden
         "burn_rao": sub.burn,
         "subnet_tao_rao": sub.subnet_tao,
         "alpha_in_rao": sub.alpha_in,
@@ -81,7 +83,9 @@ def commitments_view(state: ChainState, netuid: int) -> dict[str, Any]:
 
 def hyperparameters_view(state: ChainState, netuid: int) -> dict[str, Any]:
     sub = state.subnet(netuid)
-    return {**sub.hparams, "burn": sub.burn, "netuid": netuid}
+    hp = sub.hparams
+    cutoff = hparams.activity_cutoff_blocks(int(hp["activity_cutoff_factor"]), int(hp["tempo"]))
+    return {**hp, "activity_cutoff": cutoff, "burn": sub.burn, "netuid": netuid}
 
 
 def account_view(state: ChainState, ss58: str) -> dict[str, Any]:
