@@ -31,7 +31,9 @@ from loguru import logger
 
 from template.protocol.artifacts import ArtifactError, read_tensor_artifact
 from template.protocol.config import HParams
+from template.protocol.reads import ReadStatus
 from template.protocol.sparseloco import CodecError, CodecParams, decompress_with_indices
+from template.protocol.windows import on_time
 
 # -- reason codes ------------------------------------------------------------------------------
 MISSING = "missing"
@@ -56,8 +58,11 @@ ARTIFACT_CODES = (
     "bad_manifest", "unsigned", "wrong_protocol", "wrong_kind", "wrong_signer", "bad_signature",
     "wrong_window", "payload_mismatch", "too_large", "truncated", "huge_header", "malformed", "bad_dtype",
 )
-FETCH_STATUS_REASONS = {"not_found": MISSING, "too_large": TOO_LARGE, "error": FETCH_ERROR,
-                        "no_commitment": NO_COMMITMENT}
+FETCH_TIMEOUT = "fetch_timeout"
+FETCH_DENIED = "fetch_denied"
+FETCH_STATUS_REASONS = {ReadStatus.NOT_FOUND: MISSING, ReadStatus.TOO_LARGE: TOO_LARGE, ReadStatus.ERROR: FETCH_ERROR,
+                        ReadStatus.NO_COMMITMENT: NO_COMMITMENT, ReadStatus.TIMEOUT: FETCH_TIMEOUT,
+                        ReadStatus.DENIED: FETCH_DENIED, ReadStatus.INVALID: FETCH_ERROR}
 GRADIENT_FIELDS = ("uid", "codec", "num_inner_steps", "data_receipt", "base_fingerprint")
 
 
@@ -70,7 +75,7 @@ class Upload:
     key: str
     data: bytes | None
     last_modified: float | None  # storage LastModified, unix seconds (1 s resolution on S3)
-    status: str  # "ok" | "not_found" | "too_large" | "no_commitment" | "error"
+    status: ReadStatus
 
 
 @dataclass(frozen=True)
@@ -134,13 +139,6 @@ def check_decoded(update: dict[str, torch.Tensor], shapes: dict[str, tuple]) -> 
     if not all(bool(torch.isfinite(t).all()) for t in update.values()):
         return NON_FINITE
     return None
-
-
-def on_time(last_modified: float | None, deadline_s: float) -> bool:
-    """S3 LastModified has 1-second resolution, so the floor is compared (same on every backend)."""
-    if last_modified is None or not math.isfinite(last_modified):
-        return False
-    return math.floor(last_modified) <= deadline_s
 
 
 def admit_upload(

@@ -36,3 +36,13 @@ def make_chain(network: str, endpoint: str | None = None) -> Chain:
         return SubtensorChain(network=network, endpoint=endpoint)
     raise ValueError(f"network must be one of local, localnet, finney, test, archive or a ws(s):// URL, "
                      f"got {network!r}")
+
+
+def connect(network: str, endpoint: str | None = None) -> Chain:
+    """Build the chain client for `network` (see `make_chain`) and open its connection.
+
+    Raises ChainError when the chain cannot be reached, ValueError for an unknown network.
+    """
+    chain = make_chain(network, endpoint)
+    chain.connect()
+    return chain

@@ -29,8 +29,15 @@ def redact(text: str) -> str:
     return _SECRET_PATTERNS[1].sub("***", text)
 
 
+def _context(extra: dict) -> str:
+    """The bound context of a line (`logger.bind(window=..., uid=...)`) as `w=12 uid=3 | `, or ''."""
+    parts = [f"{short}={extra[key]}" for key, short in (("window", "w"), ("uid", "uid")) if extra.get(key) is not None]
+    return " ".join(parts) + " | " if parts else ""
+
+
 def _patch(record: dict) -> None:
     record["message"] = redact(record["message"])
+    record["extra"]["ctx"] = _context(record["extra"])
 
 
 def setup_logging(*, debug: bool = False, trace: bool = False, log_dir: str | None = None, name: str = "neuron") -> None:
@@ -38,7 +45,7 @@ def setup_logging(*, debug: bool = False, trace: bool = False, log_dir: str | No
     level = "TRACE" if trace else "DEBUG" if debug else "INFO"
     logger.remove()
     logger.configure(patcher=_patch)
-    fmt = "{time:HH:mm:ss.SSS} | {level: <7} | " + name + " | {message}"
+    fmt = "{time:HH:mm:ss.SSS} | {level: <7} | " + name + " | {extra[ctx]}{message}"
     logger.add(sys.stderr, level=level, format=fmt, colorize=False, backtrace=False, diagnose=False)
     if log_dir:
         Path(log_dir).expanduser().mkdir(parents=True, exist_ok=True)

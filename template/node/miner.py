@@ -19,7 +19,8 @@ from loguru import logger
 from tqdm import tqdm
 
 from gauntlet.aggregate import gather_admissions, gather_set
-from storage.dataset import fetch_dataset
+from storage.peers import PeerBuckets, fetch_peer_list, fetch_record, fetch_uploads, newest_checkpoint
+from template.chain.base import Chain, Metagraph
 from template.node import state as local_state
 from template.node.distributed import (
     DistContext,
@@ -32,32 +33,18 @@ from template.node.distributed import (
 from template.node.neuron import (
     TRANSIENT_ERRORS,
     OwnBucket,
-    PeerDirectory,
-    SetupError,
     StopFlag,
     WindowClock,
     append_metrics,
-    fetch_run_hparams,
+    build_node,
     lead_validator,
-    load_own_bucket,
-    load_wallet,
-    pick_device,
-    publish_commitment,
 )
-from template.node.sync import (
-    GlobalModel,
-    catch_up,
-    fetch_peer_list,
-    fetch_record,
-    fetch_uploads,
-    newest_checkpoint,
-    resync,
-)
-from template.protocol import layout
+from template.node.sync import GlobalModel, SyncStatus, catch_up, log_outer_step, resync
 from template.protocol.artifacts import write_tensor_artifact
-from template.protocol.config import NeuronConfig
+from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import TokenDataset, data_receipt, sample_ids
 from template.protocol.model import autocast_context
+from template.protocol.reads import ReadStatus
 from template.protocol.sparseloco import compress
 
 UNVERIFIED_WINDOWS_KEPT = 3  # a record that has not appeared after this many windows never will
@@ -94,9 +81,9 @@ class Miner:
     cfg: NeuronConfig
     hotkey: Keypair
     uid: int
-    chain: object
+    chain: Chain
     clock: WindowClock
-    peers: PeerDirectory
+    peers: PeerBuckets
     bucket: OwnBucket
     dataset: TokenDataset
     num_train: int
@@ -111,7 +98,7 @@ class Miner:
     trainer: TrainingGroup | None = None  # torchrun rank 0 only: training is sharded over all ranks
 
     @property
-    def hp(self):
+    def hp(self) -> HParams:
         return self.gm.hparams
 
 
@@ -120,45 +107,17 @@ class Miner:
 
 def build_miner(cfg: NeuronConfig, device: torch.device | None = None) -> Miner:
     """Everything a miner needs; `device` overrides --device (torchrun rank 0 keeps theta_w on the CPU)."""
-    _, hotkey = load_wallet(cfg)
-    chain = connect(cfg)
-    mg = chain.metagraph(cfg.netuid)
-    uid = mg.uid_of(hotkey.ss58_address)
-    if uid is None:
-        raise SetupError(
-            f"hotkey {hotkey.ss58_address} is not registered on netuid {cfg.netuid}. Register it with "
-            f"`btcli subnet register --netuid {cfg.netuid} --wallet.name {cfg.wallet.name} "
-            f"--wallet.hotkey {cfg.wallet.hotkey}` (localnet: python -m template.chain.localnet register)"
-        )
-    bucket = load_own_bucket(cfg)
-    publish_commitment(chain, hotkey, cfg.netuid, bucket.access)
-    peers = PeerDirectory(chain, cfg.netuid)
-    peers.refresh()
-    hp = fetch_run_hparams(cfg, peers, mg.owner_hotkey)
-    state_dir = Path(cfg.state_dir).expanduser() / f"miner-{hotkey.ss58_address[:16]}"
-    found = peers.client(mg.owner_hotkey)
-    if found is None:
-        raise SetupError("the subnet owner has published no dataset commitment; cannot load data")
-    manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset")
-    if manifest.seq_len != hp.seq_len or manifest.vocab_size > hp.vocab_size:
-        raise SetupError(f"dataset (seq_len {manifest.seq_len}, vocab {manifest.vocab_size}) does not fit hparams")
-    device = pick_device(cfg.device) if device is None else device
-    gm = GlobalModel.initial(hp, device)
+    node = build_node(cfg, device)
+    hp = node.hparams
+    gm = GlobalModel.initial(hp, node.device)
     opt = torch.optim.AdamW(gm.model.parameters(), lr=hp.inner_lr, weight_decay=hp.inner_weight_decay)
-    miner = Miner(cfg=cfg, hotkey=hotkey, uid=uid, chain=chain, clock=WindowClock(chain, hp), peers=peers,
-                  bucket=bucket, dataset=dataset, num_train=manifest.heldout_start, gm=gm, device=device,
-                  state_dir=state_dir, optimizer=opt)
+    miner = Miner(cfg=cfg, hotkey=node.hotkey, uid=node.uid, chain=node.chain, clock=node.clock, peers=node.peers,
+                  bucket=node.bucket, dataset=node.dataset, num_train=node.manifest.heldout_start, gm=gm,
+                  device=node.device, state_dir=node.state_dir, optimizer=opt)
     restore_local_state(miner)
-    logger.info(f"miner uid {uid} on netuid {cfg.netuid}, device {device}, hparams {hp.fingerprint()[:12]}")
+    logger.info(f"miner uid {miner.uid} on netuid {cfg.netuid}, device {miner.device}, "
+                f"hparams {hp.fingerprint()[:12]}")
     return miner
-
-
-def connect(cfg: NeuronConfig):
-    from template.chain import make_chain
-
-    chain = make_chain(cfg.subtensor.network, cfg.subtensor.chain_endpoint)
-    chain.connect()
-    return chain
 
 
 def restore_local_state(m: Miner) -> None:
@@ -244,13 +203,15 @@ def build_artifact(m: Miner, plan: WindowPlan, wire: dict[str, torch.Tensor], ba
 
 
 def upload_update(m: Miner, plan: WindowPlan, data: bytes, *, allow_late: bool = False) -> UploadResult:
-    """Upload before the deadline; an upload that cannot count is not sent (saves bandwidth)."""
-    if m.chain.block() > plan.deadline_block and not allow_late:
-        logger.warning(f"window {plan.window}: training finished after the window closed; not uploading")
+    """Upload before the deadline; an upload that cannot count is not sent (saves bandwidth).
+
+    The deadline is the protocol's one definition (`WindowClock.deadline`): the chain timestamp of the
+    window's last block plus `upload_grace_s`, the same time validators check LastModified against."""
+    if not allow_late and not m.clock.accepting_uploads(plan.window):
+        logger.bind(window=plan.window).warning("training finished after the upload deadline; not uploading")
         return UploadResult(key=None, nbytes=0, seconds=0.0, on_time=False)
-    key = layout.gradient_key(plan.window)
     start = time.perf_counter()
-    m.bucket.client.put(m.bucket.access.bucket, key, data)
+    key = m.bucket.put_update(plan.window, data)
     return UploadResult(key=key, nbytes=len(data), seconds=time.perf_counter() - start, on_time=True)
 
 
@@ -262,13 +223,13 @@ def follow_network(m: Miner, window: int) -> str:
     """
     deadline = m.clock.wait_past_deadline(window, m.stop)
     if deadline is None:
-        return "stopped"
+        return SyncStatus.STOPPED
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
     lead = lead_validator(mg, m.hp.min_validator_stake)
     if lead is None:
         m.gm.window = window + 1  # no validator: no peer list, so nothing is aggregated
-        return "no_validator"
+        return SyncStatus.NO_LEAD
     status = verify_records(m, mg.hotkeys[lead], window)
     if m.gm.window != window:
         return status  # could not get back to theta_w; the next window's sync tries again
@@ -280,28 +241,32 @@ def follow_network(m: Miner, window: int) -> str:
 def verify_records(m: Miner, lead_hotkey: str, window: int) -> str:
     """Compare theta after each earlier gather with the lead's signed record; resync on a mismatch."""
     for w in sorted(x for x in m.unverified if x < window):
-        record = fetch_record(m.peers, lead_hotkey, w)
-        if record is None:
+        read = fetch_record(m.peers, lead_hotkey, w)
+        if not read.ok or read.value is None:
+            if read.status is ReadStatus.INVALID:
+                logger.bind(window=w).warning(f"the lead's record is invalid: {read.reason}")
             if w < window - UNVERIFIED_WINDOWS_KEPT:
                 m.unverified.pop(w)
             continue
         ours = m.unverified.pop(w)
-        if record.next_fingerprint == ours:
+        if read.value.next_fingerprint == ours:
             continue
         logger.warning(f"window {w}: our model differs from the lead's record; resyncing")
         m.unverified.clear()
         resync(m.gm, m.peers, lead_hotkey, window, m.device)
         catch_up(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.2,
                  should_stop=m.stop.is_set)
-        return "resynced"
-    return "in_sync"
+        return SyncStatus.RESYNCED
+    return SyncStatus.IN_SYNC
 
 
-def gather_and_step(m: Miner, mg, lead_hotkey: str, window: int, deadline: float) -> int:
+def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, deadline: float) -> int:
     """The gather set of `window` (peer list in force x deterministic admission), then the outer step."""
-    peer_uids = fetch_peer_list(m.peers, lead_hotkey, window)
-    chosen, updates = [], []
-    if peer_uids is not None:
+    read = fetch_peer_list(m.peers, lead_hotkey, window)
+    chosen: list[int] = []
+    updates: list[dict[str, torch.Tensor]] = []
+    if read.ok and read.value is not None:
+        peer_uids = read.value
         hotkeys = {u: mg.hotkeys[u] for u in peer_uids if 0 <= u < mg.n}
         uploads = fetch_uploads(m.peers, hotkeys, window, m.hp.max_upload_bytes)
         admissions = gather_admissions(uploads, window=window, deadline_s=deadline, hparams=m.hp,
@@ -309,7 +274,7 @@ def gather_and_step(m: Miner, mg, lead_hotkey: str, window: int, deadline: float
                                        num_train=m.num_train)
         chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=m.hp.num_peers)
         updates = [admissions[u].update for u in chosen]
-    m.gm.apply_updates(updates, m.hp.outer_lr)
+    log_outer_step(window, m.gm.apply_updates(updates, m.hp.outer_lr))
     m.gm.window = window + 1
     m.unverified[window] = m.gm.fingerprint()
     return len(chosen)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,18 +17,19 @@ from bittensor_wallet import Keypair, Wallet
 from loguru import logger
 
 from storage.credentials import BucketAccess
-from storage.s3 import S3Client, S3Error, Status
+from storage.dataset import fetch_dataset
+from storage.peers import OWN_WRITE_ATTEMPTS, OwnBucket, PeerBuckets, fetch_hparams
+from storage.s3 import S3Client, S3Error
+from template.chain import connect
 from template.chain.base import Chain, ChainError, Metagraph
 from template.node.logging_setup import register_secret
-from template.protocol import layout
 from template.protocol.config import HParams, NeuronConfig, load_hparams
-from template.protocol.windows import window_first_block, window_last_block, window_of_block
+from template.protocol.data import DatasetManifest, TokenDataset
+from template.protocol.windows import upload_deadline, window_first_block, window_last_block, window_of_block
 
 # Raised when storage or the chain stays unreachable past their own retries; the window loops
 # log them and carry on with the next window (nothing local is lost: state is on disk).
 TRANSIENT_ERRORS = (S3Error, ChainError)
-OWN_WRITE_ATTEMPTS = 8
-PEER_READ_ATTEMPTS = 6
 
 
 class SetupError(RuntimeError):
@@ -51,24 +52,21 @@ def load_wallet(cfg: NeuronConfig) -> tuple[Wallet, Keypair]:
     return wallet, hotkey
 
 
-@dataclass(frozen=True)
-class OwnBucket:
-    """This neuron's bucket: write keys stay here, read keys are published on chain."""
-
-    access: BucketAccess  # read-only keys, published
-    client: S3Client  # write keys, private
-
-
 def load_own_bucket(cfg: NeuronConfig) -> OwnBucket:
     """Credentials from --storage.credentials_file (JSON) or env S3_* variables."""
     creds: dict[str, str] = {}
     if cfg.storage.credentials_file:
-        creds = json.loads(Path(cfg.storage.credentials_file).expanduser().read_text())
+        path = Path(cfg.storage.credentials_file).expanduser()
+        try:
+            creds = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SetupError(f"cannot read --storage.credentials_file {path}: {e}") from e
+
     def pick(key: str, env: str) -> str:
         value = creds.get(key) or os.environ.get(env)
         if not value:
             raise SetupError(f"missing storage credential {key!r}: set it in --storage.credentials_file or ${env}")
-        return value
+        return str(value)
     endpoint = cfg.storage.endpoint or pick("endpoint", "S3_ENDPOINT")
     bucket = cfg.storage.bucket or pick("bucket", "S3_BUCKET")
     write_id, write_secret = pick("write_key_id", "S3_WRITE_KEY_ID"), pick("write_secret", "S3_WRITE_SECRET")
@@ -82,42 +80,61 @@ def load_own_bucket(cfg: NeuronConfig) -> OwnBucket:
     return OwnBucket(access=access, client=client)
 
 
+def peer_buckets(chain: Chain, netuid: int) -> PeerBuckets:
+    """Peers' buckets as their commitments on `netuid` name them (read secrets kept out of the logs)."""
+    return PeerBuckets(commitments=lambda: chain.commitments(netuid), on_secret=register_secret)
+
+
 @dataclass
-class PeerDirectory:
-    """Hotkey -> read access to its bucket, from on-chain commitments; garbage is skipped."""
+class NodeBase:
+    """What a miner and a validator both start from: keys, chain, buckets, run hparams, dataset, device."""
 
+    cfg: NeuronConfig
+    hotkey: Keypair
+    uid: int
     chain: Chain
-    netuid: int
-    access: dict[str, BucketAccess] = field(default_factory=dict)
-    _clients: dict[tuple[str, str, str], S3Client] = field(default_factory=dict)
+    clock: WindowClock
+    peers: PeerBuckets
+    bucket: OwnBucket
+    hparams: HParams
+    manifest: DatasetManifest
+    dataset: TokenDataset
+    state_dir: Path
+    device: torch.device
 
-    def refresh(self) -> None:
-        fresh: dict[str, BucketAccess] = {}
-        for hotkey, raw in self.chain.commitments(self.netuid).items():
-            try:
-                fresh[hotkey] = BucketAccess.decode(raw)
-            except ValueError as e:
-                logger.debug(f"ignoring commitment of {hotkey[:10]}: {e}")
-        self.access = fresh
 
-    def client(self, hotkey: str) -> tuple[S3Client, str] | None:
-        acc = self.access.get(hotkey)
-        if acc is None:
-            return None
-        ident = (acc.endpoint, acc.access_key_id, acc.secret_access_key)
-        if ident not in self._clients:
-            register_secret(acc.secret_access_key)
-            self._clients[ident] = S3Client(acc.endpoint, acc.access_key_id, acc.secret_access_key, acc.region,
-                                            max_attempts=PEER_READ_ATTEMPTS)
-        return self._clients[ident], acc.bucket
+def build_node(cfg: NeuronConfig, device: torch.device | None = None) -> NodeBase:
+    """The shared build path: wallet, chain, registration, own bucket and its commitment, peers, the
+    run's hparams and the dataset. `device` overrides --device (torchrun rank 0 keeps theta on the CPU).
 
-    def get(self, hotkey: str, key: str, max_bytes: int):
-        """GetResult from a peer's bucket, or None when the peer published no usable access."""
-        found = self.client(hotkey)
-        if found is None:
-            return None
-        client, bucket = found
-        return client.get(bucket, key, max_bytes=max_bytes)
+    Raises SetupError with what to do when any piece is missing.
+    """
+    _, hotkey = load_wallet(cfg)
+    chain = connect(cfg.subtensor.network, cfg.subtensor.chain_endpoint)
+    mg = chain.metagraph(cfg.netuid)
+    uid = mg.uid_of(hotkey.ss58_address)
+    if uid is None:
+        hint = "register and stake" if cfg.role == "validator" else "register it"
+        raise SetupError(
+            f"hotkey {hotkey.ss58_address} is not registered on netuid {cfg.netuid}; {hint} with "
+            f"`btcli subnet register --netuid {cfg.netuid} --wallet.name {cfg.wallet.name} "
+            f"--wallet.hotkey {cfg.wallet.hotkey}` (localnet: python -m template.chain.localnet register)"
+        )
+    bucket = load_own_bucket(cfg)
+    publish_commitment(chain, hotkey, cfg.netuid, bucket.access)
+    peers = peer_buckets(chain, cfg.netuid)
+    peers.refresh()
+    hp = fetch_run_hparams(cfg, peers, mg.owner_hotkey)
+    state_dir = Path(cfg.state_dir).expanduser() / f"{cfg.role}-{hotkey.ss58_address[:16]}"
+    found = peers.reader(mg.owner_hotkey)
+    if found is None:
+        raise SetupError("the subnet owner has published no dataset commitment; cannot load data")
+    manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset")
+    if manifest.seq_len != hp.seq_len or manifest.vocab_size > hp.vocab_size:
+        raise SetupError(f"dataset (seq_len {manifest.seq_len}, vocab {manifest.vocab_size}) does not fit hparams")
+    return NodeBase(cfg=cfg, hotkey=hotkey, uid=uid, chain=chain, clock=WindowClock(chain, hp), peers=peers,
+                    bucket=bucket, hparams=hp, manifest=manifest, dataset=dataset, state_dir=state_dir,
+                    device=pick_device(cfg.device) if device is None else device)
 
 
 def publish_commitment(chain: Chain, hotkey: Keypair, netuid: int, access: BucketAccess) -> bool:
@@ -156,14 +173,14 @@ def miner_uids(mg: Metagraph, min_stake: float) -> list[int]:
     return [u for u in mg.uids if u not in vals and mg.hotkeys[u] != mg.owner_hotkey]
 
 
-def fetch_run_hparams(cfg: NeuronConfig, peers: PeerDirectory, owner_hotkey: str) -> HParams:
+def fetch_run_hparams(cfg: NeuronConfig, peers: PeerBuckets, owner_hotkey: str) -> HParams:
     """Hparams: a local file if given, else hparams.json from the owner's dataset bucket."""
     if cfg.hparams_file:
         return load_hparams(cfg.hparams_file, cfg.hparam_overrides)
-    res = peers.get(owner_hotkey, layout.hparams_key(), max_bytes=1 << 20)
-    if res is None or res.status is not Status.OK:
-        raise SetupError("the subnet owner has not published hparams.json (no dataset commitment); pass --hparams_file")
-    return load_hparams_bytes(res.data, cfg.hparam_overrides)
+    read = fetch_hparams(peers, owner_hotkey)
+    if not read.ok or read.value is None:
+        raise SetupError(f"cannot read the subnet owner's hparams.json ({read.describe()}); pass --hparams_file")
+    return load_hparams_bytes(read.value, cfg.hparam_overrides)
 
 
 def load_hparams_bytes(data: bytes, overrides: dict) -> HParams:
@@ -217,8 +234,16 @@ class WindowClock:
         return self.block_time_s() * self.hparams.blocks_per_window
 
     def deadline(self, window: int) -> float:
-        """Unix time after which uploads of `window` no longer count: chain timestamp + grace."""
-        return self.chain.block_timestamp(self.last_block(window)) + self.hparams.upload_grace_s
+        """Unix time after which uploads of `window` no longer count (`upload_deadline`: the chain
+        timestamp of the window's last block + upload_grace_s). The last block must exist."""
+        return upload_deadline(self.chain.block_timestamp(self.last_block(window)), self.hparams.upload_grace_s)
+
+    def accepting_uploads(self, window: int) -> bool:
+        """Whether an upload for `window` made now can still count: before the window's last block is
+        produced always, after it until the deadline (miners check this before they send)."""
+        if self.chain.block() <= self.last_block(window):
+            return True
+        return time.time() < self.deadline(window)
 
     def wait_past_deadline(self, window: int, stop: StopFlag) -> float | None:
         """Wait until the window's last block exists and its grace passed; return the deadline."""

@@ -9,34 +9,32 @@ every node that replays the same records holds bit-identical weights, whatever i
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 import torch
 from bittensor_wallet import Keypair
 from loguru import logger
 
-from gauntlet.aggregate import parse_peer_list
-from gauntlet.checks import Upload
-from storage.s3 import S3Client, Status
-from template.node.neuron import PeerDirectory
-from template.protocol import layout
-from template.protocol.artifacts import (
-    ArtifactError,
-    read_json_artifact,
-    read_tensor_artifact,
-    write_tensor_artifact,
+from storage.peers import (
+    OwnBucket,
+    PeerBuckets,
+    fetch_checkpoint,
+    fetch_record,
+    fetch_update,
+    newest_checkpoint,
 )
+from template.protocol.artifacts import tensors_digest, write_tensor_artifact
+from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields
 from template.protocol.config import HParams
 from template.protocol.model import build_model, model_fingerprint
 from template.protocol.outer_step import outer_step
-from template.protocol.records import AggregationRecord, RecordEntry
-from template.protocol.sparseloco import CodecError, CodecParams, decompress
-
-RECORD_MAX_BYTES = 4 << 20
-PEERS_MAX_BYTES = 1 << 20
+from template.protocol.reads import ReadStatus
+from template.protocol.records import AggregationRecord
+from template.protocol.sparseloco import CodecParams
 
 
 @dataclass
@@ -46,6 +44,7 @@ class GlobalModel:
     model: torch.nn.Module
     window: int
     hparams: HParams
+    lineage: Lineage = field(default_factory=Lineage)  # parent checkpoint and records since (theta_0: none)
 
     @classmethod
     def initial(cls, hparams: HParams, device: torch.device) -> GlobalModel:
@@ -66,15 +65,19 @@ class GlobalModel:
     def checkpoint_max_bytes(self) -> int:
         return sum(p.numel() for p in self.model.parameters()) * 4 + (4 << 20)
 
-    def apply_updates(self, updates: list[dict[str, torch.Tensor]], lr: float) -> None:
-        """Outer step on CPU fp32 (bit-exact across devices), then back to the model's device."""
+    def apply_updates(self, updates: list[dict[str, torch.Tensor]], lr: float) -> dict[str, Any]:
+        """Outer step on CPU fp32 (bit-exact across devices), then back to the model's device.
+
+        Returns the outer step's statistics (used, skipped, skipped_tensors, clip_norms)."""
         params = dict(self.model.named_parameters())
         cpu = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in params.items()}
+        stats: dict[str, Any] = {"used": 0, "skipped": 0, "clip_norms": {}, "skipped_tensors": []}
         if updates:
-            outer_step(cpu, updates, lr)
+            stats = outer_step(cpu, updates, lr)
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(cpu[n])
+        return stats
 
     def load_state(self, tensors: dict[str, torch.Tensor], window: int) -> None:
         params = dict(self.model.named_parameters())
@@ -88,123 +91,90 @@ class GlobalModel:
         self.window = window
 
 
-def fetch_record(peers: PeerDirectory, lead_hotkey: str, window: int) -> AggregationRecord | None:
-    """The lead's signed record of `window`, or None when absent or invalid (logged)."""
-    res = peers.get(lead_hotkey, layout.record_key(window), max_bytes=RECORD_MAX_BYTES)
-    if res is None or res.status is not Status.OK:
-        return None
-    try:
-        art = read_json_artifact(res.data, kind="record", signer_ss58=lead_hotkey, window=window)
-        return AggregationRecord.from_body(art.body)
-    except (ArtifactError, ValueError) as e:
-        logger.warning(f"record of window {window} from the lead is invalid: {e}")
-        return None
+def log_outer_step(window: int, stats: dict[str, Any]) -> None:
+    """One line per outer step: how many updates were used and skipped, and tensors left out."""
+    skipped_tensors = stats.get("skipped_tensors") or []
+    line = f"outer step: {stats.get('used', 0)} used, {stats.get('skipped', 0)} skipped"
+    if skipped_tensors:
+        line += f", tensors skipped: {', '.join(skipped_tensors[:8])}"
+    logger.bind(window=window).log("WARNING" if stats.get("skipped") or skipped_tensors else "DEBUG", line)
 
 
-def fetch_peer_list(peers: PeerDirectory, lead_hotkey: str, window: int) -> list[int] | None:
-    """The lead's signed peer list in force for `window`, or None when absent or invalid (logged)."""
-    res = peers.get(lead_hotkey, layout.peers_key(window), max_bytes=PEERS_MAX_BYTES)
-    if res is None or res.status is not Status.OK:
-        return None
-    try:
-        art = read_json_artifact(res.data, kind="peers", signer_ss58=lead_hotkey, window=window)
-        return parse_peer_list(art.body, window=window)
-    except (ArtifactError, ValueError) as e:
-        logger.warning(f"peer list of window {window} from the lead is invalid: {e}")
-        return None
+def outer_step_metrics(stats: dict[str, Any]) -> dict[str, Any]:
+    """The outer step's statistics as metrics-row keys."""
+    return {"outer/used": stats.get("used", 0), "outer/skipped": stats.get("skipped", 0),
+            "outer/skipped_tensors": len(stats.get("skipped_tensors") or [])}
 
 
-def fetch_uploads(peers: PeerDirectory, hotkeys: dict[int, str], window: int, max_bytes: int) -> list[Upload]:
-    """The gradient uploads of window `window` of the given uids (uid -> hotkey), one `Upload` each."""
-    key = layout.gradient_key(window)
-    uploads = []
-    for uid, hotkey in sorted(hotkeys.items()):
-        res = peers.get(hotkey, key, max_bytes=max_bytes)
-        if res is None:
-            uploads.append(Upload(uid=uid, hotkey=hotkey, key=key, data=None, last_modified=None,
-                                  status="no_commitment"))
-            continue
-        status = {Status.OK: "ok", Status.NOT_FOUND: "not_found", Status.TOO_LARGE: "too_large"}.get(
-            res.status, "error")
-        uploads.append(Upload(uid=uid, hotkey=hotkey, key=key, data=res.data,
-                              last_modified=res.info.last_modified if res.info else None, status=status))
-    return uploads
+class SyncStatus(StrEnum):
+    """Where a node's theta stands after following the network for a window."""
+
+    IN_SYNC = "in_sync"  # theta_{w+1} as the lead's record says (or as our own gather computed it)
+    RESYNCED = "resynced"  # a record disagreed or could not be replayed: reloaded from a checkpoint
+    DIVERGED = "diverged"  # three reloads did not get us there; the next window tries again
+    NO_LEAD = "no_lead"  # no validator leads: nothing is aggregated, theta stays
+    STOPPED = "stopped"  # asked to stop before the window was followed
 
 
-def fetch_update(
-    peers: PeerDirectory, entry: RecordEntry, window: int, shapes: dict, codec: CodecParams, max_bytes: int
-) -> dict[str, torch.Tensor] | None:
-    """Download one listed artifact, check its sha256 and signature, decode it densely."""
-    res = peers.get(entry.hotkey, entry.key, max_bytes=max_bytes)
-    if res is None or res.status is not Status.OK:
-        logger.warning(f"cannot fetch {entry.key} of uid {entry.uid}: {res.status if res else 'no commitment'}")
-        return None
-    if hashlib.sha256(res.data).hexdigest() != entry.sha256:
-        logger.warning(f"artifact {entry.key} of uid {entry.uid} changed since the record was signed")
-        return None
-    try:
-        art = read_tensor_artifact(res.data, kind="gradient", max_bytes=max_bytes, signer_ss58=entry.hotkey,
-                                   window=window)
-        return decompress(art.tensors, shapes, codec)
-    except (ArtifactError, CodecError) as e:
-        logger.warning(f"artifact {entry.key} of uid {entry.uid} is invalid: {e}")
-        return None
+class ApplyOutcome(StrEnum):
+    """Why replaying one record did or did not give the record's theta_{w+1}."""
+
+    OK = "ok"
+    BASE_MISMATCH = "base_mismatch"  # our theta_w is not the record's base
+    MISSING_UPDATE = "missing_update"  # a listed update cannot be fetched or decoded
+    NEXT_MISMATCH = "next_mismatch"  # replayed, but the result is not the record's next fingerprint
 
 
-def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerDirectory) -> str:
-    """Advance theta_w -> theta_{w+1} by the record; returns "ok" or why it could not."""
+def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets) -> ApplyOutcome:
+    """Advance theta_w -> theta_{w+1} by the record."""
     if record.base_fingerprint != gm.fingerprint():
-        return "base_mismatch"
+        return ApplyOutcome.BASE_MISMATCH
     updates = []
     for entry in record.included:
-        upd = fetch_update(peers, entry, record.window, gm.shapes(), gm.codec, gm.hparams.max_upload_bytes)
-        if upd is None:
-            return "missing_update"
-        updates.append(upd)
+        read = fetch_update(peers, entry, record.window, gm.shapes(), gm.codec, gm.hparams.max_upload_bytes)
+        if not read.ok or read.value is None:
+            logger.bind(window=record.window, uid=entry.uid).warning(
+                f"cannot replay the update of uid {entry.uid}: {read.describe()}")
+            return ApplyOutcome.MISSING_UPDATE
+        updates.append(read.value)
     gm.apply_updates(updates, record.outer_lr)
     gm.window = record.window + 1
+    gm.lineage = gm.lineage.after_record(record)
     if gm.fingerprint() != record.next_fingerprint:
-        return "next_mismatch"
-    return "ok"
+        return ApplyOutcome.NEXT_MISMATCH
+    return ApplyOutcome.OK
 
 
-def newest_checkpoint(peers: PeerDirectory, lead_hotkey: str, max_window: int) -> int | None:
-    found = peers.client(lead_hotkey)
-    if found is None:
-        return None
-    client, bucket = found
-    windows = [layout.parse_window(o.key) for o in client.list(bucket, layout.checkpoint_prefix())]
-    eligible = [w for w in windows if w is not None and w <= max_window]
-    return max(eligible) if eligible else None
-
-
-def load_checkpoint(gm: GlobalModel, peers: PeerDirectory, lead_hotkey: str, window: int) -> bool:
-    res = peers.get(lead_hotkey, layout.checkpoint_key(window), max_bytes=gm.checkpoint_max_bytes())
-    if res is None or res.status is not Status.OK:
+def load_checkpoint(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, window: int) -> bool:
+    """Load the lead's checkpoint of `window` into gm; False (logged) when absent or unusable."""
+    read = fetch_checkpoint(peers, lead_hotkey, window, gm.checkpoint_max_bytes())
+    if not read.ok or read.value is None:
+        logger.bind(window=window).warning(f"checkpoint of window {window}: {read.describe()}")
         return False
+    art = read.value
     try:
-        art = read_tensor_artifact(res.data, kind="checkpoint", max_bytes=gm.checkpoint_max_bytes(),
-                                   signer_ss58=lead_hotkey, window=window)
         gm.load_state(art.tensors, window)
-    except (ArtifactError, ValueError) as e:
-        logger.warning(f"checkpoint of window {window} is unusable: {e}")
+    except ValueError as e:
+        logger.bind(window=window).warning(f"checkpoint of window {window} is unusable: {e}")
         return False
     if gm.fingerprint() != art.manifest.get("fingerprint"):
-        logger.warning(f"checkpoint of window {window} does not match its own fingerprint")
+        logger.bind(window=window).warning(f"checkpoint of window {window} does not match its own fingerprint")
         return False
+    gm.lineage = Lineage(parent=ArtifactRef(window, art.manifest["payload_sha256"]))
     return True
 
 
-def publish_checkpoint(gm: GlobalModel, client: S3Client, bucket: str, keypair: Keypair) -> int:
+def publish_checkpoint(gm: GlobalModel, bucket: OwnBucket, keypair: Keypair) -> int:
     """Sign and upload theta_window as a checkpoint; returns bytes written."""
     tensors = {n: p.detach().to("cpu", torch.float32) for n, p in gm.model.named_parameters()}
     data = write_tensor_artifact(tensors, kind="checkpoint", window=gm.window, keypair=keypair,
-                                 fields={"fingerprint": gm.fingerprint(), "hparams": gm.hparams.fingerprint()})
-    client.put(bucket, layout.checkpoint_key(gm.window), data)
+                                 fields=checkpoint_fields(gm.hparams, gm.fingerprint(), gm.lineage))
+    bucket.put_checkpoint(gm.window, data)
+    gm.lineage = Lineage(parent=ArtifactRef(gm.window, tensors_digest(tensors)))
     return len(data)
 
 
-def resync(gm: GlobalModel, peers: PeerDirectory, lead_hotkey: str, target: int, device: torch.device) -> None:
+def resync(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, target: int, device: torch.device) -> None:
     """Start over from the newest usable checkpoint <= target (or theta_0)."""
     ckpt = newest_checkpoint(peers, lead_hotkey, target)
     if ckpt is not None and load_checkpoint(gm, peers, lead_hotkey, ckpt):
@@ -212,42 +182,46 @@ def resync(gm: GlobalModel, peers: PeerDirectory, lead_hotkey: str, target: int,
         return
     fresh = GlobalModel.initial(gm.hparams, device)
     gm.load_state({n: p.detach() for n, p in fresh.model.named_parameters()}, 0)
+    gm.lineage = Lineage()
     logger.info("no usable checkpoint: starting from theta_0")
 
 
 def catch_up(
     gm: GlobalModel,
     target: int,
-    peers: PeerDirectory,
+    peers: PeerBuckets,
     lead_hotkey: str,
     device: torch.device,
     *,
     wait_last_s: float = 0.0,
     should_stop: Callable[[], bool] = lambda: False,
-) -> str:
+) -> SyncStatus:
     """Replay records until gm.window == target. The last record may be waited for.
 
-    Returns "in_sync", or "resynced" when the node had to reload a checkpoint on the way.
+    A window without a record changed nothing. Returns IN_SYNC, RESYNCED when the node had to
+    reload a checkpoint on the way, or DIVERGED when three reloads did not get it there.
     """
-    status = "in_sync"
+    status = SyncStatus.IN_SYNC
     for _attempt in range(3):
         while gm.window < target and not should_stop():
-            record = fetch_record(peers, lead_hotkey, gm.window)
+            read = fetch_record(peers, lead_hotkey, gm.window)
             deadline = time.time() + (wait_last_s if gm.window == target - 1 else 0.0)
-            while record is None and time.time() < deadline and not should_stop():
+            while not read.ok and time.time() < deadline and not should_stop():
                 time.sleep(0.5)
-                record = fetch_record(peers, lead_hotkey, gm.window)
-            if record is None:  # no record: the window changed nothing
+                read = fetch_record(peers, lead_hotkey, gm.window)
+            if read.status is ReadStatus.INVALID:
+                logger.bind(window=gm.window).warning(f"the lead's record is invalid: {read.reason}")
+            if not read.ok or read.value is None:  # no usable record: the window changed nothing
                 gm.window += 1
                 continue
-            outcome = apply_record(gm, record, peers)
-            if outcome != "ok":
-                logger.warning(f"window {record.window}: {outcome}; resyncing from a checkpoint")
+            outcome = apply_record(gm, read.value, peers)
+            if outcome is not ApplyOutcome.OK:
+                logger.bind(window=read.value.window).warning(f"{outcome}; resyncing from a checkpoint")
                 break
         else:
             return status
         if should_stop():
             return status
-        status = "resynced"
+        status = SyncStatus.RESYNCED
         resync(gm, peers, lead_hotkey, target, device)
-    return "diverged"
+    return SyncStatus.DIVERGED

@@ -14,6 +14,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from bittensor_wallet import Keypair
@@ -24,37 +25,31 @@ from gauntlet.checks import Upload, mark_replays
 from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
 from gauntlet.ratings import Ratings
 from gauntlet.weights import compute_weights, final_scores, weights_due
-from storage.dataset import fetch_dataset
+from storage.peers import PeerBuckets, fetch_peer_list, fetch_uploads, newest_checkpoint
+from template.chain.base import Chain, Metagraph
 from template.node import state as local_state
 from template.node.neuron import (
     TRANSIENT_ERRORS,
     OwnBucket,
-    PeerDirectory,
-    SetupError,
     StopFlag,
     WindowClock,
     append_metrics,
-    fetch_run_hparams,
+    build_node,
     lead_validator,
-    load_own_bucket,
-    load_wallet,
     miner_uids,
-    pick_device,
-    publish_commitment,
 )
 from template.node.state import load_ratings, save_ratings
 from template.node.sync import (
     GlobalModel,
+    SyncStatus,
     catch_up,
-    fetch_peer_list,
-    fetch_uploads,
-    newest_checkpoint,
+    log_outer_step,
+    outer_step_metrics,
     publish_checkpoint,
     resync,
 )
 from template.protocol import layout
-from template.protocol.artifacts import write_json_artifact
-from template.protocol.config import NeuronConfig
+from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import TokenDataset, heldout_ids, sample_ids
 from template.protocol.records import AggregationRecord, RecordEntry
 
@@ -67,9 +62,9 @@ class Validator:
     cfg: NeuronConfig
     hotkey: Keypair
     uid: int
-    chain: object
+    chain: Chain
     clock: WindowClock
-    peers: PeerDirectory
+    peers: PeerBuckets
     bucket: OwnBucket
     dataset: TokenDataset
     num_train: int
@@ -83,37 +78,21 @@ class Validator:
     stop: StopFlag = field(default_factory=StopFlag)
 
     @property
-    def hp(self):
+    def hp(self) -> HParams:
         return self.gm.hparams
 
 
 def build_validator(cfg: NeuronConfig) -> Validator:
-    from template.node.miner import connect
-
-    _, hotkey = load_wallet(cfg)
-    chain = connect(cfg)
-    mg = chain.metagraph(cfg.netuid)
-    uid = mg.uid_of(hotkey.ss58_address)
-    if uid is None:
-        raise SetupError(f"hotkey {hotkey.ss58_address} is not registered on netuid {cfg.netuid}; register and stake")
-    bucket = load_own_bucket(cfg)
-    publish_commitment(chain, hotkey, cfg.netuid, bucket.access)
-    peers = PeerDirectory(chain, cfg.netuid)
-    peers.refresh()
-    hp = fetch_run_hparams(cfg, peers, mg.owner_hotkey)
-    state_dir = Path(cfg.state_dir).expanduser() / f"validator-{hotkey.ss58_address[:16]}"
-    found = peers.client(mg.owner_hotkey)
-    if found is None:
-        raise SetupError("the subnet owner has published no dataset commitment; cannot load data")
-    manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset")
-    device = pick_device(cfg.device)
-    v = Validator(cfg=cfg, hotkey=hotkey, uid=uid, chain=chain, clock=WindowClock(chain, hp), peers=peers,
-                  bucket=bucket, dataset=dataset, num_train=manifest.heldout_start,
-                  num_samples=manifest.num_samples, gm=GlobalModel.initial(hp, device), device=device,
-                  state_dir=state_dir, ratings=load_ratings(state_dir / "ratings.json", alpha=hp.compliance_alpha))
-    v.run_state = local_state.read_json(state_dir / "run_state.json", default={}) or {}
+    node = build_node(cfg)
+    hp = node.hparams
+    v = Validator(cfg=cfg, hotkey=node.hotkey, uid=node.uid, chain=node.chain, clock=node.clock, peers=node.peers,
+                  bucket=node.bucket, dataset=node.dataset, num_train=node.manifest.heldout_start,
+                  num_samples=node.manifest.num_samples, gm=GlobalModel.initial(hp, node.device),
+                  device=node.device, state_dir=node.state_dir,
+                  ratings=load_ratings(node.state_dir / "ratings.json", alpha=hp.compliance_alpha))
+    v.run_state = local_state.read_json(node.state_dir / "run_state.json", default={}) or {}
     v.restored_ratings = len(v.ratings.state_dict()["ratings"])
-    logger.info(f"validator uid {uid} on netuid {cfg.netuid}; ratings for {v.restored_ratings} uids restored")
+    logger.info(f"validator uid {v.uid} on netuid {cfg.netuid}; ratings for {v.restored_ratings} uids restored")
     return v
 
 
@@ -125,12 +104,12 @@ def save_run_state(v: Validator) -> None:
 # -- steps ---------------------------------------------------------------------------------------
 
 
-def judged_miners(v: Validator, mg) -> list[int]:
+def judged_miners(v: Validator, mg: Metagraph) -> list[int]:
     """The miner uids this validator fetches, judges and may put on a peer list (never itself)."""
     return [uid for uid in miner_uids(mg, v.hp.min_validator_stake) if uid != v.uid]
 
 
-def fetch_updates(v: Validator, window: int, mg) -> list[Upload]:
+def fetch_updates(v: Validator, window: int, mg: Metagraph) -> list[Upload]:
     hotkeys = {uid: mg.hotkeys[uid] for uid in judged_miners(v, mg)}
     return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes)
 
@@ -168,7 +147,7 @@ def score_updates(v: Validator, window: int, admissions: dict) -> dict:
     return results
 
 
-def update_scores(v: Validator, window: int, mg, admissions: dict, evals: dict) -> tuple[dict[int, float], list[int]]:
+def update_scores(v: Validator, window: int, mg: Metagraph, admissions: dict, evals: dict) -> tuple[dict[int, float], list[int]]:
     """Rate the window's match; returns (final score per uid, uids whose update counted as a success)."""
     scores = match_scores(list(admissions), {uid: e.improvement_random for uid, e in evals.items()},
                           min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio)
@@ -181,13 +160,14 @@ def update_scores(v: Validator, window: int, mg, admissions: dict, evals: dict) 
     return final, sorted(uid for uid, score in scores.items() if score is not None)
 
 
-def maybe_set_weights(v: Validator, window: int, mg, scores: dict[int, float]) -> list[float] | None:
+def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int, float]) -> list[float] | None:
     interval = window // v.hp.weights_interval
     if not weights_due(window, v.hp.weights_interval, v.run_state.get("last_weights_interval")):
         return None
     owner_uid = mg.uid_of(mg.owner_hotkey)
     weights = compute_weights(scores, n=mg.n, owner_uid=owner_uid if owner_uid is not None else 0,
-                              burn_rate=v.hp.burn_rate, top_n=v.hp.top_n_miners)
+                              burn_rate=v.hp.burn_rate, top_n=v.hp.top_n_miners,
+                              curve=v.hp.weight_curve, temperature=v.hp.weight_temperature)
     uids = [u for u, w in enumerate(weights) if w > 0]
     version = int(v.chain.hyperparameters(v.cfg.netuid).get("weights_version", 0))
     res = v.chain.set_weights(v.hotkey, v.cfg.netuid, uids, [weights[u] for u in uids], version_key=version)
@@ -200,42 +180,43 @@ def maybe_set_weights(v: Validator, window: int, mg, scores: dict[int, float]) -
     return weights
 
 
-def apply_outer_step(v: Validator, window: int, mg, uploads: list[Upload], base_fp: str, base: dict,
-                     successes: list[int]) -> str:
+def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upload], base_fp: str, base: dict,
+                     successes: list[int]) -> tuple[str, dict[str, Any]]:
     """Lead: the gather set, the step, the signed record and peer list (and checkpoint). Others follow."""
     lead = lead_validator(mg, v.hp.min_validator_stake)
     if lead != v.uid:
         if lead is None:
             v.gm.window = window + 1
-            return "no_lead"
+            return SyncStatus.NO_LEAD, {}
         return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device,
-                        wait_last_s=v.clock.window_s() * 0.6, should_stop=v.stop.is_set)
+                        wait_last_s=v.clock.window_s() * 0.6, should_stop=v.stop.is_set), {}
     chosen, updates = lead_gather(v, window, uploads, base)
-    v.gm.apply_updates(updates, v.hp.outer_lr)
+    stats = v.gm.apply_updates(updates, v.hp.outer_lr)
+    log_outer_step(window, stats)
     v.gm.window = window + 1
     by_uid = {u.uid: u for u in uploads}
     record = AggregationRecord(
         window=window, base_fingerprint=base_fp, next_fingerprint=v.gm.fingerprint(), outer_lr=v.hp.outer_lr,
         included=tuple(RecordEntry(uid=u, hotkey=mg.hotkeys[u], key=layout.gradient_key(window),
                                    sha256=payload_sha(by_uid[u].data)) for u in chosen))
-    client, bucket = v.bucket.client, v.bucket.access.bucket
-    client.put(bucket, layout.record_key(window),
-               write_json_artifact(record.to_body(), kind="record", window=window, keypair=v.hotkey))
+    v.bucket.put_record(window, record, v.hotkey)
+    v.gm.lineage = v.gm.lineage.after_record(record)  # the next checkpoint lists it
     miners = set(judged_miners(v, mg))
-    publish_peer_list(v, window + 2, select_peers(v.ratings.ordinals(), num_peers=v.hp.num_peers,
-                                                  eligible=[u for u in successes if u in miners]))
+    v.bucket.put_peer_list(window + 2, select_peers(v.ratings.ordinals(), num_peers=v.hp.num_peers,
+                                                    eligible=[u for u in successes if u in miners]), v.hotkey)
     if v.gm.window % v.hp.checkpoint_interval == 0:
-        nbytes = publish_checkpoint(v.gm, client, bucket, v.hotkey)
+        nbytes = publish_checkpoint(v.gm, v.bucket, v.hotkey)
         logger.info(f"published checkpoint of window {v.gm.window} ({nbytes} bytes)")
-    return f"lead:{len(chosen)}"
+    return f"lead:{len(chosen)}", stats
 
 
 def lead_gather(v: Validator, window: int, uploads: list[Upload], base: dict):
     """Exactly what every miner computes for `window`: the peer list x deterministic admission."""
-    peer_uids = fetch_peer_list(v.peers, v.hotkey.ss58_address, window)
-    if peer_uids is None:
-        logger.bind(window=window).warning("no peer list in force: nothing is aggregated this window")
+    read = fetch_peer_list(v.peers, v.hotkey.ss58_address, window)
+    if not read.ok or read.value is None:
+        logger.bind(window=window).warning(f"no peer list in force ({read.describe()}): nothing is aggregated")
         return [], []
+    peer_uids = read.value
     allowed = set(peer_uids)
     admissions = reject_copies({u: a for u, a in base.items() if u in allowed}, uploads,
                                threshold=v.hp.copy_overlap_threshold)
@@ -243,13 +224,7 @@ def lead_gather(v: Validator, window: int, uploads: list[Upload], base: dict):
     return chosen, [admissions[u].update for u in chosen]
 
 
-def publish_peer_list(v: Validator, window: int, peer_uids: list[int]) -> None:
-    data = write_json_artifact({"window": window, "peers": peer_uids}, kind="peers", window=window,
-                               keypair=v.hotkey)
-    v.bucket.client.put(v.bucket.access.bucket, layout.peers_key(window), data)
-
-
-def ensure_peer_lists(v: Validator, windows: list[int], mg) -> None:
+def ensure_peer_lists(v: Validator, windows: list[int], mg: Metagraph) -> None:
     """Lead: open windows (deadline ahead) without a peer list get a bootstrap one from the miners.
 
     Only windows still open: a list must be in place before miners gather, or nodes disagree.
@@ -257,9 +232,9 @@ def ensure_peer_lists(v: Validator, windows: list[int], mg) -> None:
     if lead_validator(mg, v.hp.min_validator_stake) != v.uid:
         return
     for w in windows:
-        if fetch_peer_list(v.peers, v.hotkey.ss58_address, w) is None:
+        if not fetch_peer_list(v.peers, v.hotkey.ss58_address, w).ok:
             peer_uids = bootstrap_peers(judged_miners(v, mg), num_peers=v.hp.num_peers)
-            publish_peer_list(v, w, peer_uids)
+            v.bucket.put_peer_list(w, peer_uids, v.hotkey)
             logger.info(f"published bootstrap peer list for window {w}: {peer_uids}")
 
 
@@ -282,18 +257,20 @@ def run_window(v: Validator, window: int) -> dict | None:
     evals = score_updates(v, window, admissions)
     scores, successes = update_scores(v, window, mg, admissions, evals)
     weights = maybe_set_weights(v, window, mg, scores)
-    sync = apply_outer_step(v, window, mg, uploads, base_fp, base, successes)
+    sync, outer = apply_outer_step(v, window, mg, uploads, base_fp, base, successes)
     seen = v.run_state.setdefault("seen", [])
     seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
     v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]
     v.run_state["last_window"] = window
     save_run_state(v)
     row = window_row(v, window, mg, loss, admissions, evals, scores, weights, sync)
+    if outer:
+        row.update(outer_step_metrics(outer))
     log_window(v, row)
     return row
 
 
-def window_row(v, window, mg, loss, admissions, evals, scores, weights, sync) -> dict:
+def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weights, sync) -> dict:
     ordinals = v.ratings.ordinals()
     miners = {}
     for uid, adm in sorted(admissions.items()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def window_of_block(block: int, start_block: int, blocks_per_window: int) -> int:
     """Window containing `block`; blocks before `start_block` give -1 (the run has not begun)."""
@@ -23,10 +25,15 @@ def window_last_block(window: int, start_block: int, blocks_per_window: int) -> 
 
 
 def upload_deadline(last_block_timestamp_s: float, upload_grace_s: float) -> float:
-    """Unix time after which an upload for the window no longer counts (storage LastModified)."""
+    """The one upload deadline of the protocol, used by miners and validators alike: the chain timestamp
+    of the window's last block plus the run's grace (unix seconds). An upload counts when the storage's
+    LastModified is on time against it (`on_time`)."""
     return last_block_timestamp_s + upload_grace_s
 
 
-def uploaded_in_time(last_modified_s: float, deadline_s: float) -> bool:
-    """LastModified has one-second resolution, so compare at that resolution: floor both."""
-    return int(last_modified_s) <= int(deadline_s)
+def on_time(last_modified_s: float | None, deadline_s: float) -> bool:
+    """S3 LastModified has one-second resolution, so its floor is compared (the same on every backend);
+    a missing or non-finite time is never on time."""
+    if last_modified_s is None or not math.isfinite(last_modified_s):
+        return False
+    return math.floor(last_modified_s) <= deadline_s

@@ -21,7 +21,7 @@ import time
 import torch
 from loguru import logger
 
-from storage.s3 import Status
+from storage.peers import fetch_record
 from template.node.miner import (
     Miner,
     TrainResult,
@@ -33,7 +33,7 @@ from template.node.miner import (
     train_inner_steps,
 )
 from template.node.neuron import lead_validator, miner_uids
-from template.node.sync import fetch_record
+from template.node.sync import SyncStatus
 from template.protocol import layout
 from template.protocol.artifacts import read_tensor_artifact
 from template.protocol.config import NeuronConfig
@@ -59,9 +59,9 @@ def claimed_base(m: Miner, plan: WindowPlan, base_fp: str) -> str:
     lead_hotkey = mg.hotkeys[lead]
     until = time.time() + 0.8 * m.clock.window_s()
     while not m.stop.is_set():
-        record = fetch_record(m.peers, lead_hotkey, plan.window - 1)
-        if record is not None:
-            return record.next_fingerprint
+        read = fetch_record(m.peers, lead_hotkey, plan.window - 1)
+        if read.ok and read.value is not None:
+            return read.value.next_fingerprint
         if time.time() > until:
             return base_fp
         time.sleep(1.0)
@@ -71,7 +71,7 @@ def claimed_base(m: Miner, plan: WindowPlan, base_fp: str) -> str:
 def follow_records_only(m: Miner, window: int) -> str:
     """Model-less adversaries skip the gather (CPU they do not need): they only wait for the deadline."""
     if m.clock.wait_past_deadline(window, m.stop) is None:
-        return "stopped"
+        return SyncStatus.STOPPED
     m.gm.window = max(window + 1, m.clock.current_window())
     return "model_less"
 
@@ -114,10 +114,10 @@ def copycat(m: Miner, plan: WindowPlan, base_fp: str):
         for uid in miner_uids(mg, m.hp.min_validator_stake):
             if uid == m.uid:
                 continue
-            res = m.peers.get(mg.hotkeys[uid], key, max_bytes=m.hp.max_upload_bytes)
-            if res is not None and res.status is Status.OK:
+            read = m.peers.get(mg.hotkeys[uid], key, max_bytes=m.hp.max_upload_bytes)
+            if read.ok and read.value is not None:
                 try:
-                    art = read_tensor_artifact(res.data, kind="gradient", max_bytes=m.hp.max_upload_bytes)
+                    art = read_tensor_artifact(read.value, kind="gradient", max_bytes=m.hp.max_upload_bytes)
                 except ValueError:
                     continue
                 logger.info(f"copycat: re-signing uid {uid}'s update")
@@ -131,7 +131,7 @@ def late(m: Miner, plan: WindowPlan, base_fp: str):
     data = build_artifact(m, plan, encode_update(m, result.delta), base_fp)
     m.clock.wait_past_deadline(plan.window, m.stop)
     time.sleep(1.5)
-    m.bucket.client.put(m.bucket.access.bucket, layout.gradient_key(plan.window), data)
+    m.bucket.put_update(plan.window, data)
     logger.info("late: uploaded after the deadline")
     return None, result
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from template.protocol.config import HParams, load_hparams, parse_neuron_args
 from template.protocol.windows import (
     upload_deadline,
-    uploaded_in_time,
+    on_time,
     window_first_block,
     window_last_block,
     window_of_block,
@@ -79,8 +79,9 @@ def test_window_arithmetic_roundtrip(block, start, bpw):
 def test_deadline_at_one_second_resolution(ts, grace, offset):
     deadline = upload_deadline(ts, grace)
     lm = deadline + offset
-    assert uploaded_in_time(lm, deadline) == (int(lm) <= int(deadline))
-    assert uploaded_in_time(float(int(deadline)), deadline)
+    assert on_time(lm, deadline) == (int(lm) <= int(deadline))
+    assert on_time(float(int(deadline)), deadline)
+    assert not on_time(None, deadline) and not on_time(float("nan"), deadline)
 
 
 def test_window_rejects_bad_length():

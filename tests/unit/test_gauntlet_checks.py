@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from safetensors.torch import save as st_save
 
 import gauntlet.checks as checks
-from gauntlet.checks import Admission, Upload, admit_upload, check_decoded, detect_copies, on_time
+from gauntlet.checks import Admission, Upload, admit_upload, check_decoded, detect_copies
+from template.protocol.windows import on_time
 from template.protocol.artifacts import canonical_json, tensors_digest, write_tensor_artifact
 from template.protocol.config import PROTOCOL_VERSION, HParams
 from template.protocol.data import data_receipt

@@ -15,3 +15,14 @@ def test_registered_secret_never_printed(capsys):
 def test_mnemonic_redacted():
     words = "abandon ability able about above absent absorb abstract absurd abuse access accident"
     assert "abandon" not in redact(f"phrase {words} end")
+
+
+def test_bound_window_and_uid_are_printed(capsys):
+    setup_logging(name="t")
+    logger.bind(window=12, uid=3).info("gathered")
+    logger.bind(window=7).warning("late")
+    logger.info("plain")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("| t | w=12 uid=3 | gathered")
+    assert lines[1].endswith("| t | w=7 | late")
+    assert lines[2].endswith("| t | plain")

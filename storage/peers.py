@@ -1,0 +1,215 @@
+"""Every read and write of a neuron's bucket: peers' uploads, records, peer lists, checkpoints, hparams.
+
+Reads return a `Read` (template.protocol.reads) whose status says what happened: ok, not_found,
+no_commitment, invalid (with the reason), too_large, timeout, denied or error. Nothing here raises
+for a peer's misbehaviour; own writes raise `S3Error` after the client's retries.
+
+Where a peer's bucket is comes from its on-chain commitment; this module takes the commitments as a
+callable (hotkey -> committed string) so it never talks to the chain itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from bittensor_wallet import Keypair
+from loguru import logger
+
+from gauntlet.aggregate import parse_peer_list
+from gauntlet.checks import Upload
+from storage.credentials import BucketAccess
+from storage.s3 import GetResult, S3Client, Status
+from template.protocol import layout
+from template.protocol.artifacts import (
+    ArtifactError,
+    TensorArtifact,
+    read_json_artifact,
+    read_tensor_artifact,
+    write_json_artifact,
+)
+from template.protocol.reads import Read, ReadStatus
+from template.protocol.records import AggregationRecord, RecordEntry
+from template.protocol.sparseloco import CodecError, CodecParams, decompress
+
+PEER_READ_ATTEMPTS = 6
+OWN_WRITE_ATTEMPTS = 8
+RECORD_MAX_BYTES = 4 << 20
+PEERS_MAX_BYTES = 1 << 20
+HPARAMS_MAX_BYTES = 1 << 20
+
+_STATUS = {Status.OK: ReadStatus.OK, Status.NOT_FOUND: ReadStatus.NOT_FOUND, Status.TOO_LARGE: ReadStatus.TOO_LARGE,
+           Status.DENIED: ReadStatus.DENIED, Status.ERROR: ReadStatus.ERROR}
+
+
+def read_of(res: GetResult) -> Read[bytes]:
+    """An S3 GetResult as a Read of bytes; a timed-out transfer is TIMEOUT, not a generic error."""
+    if res.status is Status.OK and res.data is not None:
+        return Read.success(res.data, res.info.last_modified if res.info else None)
+    status = _STATUS[res.status]
+    if status is ReadStatus.ERROR and res.error and "timeout" in res.error.lower():
+        status = ReadStatus.TIMEOUT
+    if status is ReadStatus.ERROR and res.error and "sha256 mismatch" in res.error:
+        status = ReadStatus.INVALID
+    return Read.failure(status, res.error or "")
+
+
+@dataclass
+class PeerBuckets:
+    """Hotkey -> read access to its bucket, from on-chain commitments; unusable commitments are skipped.
+
+    `commitments` returns hotkey -> committed string (the runtime passes the chain's); `refresh()`
+    re-reads it. One S3 client per distinct (endpoint, keys), kept across refreshes.
+    """
+
+    commitments: Callable[[], dict[str, str]]
+    on_secret: Callable[[str], None] = lambda _secret: None  # e.g. keep read secrets out of the logs
+    access: dict[str, BucketAccess] = field(default_factory=dict)
+    _clients: dict[tuple[str, str, str], S3Client] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        fresh: dict[str, BucketAccess] = {}
+        for hotkey, raw in self.commitments().items():
+            try:
+                fresh[hotkey] = BucketAccess.decode(raw)
+            except ValueError as e:
+                logger.debug(f"ignoring commitment of {hotkey[:10]}: {e}")
+        self.access = fresh
+
+    def reader(self, hotkey: str) -> tuple[S3Client, str] | None:
+        """(client with the peer's read keys, bucket), or None when the hotkey committed no usable access."""
+        acc = self.access.get(hotkey)
+        if acc is None:
+            return None
+        ident = (acc.endpoint, acc.access_key_id, acc.secret_access_key)
+        if ident not in self._clients:
+            self.on_secret(acc.secret_access_key)
+            self._clients[ident] = S3Client(acc.endpoint, acc.access_key_id, acc.secret_access_key, acc.region,
+                                            max_attempts=PEER_READ_ATTEMPTS)
+        return self._clients[ident], acc.bucket
+
+    def get(self, hotkey: str, key: str, max_bytes: int) -> Read[bytes]:
+        """The bytes of `key` in the peer's bucket (at most `max_bytes`)."""
+        found = self.reader(hotkey)
+        if found is None:
+            return Read.failure(ReadStatus.NO_COMMITMENT, f"{hotkey[:10]} published no bucket access")
+        client, bucket = found
+        return read_of(client.get(bucket, key, max_bytes=max_bytes))
+
+    def list_windows(self, hotkey: str, prefix: str) -> list[int]:
+        """Windows of the keys under `prefix` in the peer's bucket ([] without a commitment)."""
+        found = self.reader(hotkey)
+        if found is None:
+            return []
+        client, bucket = found
+        windows = [layout.parse_window(o.key) for o in client.list(bucket, prefix)]
+        return sorted({w for w in windows if w is not None})
+
+
+@dataclass(frozen=True)
+class OwnBucket:
+    """This neuron's bucket: write keys stay here, read keys (`access`) are published on chain."""
+
+    access: BucketAccess
+    client: S3Client
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put(self.access.bucket, key, data)
+
+    def put_update(self, window: int, data: bytes) -> str:
+        """A miner's signed gradient artifact for `window`; returns its key."""
+        key = layout.gradient_key(window)
+        self.put(key, data)
+        return key
+
+    def put_record(self, window: int, record: AggregationRecord, keypair: Keypair) -> None:
+        self.put(layout.record_key(window),
+                 write_json_artifact(record.to_body(), kind="record", window=window, keypair=keypair))
+
+    def put_peer_list(self, window: int, peer_uids: list[int], keypair: Keypair) -> None:
+        self.put(layout.peers_key(window),
+                 write_json_artifact({"window": window, "peers": peer_uids}, kind="peers", window=window,
+                                     keypair=keypair))
+
+    def put_checkpoint(self, window: int, data: bytes) -> None:
+        self.put(layout.checkpoint_key(window), data)
+
+
+# -- typed reads of the protocol's objects -------------------------------------------------------
+
+
+def fetch_record(peers: PeerBuckets, lead_hotkey: str, window: int) -> Read[AggregationRecord]:
+    """The lead's signed aggregation record of `window`."""
+    raw = peers.get(lead_hotkey, layout.record_key(window), max_bytes=RECORD_MAX_BYTES)
+    if not raw.ok or raw.value is None:
+        return Read.failure(raw.status, raw.reason)
+    try:
+        art = read_json_artifact(raw.value, kind="record", signer_ss58=lead_hotkey, window=window)
+        return Read.success(AggregationRecord.from_body(art.body), raw.last_modified)
+    except (ArtifactError, ValueError) as e:
+        return Read.failure(ReadStatus.INVALID, f"record of window {window}: {e}")
+
+
+def fetch_peer_list(peers: PeerBuckets, lead_hotkey: str, window: int) -> Read[list[int]]:
+    """The lead's signed peer list in force for `window`."""
+    raw = peers.get(lead_hotkey, layout.peers_key(window), max_bytes=PEERS_MAX_BYTES)
+    if not raw.ok or raw.value is None:
+        return Read.failure(raw.status, raw.reason)
+    try:
+        art = read_json_artifact(raw.value, kind="peers", signer_ss58=lead_hotkey, window=window)
+        return Read.success(parse_peer_list(art.body, window=window), raw.last_modified)
+    except (ArtifactError, ValueError) as e:
+        return Read.failure(ReadStatus.INVALID, f"peer list of window {window}: {e}")
+
+
+def fetch_uploads(peers: PeerBuckets, hotkeys: dict[int, str], window: int, max_bytes: int) -> list[Upload]:
+    """The gradient uploads of `window` of the given uids (uid -> hotkey), one `Upload` each, by uid."""
+    key = layout.gradient_key(window)
+    uploads = []
+    for uid, hotkey in sorted(hotkeys.items()):
+        read = peers.get(hotkey, key, max_bytes=max_bytes)
+        uploads.append(Upload(uid=uid, hotkey=hotkey, key=key, data=read.value, last_modified=read.last_modified,
+                              status=read.status))
+    return uploads
+
+
+def fetch_update(peers: PeerBuckets, entry: RecordEntry, window: int, shapes: dict[str, tuple[int, ...]],
+                 codec: CodecParams, max_bytes: int) -> Read[dict[str, torch.Tensor]]:
+    """One update a record lists: its sha256 and signature checked, decoded densely."""
+    raw = peers.get(entry.hotkey, entry.key, max_bytes=max_bytes)
+    if not raw.ok or raw.value is None:
+        return Read.failure(raw.status, raw.reason)
+    if hashlib.sha256(raw.value).hexdigest() != entry.sha256:
+        return Read.failure(ReadStatus.INVALID, f"{entry.key} of uid {entry.uid} changed since the record was signed")
+    try:
+        art = read_tensor_artifact(raw.value, kind="gradient", max_bytes=max_bytes, signer_ss58=entry.hotkey,
+                                   window=window)
+        return Read.success(decompress(art.tensors, shapes, codec), raw.last_modified)
+    except (ArtifactError, CodecError) as e:
+        return Read.failure(ReadStatus.INVALID, f"{entry.key} of uid {entry.uid}: {e}")
+
+
+def fetch_checkpoint(peers: PeerBuckets, lead_hotkey: str, window: int, max_bytes: int) -> Read[TensorArtifact]:
+    """The lead's signed checkpoint of theta_window (tensors and manifest; not yet checked against a model)."""
+    raw = peers.get(lead_hotkey, layout.checkpoint_key(window), max_bytes=max_bytes)
+    if not raw.ok or raw.value is None:
+        return Read.failure(raw.status, raw.reason)
+    try:
+        art = read_tensor_artifact(raw.value, kind="checkpoint", max_bytes=max_bytes, signer_ss58=lead_hotkey,
+                                   window=window)
+        return Read.success(art, raw.last_modified)
+    except ArtifactError as e:
+        return Read.failure(ReadStatus.INVALID, f"checkpoint of window {window}: {e}")
+
+
+def newest_checkpoint(peers: PeerBuckets, lead_hotkey: str, max_window: int) -> int | None:
+    """The newest window <= max_window the lead has a checkpoint of, if any."""
+    eligible = [w for w in peers.list_windows(lead_hotkey, layout.checkpoint_prefix()) if w <= max_window]
+    return max(eligible) if eligible else None
+
+
+def fetch_hparams(peers: PeerBuckets, owner_hotkey: str) -> Read[bytes]:
+    """The raw `hparams.json` the subnet owner publishes in the dataset bucket."""
+    return peers.get(owner_hotkey, layout.hparams_key(), max_bytes=HPARAMS_MAX_BYTES)
