@@ -91,16 +91,6 @@ def get_preset(preset: str) -> ModelConfig:
     return PRESETS[preset]
 
 
-def config_parameter_count(config: ModelConfig) -> int:
-    """Number of parameters a model of this config has, by arithmetic (no tensors are built)."""
-    d, kv_dim = config.d_model, config.num_kv_heads * config.head_dim
-    attention = d * d * 2 + d * kv_dim * 2  # wq, wo + wk, wv
-    mlp = 3 * d * config.ffn_hidden  # gate, up, down
-    per_layer = attention + mlp + 2 * d  # + two RMSNorm weights
-    embeddings = config.vocab_size * d * (1 if config.tie_embeddings else 2)
-    return config.num_layers * per_layer + embeddings + d  # + final norm
-
-
 class RMSNorm(nn.Module):
     """Root-mean-square layer norm with a learned gain and no bias."""
 

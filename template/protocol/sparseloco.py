@@ -201,13 +201,6 @@ def block_view(x2d: torch.Tensor, g: ChunkGroup) -> torch.Tensor:
     return sub.view(g.num_block_rows, g.block_h, g.num_block_cols, g.block_w).permute(0, 2, 1, 3)
 
 
-def chunk_view(x2d: torch.Tensor, g: ChunkGroup) -> torch.Tensor:
-    """(R, C) -> (num_chunks, chunk_elems): the group's blocks as rows, row-major inside each block.
-
-    A copy, except when the layout already matches (then a view: do not write to it)."""
-    return block_view(x2d, g).reshape(g.num_chunks, g.chunk_elems)
-
-
 def chunk_magnitudes(x2d: torch.Tensor, g: ChunkGroup, scratch: torch.Tensor | None = None) -> torch.Tensor:
     """|x| in chunk layout (num_chunks, chunk_elems): one strided read, one contiguous write.
 
@@ -221,15 +214,6 @@ def chunk_magnitudes(x2d: torch.Tensor, g: ChunkGroup, scratch: torch.Tensor | N
     return out.view(g.num_chunks, g.chunk_elems)
 
 
-def unchunk_view(chunks: torch.Tensor, g: ChunkGroup, out2d: torch.Tensor) -> None:
-    """Inverse of ``chunk_view``: write (num_chunks, chunk_elems) back into the group's area of ``out2d``."""
-    blocks = chunks.reshape(g.num_block_rows, g.num_block_cols, g.block_h, g.block_w).permute(0, 2, 1, 3)
-    out2d[g.row_start:g.row_start + g.num_block_rows * g.block_h,
-          g.col_start:g.col_start + g.num_block_cols * g.block_w] = blocks.reshape(
-        g.num_block_rows * g.block_h, g.num_block_cols * g.block_w)
-
-
-@functools.lru_cache(maxsize=256)
 def arange_const(start: int, end: int, step: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A cached read-only arange (shift tables, ranks): saves a tensor op per use on the per-tensor hot path."""
     return torch.arange(start, end, step, dtype=dtype, device=device)

@@ -9,15 +9,25 @@ import torch
 
 from template.protocol.model import (
     PRESETS,
+    ModelConfig,
     Transformer,
     autocast_context,
     build_model,
-    config_parameter_count,
     count_parameters,
     model_fingerprint,
 )
 
 VOCAB, SEQ = 512, 32
+
+
+def config_parameter_count(config: ModelConfig) -> int:
+    """Parameters a model of this config has, by arithmetic: checks the presets without building them."""
+    d, kv_dim = config.d_model, config.num_kv_heads * config.head_dim
+    attention = d * d * 2 + d * kv_dim * 2  # wq, wo + wk, wv
+    mlp = 3 * d * config.ffn_hidden  # gate, up, down
+    per_layer = attention + mlp + 2 * d  # + two RMSNorm weights
+    embeddings = config.vocab_size * d * (1 if config.tie_embeddings else 2)
+    return config.num_layers * per_layer + embeddings + d  # + final norm
 
 
 @pytest.fixture(autouse=True)

@@ -7,10 +7,11 @@ from hypothesis import strategies as st
 
 from template.protocol.outer_step import outer_step
 from template.protocol.sparseloco import (
+    ChunkGroup,
     CodecError,
     CodecParams,
+    block_view,
     chunk_plan,
-    chunk_view,
     compress,
     decompress,
     encode_positions,
@@ -18,7 +19,6 @@ from template.protocol.sparseloco import (
     pack_bits,
     pack_bits_torch,
     pack_fields,
-    unchunk_view,
     unpack_bits,
     unpack_bits_torch,
     unpack_fields,
@@ -31,6 +31,19 @@ CODEC = CodecParams()
 SMALL = CodecParams(chunk_size=8, topk=4)
 ODD_SHAPES = [(1,), (63,), (65,), (65, 130), (3, 5, 7), (64, 64), (130, 7), (2, 3, 4, 5), ()]
 shape_st = st.lists(st.integers(1, 40), min_size=0, max_size=3).map(tuple)
+
+
+def chunk_view(x2d: torch.Tensor, g: ChunkGroup) -> torch.Tensor:
+    """(R, C) -> (num_chunks, chunk_elems): the group's blocks as rows, row-major inside each block."""
+    return block_view(x2d, g).reshape(g.num_chunks, g.chunk_elems)
+
+
+def unchunk_view(chunks: torch.Tensor, g: ChunkGroup, out2d: torch.Tensor) -> None:
+    """Inverse of ``chunk_view``: write (num_chunks, chunk_elems) back into the group's area of ``out2d``."""
+    blocks = chunks.reshape(g.num_block_rows, g.num_block_cols, g.block_h, g.block_w).permute(0, 2, 1, 3)
+    out2d[g.row_start:g.row_start + g.num_block_rows * g.block_h,
+          g.col_start:g.col_start + g.num_block_cols * g.block_w] = blocks.reshape(
+        g.num_block_rows * g.block_h, g.num_block_cols * g.block_w)
 
 
 def _delta(shapes, seed=0):
