@@ -18,6 +18,7 @@ does not parse, 1 for anything refused (missing wallet, no node, unknown subnet,
 from __future__ import annotations
 
 import argparse
+import importlib
 import sqlite3
 import sys
 import time
@@ -45,40 +46,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _handler(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
-    """The function running `args.group args.cmd` (imported lazily: `--help` and `serve` stay fast)."""
-    from template.chain.localnet.cli import (
-        stake_cmds,
-        subnet_cmds,
-        sudo_cmds,
-        verify,
-        wallet_cmds,
-        weights_cmds,
-    )
+# (group, command) -> "module:function" under template.chain.localnet.cli (imported on use: `--help` stays fast)
+COMMANDS = {
+    ("verify", None): "verify:cmd_verify",
+    ("wallet", "create"): "wallet_cmds:cmd_create",
+    ("wallet", "list"): "wallet_cmds:cmd_list",
+    ("wallet", "balance"): "wallet_cmds:cmd_balance",
+    ("wallet", "overview"): "wallet_cmds:cmd_overview",
+    ("wallet", "transfer"): "wallet_cmds:cmd_transfer",
+    ("wallet", "fund"): "wallet_cmds:cmd_fund",
+    ("subnet", "list"): "subnet_cmds:cmd_list",
+    ("subnet", "create"): "subnet_cmds:cmd_create",
+    ("subnet", "start"): "subnet_cmds:cmd_start",
+    ("subnet", "register"): "subnet_cmds:cmd_register",
+    ("subnet", "hyperparameters"): "sudo_cmds:cmd_hyperparameters",
+    ("subnet", "metagraph"): "subnet_cmds:cmd_metagraph",
+    ("sudo", "set"): "sudo_cmds:cmd_set",
+    ("sudo", "get"): "sudo_cmds:cmd_hyperparameters",
+    ("stake", "add"): "stake_cmds:cmd_add",
+    ("stake", "remove"): "stake_cmds:cmd_remove",
+    ("stake", "list"): "stake_cmds:cmd_list",
+    ("weights", "set"): "weights_cmds:cmd_set",
+}
 
-    table = {
-        ("serve", None): cmd_serve,
-        ("verify", None): verify.cmd_verify,
-        ("wallet", "create"): wallet_cmds.cmd_create,
-        ("wallet", "list"): wallet_cmds.cmd_list,
-        ("wallet", "balance"): wallet_cmds.cmd_balance,
-        ("wallet", "overview"): wallet_cmds.cmd_overview,
-        ("wallet", "transfer"): wallet_cmds.cmd_transfer,
-        ("wallet", "fund"): wallet_cmds.cmd_fund,
-        ("subnet", "list"): subnet_cmds.cmd_list,
-        ("subnet", "create"): subnet_cmds.cmd_create,
-        ("subnet", "start"): subnet_cmds.cmd_start,
-        ("subnet", "register"): subnet_cmds.cmd_register,
-        ("subnet", "hyperparameters"): sudo_cmds.cmd_hyperparameters,
-        ("subnet", "metagraph"): subnet_cmds.cmd_metagraph,
-        ("sudo", "set"): sudo_cmds.cmd_set,
-        ("sudo", "get"): sudo_cmds.cmd_hyperparameters,
-        ("stake", "add"): stake_cmds.cmd_add,
-        ("stake", "remove"): stake_cmds.cmd_remove,
-        ("stake", "list"): stake_cmds.cmd_list,
-        ("weights", "set"): weights_cmds.cmd_set,
-    }
-    return table[(args.group, getattr(args, "cmd", None))]
+
+def _handler(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    """The function running `args.group args.cmd`."""
+    if args.group == "serve":
+        return cmd_serve
+    module, func = COMMANDS[(args.group, getattr(args, "cmd", None))].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), func)
 
 
 def main(argv: list[str] | None = None) -> int:
