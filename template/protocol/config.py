@@ -179,8 +179,6 @@ class StorageConfig(BaseModel):
     endpoint: str | None = Field(None, description="S3 endpoint URL of this neuron's bucket")
     bucket: str | None = Field(None, description="this neuron's bucket")
     region: str = Field("us-east-1", description="S3 region (auto for R2)")
-    dataset_endpoint: str | None = Field(None, description="S3 endpoint of the dataset bucket")
-    dataset_bucket: str = Field("dataset", description="bucket holding shards/ and hparams.json")
     credentials_file: str | None = Field(
         None, description="JSON file with write and read keys; else env S3_WRITE_KEY_ID etc."
     )
