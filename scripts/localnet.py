@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         hp = hp.model_copy(update={"start_block": chain.block() + margin_blocks})
         S3Client(seaweed.endpoint, idents["dataset"][0].access_key, idents["dataset"][0].secret_key).put(
             "dataset", layout.hparams_key(), json.dumps(hp.model_dump(), indent=1).encode())
+        (run_dir / "hparams.json").write_text(json.dumps(hp.model_dump(), indent=1))  # for scripts/whatif.py
         for n in neurons[1:]:
             launch(n, args, run_dir, endpoint, netuid)
         logger.info(f"{len(neurons) - 1} neurons launched; window 0 starts at block {hp.start_block}")
