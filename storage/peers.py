@@ -56,17 +56,25 @@ def read_of(res: GetResult) -> Read[bytes]:
     return Read.failure(status, res.error or "")
 
 
+def peer_client(acc: BucketAccess) -> S3Client:
+    """The S3 client that reads a peer's bucket with the read keys it published."""
+    return S3Client(acc.endpoint, acc.access_key_id, acc.secret_access_key, acc.region,
+                    max_attempts=PEER_READ_ATTEMPTS)
+
+
 @dataclass
 class PeerBuckets:
     """Hotkey -> read access to its bucket, from on-chain commitments; unusable commitments are skipped.
 
     `commitments` returns hotkey -> committed string (the runtime passes the chain's); `refresh()`
-    re-reads it. One S3 client per distinct (endpoint, keys), kept across refreshes.
+    re-reads it. One S3 client per distinct (endpoint, keys), kept across refreshes; `client_factory`
+    makes it (unit tests pass an in-memory store with S3Client's methods).
     """
 
     commitments: Callable[[], dict[str, str]]
     on_secret: Callable[[str], None] = lambda _secret: None  # e.g. keep read secrets out of the logs
     access: dict[str, BucketAccess] = field(default_factory=dict)
+    client_factory: Callable[[BucketAccess], S3Client] = peer_client
     _clients: dict[tuple[str, str, str], S3Client] = field(default_factory=dict)
 
     def refresh(self) -> None:
@@ -86,8 +94,7 @@ class PeerBuckets:
         ident = (acc.endpoint, acc.access_key_id, acc.secret_access_key)
         if ident not in self._clients:
             self.on_secret(acc.secret_access_key)
-            self._clients[ident] = S3Client(acc.endpoint, acc.access_key_id, acc.secret_access_key, acc.region,
-                                            max_attempts=PEER_READ_ATTEMPTS)
+            self._clients[ident] = self.client_factory(acc)
         return self._clients[ident], acc.bucket
 
     def get(self, hotkey: str, key: str, max_bytes: int) -> Read[bytes]:
