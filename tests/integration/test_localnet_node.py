@@ -1,10 +1,8 @@
 """The localnet node as a real process: HTTP client calls, concurrent signed extrinsics, kill -9 and restart
-on the same database (height and state intact, blocks keep coming), and the btcli-like CLI."""
+on the same database (height and state intact, blocks keep coming). The CLI is tested in test_localnet_cli.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -111,24 +109,3 @@ def test_concurrent_signed_extrinsics_from_threads_all_land(tmp_path: Path) -> N
         assert httpx.post(f"{endpoint}/extrinsic", content=b"{not json", timeout=30).status_code == 400
         assert proc.poll() is None
 
-
-def test_cli_creates_a_subnet_registers_stakes_and_prints_the_metagraph(tmp_path: Path) -> None:
-    with start_localnet_process(tmp_path / "chain.sqlite", block_time=BLOCK_TIME) as (endpoint, _):
-        def cli(*args: str) -> str:
-            out = subprocess.run([sys.executable, "-m", "template.chain.localnet", *args,
-                                  "--subtensor.chain_endpoint", endpoint], cwd=ROOT, capture_output=True,
-                                 text=True, timeout=60)
-            assert out.returncode == 0, out.stderr
-            return out.stdout
-
-        wallets = ["--wallet.path", str(tmp_path / "wallets")]
-        for name in ("owner", "val"):
-            cli("wallet-create", "--wallet.name", name, *wallets)
-            cli("fund", "--wallet.name", name, "--amount", "3000", *wallets)
-        assert "created netuid 1" in cli("create-subnet", "--wallet.name", "owner", *wallets)
-        assert "as uid 1" in cli("register", "--wallet.name", "val", "--netuid", "1", *wallets)
-        assert "staked" in cli("stake", "--wallet.name", "val", "--netuid", "1", "--amount", "100", *wallets)
-        assert "immunity_period = 4000" in cli("set-hparam", "--wallet.name", "owner", "--netuid", "1", "--name",
-                                               "immunity_period", "--value", "4000", *wallets)
-        table = cli("metagraph", "--netuid", "1")
-        assert "netuid 1 at block" in table and len(table.strip().splitlines()) == 4

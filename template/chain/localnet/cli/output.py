@@ -83,14 +83,26 @@ def emit_json(obj: Any, out: TextIO | None = None) -> None:
 
 
 def confirm(question: str, assume_yes: bool, stdin: TextIO | None = None) -> None:
-    """Ask `question [y/N]` on stderr unless `assume_yes`. Raises Aborted on no, CliError without an answer."""
+    """Ask `question [y/N]` on stderr unless `assume_yes`. Raises Aborted on no, CliError without an answer.
+
+    On a terminal the question is asked first; from a pipe the answer is read first, so a closed stdin gives one
+    error line, and the question is then echoed with its answer (the preview stays in logs).
+    """
     if assume_yes:
         return
-    sys.stderr.write(f"{question} [y/N] ")
-    sys.stderr.flush()
-    answer = (stdin or sys.stdin).readline()
+    stdin = stdin or sys.stdin
+    interactive = stdin.isatty()
+    if interactive:
+        sys.stderr.write(f"{question} [y/N] ")
+        sys.stderr.flush()
+    answer = stdin.readline()
     if not answer:
-        sys.stderr.write("\n")
-        raise CliError("no answer to the confirmation (stdin closed); pass --yes to skip the question")
-    if answer.strip().lower() not in ("y", "yes"):
-        raise Aborted("aborted, nothing was sent")
+        if interactive:
+            sys.stderr.write("\n")
+        raise CliError(f"{question} needs an answer and stdin is closed; pass --yes to skip the question")
+    answer = answer.strip()
+    if answer.lower() not in ("y", "yes"):
+        raise Aborted("aborted, nothing was sent" if interactive else f"{question} [y/N] {answer}: aborted, "
+                      "nothing was sent")
+    if not interactive:
+        sys.stderr.write(f"{question} [y/N] {answer}\n")

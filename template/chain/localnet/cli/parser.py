@@ -175,7 +175,8 @@ def _node_commands(sub) -> None:
 
 
 def _wallet_commands(w) -> None:
-    _cmd(w, "create", "create a coldkey and hotkey without a password (local use)", endpoint=False, wallet="hotkey")
+    # takes the endpoint flag only so that old scripts passing it everywhere keep working; it is not used
+    _cmd(w, "create", "create a coldkey and hotkey without a password (local use)", wallet="hotkey")
     _cmd(w, "list", "wallets under --wallet.path", endpoint=False, wallet="coldkey")
     p = _cmd(w, "balance", "free TAO, stake value and total of a coldkey", wallet="coldkey")
     p.add_argument("--ss58", help="any coldkey address instead of the wallet's")

@@ -97,6 +97,7 @@ def audit(path: Path) -> dict[str, Any]:
     "snapshot": [differences between the stored head state and the replay]}."""
     db = open_db(path)
     try:
+        db.execute("BEGIN")  # one read snapshot: a running node may commit blocks meanwhile
         genesis = Genesis(**json.loads(db.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()[0]))
         state = ChainState.from_genesis(genesis)
         parent, genesis_root = db.execute("SELECT hash, state_root FROM blocks WHERE number = 0").fetchone()

@@ -38,14 +38,21 @@ def cmd_set(args: argparse.Namespace) -> int:
     w = ctx.wallet(args, coldkey=False)
     c = ctx.client(args)
     ctx.subnet(c, args.netuid)
+    hp = c.hyperparameters(args.netuid)
+    committed = bool(hp.get("commit_reveal_weights_enabled"))
     hotkey = ctx.hotkey(w)
     res = ctx.check(c.set_weights(hotkey, args.netuid, uids, weights, version_key=args.version_key))
     norm = {u: round(v / sum(weights), 6) for u, v in zip(uids, weights, strict=True)}
     if args.json:
-        emit_json({"netuid": args.netuid, "hotkey": hotkey.ss58_address, "block": res.block,
+        emit_json({"netuid": args.netuid, "hotkey": hotkey.ss58_address, "block": res.block, "committed": committed,
                    "weights": {str(u): v for u, v in norm.items()}})
+        return 0
+    shown = ", ".join(f"{u}: {v:.4f}" for u, v in norm.items())
+    if committed:
+        period = hp.get("commit_reveal_period", 1)
+        print(f"weights of {hotkey.ss58_address} on netuid {args.netuid} committed in block {res.block}: "
+              f"{{{shown}}}; hidden until the chain reveals them after {period} tempo(s), then they count")
     else:
-        shown = ", ".join(f"{u}: {v:.4f}" for u, v in norm.items())
         print(f"weights of {hotkey.ss58_address} on netuid {args.netuid} set in block {res.block}: {{{shown}}}; "
               f"they count at the next epoch")
     return 0
