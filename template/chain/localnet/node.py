@@ -116,7 +116,8 @@ class LocalnetNode:
             state = ChainState.from_dict(json.loads(row[1]))
             head = self._block_row(row[0])
             assert head is not None and head["state_root"] == state.state_root(), "state snapshot does not match"
-            logger.info(f"localnet resumed at block {state.block} from {self.db_path}")
+            logger.info(f"localnet resumed at block {state.block} from {self.db_path}: genesis_hash "
+                        f"{state.genesis.genesis_hash()}")
             return state, head
         state = ChainState.from_genesis(genesis)
         dump = state.dump()
@@ -125,7 +126,8 @@ class LocalnetNode:
                 "extrinsics_root": hashlib.sha256(b"").hexdigest(), "num_extrinsics": 0}
         head["hash"] = block_hash(0, head["parent_hash"], genesis.timestamp, root, head["extrinsics_root"])
         self._commit(head, [], dump, meta={"genesis": json.dumps(genesis.__dict__, sort_keys=True)})
-        logger.info(f"localnet genesis {head['hash'][:16]} in {self.db_path}")
+        # one value is called the genesis hash: the one extrinsics sign and GET /block reports (block 0 has its own)
+        logger.info(f"localnet created in {self.db_path}: genesis_hash {genesis.genesis_hash()}")
         return state, head
 
     def _commit(self, head: dict[str, Any], rows: list[tuple], dump: bytes, meta: dict[str, str] | None = None) -> None:
