@@ -52,7 +52,7 @@ def bootstrap_peers(miner_uids: Sequence[int], *, num_peers: int) -> list[int]:
 
 
 def admit_uploads(uploads: Sequence[Upload], *, window: int, deadline_s: float, hparams: HParams,
-                  shapes: dict[str, tuple], base_fingerprint: str, num_train: int) -> dict[int, Admission]:
+                  shapes: dict[str, tuple[int, ...]], base_fingerprint: str, num_train: int) -> dict[int, Admission]:
     """uid -> Admission by the per-upload checks every node can reproduce (no history, no copies)."""
     admissions = {}
     for up in uploads:
@@ -74,7 +74,7 @@ def reject_copies(admissions: dict[int, Admission], uploads: Sequence[Upload], *
 
 
 def gather_admissions(uploads: Sequence[Upload], *, window: int, deadline_s: float, hparams: HParams,
-                      shapes: dict[str, tuple], base_fingerprint: str, num_train: int) -> dict[int, Admission]:
+                      shapes: dict[str, tuple[int, ...]], base_fingerprint: str, num_train: int) -> dict[int, Admission]:
     """uid -> Admission of the peers' uploads by the checks every node can reproduce.
 
     No history enters (a replay of an older window is the validator's finding, and costs the

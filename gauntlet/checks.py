@@ -128,7 +128,7 @@ def check_manifest_fields(manifest: dict[str, Any], *, uid: int, hparams: HParam
     return None
 
 
-def check_decoded(update: dict[str, torch.Tensor], shapes: dict[str, tuple]) -> str | None:
+def check_decoded(update: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> str | None:
     """Belt and braces over the codec's own validation: exact names, shapes, float, finite."""
     if set(update) != set(shapes):
         return BAD_UPDATE
@@ -147,7 +147,7 @@ def admit_upload(
     window: int,
     deadline_s: float,
     hparams: HParams,
-    shapes: dict[str, tuple],
+    shapes: dict[str, tuple[int, ...]],
     expected_receipt: str,
     base_fingerprint: str,
     seen_payloads: set[str],
@@ -162,7 +162,7 @@ def admit_upload(
         return _fail(upload.uid, MALFORMED)
 
 
-def _admit(upload: Upload, *, window: int, deadline_s: float, hparams: HParams, shapes: dict[str, tuple],
+def _admit(upload: Upload, *, window: int, deadline_s: float, hparams: HParams, shapes: dict[str, tuple[int, ...]],
            expected_receipt: str, base_fingerprint: str, seen_payloads: set[str]) -> Admission:
     uid = upload.uid
     log = logger.bind(window=window, uid=uid)
@@ -232,13 +232,16 @@ def index_overlap(admissions: list[Admission]) -> torch.Tensor:
     n = len(admissions)
     if n == 0:
         return torch.zeros(0, 0, dtype=torch.float64)
-    names = sorted(admissions[0].indices or {})
-    span = {name: 1 + max((int(a.indices[name].max()) for a in admissions if a.indices[name].numel()), default=0)
+    indices = [a.indices for a in admissions if a.indices is not None]
+    if len(indices) != n:
+        raise ValueError("index_overlap needs the decoded indices of every admission")
+    names = sorted(indices[0])
+    span = {name: 1 + max((int(ix[name].max()) for ix in indices if ix[name].numel()), default=0)
             for name in names}
     offsets = dict(zip(names, itertools.accumulate([0] + [span[nm] for nm in names[:-1]]), strict=True))
     rows, cols = [], []
-    for i, a in enumerate(admissions):
-        flat = torch.cat([a.indices[nm].reshape(-1).to(torch.int64) + offsets[nm] for nm in names]
+    for i, ix in enumerate(indices):
+        flat = torch.cat([ix[nm].reshape(-1).to(torch.int64) + offsets[nm] for nm in names]
                          + [torch.empty(0, dtype=torch.int64)])
         flat = torch.unique(flat)  # a position counts once
         rows.append(torch.full_like(flat, i))
@@ -249,7 +252,8 @@ def index_overlap(admissions: list[Admission]) -> torch.Tensor:
         inc = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1], dtype=torch.float64),
                                       (n, max(sum(span.values()), 1)), check_invariants=True)
         shared = torch.sparse.mm(inc, inc.t()).to_dense()
-    return shared / shared.diagonal().clamp(min=1).unsqueeze(1)
+    overlap: torch.Tensor = shared / shared.diagonal().clamp(min=1).unsqueeze(1)
+    return overlap
 
 
 def detect_copies(admissions: list[Admission], uploads: list[Upload], *, threshold: float) -> dict[int, str]:
@@ -272,7 +276,7 @@ def detect_copies(admissions: list[Admission], uploads: list[Upload], *, thresho
         if second[later] == second[earlier]:
             copies[earlier] = COPY
 
-    first_by_payload: dict[str, int] = {}
+    first_by_payload: dict[str | None, int] = {}
     for a in admitted:
         if a.payload_sha256 in first_by_payload:
             mark(a.uid, first_by_payload[a.payload_sha256])

@@ -16,11 +16,18 @@ Plackett-Luce ordinal (mu - 3 sigma), earned over many windows, falls only slowl
 from __future__ import annotations
 
 import math
+from typing import Any, TypedDict
 
 from loguru import logger
 from openskill.models import PlackettLuce
 
 INITIAL_COMPLIANCE = 0.5  # unknown: one non-compliant window drops a new miner below a 0.5 gate
+
+
+class Rating(TypedDict):
+    mu: float
+    sigma: float
+    hotkey: str
 
 
 class Ratings:
@@ -32,20 +39,20 @@ class Ratings:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         self.alpha = alpha
         self.model = PlackettLuce()
-        self._ratings: dict[int, dict] = {}  # uid -> {"mu", "sigma", "hotkey"}
+        self._ratings: dict[int, Rating] = {}
         self._compliance: dict[int, float] = {}
         self.last_window: int | None = None
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {
             "ratings": {str(uid): dict(r) for uid, r in sorted(self._ratings.items())},
             "compliance": {str(uid): c for uid, c in sorted(self._compliance.items())},
             "last_window": self.last_window,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self._ratings = {int(uid): {"mu": float(r["mu"]), "sigma": float(r["sigma"]), "hotkey": str(r["hotkey"])}
                          for uid, r in (state.get("ratings") or {}).items()}
         self._compliance = {int(uid): float(c) for uid, c in (state.get("compliance") or {}).items()}
@@ -85,7 +92,7 @@ class Ratings:
             self._compliance[uid] = (1 - self.alpha) * prev + self.alpha * (1.0 if ok else 0.0)
         self.last_window = window
 
-    def _fresh(self, hotkey: str) -> dict:
+    def _fresh(self, hotkey: str) -> Rating:
         r = self.model.rating()
         return {"mu": r.mu, "sigma": r.sigma, "hotkey": hotkey}
 
@@ -94,7 +101,7 @@ class Ratings:
         for uid in players:
             r = self._ratings.get(uid) or self._fresh(hotkeys[uid])
             teams.append([self.model.rating(mu=r["mu"], sigma=r["sigma"])])
-        new = self.model.rate(teams, ranks=match_ranks([scores[u] for u in players]))
+        new = self.model.rate(teams, ranks=[float(r) for r in match_ranks([scores[u] for u in players])])
         for uid, team in zip(players, new, strict=True):
             self._ratings[uid] = {"mu": float(team[0].mu), "sigma": float(team[0].sigma), "hotkey": hotkeys[uid]}
 

@@ -51,7 +51,7 @@ def canonical_json(obj: Any) -> bytes:
 def tensor_bytes(t: torch.Tensor) -> memoryview:
     """The tensor's values in row-major order as held in memory (little-endian on every supported host)."""
     flat = t.detach().to("cpu").contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy())
+    return flat.view(torch.uint8).numpy().data  # a zero-copy view of the bytes
 
 
 def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:

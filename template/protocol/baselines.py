@@ -115,7 +115,7 @@ class DataParallelAdamW:
                 param, mean_grad[name].to(param.device), self.exp_avg[name], self.exp_avg_sq[name],
                 self.step, self.lr * lr_scale, self.betas, self.eps, self.weight_decay,
             )
-        return {"grad_norm": float(torch.sqrt(sum(g.pow(2).sum() for g in mean_grad.values())))}
+        return {"grad_norm": float(torch.sqrt(sum((g.pow(2).sum() for g in mean_grad.values()), torch.zeros(()))))}
 
 
 # -------------------------------------------------------------------------------------------- DiLoCo
@@ -151,7 +151,7 @@ class DiLoCo:
                 self.momentum_buffer[name] = buffer
                 pseudo_grad = pseudo_grad.add(buffer, alpha=self.momentum)
             param.sub_(pseudo_grad.to(param.dtype), alpha=self.outer_lr * lr_scale)
-        return {"delta_norm": float(torch.sqrt(sum(d.pow(2).sum() for d in mean_delta.values())))}
+        return {"delta_norm": float(torch.sqrt(sum((d.pow(2).sum() for d in mean_delta.values()), torch.zeros(()))))}
 
 
 # ---------------------------------------------------------------------------------------------- DeMo

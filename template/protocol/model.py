@@ -115,7 +115,7 @@ def rotary_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (even, odd) of the last dim of x (B, nh, T, hd) by position-dependent angles."""
-    x_pairs = x.float().unflatten(-1, (-1, 2))  # (B, nh, T, hd/2, 2)
+    x_pairs = x.float().reshape(*x.shape[:-1], x.shape[-1] // 2, 2)  # (B, nh, T, hd/2, 2)
     x_even, x_odd = x_pairs[..., 0], x_pairs[..., 1]
     rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
     return rotated.flatten(-2).type_as(x)
@@ -142,7 +142,8 @@ class Attention(nn.Module):
             repeats = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hd)
-        return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
+        projected: torch.Tensor = self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
+        return projected
 
 
 class FeedForward(nn.Module):
@@ -155,7 +156,8 @@ class FeedForward(nn.Module):
         self.w_down = nn.Linear(config.ffn_hidden, config.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+        out: torch.Tensor = self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+        return out
 
 
 class Block(nn.Module):
@@ -170,11 +172,15 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(self.attention_norm(x), cos, sin)
-        return x + self.feed_forward(self.ffn_norm(x))
+        out: torch.Tensor = x + self.feed_forward(self.ffn_norm(x))
+        return out
 
 
 class Transformer(nn.Module):
     """The decoder. ``forward(idx, targets)`` returns (logits (B, T, V), mean cross-entropy or None)."""
+
+    rope_cos: torch.Tensor  # (max_seq_len, head_dim // 2), buffers registered in __init__
+    rope_sin: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -262,7 +268,7 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
+def autocast_context(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """bf16 autocast on CUDA; a no-op context elsewhere (CPU runs stay in fp32)."""
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)

@@ -1,7 +1,11 @@
 """The outer step of DESIGN 4.1: apply the decoded updates of a gather set to theta.
 
-Per tensor, clip each peer's update to the median L2 norm across peers, average per coordinate,
-``theta <- theta - lr * avg``. It is bit-reproducible on CPU fp32 independent of thread count and
+Per tensor, clip each peer's update to a limit, average per coordinate, ``theta <- theta - lr * avg``.
+The limit is robust to a gather set that is up to half hostile: the *lower* median of the peers'
+norms (with k of n peers hostile, k <= n/2, it is at most the largest honest norm, whatever the
+hostile norms), held within a factor ``norm_growth`` of the previous step's limit (the norm history
+every node carries from step to step, so a window's peers cannot move the limit by more than that
+factor, up or down, however they are mixed). It is bit-reproducible on CPU fp32 independent of thread count and
 CPU vector width: norms are float64 numpy pairwise sums, and every tensor op rounds once (no fused
 multiply-add), so every node that applies the same updates in the same order holds the same bits.
 """
@@ -37,21 +41,42 @@ def median(values: list[float]) -> float:
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
+def lower_median(values: list[float]) -> float:
+    """The lower middle value (``sorted[(n - 1) // 2]``): with at most half the values hostile and large, an honest one."""
+    if not values:
+        raise ValueError("lower_median of no values")
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def clip_limit(norms: list[float], ref: float | None, growth: float) -> float:
+    """The clip limit of one tensor: the lower median of `norms`, clamped to [ref / growth, ref * growth]
+    when the previous step's limit `ref` is known (a finite value > 0)."""
+    limit = lower_median(norms)
+    if ref is not None and math.isfinite(ref) and ref > 0:
+        limit = min(max(limit, ref / growth), ref * growth)
+    return limit
+
+
 def clip_scale(norm: float, limit: float) -> float:
     return limit / norm if norm > limit else 1.0
 
 
-def outer_step(params: dict[str, torch.Tensor], updates: list[dict[str, torch.Tensor]], lr: float) -> dict:
+def outer_step(params: dict[str, torch.Tensor], updates: list[dict[str, torch.Tensor]], lr: float, *,
+               clip_ref: dict[str, float] | None = None, norm_growth: float = 2.0) -> dict[str, Any]:
     """The outer SGD step of DESIGN 4.1, in place on ``params`` (CPU fp32).
 
     A peer's update is skipped entirely if it lacks a tensor, has a wrong shape or holds a non-finite value.
-    Per tensor: each used peer's update is scaled down to the median L2 norm across used peers, the scaled
+    Per tensor: each used peer's update is scaled down to the limit (`clip_limit`: the lower median of the
+    used peers' L2 norms, within `norm_growth` of ``clip_ref[name]``, the previous step's limit), the scaled
     updates are summed in list order and divided by the peer count, and ``p -= lr * avg`` (a tensor whose
-    result is not finite is left untouched). Bit-identical for identical inputs and order.
+    result is not finite is left untouched). Bit-identical for identical inputs, order and `clip_ref`.
 
-    Returns {"used": n, "skipped": m, "clip_norms": {name: median norm}, "skipped_tensors": [names]}.
+    Returns {"used": n, "skipped": m, "clip_norms": {name: limit} (the next step's `clip_ref`),
+    "skipped_tensors": [names]}.
     Raises ValueError if a parameter is not a CPU fp32 tensor (the step is defined on CPU fp32 only).
     """
+    if not (norm_growth >= 1 and math.isfinite(norm_growth)):
+        raise ValueError(f"norm_growth must be a finite number >= 1, got {norm_growth}")
     for name, p in params.items():
         if p.dtype != torch.float32 or p.device.type != "cpu":
             raise ValueError(f"params[{name!r}] must be CPU float32 (got {p.dtype} on {p.device}); "
@@ -69,7 +94,7 @@ def outer_step(params: dict[str, torch.Tensor], updates: list[dict[str, torch.Te
         p = params[name]
         peer_tensors = [u[name].detach().to("cpu", torch.float32) for u in used]
         norms = [l2_norm(t) for t in peer_tensors]
-        limit = median(norms)
+        limit = clip_limit(norms, None if clip_ref is None else clip_ref.get(name), norm_growth)
         stats["clip_norms"][name] = limit
         step = torch.zeros_like(p, dtype=torch.float32)
         for t, norm in zip(peer_tensors, norms, strict=True):

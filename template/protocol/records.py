@@ -56,14 +56,14 @@ class AggregationRecord:
         if not isinstance(inc, list):
             raise ValueError("record included must be a list")
         entries = []
-        for i, e in enumerate(inc):
-            if not isinstance(e, dict) or set(e) != {"uid", "hotkey", "key", "sha256"}:
+        for i, item in enumerate(inc):
+            if not isinstance(item, dict) or set(item) != {"uid", "hotkey", "key", "sha256"}:
                 raise ValueError(f"record included[{i}] must have exactly uid, hotkey, key, sha256")
-            if not isinstance(e["uid"], int) or not isinstance(e["hotkey"], str) or not isinstance(e["key"], str):
+            if not isinstance(item["uid"], int) or not isinstance(item["hotkey"], str) or not isinstance(item["key"], str):
                 raise ValueError(f"record included[{i}] has wrong field types")
-            if not isinstance(e["sha256"], str) or not _HEX64.match(e["sha256"]):
+            if not isinstance(item["sha256"], str) or not _HEX64.match(item["sha256"]):
                 raise ValueError(f"record included[{i}].sha256 must be 64 hex chars")
-            entries.append(RecordEntry(**e))
+            entries.append(RecordEntry(**item))
         uids = [e.uid for e in entries]
         if uids != sorted(set(uids)):
             raise ValueError("record included must be sorted by uid without duplicates")
