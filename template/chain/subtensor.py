@@ -5,10 +5,17 @@ Mapping (SUBTENSOR.md section 8):
 * metagraph: `client.subnets.metagraph(netuid, commitments=False)` -> our `Metagraph` (alpha units);
   weights from `client.read("weights", netuid=..., mechid=0)` when the read answers.
 * commitments: `client.subnets.commitments(netuid)` (hotkey -> `NeuronCommitment.data`); writes go through the
-  raw call `bt.calls.Commitments.set_commitment(netuid, info)` because v11 has no commitment intent.
+  raw call `bt.calls.Commitments.set_commitment(netuid, info)` because v11 has no commitment intent. The data
+  goes as up to three `Raw<len>` fields of <= 128 bytes: the SDK decodes only `Raw*` variants as text (a
+  `BigRaw` field reads back as an opaque "bigraw:0x..." string), so longer strings cannot be published.
 * set_weights: the `SetWeights` intent (it max-upscales, drops zeros, clips to max_weight_limit and switches
   to a timelocked commit when commit-reveal is on).
 * hyperparameters: `client.read("subnet_hyperparameters", netuid=...)`, plus our canonical names.
+
+Errors: every SDK call goes through `_call`, which retries transport failures (a dropped websocket, a timeout)
+for `retry_s` seconds with a fresh connection, as the localnet client does, and turns everything else into
+`ChainError` (reads) or a failed `TxResult` carrying the chain's error name (writes): no SDK exception reaches
+a neuron. A too-soon weight set, which the SDK refuses before signing, is `SettingWeightsTooFast`.
 
 Nothing here is exercised against a live chain in this repository (no chain is reachable from the test
 machines); the offline tests cover construction, the conversions and the metagraph mapping from a fake SDK object.
@@ -16,6 +23,7 @@ machines); the offline tests cover construction, the conversions and the metagra
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +32,10 @@ from bittensor_wallet import Keypair
 from template.chain.base import RAO_PER_TAO, U16_MAX, ChainError, Metagraph, TxResult, weights_to_u16
 
 COMMIT_RAW_MAX = 128
-COMMIT_BIGRAW_MAX = 512
+COMMIT_MAX_FIELDS = 3
+# SDK ErrorCode values -> the chain error name a preflight failure stands for
+_CODE_NAMES = {"rate_limited": "SettingWeightsTooFast", "not_registered": "HotKeyNotRegisteredInSubNet",
+               "subnet_not_exists": "SubnetNotExists"}
 
 # SDK / chain hyperparameter names -> the names neurons read (first present wins)
 HPARAM_ALIASES: dict[str, tuple[str, ...]] = {
@@ -46,15 +57,15 @@ HPARAM_ALIASES: dict[str, tuple[str, ...]] = {
 
 
 def commitment_info(data: str) -> dict[str, Any]:
-    """The `CommitmentInfo` argument for `Commitments.set_commitment`: one `Raw<len>` field (<= 128 B) or
-    `BigRaw` chunks (<= 512 B each, at most 3). Raises ValueError when the string does not fit."""
+    """The `CommitmentInfo` argument for `Commitments.set_commitment`: up to three `Raw<len>` fields of <= 128
+    bytes each, which the chain stores and the SDK reads back concatenated as UTF-8. Raises ValueError when the
+    string is longer than 384 bytes."""
     raw = data.encode()
-    if len(raw) <= COMMIT_RAW_MAX:
-        return {"fields": [{f"Raw{len(raw)}": "0x" + raw.hex()}]}
-    chunks = [raw[i:i + COMMIT_BIGRAW_MAX] for i in range(0, len(raw), COMMIT_BIGRAW_MAX)]
-    if len(chunks) > 3:
-        raise ValueError(f"commitment is {len(raw)} bytes; at most {3 * COMMIT_BIGRAW_MAX} fit")
-    return {"fields": [{"BigRaw": "0x" + c.hex()} for c in chunks]}
+    if len(raw) > COMMIT_RAW_MAX * COMMIT_MAX_FIELDS:
+        raise ValueError(f"commitment is {len(raw)} bytes; at most {COMMIT_RAW_MAX * COMMIT_MAX_FIELDS} fit in "
+                         f"{COMMIT_MAX_FIELDS} Raw fields")
+    chunks = [raw[i:i + COMMIT_RAW_MAX] for i in range(0, max(len(raw), 1), COMMIT_RAW_MAX)]
+    return {"fields": [{f"Raw{len(c)}": "0x" + c.hex()} for c in chunks]}
 
 
 def _rao(balance: Any) -> int:
@@ -77,9 +88,19 @@ def metagraph_from_sdk(mg: Any, weights: dict[int, list[tuple[int, float]]] | No
 
 
 def weights_from_read(rows: Any) -> dict[int, list[tuple[int, float]]]:
-    """The `weights` read ([(uid, [(dest, u16), ...]), ...] or {uid: [...]}) -> {uid: [(dest, w in [0,1])]}."""
+    """The `weights` read -> {uid: [(dest, w in [0, 1])]}, each row scaled so its largest weight is 1 (as the
+    chain stores it and the localnet reports it).
+
+    Accepts the v11 SDK's shape {uid: {dest: fraction}} (rows summing to 1) and the raw storage shape
+    [(uid, [(dest, u16), ...])] or {uid: [(dest, u16), ...]}.
+    """
     items = rows.items() if isinstance(rows, dict) else (rows or [])
-    return {int(uid): [(int(d), int(v) / U16_MAX) for d, v in row] for uid, row in items}
+    out: dict[int, list[tuple[int, float]]] = {}
+    for uid, row in items:
+        pairs = [(int(d), float(v)) for d, v in (row.items() if isinstance(row, dict) else row)]
+        top = max((v for _, v in pairs), default=0.0)
+        out[int(uid)] = [(d, v / top if top > 0 else 0.0) for d, v in pairs]
+    return out
 
 
 def hyperparameters_from_sdk(raw: dict[str, Any]) -> dict[str, int | float | bool]:
@@ -98,6 +119,18 @@ def hyperparameters_from_sdk(raw: dict[str, Any]) -> dict[str, int | float | boo
     return out
 
 
+def error_name(err: BaseException | Any) -> str:
+    """The chain's error name for an SDK error: its `.name`, else the name its ErrorCode stands for, else the
+    message."""
+    name = getattr(err, "name", None)
+    if name:
+        return str(name)
+    code = getattr(getattr(err, "code", None), "value", None)
+    if code in _CODE_NAMES:
+        return f"{_CODE_NAMES[code]}: {err}"
+    return f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else str(err or "failed")
+
+
 def tx_result(res: Any) -> TxResult:
     """SDK ExtrinsicResult -> TxResult (error = the chain's error name when known)."""
     if res.success:
@@ -108,32 +141,56 @@ def tx_result(res: Any) -> TxResult:
     return TxResult(ok=False, error=(getattr(err, "name", None) or getattr(res, "message", "") or "failed"))
 
 
+def is_transient(err: BaseException) -> bool:
+    """Transport trouble worth a retry on a fresh connection (dropped websocket, timeout, RPC unreachable);
+    not a refusal by the chain."""
+    from bittensor.result import ConnectionNotReady, RpcConnectionError
+
+    try:
+        from bittensor._transport.errors import SubstrateRequestException
+    except ImportError:  # pragma: no cover - private module of the SDK
+        SubstrateRequestException = ()  # noqa: N806
+    if isinstance(err, ConnectionNotReady | RpcConnectionError | OSError | TimeoutError | EOFError):
+        return True
+    if SubstrateRequestException and isinstance(err, SubstrateRequestException):
+        return True
+    return type(err).__module__.startswith("websockets")  # ConnectionClosed and friends
+
+
 class SubtensorChain:
     """`Chain` on finney/test/archive or any ws(s):// endpoint. The constructor does no network I/O."""
 
     def __init__(self, network: str = "finney", endpoint: str | None = None,
-                 client_factory: Callable[[str], Any] | None = None) -> None:
+                 client_factory: Callable[[str], Any] | None = None, retry_s: float = 30.0,
+                 retry_sleep_s: float = 1.0) -> None:
         """Args: network name; endpoint overrides it with a ws(s):// URL; client_factory(target) builds the SDK
-        client (default `bittensor.SyncClient`), a seam for tests."""
+        client (default `bittensor.SyncClient`), a seam for tests; retry_s: how long transport failures are
+        retried (the localnet client's policy), retry_sleep_s between attempts."""
         self.network = network
         self.target = endpoint or network
+        self.retry_s = retry_s
+        self.retry_sleep_s = retry_sleep_s
         self._client_factory = client_factory
         self._client: Any = None
 
     def connect(self) -> None:
-        if self._client is not None:
-            return
+        """Open the SDK client. Raises ChainError when it cannot connect."""
         try:
+            self._open()
+        except Exception as e:  # the SDK raises several transport types; report one
+            raise ChainError(f"cannot connect to subtensor {self.target!r}: {e}") from e
+
+    def _open(self) -> Any:
+        if self._client is None:
             if self._client_factory is None:
                 import bittensor as bt
 
-                self._client = bt.SyncClient(self.target)
+                client = bt.SyncClient(self.target)
             else:
-                self._client = self._client_factory(self.target)
-            self._client.connect()
-        except Exception as e:  # the SDK raises several transport types; report one
-            self._client = None
-            raise ChainError(f"cannot connect to subtensor {self.target!r}: {e}") from e
+                client = self._client_factory(self.target)
+            client.connect()
+            self._client = client
+        return self._client
 
     @property
     def client(self) -> Any:
@@ -141,24 +198,58 @@ class SubtensorChain:
             self.connect()
         return self._client
 
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        close = getattr(client, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped anyway
+                pass
+
+    def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
+        """Run `fn(client)`; retry transport failures on a fresh connection until `retry_s` has passed.
+
+        Raises ChainError: the chain's error name for a refusal, "Unreachable: ..." when the retries ran out.
+        """
+        deadline = time.monotonic() + self.retry_s
+        while True:
+            try:
+                return fn(self._open())
+            except Exception as e:  # noqa: BLE001 - every SDK failure becomes a ChainError here
+                if not is_transient(e):
+                    raise ChainError(f"{what}: {error_name(e)}") from e
+                self._drop_client()
+                if time.monotonic() + self.retry_sleep_s > deadline:
+                    raise ChainError(f"Unreachable: {what} on {self.target}: {e}") from e
+                time.sleep(self.retry_sleep_s)
+
+    def _write(self, what: str, fn: Callable[[Any], Any]) -> TxResult:
+        try:
+            return tx_result(self._call(what, fn))
+        except ChainError as e:
+            msg = str(e)
+            return TxResult(ok=False, error=msg.split(": ", 1)[1] if msg.startswith(what + ": ") else msg)
+
     def block(self) -> int:
-        return int(self.client.block)
+        return int(self._call("block", lambda c: c.block))
 
     def block_timestamp(self, block: int) -> float:
-        return float(self.client.timestamp(block=block).timestamp())
+        return float(self._call("timestamp", lambda c: c.timestamp(block=block)).timestamp())
 
     def metagraph(self, netuid: int) -> Metagraph:
-        mg = self.client.subnets.metagraph(netuid, commitments=False)
+        mg = self._call("metagraph", lambda c: c.subnets.metagraph(netuid, commitments=False))
         if mg is None:
             raise ChainError("SubnetNotExists")
         try:
-            weights = weights_from_read(self.client.read("weights", netuid=netuid, mechid=0))
-        except Exception:  # weights are optional for neurons; a read failure must not hide the metagraph
+            weights = weights_from_read(self._call("weights", lambda c: c.read("weights", netuid=netuid, mechid=0)))
+        except (ChainError, TypeError, ValueError):  # weights are optional for neurons: keep the metagraph
             weights = {}
         return metagraph_from_sdk(mg, weights)
 
     def commitments(self, netuid: int) -> dict[str, str]:
-        return {hk: c.data for hk, c in self.client.subnets.commitments(netuid).items() if c.data}
+        entries = self._call("commitments", lambda c: c.subnets.commitments(netuid))
+        return {hk: c.data for hk, c in entries.items() if c.data}
 
     def set_commitment(self, hotkey: Keypair, netuid: int, data: str) -> TxResult:
         import bittensor as bt
@@ -167,24 +258,31 @@ class SubtensorChain:
             info = commitment_info(data)
         except ValueError as e:
             return TxResult(ok=False, error=f"CommitmentTooLarge: {e}")
-        return tx_result(self.client.submit_call(bt.calls.Commitments.set_commitment(netuid, info), hotkey))
+        call = bt.calls.Commitments.set_commitment(netuid, info)
+        return self._write("set_commitment", lambda c: c.submit_call(call, hotkey))
 
     def set_weights(self, hotkey: Keypair, netuid: int, uids: list[int], weights: list[float],
                     version_key: int = 0) -> TxResult:
+        """The SDK's `SetWeights` intent: a plain set, or a drand-timelocked commit when the subnet has
+        commit-reveal on (the chain reveals it after commit_reveal_period tempos)."""
         from bittensor.intents import SetWeights
 
-        dests, values = weights_to_u16(list(uids), [float(w) for w in weights])
+        try:
+            dests, values = weights_to_u16(list(uids), [float(w) for w in weights])
+        except (TypeError, ValueError, OverflowError) as e:
+            return TxResult(ok=False, error=f"BadArgs: {e}")
         if not dests:
             return TxResult(ok=False, error="WeightVecLengthIsLow: all weights are zero")
         intent = SetWeights(netuid=netuid, uids=dests, weights=[v / U16_MAX for v in values],
                             version_key=int(version_key))
-        return tx_result(self.client.execute(intent, hotkey))
+        return self._write("set_weights", lambda c: c.execute(intent, hotkey))
 
     def hyperparameters(self, netuid: int) -> dict[str, int | float | bool]:
-        raw = self.client.read("subnet_hyperparameters", netuid=netuid)
+        raw = self._call("hyperparameters", lambda c: c.read("subnet_hyperparameters", netuid=netuid))
         if raw is None:
             raise ChainError("SubnetNotExists")
         return hyperparameters_from_sdk(dict(raw))
 
     def is_registered(self, hotkey_ss58: str, netuid: int) -> bool:
-        return self.client.read("uid", netuid=netuid, hotkey_ss58=hotkey_ss58) is not None
+        uid = self._call("is_registered", lambda c: c.read("uid", netuid=netuid, hotkey_ss58=hotkey_ss58))
+        return uid is not None

@@ -74,14 +74,41 @@ def test_weights_to_u16_keeps_the_max_at_65535_and_order(weights: list[float]) -
 
 def test_commitment_encodings_fit_the_chain_limits() -> None:
     assert commitment_fields("abc") == [{"Raw": b"abc".hex()}]
-    big = commitment_fields("x" * 700)
-    assert [len(bytes.fromhex(f["BigRaw"])) for f in big] == [512, 188]
-    with pytest.raises(ValueError, match="at most 1536"):
-        commitment_fields("x" * 1537)
+    bucket = commitment_fields("x" * 220)  # a bucket commitment is 138-220 bytes
+    assert [len(bytes.fromhex(f["Raw"])) for f in bucket] == [128, 92]
+    with pytest.raises(ValueError, match="at most 384"):
+        commitment_fields("x" * 385)
     assert commitment_info("abc") == {"fields": [{"Raw3": "0x616263"}]}
-    assert len(commitment_info("y" * 600)["fields"]) == 2
-    with pytest.raises(ValueError):
-        commitment_info("y" * 2000)
+    assert [list(f) for f in commitment_info("y" * 300)["fields"]] == [["Raw128"], ["Raw128"], ["Raw44"]]
+    with pytest.raises(ValueError, match="at most 384"):
+        commitment_info("y" * 385)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(max_size=200).filter(lambda t: len(t.encode()) <= 384))
+def test_commitments_round_trip_through_the_sdks_own_decoders(data: str) -> None:
+    """What we send is what every peer's SDK reads back: the metagraph and `commitment` read decoders."""
+    import bittensor as bt
+    from bittensor.metagraph import _decode_fields
+    from bittensor.reads.identity import _decode_commitment_data
+
+    info = commitment_info(data)
+    assert len(info["fields"]) <= 3
+    for entry in info["fields"]:
+        (variant, value), = entry.items()
+        assert variant == f"Raw{len(bytes.fromhex(value[2:]))}" and len(bytes.fromhex(value[2:])) <= 128
+    assert _decode_fields(info["fields"]) == data
+    assert _decode_commitment_data(info["fields"]) == data
+    call = bt.calls.Commitments.set_commitment(3, info)
+    assert (call.module, call.function, call.params["info"]) == ("Commitments", "set_commitment", info)
+
+
+def test_a_bigraw_commitment_would_be_unreadable_to_sdk_peers() -> None:
+    """Why the adapter never sends BigRaw: the SDK renders it as an opaque hash-like string."""
+    from bittensor.metagraph import _decode_fields
+
+    bucket = "b" * 200
+    assert _decode_fields([{"BigRaw": "0x" + bucket.encode().hex()}]).startswith("bigraw:0x")
 
 
 @dataclass
@@ -118,6 +145,12 @@ def fake_metagraph() -> FakeMetagraph:
         FakeNeuron(1, "hk1", "ck1", FakeBalance(2_500_000_000), FakeBalance(10**8), incentive=0.75, last_update=990),
         FakeNeuron(0, "hk0", "ck0", FakeBalance(10**9), FakeBalance(0), validator_permit=True, dividends=1.0),
     ])
+
+
+def test_weights_read_in_the_sdk_shape_and_the_storage_shape() -> None:
+    sdk_rows = {0: {1: 0.75, 2: 0.25}, 4: {}}  # v11's read: row-normalized fractions
+    assert weights_from_read(sdk_rows) == {0: [(1, 1.0), (2, pytest.approx(1 / 3))], 4: []}
+    assert weights_from_read([(0, [(1, 65535), (2, 21845)])]) == {0: [(1, 1.0), (2, pytest.approx(1 / 3))]}
 
 
 def test_metagraph_mapping_from_the_sdk_object() -> None:
@@ -214,3 +247,84 @@ def test_connect_failure_is_a_chain_error() -> None:
     with pytest.raises(ChainError, match="cannot connect"):
         SubtensorChain("finney", client_factory=broken).connect()
     assert tx_result(SimpleNamespace(success=False, message="boom", error=None)).error == "boom"
+
+
+class FlakyClient(FakeClient):
+    """A FakeClient whose first `failures` calls of each kind die like a dropped websocket."""
+
+    def __init__(self, failures: int, error: BaseException) -> None:
+        super().__init__()
+        self.failures, self.error = failures, error
+        self._block = 1234
+
+    def _maybe_fail(self) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise self.error
+
+    @property
+    def block(self) -> int:  # type: ignore[override]
+        self._maybe_fail()
+        return self._block
+
+    @block.setter
+    def block(self, value: int) -> None:
+        self._block = value
+
+    def read(self, name: str, **params: Any) -> Any:
+        if name == "weights":
+            return {0: {1: 0.75, 2: 0.25}}
+        self._maybe_fail()
+        return super().read(name, **params)
+
+    def execute(self, intent: Any, wallet: Any) -> Any:
+        self._maybe_fail()
+        return super().execute(intent, wallet)
+
+
+def flaky_chain(failures: int, error: BaseException, retry_s: float = 5.0,
+                every_client: bool = False) -> tuple[SubtensorChain, list]:
+    made: list[FlakyClient] = []
+
+    def factory(target: str) -> FlakyClient:
+        made.append(FlakyClient(failures if not made or every_client else 0, error))
+        return made[-1]
+
+    return SubtensorChain("finney", client_factory=factory, retry_s=retry_s, retry_sleep_s=0.01), made
+
+
+def test_a_dropped_connection_is_retried_on_a_fresh_client() -> None:
+    from bittensor.result import RpcConnectionError
+
+    chain, made = flaky_chain(1, RpcConnectionError("websocket closed"))
+    assert chain.block() == 1234 and len(made) == 2  # reconnected once
+    chain, made = flaky_chain(1, ConnectionResetError("reset by peer"))
+    assert chain.hyperparameters(3)["tempo"] == 99
+    res = flaky_chain(1, TimeoutError("timed out"))[0].set_weights(Keypair.create_from_uri("//v"), 3, [1], [1.0])
+    assert res.ok
+
+
+def test_sdk_errors_become_chain_errors_and_failed_results() -> None:
+    from bittensor.result import ChainError as SdkChainError
+    from bittensor.result import ErrorCode, RpcConnectionError
+
+    chain, _ = flaky_chain(10**6, RpcConnectionError("down"), retry_s=0.05, every_client=True)
+    with pytest.raises(ChainError, match="Unreachable"):
+        chain.block()
+    assert chain.set_weights(Keypair.create_from_uri("//v"), 3, [1], [1.0]).error.startswith("Unreachable")
+    too_soon = SdkChainError("Weights were last set 3 blocks ago", code=ErrorCode.RATE_LIMITED)
+    chain, made = flaky_chain(1, too_soon)
+    res = chain.set_weights(Keypair.create_from_uri("//v"), 3, [1], [1.0])
+    assert not res.ok and res.error.startswith("SettingWeightsTooFast") and len(made) == 1  # no retry
+    chain, _ = flaky_chain(1, SdkChainError("bad", name="SubnetNotExists"))
+    with pytest.raises(ChainError, match="SubnetNotExists"):
+        chain.hyperparameters(3)
+    chain, _ = flaky_chain(1, ValueError("decode failed"))
+    with pytest.raises(ChainError, match="ValueError"):
+        chain.block()
+    assert chain.set_weights(Keypair.create_from_uri("//v"), 3, [1], [float("inf")]).error.startswith("BadArgs")
+
+
+def test_the_metagraph_carries_weights_in_the_sdk_shape() -> None:
+    chain, _ = flaky_chain(0, OSError())
+    assert chain.metagraph(3).weights == {0: [(1, 1.0), (2, pytest.approx(1 / 3))]}
