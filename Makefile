@@ -17,6 +17,7 @@ localnet: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 test-all: setup
@@ -24,6 +25,7 @@ test-all: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache

@@ -186,7 +186,8 @@ class SeaweedServer:
         last_error = "no attempt"
         while time.monotonic() < deadline:
             if not self.running:
-                raise RuntimeError(f"seaweedfs exited early (code {self._process.returncode}); see {self.log_path}")
+                code = self._process.returncode if self._process is not None else None
+                raise RuntimeError(f"seaweedfs exited early (code {code}); see {self.log_path}")
             try:
                 client.list_buckets()
                 if self._volume_ready():

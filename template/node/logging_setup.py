@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 _SECRETS: set[str] = set()
 # mnemonic-looking runs of 12+ lowercase words, and key=value pairs whose name says secret
@@ -29,13 +33,13 @@ def redact(text: str) -> str:
     return _SECRET_PATTERNS[1].sub("***", text)
 
 
-def _context(extra: dict) -> str:
+def _context(extra: dict[str, Any]) -> str:
     """The bound context of a line (`logger.bind(window=..., uid=...)`) as `w=12 uid=3 | `, or ''."""
     parts = [f"{short}={extra[key]}" for key, short in (("window", "w"), ("uid", "uid")) if extra.get(key) is not None]
     return " ".join(parts) + " | " if parts else ""
 
 
-def _patch(record: dict) -> None:
+def _patch(record: Record) -> None:
     record["message"] = redact(record["message"])
     record["extra"]["ctx"] = _context(record["extra"])
 

@@ -175,6 +175,7 @@ def train_inner_steps(m: Miner, plan: WindowPlan, ids: list[int] | None = None) 
 def train_sharded(m: Miner, plan: WindowPlan, ids: list[int]) -> TrainResult:
     """The same H steps, sharded over the torchrun ranks (template.node.distributed); rank 0 reads the
     samples for everyone, since only it has the dataset. theta_w in m.gm is not touched."""
+    assert m.trainer is not None, "train_sharded runs on torchrun rank 0, which holds the training group"
     start = time.perf_counter()
     tokens = m.dataset.batch(ids)  # (H * batch_size, seq_len + 1)
     delta, mean = m.trainer.train(plan.window, m.gm.model.state_dict(), tokens)
@@ -273,7 +274,7 @@ def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, dead
                                        shapes=m.gm.shapes(), base_fingerprint=m.gm.fingerprint(),
                                        num_train=m.num_train)
         chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=m.hp.num_peers)
-        updates = [admissions[u].update for u in chosen]
+        updates = [upd for u in chosen if (upd := admissions[u].update) is not None]  # admitted: all
     log_outer_step(window, m.gm.apply_updates(updates, m.hp.outer_lr))
     m.gm.window = window + 1
     m.unverified[window] = m.gm.fingerprint()

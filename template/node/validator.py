@@ -345,5 +345,6 @@ def run(cfg: NeuronConfig) -> None:
     logger.info("validator stopped cleanly")
 
 
-def payload_sha(data: bytes) -> str:
+def payload_sha(data: bytes | None) -> str:
+    assert data is not None, "an upload in the gather set was admitted, so it has its bytes"
     return hashlib.sha256(data).hexdigest()

@@ -40,7 +40,7 @@ from template.protocol.config import NeuronConfig
 from template.protocol.data import sample_ids
 from template.protocol.sparseloco import compress
 
-_memory: dict[str, object] = {}
+_memory: dict[str, dict[str, torch.Tensor]] = {}
 
 
 def idle(m: Miner, plan: WindowPlan, base_fp: str):
