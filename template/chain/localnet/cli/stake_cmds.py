@@ -107,8 +107,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
                    "received_tao": units(after - before), "expected_tao": units(expected), "slippage": slip,
                    "block": res.block, "stake_left_alpha": units(left), "balance_tao": units(after)})
     else:
-        print(f"unstaked {alpha(amount)} in block {res.block}: received {tao(after - before)}; balance "
-              f"{tao(after)}, your stake left on this hotkey {alpha(left)}")
+        print(f"unstaked {alpha(amount)} in block {res.block}: received {tao(after - before)} (net of the "
+              f"transaction fee); balance {tao(after)}, your stake left on this hotkey {alpha(left)}")
     return 0
 
 
