@@ -221,11 +221,10 @@ def read_tensor_artifact(
 # JSON artifacts
 
 
-def write_json_artifact(
-    body: Mapping[str, Any], *, kind: str, window: int, keypair: Keypair, fields: Mapping[str, Any] | None = None
-) -> bytes:
+def write_json_artifact(body: Mapping[str, Any], *, kind: str, window: int, keypair: Keypair) -> bytes:
+    """Sign `body` as a JSON artifact of `kind` for `window`: ``{"manifest": {...}, "body": body}``."""
     payload = hashlib.sha256(canonical_json(body)).hexdigest()
-    manifest = make_manifest(kind=kind, window=window, keypair=keypair, payload_sha256=payload, fields=fields)
+    manifest = make_manifest(kind=kind, window=window, keypair=keypair, payload_sha256=payload)
     return canonical_json({"manifest": manifest, "body": body})
 
 
