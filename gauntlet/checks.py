@@ -54,10 +54,6 @@ NON_FINITE = "non_finite"
 OUT_OF_SYNC = "out_of_sync"
 COPY = "copy"
 
-ARTIFACT_CODES = (
-    "bad_manifest", "unsigned", "wrong_protocol", "wrong_kind", "wrong_signer", "bad_signature",
-    "wrong_window", "payload_mismatch", "too_large", "truncated", "huge_header", "malformed", "bad_dtype",
-)
 FETCH_TIMEOUT = "fetch_timeout"
 FETCH_DENIED = "fetch_denied"
 FETCH_STATUS_REASONS = {ReadStatus.NOT_FOUND: MISSING, ReadStatus.TOO_LARGE: TOO_LARGE, ReadStatus.ERROR: FETCH_ERROR,
