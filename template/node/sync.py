@@ -199,7 +199,8 @@ def catch_up(
     """Replay records until gm.window == target. The last record may be waited for.
 
     A window without a record changed nothing. Returns IN_SYNC, RESYNCED when the node had to
-    reload a checkpoint on the way, or DIVERGED when three reloads did not get it there.
+    reload a checkpoint on the way, DIVERGED when three reloads did not get it there, or STOPPED
+    when `should_stop` cut it short (a record it stopped waiting for does not count as absent).
     """
     status = SyncStatus.IN_SYNC
     for _attempt in range(3):
@@ -209,6 +210,8 @@ def catch_up(
             while not read.ok and time.time() < deadline and not should_stop():
                 time.sleep(0.5)
                 read = fetch_record(peers, lead_hotkey, gm.window)
+            if not read.ok and should_stop():
+                return SyncStatus.STOPPED
             if read.status is ReadStatus.INVALID:
                 logger.bind(window=gm.window).warning(f"the lead's record is invalid: {read.reason}")
             if not read.ok or read.value is None:  # no usable record: the window changed nothing
@@ -219,9 +222,9 @@ def catch_up(
                 logger.bind(window=read.value.window).warning(f"{outcome}; resyncing from a checkpoint")
                 break
         else:
-            return status
+            return status if gm.window >= target else SyncStatus.STOPPED
         if should_stop():
-            return status
+            return SyncStatus.STOPPED
         status = SyncStatus.RESYNCED
         resync(gm, peers, lead_hotkey, target, device)
     return SyncStatus.DIVERGED
