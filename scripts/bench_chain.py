@@ -5,6 +5,11 @@ Baselines measured in the same run: the 200 extrinsics/s target and raw sr25519 
 node could do if it did nothing but check signatures). The last stdout line is one JSON object.
 
     .venv/bin/python scripts/bench_chain.py [--extrinsics 2000] [--threads 4] [--block-time 1.0]
+    .venv/bin/python scripts/bench_chain.py --copier-epochs 40     # the weight copier, CR off vs on
+
+`--copier-epochs N` instead measures a weight copier (`template.sim.weightcopier`) against an honest
+validator on a real node: both staked, the honest one sets drifting weights once per tempo, the copier sets
+the honest one's visible row right after; dividends per stake of each, with commit-reveal off and on.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from template.chain.localnet.client import LocalnetClient  # noqa: E402
 from template.chain.localnet.extrinsic import canonical_json  # noqa: E402
 from template.chain.localnet.node import start_localnet_process  # noqa: E402
 from template.chain.localnet.yuma import NeuronState, YumaParams, yuma_epoch  # noqa: E402
+from template.sim.weightcopier import copy_once  # noqa: E402
 
 TARGET_EXTRINSICS_PER_S = 200.0
 TARGET_EPOCH_MS = 100.0
@@ -119,6 +125,55 @@ def bench_extrinsics(total: int, num_threads: int, block_time: float, batch: int
             "extrinsics_wall_s": elapsed}
 
 
+def _copier_subnet(client: LocalnetClient, num_miners: int, cr: bool, tempo: int) -> tuple[int, dict]:
+    alice, owner = Keypair.create_from_uri("//Alice"), Keypair.create_from_uri("//cp-owner")
+    client.transfer(alice, owner.ss58_address, 2000.0).raise_for_error()
+    netuid = client.register_network(owner, Keypair.create_from_uri("//cp-owner-hk").ss58_address)
+    for name, value in {"tempo": tempo, "weights_rate_limit": 1, "commit_reveal_weights_enabled": cr,
+                        "commit_reveal_period": 1}.items():
+        client.set_hyperparameter(alice, netuid, name, value).raise_for_error()
+    client.start_call(owner, netuid).raise_for_error()
+    keys = {name: Keypair.create_from_uri(f"//cp-{name}") for name in ("honest", "copier")}
+    for i in range(num_miners):
+        client.burned_register(Keypair.create_from_uri("//Bob"), Keypair.create_from_uri(f"//cp-m{i}").ss58_address,
+                               netuid).raise_for_error()
+    for kp in keys.values():
+        client.burned_register(alice, kp.ss58_address, netuid).raise_for_error()
+        client.add_stake(alice, kp.ss58_address, netuid, 1000.0).raise_for_error()
+    return netuid, keys
+
+
+def bench_copier(epochs: int, warmup: int, cr: bool, block_time: float, seed: int, tempo: int = 10,
+                 num_miners: int = 8) -> dict[str, float]:
+    """Dividends per stake of an honest validator and a weight copier over `epochs` epochs after `warmup`."""
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="bench_copier_") as tmp, \
+            start_localnet_process(Path(tmp) / "chain.sqlite", block_time=block_time) as (endpoint, _):
+        client = LocalnetClient(endpoint)
+        client.connect()
+        netuid, keys = _copier_subnet(client, num_miners, cr, tempo)
+        mg = client.metagraph(netuid)
+        miners = [u for u in mg.uids if mg.hotkeys[u] not in {k.ss58_address for k in keys.values()} and u != 0]
+        uid = {name: mg.uid_of(kp.ss58_address) for name, kp in keys.items()}
+        quality = [rng.random() for _ in miners]
+        per_stake: dict[str, list[float]] = {"honest": [], "copier": []}
+        last_epoch = client.subnets()[str(netuid)]["epoch_index"]
+        for epoch in range(warmup + epochs):
+            quality = [0.5 * q + 0.5 * rng.random() for q in quality]  # miners drift from tempo to tempo
+            client.set_weights(keys["honest"], netuid, miners, quality)
+            copy_once(client, keys["copier"], netuid)
+            while client.subnets()[str(netuid)]["epoch_index"] == last_epoch:
+                time.sleep(block_time / 2)
+            last_epoch += 1
+            mg = client.metagraph(netuid)
+            if epoch >= warmup:
+                for name, u in uid.items():
+                    per_stake[name].append(mg.emission[u] / mg.stake[u] if mg.stake[u] > 0 else 0.0)
+        client.close()
+    honest, copier = statistics.fmean(per_stake["honest"]), statistics.fmean(per_stake["copier"])
+    return {"honest_per_stake": honest, "copier_per_stake": copier, "copier_vs_honest": copier / honest}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--extrinsics", type=int, default=2000)
@@ -127,7 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=50, help="extrinsics per POST /extrinsics in the batched run")
     ap.add_argument("--epoch-repeats", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--copier-epochs", type=int, default=0,
+                    help="measure a weight copier vs an honest validator over this many epochs (CR off and on) "
+                         "instead of the throughput run")
+    ap.add_argument("--copier-warmup", type=int, default=10, help="epochs before the copier measurement counts")
     args = ap.parse_args(argv)
+    if args.copier_epochs:
+        result = {f"cr_{'on' if cr else 'off'}": bench_copier(args.copier_epochs, args.copier_warmup, cr, 0.1,
+                                                               args.seed) for cr in (False, True)}
+        for key, r in result.items():
+            print(f"{key}: honest {r['honest_per_stake']:.5f} / copier {r['copier_per_stake']:.5f} alpha per "
+                  f"alpha staked per epoch; copier/honest {r['copier_vs_honest']:.3f}")
+        print(json.dumps(result))
+        return 0
     try:
         import torch
 
