@@ -11,6 +11,7 @@ real SeaweedFS server and the real localnet node, never against these.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -21,17 +22,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from bittensor_wallet import Keypair
+from safetensors.torch import load as load_tensors
 
+from gauntlet.checks import expected_codec_field
 from storage.credentials import BucketAccess
 from storage.peers import OwnBucket, PeerBuckets
 from storage.s3 import GetResult, ObjectInfo, Status
 from template.chain.base import Metagraph, TxResult, weights_to_u16
 from template.node.miner import Miner
 from template.node.neuron import WindowClock
-from template.node.sync import GlobalModel
+from template.node.sync import GlobalModel, publish_checkpoint
 from template.node.validator import Validator
+from template.protocol import layout
+from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import TokenDataset
+from template.protocol.data import TokenDataset, data_receipt, sample_ids
+from template.protocol.records import AggregationRecord, RecordEntry
+from template.protocol.sparseloco import compress, decompress
 
 FAKE_ENDPOINT = "http://fake-store.invalid"
 
@@ -295,3 +302,60 @@ class FakeNet:
                          dataset=self.dataset, num_train=self.heldout_start, num_samples=self.num_samples,
                          gm=GlobalModel.initial(self.hp, torch.device("cpu")), device=torch.device("cpu"),
                          state_dir=self.root / f"validator-{name}", ratings=Ratings(alpha=self.hp.compliance_alpha))
+
+
+class Lead:
+    """The lead validator's side of windows 0, 1, ... without evaluation: each window, miners upload
+    random sparse updates (signed, with the manifest fields every node checks), the lead applies them
+    with the runtime's own outer step and signs the record (and optionally a checkpoint)."""
+
+    def __init__(self, net: FakeNet, name: str = "alice") -> None:
+        self.net = net
+        self.lead = net.neurons[name]
+        self.gm = GlobalModel.initial(net.hp, torch.device("cpu"))
+        self.records: dict[int, AggregationRecord] = {}
+        self.fingerprints = [self.gm.fingerprint()]  # theta_0, theta_1, ...
+
+    def upload(self, name: str, window: int) -> bytes:
+        """Miner `name`'s update of `window` on the lead's theta_window, put in its bucket."""
+        node, hp = self.net.neurons[name], self.net.hp
+        gen = torch.Generator().manual_seed(1000 * window + node.uid)
+        delta = {n: torch.randn(s, generator=gen) * 1e-2 for n, s in self.gm.shapes().items()}
+        wire, _ = compress(delta, None, self.gm.codec, hp.ef_beta)
+        ids = sample_ids(node.uid, window, hp.data_seed, hp.samples_per_window, self.net.heldout_start)
+        data = write_tensor_artifact(wire, kind="gradient", window=window, keypair=node.keypair, fields={
+            "uid": node.uid, "base_fingerprint": self.gm.fingerprint(), "data_receipt": data_receipt(ids),
+            "num_inner_steps": hp.inner_steps, "codec": expected_codec_field(hp)})
+        node.bucket.put_update(window, data)
+        return data
+
+    def window(self, window: int, miners: tuple[str, ...] = ("bob", "charlie"), *, publish: bool = True,
+               checkpoint: bool = False, **published_edits: object) -> AggregationRecord:
+        """Aggregate fresh uploads of `miners` into theta_{window+1}; sign and publish the record, with
+        `published_edits` applied to what is published (a wrong record); optionally a checkpoint after."""
+        assert self.gm.window == window
+        base = self.gm.fingerprint()
+        names = sorted(miners, key=lambda name: self.net.neurons[name].uid)  # records list uids in order
+        sent = [self.upload(name, window) for name in names]
+        entries = tuple(RecordEntry(uid=self.net.neurons[name].uid, hotkey=self.net.hotkey(name),
+                                    key=layout.gradient_key(window), sha256=hashlib.sha256(data).hexdigest())
+                        for name, data in zip(names, sent, strict=True))
+        updates = [decompress(load_tensors(data), self.gm.shapes(), self.gm.codec) for data in sent]
+        self.gm.apply_updates(updates, self.net.hp.outer_lr)
+        self.gm.window = window + 1
+        record = AggregationRecord(window=window, base_fingerprint=base, next_fingerprint=self.gm.fingerprint(),
+                                   outer_lr=self.net.hp.outer_lr, included=entries)
+        self.gm.lineage = self.gm.lineage.after_record(record)
+        self.records[window] = record
+        self.fingerprints.append(self.gm.fingerprint())
+        if publish:
+            self.lead.bucket.put_record(window, dataclasses.replace(record, **published_edits),  # type: ignore[arg-type]
+                                        self.lead.keypair)
+        if checkpoint:
+            publish_checkpoint(self.gm, self.lead.bucket, self.lead.keypair)
+        return record
+
+    def run(self, windows: int = 3, **per_window: dict) -> None:
+        """Windows 0 .. windows-1; `w1={...}` passes keyword arguments to `window(1, ...)`."""
+        for w in range(windows):
+            self.window(w, **per_window.get(f"w{w}", {}))

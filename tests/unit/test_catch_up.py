@@ -8,27 +8,18 @@ publish_checkpoint) on real signed artifacts; the follower is a fresh GlobalMode
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 
 import pytest
 import torch
 
 from storage.peers import fetch_record
-from template.node.sync import (
-    ApplyOutcome,
-    GlobalModel,
-    SyncStatus,
-    apply_record,
-    catch_up,
-    publish_checkpoint,
-)
+from template.node.sync import ApplyOutcome, GlobalModel, SyncStatus, apply_record, catch_up
 from template.protocol import layout
-from template.protocol.artifacts import write_json_artifact, write_tensor_artifact
+from template.protocol.artifacts import write_json_artifact
 from template.protocol.reads import ReadStatus
-from template.protocol.records import AggregationRecord, RecordEntry
-from template.protocol.sparseloco import compress, decompress
-from tests.unit.fakes import FakeNet
+from template.protocol.records import AggregationRecord
+from tests.unit.fakes import FakeNet, Lead
 
 CPU = torch.device("cpu")
 TARGET = 3
@@ -51,61 +42,6 @@ def net(tmp_path) -> FakeNet:
     net.add("bob")
     net.add("charlie")
     return net
-
-
-class Lead:
-    """The lead's side of windows 0, 1, ...: miners' uploads, the outer step, its signed records."""
-
-    def __init__(self, net: FakeNet) -> None:
-        self.net = net
-        self.gm = GlobalModel.initial(net.hp, CPU)
-        self.records: dict[int, AggregationRecord] = {}
-        self.fingerprints = [self.gm.fingerprint()]  # theta_0, theta_1, ...
-
-    def upload(self, name: str, window: int) -> RecordEntry:
-        """A random sparse update of `name` for `window`, encoded and signed as a miner's."""
-        node = self.net.neurons[name]
-        gen = torch.Generator().manual_seed(1000 * window + node.uid)
-        delta = {n: torch.randn(s, generator=gen) * 1e-2 for n, s in self.gm.shapes().items()}
-        wire, _ = compress(delta, None, self.gm.codec, self.net.hp.ef_beta)
-        data = write_tensor_artifact(wire, kind="gradient", window=window, keypair=node.keypair,
-                                     fields={"uid": node.uid, "base_fingerprint": self.gm.fingerprint()})
-        key = node.bucket.put_update(window, data)
-        return RecordEntry(uid=node.uid, hotkey=node.keypair.ss58_address, key=key,
-                           sha256=hashlib.sha256(data).hexdigest())
-
-    def window(self, window: int, miners=("bob", "charlie"), *, publish: bool = True, checkpoint: bool = False,
-               **published_edits: object) -> AggregationRecord:
-        """Aggregate `miners`' uploads into theta_{window+1}; sign and publish the record (with
-        `published_edits` applied to what is published, to make a wrong one); optionally a checkpoint after."""
-        assert self.gm.window == window
-        base = self.gm.fingerprint()
-        entries = [self.upload(name, window) for name in miners]
-        wires = [self.net.store.get(f"bucket-{name}", layout.gradient_key(window)).data for name in miners]
-        updates = [decompress(_tensors(data), self.gm.shapes(), self.gm.codec) for data in wires]
-        self.gm.apply_updates(updates, self.net.hp.outer_lr)
-        self.gm.window = window + 1
-        record = AggregationRecord(window=window, base_fingerprint=base, next_fingerprint=self.gm.fingerprint(),
-                                   outer_lr=self.net.hp.outer_lr, included=tuple(entries))
-        self.gm.lineage = self.gm.lineage.after_record(record)
-        self.records[window] = record
-        self.fingerprints.append(self.gm.fingerprint())
-        if publish:
-            alice = self.net.neurons["alice"]
-            alice.bucket.put_record(window, dataclasses.replace(record, **published_edits), alice.keypair)
-        if checkpoint:
-            publish_checkpoint(self.gm, self.net.neurons["alice"].bucket, self.net.neurons["alice"].keypair)
-        return record
-
-    def run(self, windows: int = TARGET, **per_window: dict) -> None:
-        for w in range(windows):
-            self.window(w, **per_window.get(f"w{w}", {}))
-
-
-def _tensors(data: bytes) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
-
-    return load(data)
 
 
 def follow(net: FakeNet, target: int = TARGET, **kwargs) -> tuple[GlobalModel, SyncStatus]:
