@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bittensor_wallet import Keypair, Wallet  # noqa: E402
 from loguru import logger  # noqa: E402
 
+from scripts.localnet_progress import Progress  # noqa: E402
 from scripts.localnet_report import build_report, print_report, save_plots  # noqa: E402
 from scripts.prepare_data import prepare_dataset, upload_dataset  # noqa: E402
 from storage.credentials import BucketAccess  # noqa: E402
@@ -237,13 +238,17 @@ def wait_for_windows(chain, hp: HParams, args, neurons, seaweed, run_dir, events
     window_s = args.block_time * hp.blocks_per_window
     limit = time.time() + (args.windows + 6) * window_s * 3 + 120
     lead_metrics = run_dir / "metrics" / "validator0.jsonl"
+    progress = Progress(lead_metrics, args.windows, {n.wallet.hotkey.ss58_address: n.name for n in neurons},
+                        window_s=window_s, started=time.time())
     while time.time() < limit:
+        progress.poll()
         block = chain.block()
         # mid-window: a neuron killed now loses work in progress, the hard case for a restart
         middle = (block - hp.start_block - hp.blocks_per_window // 2) // hp.blocks_per_window
         for w in [w for w in chaos if w <= middle]:
             run_chaos(chaos.pop(w), w, neurons, seaweed, run_dir, events_log)
         if validator_windows_done(lead_metrics) >= args.windows:
+            progress.poll()
             return
         dead = [n.name for n in neurons if n.proc is not None and n.proc.poll() not in (None, 0)]
         if dead:
