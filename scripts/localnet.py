@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         validator_stake = min(baseline.stake[baseline.uid_of(n.wallet.hotkey.ss58_address)]
                               for n in neurons if n.role == "validator")
         overrides = {"min_validator_stake": round(validator_stake / 2, 3), **overrides}
+        # the run trusts upload times from this SeaweedFS only (hostile miners' own endpoints are refused)
+        overrides.setdefault("approved_storage_endpoints", [seaweed.endpoint])
         hp = HParams(blocks_per_window=args.blocks_per_window, data_seed=args.seed + 7, model_seed=args.seed + 1234,
                      **overrides)
         t0 = time.time()

@@ -10,17 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 from loguru import logger
 
+from storage.bounded import FetchBudget, deadline
 from storage.s3 import GetResult, Status
 from template.protocol import layout
 from template.protocol.data import DatasetError, DatasetManifest, TokenDataset, load_manifest
 
 MANIFEST_MAX_BYTES = 16 << 20
+DATASET_BUDGET = FetchBudget(total_s=3600.0, min_bytes_per_s=64 << 10, startup_s=10.0)  # per dataset object
 
 
 class ObjectReader(Protocol):
@@ -60,7 +63,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _fetch_object(client: ObjectReader, bucket: str, key: str, sha256: str, size: int, path: Path) -> None:
-    res = client.get(bucket, key, max_bytes=size, sha256=sha256)
+    with deadline(time.monotonic() + DATASET_BUDGET.total_s, DATASET_BUDGET):  # shards are big: their own budget
+        res = client.get(bucket, key, max_bytes=size, sha256=sha256)
     if res.status is not Status.OK or res.data is None:
         raise DatasetError(f"dataset object {bucket}/{key}: {res.status.name} ({res.error})")
     _write_atomic(path, res.data)

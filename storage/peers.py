@@ -5,13 +5,18 @@ no_commitment, invalid (with the reason), too_large, timeout, denied or error. N
 for a peer's misbehaviour; own writes raise `S3Error` after the client's retries.
 
 Where a peer's bucket is comes from its on-chain commitment; this module takes the commitments as a
-callable (hotkey -> committed string) so it never talks to the chain itself.
+callable (hotkey -> committed string) so it never talks to the chain itself. Once the run's hparams
+are known (`configure`), a commitment whose endpoint is not an approved provider counts as none
+(its Last-Modified could be anything), and every read is bounded by the run's fetch budget
+(storage.bounded): a slow or silent peer ends as TIMEOUT, and the reads of one window run at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +25,7 @@ from loguru import logger
 
 from gauntlet.aggregate import parse_peer_list
 from gauntlet.checks import Upload
+from storage.bounded import FetchBudget, deadline
 from storage.credentials import BucketAccess
 from storage.s3 import GetResult, S3Client, Status
 from template.protocol import layout
@@ -30,6 +36,8 @@ from template.protocol.artifacts import (
     read_tensor_artifact,
     write_json_artifact,
 )
+from template.protocol.config import HParams
+from template.protocol.endpoints import endpoint_approved
 from template.protocol.reads import Read, ReadStatus
 from template.protocol.records import AggregationRecord, RecordEntry
 from template.protocol.sparseloco import CodecError, CodecParams, decompress
@@ -39,9 +47,10 @@ OWN_WRITE_ATTEMPTS = 8
 RECORD_MAX_BYTES = 4 << 20
 PEERS_MAX_BYTES = 1 << 20
 HPARAMS_MAX_BYTES = 1 << 20
+FETCH_WORKERS = 16  # reads of one window in flight at once (each bounded by the fetch budget)
 
 _STATUS = {Status.OK: ReadStatus.OK, Status.NOT_FOUND: ReadStatus.NOT_FOUND, Status.TOO_LARGE: ReadStatus.TOO_LARGE,
-           Status.DENIED: ReadStatus.DENIED, Status.ERROR: ReadStatus.ERROR}
+           Status.DENIED: ReadStatus.DENIED, Status.TIMEOUT: ReadStatus.TIMEOUT, Status.ERROR: ReadStatus.ERROR}
 
 
 def read_of(res: GetResult) -> Read[bytes]:
@@ -57,9 +66,10 @@ def read_of(res: GetResult) -> Read[bytes]:
 
 
 def peer_client(acc: BucketAccess) -> S3Client:
-    """The S3 client that reads a peer's bucket with the read keys it published."""
+    """The S3 client that reads a peer's bucket with the read keys it published: every request over a
+    watched connection (storage.bounded), each read within the budget `PeerBuckets.get` sets."""
     return S3Client(acc.endpoint, acc.access_key_id, acc.secret_access_key, acc.region,
-                    max_attempts=PEER_READ_ATTEMPTS)
+                    max_attempts=PEER_READ_ATTEMPTS, budget=FetchBudget())
 
 
 @dataclass
@@ -68,23 +78,46 @@ class PeerBuckets:
 
     `commitments` returns hotkey -> committed string (the runtime passes the chain's); `refresh()`
     re-reads it. One S3 client per distinct (endpoint, keys), kept across refreshes; `client_factory`
-    makes it (unit tests pass an in-memory store with S3Client's methods).
+    makes it (unit tests pass an in-memory store with S3Client's methods). `approved` (endpoint
+    patterns, template.protocol.endpoints) is None until `configure` sets the run's: only the
+    subnet owner's bucket is read before that, to get the hparams.
     """
 
     commitments: Callable[[], dict[str, str]]
     on_secret: Callable[[str], None] = lambda _secret: None  # e.g. keep read secrets out of the logs
     access: dict[str, BucketAccess] = field(default_factory=dict)
     client_factory: Callable[[BucketAccess], S3Client] = peer_client
+    budget: FetchBudget = field(default_factory=FetchBudget)
+    checkpoint_budget: FetchBudget = field(default_factory=lambda: FetchBudget(total_s=600.0))
+    approved: tuple[str, ...] | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # hotkey -> why its commitment is not usable
     _clients: dict[tuple[str, str, str], S3Client] = field(default_factory=dict)
+
+    def configure(self, hp: HParams) -> None:
+        """Apply the run's storage rules (approved endpoints, fetch budgets) and re-read the commitments."""
+        self.approved = hp.approved_storage_endpoints
+        self.budget = FetchBudget(total_s=hp.fetch_timeout_s, min_bytes_per_s=hp.fetch_min_bytes_per_s)
+        self.checkpoint_budget = FetchBudget(total_s=hp.checkpoint_fetch_timeout_s,
+                                             min_bytes_per_s=hp.fetch_min_bytes_per_s)
+        self.refresh()
 
     def refresh(self) -> None:
         fresh: dict[str, BucketAccess] = {}
+        refused: dict[str, str] = {}
         for hotkey, raw in self.commitments().items():
             try:
-                fresh[hotkey] = BucketAccess.decode(raw)
+                acc = BucketAccess.decode(raw)
             except ValueError as e:
-                logger.debug(f"ignoring commitment of {hotkey[:10]}: {e}")
-        self.access = fresh
+                refused[hotkey] = f"unusable commitment: {e}"
+                continue
+            if self.approved is not None and not endpoint_approved(acc.endpoint, self.approved):
+                refused[hotkey] = f"endpoint {acc.endpoint} is not an approved storage provider"
+                continue
+            fresh[hotkey] = acc
+        for hotkey, why in refused.items():
+            if self.refused.get(hotkey) != why:
+                logger.debug(f"ignoring commitment of {hotkey[:10]}: {why}")
+        self.access, self.refused = fresh, refused
 
     def reader(self, hotkey: str) -> tuple[S3Client, str] | None:
         """(client with the peer's read keys, bucket), or None when the hotkey committed no usable access."""
@@ -97,13 +130,32 @@ class PeerBuckets:
             self._clients[ident] = self.client_factory(acc)
         return self._clients[ident], acc.bucket
 
-    def get(self, hotkey: str, key: str, max_bytes: int) -> Read[bytes]:
-        """The bytes of `key` in the peer's bucket (at most `max_bytes`)."""
+    def get(self, hotkey: str, key: str, max_bytes: int, budget: FetchBudget | None = None) -> Read[bytes]:
+        """The bytes of `key` in the peer's bucket (at most `max_bytes`), within `budget` (default: the run's)."""
         found = self.reader(hotkey)
         if found is None:
-            return Read.failure(ReadStatus.NO_COMMITMENT, f"{hotkey[:10]} published no bucket access")
+            why = self.refused.get(hotkey, "published no bucket access")
+            return Read.failure(ReadStatus.NO_COMMITMENT, f"{hotkey[:10]}: {why}")
         client, bucket = found
-        return read_of(client.get(bucket, key, max_bytes=max_bytes))
+        budget = budget or self.budget
+        with deadline(time.monotonic() + budget.total_s, budget):
+            return read_of(client.get(bucket, key, max_bytes=max_bytes))
+
+    def get_all(self, requests: list[tuple[str, str]], max_bytes: int) -> list[Read[bytes]]:
+        """`get` of many (hotkey, key) at once (up to FETCH_WORKERS in flight), in the order given.
+
+        All of them end within one `budget.total_s` from now, however many there are: a slow peer
+        costs its own read, never the window."""
+        if not requests:
+            return []
+        end = time.monotonic() + self.budget.total_s
+
+        def one(request: tuple[str, str]) -> Read[bytes]:
+            with deadline(end):
+                return self.get(request[0], request[1], max_bytes)
+
+        with ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(requests)), thread_name_prefix="peerget") as pool:
+            return list(pool.map(one, requests))
 
     def list_windows(self, hotkey: str, prefix: str) -> list[int]:
         """Windows of the keys under `prefix` in the peer's bucket ([] without a commitment)."""
@@ -174,18 +226,16 @@ def fetch_peer_list(peers: PeerBuckets, lead_hotkey: str, window: int) -> Read[l
 def fetch_uploads(peers: PeerBuckets, hotkeys: dict[int, str], window: int, max_bytes: int) -> list[Upload]:
     """The gradient uploads of `window` of the given uids (uid -> hotkey), one `Upload` each, by uid."""
     key = layout.gradient_key(window)
-    uploads = []
-    for uid, hotkey in sorted(hotkeys.items()):
-        read = peers.get(hotkey, key, max_bytes=max_bytes)
-        uploads.append(Upload(uid=uid, hotkey=hotkey, key=key, data=read.value, last_modified=read.last_modified,
-                              status=read.status))
-    return uploads
+    items = sorted(hotkeys.items())
+    reads = peers.get_all([(hotkey, key) for _, hotkey in items], max_bytes)
+    return [Upload(uid=uid, hotkey=hotkey, key=key, data=read.value, last_modified=read.last_modified,
+                   status=read.status) for (uid, hotkey), read in zip(items, reads, strict=True)]
 
 
 def fetch_update(peers: PeerBuckets, entry: RecordEntry, window: int, shapes: dict[str, tuple[int, ...]],
-                 codec: CodecParams, max_bytes: int) -> Read[dict[str, torch.Tensor]]:
-    """One update a record lists: its sha256 and signature checked, decoded densely."""
-    raw = peers.get(entry.hotkey, entry.key, max_bytes=max_bytes)
+                 codec: CodecParams, max_bytes: int, raw: Read[bytes] | None = None) -> Read[dict[str, torch.Tensor]]:
+    """One update a record lists: its sha256 and signature checked, decoded densely (`raw`: already fetched)."""
+    raw = peers.get(entry.hotkey, entry.key, max_bytes=max_bytes) if raw is None else raw
     if not raw.ok or raw.value is None:
         return Read.failure(raw.status, raw.reason)
     if hashlib.sha256(raw.value).hexdigest() != entry.sha256:
@@ -198,9 +248,18 @@ def fetch_update(peers: PeerBuckets, entry: RecordEntry, window: int, shapes: di
         return Read.failure(ReadStatus.INVALID, f"{entry.key} of uid {entry.uid}: {e}")
 
 
+def fetch_record_updates(peers: PeerBuckets, entries: list[RecordEntry], window: int,
+                         shapes: dict[str, tuple[int, ...]], codec: CodecParams,
+                         max_bytes: int) -> list[Read[dict[str, torch.Tensor]]]:
+    """`fetch_update` of every update a record lists, fetched at once (one fetch budget for all)."""
+    raws = peers.get_all([(e.hotkey, e.key) for e in entries], max_bytes)
+    return [fetch_update(peers, e, window, shapes, codec, max_bytes, raw=r) for e, r in zip(entries, raws, strict=True)]
+
+
 def fetch_checkpoint(peers: PeerBuckets, lead_hotkey: str, window: int, max_bytes: int) -> Read[TensorArtifact]:
-    """The lead's signed checkpoint of theta_window (tensors and manifest; not yet checked against a model)."""
-    raw = peers.get(lead_hotkey, layout.checkpoint_key(window), max_bytes=max_bytes)
+    """The lead's signed checkpoint of theta_window (tensors and manifest; not yet checked against a model),
+    within the run's checkpoint fetch budget."""
+    raw = peers.get(lead_hotkey, layout.checkpoint_key(window), max_bytes=max_bytes, budget=peers.checkpoint_budget)
     if not raw.ok or raw.value is None:
         return Read.failure(raw.status, raw.reason)
     try:

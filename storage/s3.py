@@ -28,12 +28,23 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     HTTPClientError,
     IncompleteReadError,
+    ReadTimeoutError,
     ResponseStreamingError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from loguru import logger
+
+from storage.bounded import (
+    BoundedTransport,
+    FetchBudget,
+    FetchTimeout,
+    current_budget,
+    current_deadline,
+    deadline,
+)
 
 T = TypeVar("T")
 
@@ -55,16 +66,18 @@ class Status(Enum):
     NOT_FOUND = "not_found"
     TOO_LARGE = "too_large"
     DENIED = "denied"
+    TIMEOUT = "timeout"  # no complete answer within the client's fetch budget (or socket timeouts)
     ERROR = "error"  # transient failure after retries, or integrity (sha256) mismatch
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """Metadata of a stored object. `last_modified` is the storage's own clock (unix seconds)."""
+    """Metadata of a stored object. `last_modified` is the storage's own clock (unix seconds), None when
+    the server sent none (never read as "early": a missing time is never on time)."""
 
     key: str
     size: int
-    last_modified: float
+    last_modified: float | None
     etag: str
 
 
@@ -103,6 +116,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _classify(exc: BaseException) -> Status:
+    if isinstance(exc, (FetchTimeout, TimeoutError, ReadTimeoutError, ConnectTimeoutError)):
+        return Status.TIMEOUT
     if isinstance(exc, ClientError):
         code = error_code(exc)
         if code in _NOT_FOUND_CODES or _http_status(exc) == 404:
@@ -118,8 +133,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _unix(value: Any) -> float:
-    return value.timestamp() if hasattr(value, "timestamp") else 0.0
+def _unix(value: Any) -> float | None:
+    return value.timestamp() if hasattr(value, "timestamp") else None
 
 
 class S3Client:
@@ -132,11 +147,14 @@ class S3Client:
         max_attempts: tries per operation for transient failures (>= 1).
         connect_timeout_s, read_timeout_s: socket timeouts of one attempt.
         deadline_s: no new attempt starts after this many seconds of one operation.
+        budget: for peers' endpoints: every request goes over a watched connection (storage.bounded) and
+            each `get` (HEAD, GET, retries) ends within `budget.total_s`, and a body slower than
+            `budget.min_bytes_per_s` is dropped; such reads end with status TIMEOUT.
     """
 
     def __init__(self, endpoint: str, access_key_id: str, secret_access_key: str, region: str = "us-east-1", *,
                  max_workers: int = 8, max_attempts: int = 4, connect_timeout_s: float = 3.0,
-                 read_timeout_s: float = 20.0, deadline_s: float = 60.0) -> None:
+                 read_timeout_s: float = 20.0, deadline_s: float = 60.0, budget: FetchBudget | None = None) -> None:
         if max_workers < 1 or max_attempts < 1:
             raise ValueError(f"max_workers and max_attempts must be >= 1, got {max_workers}, {max_attempts}")
         self.endpoint = endpoint
@@ -153,6 +171,10 @@ class S3Client:
                 max_pool_connections=max(10, max_workers),
             ),
         )
+        self.budget = budget
+        if budget is not None:
+            self._client.meta.events.register(
+                "before-send.s3", BoundedTransport(budget, connect_timeout_s, read_timeout_s))
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run `fn`, retrying transient failures with exponential backoff; re-raise the last error."""
@@ -162,7 +184,9 @@ class S3Client:
                 return fn()
             except Exception as exc:
                 delay = min(4.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
-                late = time.monotonic() - start + delay > self.deadline_s
+                bound = current_deadline()
+                late = (time.monotonic() - start + delay > self.deadline_s
+                        or (bound is not None and time.monotonic() + delay >= bound))
                 if not is_transient(exc) or attempt == self.max_attempts or late:
                     raise
                 logger.debug("{} failed (attempt {}/{}): {}; retrying in {:.2f} s", what, attempt,
@@ -227,13 +251,23 @@ class S3Client:
                           last_modified=_unix(response.get("LastModified")),
                           etag=str(response.get("ETag", "")).strip('"'))
 
-    def get(self, bucket: str, key: str, *, max_bytes: int | None = None, sha256: str | None = None) -> GetResult:
+    def get(self, bucket: str, key: str, *, max_bytes: int | None = None, sha256: str | None = None,
+            budget: FetchBudget | None = None) -> GetResult:
         """Download bucket/key. Never raises for expected outcomes; see `Status`.
 
         With `max_bytes`, a HEAD first refuses larger objects before any download (TOO_LARGE), and the
         body read is capped too (the object may change between HEAD and GET). With `sha256` (hex), a
-        payload whose digest differs is refused (ERROR, "sha256 mismatch").
+        payload whose digest differs is refused (ERROR, "sha256 mismatch"). A client with a `budget`
+        ends the whole read within `budget.total_s` (TIMEOUT otherwise); `budget` here (or one set by an
+        enclosing `storage.bounded.deadline`) replaces the client's for this read (e.g. for checkpoints).
         """
+        budget = budget or current_budget() or self.budget
+        if budget is None or self.budget is None:
+            return self._get(bucket, key, max_bytes=max_bytes, sha256=sha256)
+        with deadline(time.monotonic() + budget.total_s, budget):
+            return self._get(bucket, key, max_bytes=max_bytes, sha256=sha256)
+
+    def _get(self, bucket: str, key: str, *, max_bytes: int | None, sha256: str | None) -> GetResult:
         where = f"{bucket}/{key}"
         if max_bytes is not None:
             try:

@@ -125,10 +125,12 @@ def build_node(cfg: NeuronConfig, device: torch.device | None = None) -> NodeBas
     peers = peer_buckets(chain, cfg.netuid)
     peers.refresh()
     hp = fetch_run_hparams(cfg, peers, mg.owner_hotkey)
+    peers.configure(hp)  # from here on: approved storage endpoints only, reads within the fetch budget
     state_dir = Path(cfg.state_dir).expanduser() / f"{cfg.role}-{hotkey.ss58_address[:16]}"
     found = peers.reader(mg.owner_hotkey)
     if found is None:
-        raise SetupError("the subnet owner has published no dataset commitment; cannot load data")
+        why = peers.refused.get(mg.owner_hotkey, "published no dataset commitment")
+        raise SetupError(f"the subnet owner's dataset bucket is not usable ({why}); cannot load data")
     manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset")
     if manifest.seq_len != hp.seq_len or manifest.vocab_size > hp.vocab_size:
         raise SetupError(f"dataset (seq_len {manifest.seq_len}, vocab {manifest.vocab_size}) does not fit hparams")

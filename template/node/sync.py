@@ -24,7 +24,7 @@ from storage.peers import (
     PeerBuckets,
     fetch_checkpoint,
     fetch_record,
-    fetch_update,
+    fetch_record_updates,
     newest_checkpoint,
 )
 from template.protocol.artifacts import tensors_digest, write_tensor_artifact
@@ -130,8 +130,9 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets)
     if record.base_fingerprint != gm.fingerprint():
         return ApplyOutcome.BASE_MISMATCH
     updates = []
-    for entry in record.included:
-        read = fetch_update(peers, entry, record.window, gm.shapes(), gm.codec, gm.hparams.max_upload_bytes)
+    reads = fetch_record_updates(peers, list(record.included), record.window, gm.shapes(), gm.codec,
+                                 gm.hparams.max_upload_bytes)  # all at once, within one fetch budget
+    for entry, read in zip(record.included, reads, strict=True):
         if not read.ok or read.value is None:
             logger.bind(window=record.window, uid=entry.uid).warning(
                 f"cannot replay the update of uid {entry.uid}: {read.describe()}")

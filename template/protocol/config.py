@@ -16,7 +16,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from template.protocol.endpoints import PRODUCTION_ENDPOINTS, check_pattern
 
 PROTOCOL_VERSION = 1  # bump on any change to artifact formats, keys or scoring semantics
 
@@ -96,6 +98,38 @@ class HParams(BaseModel):
     )
     weights_interval: int = Field(2, gt=0, le=10_000, description="windows between weight settings")
     checkpoint_interval: int = Field(4, gt=0, le=10_000, description="windows between signed checkpoints")
+
+    # -- storage (docs/protocol.md, "Storage endpoints and fetch budgets", "Retention")
+    approved_storage_endpoints: tuple[str, ...] = Field(
+        PRODUCTION_ENDPOINTS, max_length=64,
+        description="endpoint patterns (scheme://host[:port], '*' = one DNS label) whose Last-Modified is trusted; "
+                    "a commitment naming another endpoint counts as no bucket",
+    )
+    fetch_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="seconds one read of a peer's object may take at most (all retries)"
+    )
+    fetch_min_bytes_per_s: int = Field(
+        256 << 10, gt=0, description="a peer's object slower than this (after a few seconds' start) is dropped"
+    )
+    checkpoint_fetch_timeout_s: float = Field(
+        600.0, gt=0, le=86_400, description="seconds one checkpoint read may take at most"
+    )
+    retention_windows: int = Field(
+        256, ge=0, le=10_000_000,
+        description="windows each node keeps its own objects; 0 keeps all, else >= 2 x checkpoint_interval + 2",
+    )
+
+    @field_validator("approved_storage_endpoints")
+    @classmethod
+    def _check_endpoints(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_pattern(p) for p in patterns)
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> HParams:
+        if self.retention_windows and self.retention_windows < 2 * self.checkpoint_interval + 2:
+            raise ValueError(f"retention_windows must be 0 or >= 2 x checkpoint_interval + 2 "
+                             f"({2 * self.checkpoint_interval + 2}), got {self.retention_windows}")
+        return self
 
     @model_validator(mode="after")
     def _check_codec(self) -> HParams:
