@@ -16,6 +16,7 @@ itself cannot be reproduced by miners (random eval batches), so it is not done.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -44,11 +45,28 @@ def select_peers(ordinals: dict[int, float], *, num_peers: int, eligible: Sequen
     return ranked[:num_peers]
 
 
-def bootstrap_peers(miner_uids: Sequence[int], *, num_peers: int) -> list[int]:
-    """Before any rating exists: the lowest `num_peers` miner uids (a fixed, reproducible rule)."""
+def bootstrap_peers(miners: dict[int, str], *, num_peers: int, seed: str) -> list[int]:
+    """Before any rating exists: `num_peers` of the miners (uid -> hotkey), ordered by
+    sha256(seed, hotkey), returned sorted by uid.
+
+    `seed` is the lead's model fingerprint when it publishes (unknown to anyone in advance), so
+    neither registering low uids nor grinding hotkeys buys a place on a bootstrap list, and a
+    lead that restarts does not hand the same uids the same places again.
+    """
     if num_peers <= 0:
         raise ValueError(f"num_peers must be > 0, got {num_peers}")
-    return sorted(set(miner_uids))[:num_peers]
+    order = sorted(miners, key=lambda u: (hashlib.sha256(f"bootstrap:{seed}:{miners[u]}".encode()).digest(), u))
+    return sorted(order[:num_peers])
+
+
+def step_refused(loss_before: float, loss_after: float, *, max_rise: float) -> bool:
+    """Whether an outer step must be refused: the held-out loss became non-finite or rose by more than
+    `max_rise` (relative) over `loss_before`."""
+    if not math.isfinite(loss_after):
+        return True
+    if not math.isfinite(loss_before):
+        return False
+    return loss_after > loss_before + abs(loss_before) * max_rise
 
 
 def admit_uploads(uploads: Sequence[Upload], *, window: int, deadline_s: float, hparams: HParams,

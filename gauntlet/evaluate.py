@@ -107,15 +107,23 @@ def evaluate_update(
 
 
 def match_scores(uids: list[int], improvement: dict[int, float], *, min_improvement: float = 0.0,
-                 min_ratio_to_best: float = 0.0) -> dict[int, float | None]:
+                 min_ratio_to_best: float = 0.0, compliant: dict[int, bool] | None = None
+                 ) -> dict[int, float | None]:
     """uid -> score for this window's match: the random-batch improvement, or None (a failure).
 
     An update counts only if it lowers the loss by more than `min_improvement` (relative) and by
     at least `min_ratio_to_best` of the window's best update. Everything else ranks with the
     failures: noise, a negated or a stale update must never beat a miner who did not upload,
     and a random perturbation that happens to move the loss by a hair earns nothing.
+
+    With `compliant` given, an update that did not pass the compliance test this window
+    (`is_compliant`) is a failure too, and does not set the window's best: compliance counts in
+    every window's rank, so a miner that skips its assignment every other window loses those
+    matches instead of keeping its place on the strength of the windows it did work.
     """
     players = set(uids)
+    if compliant is not None:
+        players = {u for u in players if compliant.get(u, False)}
     finite = {u: x for u, x in improvement.items() if u in players and math.isfinite(x)}
     best = max(finite.values(), default=0.0)
     floor = max(min_improvement, min_ratio_to_best * best, 0.0)

@@ -42,7 +42,7 @@ from template.node.neuron import (
 from template.node.sync import GlobalModel, SyncStatus, catch_up, log_outer_step, resync
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import TokenDataset, data_receipt, sample_ids
+from template.protocol.data import TokenDataset, data_receipt, loss_curve_ids, sample_ids
 from template.protocol.model import autocast_context
 from template.protocol.reads import ReadStatus
 from template.protocol.sparseloco import compress
@@ -275,7 +275,9 @@ def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, dead
                                        num_train=m.num_train)
         chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=m.hp.num_peers)
         updates = [upd for u in chosen if (upd := admissions[u].update) is not None]  # admitted: all
-    log_outer_step(window, m.gm.apply_updates(updates, m.hp.outer_lr))
+    # the lead's guard, run here too: a step the lead refuses is one we refuse ourselves (no resync)
+    stats = m.gm.guarded_step(updates, m.hp.outer_lr, m.dataset.batch(loss_curve_ids(m.num_train, len(m.dataset))))
+    log_outer_step(window, stats)
     m.gm.window = window + 1
     m.unverified[window] = m.gm.fingerprint()
     return len(chosen)

@@ -19,6 +19,8 @@ import torch
 from bittensor_wallet import Keypair
 from loguru import logger
 
+from gauntlet.aggregate import step_refused
+from gauntlet.evaluate import mean_loss
 from storage.peers import (
     OwnBucket,
     PeerBuckets,
@@ -28,7 +30,7 @@ from storage.peers import (
     newest_checkpoint,
 )
 from template.protocol.artifacts import tensors_digest, write_tensor_artifact
-from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields
+from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields, parse_clip_ref
 from template.protocol.config import HParams
 from template.protocol.model import build_model, model_fingerprint
 from template.protocol.outer_step import outer_step
@@ -45,6 +47,7 @@ class GlobalModel:
     window: int
     hparams: HParams
     lineage: Lineage = field(default_factory=Lineage)  # parent checkpoint and records since (theta_0: none)
+    clip_ref: dict[str, float] | None = None  # clip limits of the last outer step: the norm history (none yet)
 
     @classmethod
     def initial(cls, hparams: HParams, device: torch.device) -> GlobalModel:
@@ -68,16 +71,39 @@ class GlobalModel:
     def apply_updates(self, updates: list[dict[str, torch.Tensor]], lr: float) -> dict[str, Any]:
         """Outer step on CPU fp32 (bit-exact across devices), then back to the model's device.
 
-        Returns the outer step's statistics (used, skipped, skipped_tensors, clip_norms)."""
+        The clip limits are held within `clip_norm_growth` of the previous step's (`clip_ref`), and
+        become the next step's reference. Returns the outer step's statistics (used, skipped,
+        skipped_tensors, clip_norms)."""
         params = dict(self.model.named_parameters())
         cpu = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in params.items()}
         stats: dict[str, Any] = {"used": 0, "skipped": 0, "clip_norms": {}, "skipped_tensors": []}
         if updates:
-            stats = outer_step(cpu, updates, lr)
+            stats = outer_step(cpu, updates, lr, clip_ref=self.clip_ref, norm_growth=self.hparams.clip_norm_growth)
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(cpu[n])
+        if stats["used"]:
+            self.clip_ref = dict(stats["clip_norms"])
         return stats
+
+    def guarded_step(self, updates: list[dict[str, torch.Tensor]], lr: float, heldout: torch.Tensor
+                     ) -> dict[str, Any]:
+        """`apply_updates`, refused when it raises the loss on `heldout` (the run's loss-curve samples) by more
+        than `max_loss_rise`: theta and the norm history are then restored bit for bit.
+
+        Adds "refused", "loss_before" and "loss_after" to the statistics. The lead's verdict is the one in
+        the record; miners run the same guard so that they rarely need the record to correct them."""
+        saved = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        saved_ref = self.clip_ref
+        batch = heldout.to(next(self.model.parameters()).device)
+        before = mean_loss(self.model, batch)
+        stats = self.apply_updates(updates, lr)
+        after = mean_loss(self.model, batch) if stats["used"] else before
+        refused = bool(stats["used"]) and step_refused(before, after, max_rise=self.hparams.max_loss_rise)
+        if refused:
+            self.load_state(saved, self.window)
+            self.clip_ref = saved_ref
+        return {**stats, "refused": refused, "loss_before": before, "loss_after": after}
 
     def load_state(self, tensors: dict[str, torch.Tensor], window: int) -> None:
         params = dict(self.model.named_parameters())
@@ -97,13 +123,17 @@ def log_outer_step(window: int, stats: dict[str, Any]) -> None:
     line = f"outer step: {stats.get('used', 0)} used, {stats.get('skipped', 0)} skipped"
     if skipped_tensors:
         line += f", tensors skipped: {', '.join(skipped_tensors[:8])}"
-    logger.bind(window=window).log("WARNING" if stats.get("skipped") or skipped_tensors else "DEBUG", line)
+    if stats.get("refused"):
+        line += f", REFUSED (held-out loss {stats['loss_before']:.4f} -> {stats['loss_after']:.4f})"
+    warn = stats.get("skipped") or skipped_tensors or stats.get("refused")
+    logger.bind(window=window).log("WARNING" if warn else "DEBUG", line)
 
 
 def outer_step_metrics(stats: dict[str, Any]) -> dict[str, Any]:
     """The outer step's statistics as metrics-row keys."""
     return {"outer/used": stats.get("used", 0), "outer/skipped": stats.get("skipped", 0),
-            "outer/skipped_tensors": len(stats.get("skipped_tensors") or [])}
+            "outer/skipped_tensors": len(stats.get("skipped_tensors") or []),
+            "outer/refused": bool(stats.get("refused", False))}
 
 
 class SyncStatus(StrEnum):
@@ -126,9 +156,13 @@ class ApplyOutcome(StrEnum):
 
 
 def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets) -> ApplyOutcome:
-    """Advance theta_w -> theta_{w+1} by the record."""
+    """Advance theta_w -> theta_{w+1} by the record (a refused record leaves theta and the norm history)."""
     if record.base_fingerprint != gm.fingerprint():
         return ApplyOutcome.BASE_MISMATCH
+    if record.refused:
+        gm.window = record.window + 1
+        gm.lineage = gm.lineage.after_record(record)
+        return ApplyOutcome.OK
     updates = []
     reads = fetch_record_updates(peers, list(record.included), record.window, gm.shapes(), gm.codec,
                                  gm.hparams.max_upload_bytes)  # all at once, within one fetch budget
@@ -154,6 +188,7 @@ def load_checkpoint(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, windo
         return False
     art = read.value
     try:
+        clip_ref = parse_clip_ref(art.manifest.get("clip_ref"), set(gm.shapes()))
         gm.load_state(art.tensors, window)
     except ValueError as e:
         logger.bind(window=window).warning(f"checkpoint of window {window} is unusable: {e}")
@@ -162,6 +197,7 @@ def load_checkpoint(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, windo
         logger.bind(window=window).warning(f"checkpoint of window {window} does not match its own fingerprint")
         return False
     gm.lineage = Lineage(parent=ArtifactRef(window, art.manifest["payload_sha256"]))
+    gm.clip_ref = clip_ref
     return True
 
 
@@ -169,7 +205,7 @@ def publish_checkpoint(gm: GlobalModel, bucket: OwnBucket, keypair: Keypair) -> 
     """Sign and upload theta_window as a checkpoint; returns bytes written."""
     tensors = {n: p.detach().to("cpu", torch.float32) for n, p in gm.model.named_parameters()}
     data = write_tensor_artifact(tensors, kind="checkpoint", window=gm.window, keypair=keypair,
-                                 fields=checkpoint_fields(gm.hparams, gm.fingerprint(), gm.lineage))
+                                 fields=checkpoint_fields(gm.hparams, gm.fingerprint(), gm.lineage, gm.clip_ref))
     bucket.put_checkpoint(gm.window, data)
     gm.lineage = Lineage(parent=ArtifactRef(gm.window, tensors_digest(tensors)))
     return len(data)
@@ -184,6 +220,7 @@ def resync(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, target: int, d
     fresh = GlobalModel.initial(gm.hparams, device)
     gm.load_state({n: p.detach() for n, p in fresh.model.named_parameters()}, 0)
     gm.lineage = Lineage()
+    gm.clip_ref = None
     logger.info("no usable checkpoint: starting from theta_0")
 
 

@@ -50,10 +50,10 @@ from template.node.sync import (
 )
 from template.protocol import layout
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import TokenDataset, heldout_ids, sample_ids
+from template.protocol.data import TokenDataset, eval_ids, loss_curve_ids, sample_ids
+from template.protocol.outer_step import clip_limits, clip_update
 from template.protocol.records import AggregationRecord, RecordEntry
 
-HELDOUT_EVAL_SAMPLES = 32  # fixed held-out set for the global loss curve (same every window)
 SEEN_PAYLOADS_KEPT = 4096
 
 
@@ -128,10 +128,24 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
     return scored, base
 
 
-def score_updates(v: Validator, window: int, admissions: dict) -> dict:
-    """uid -> EvalResult for admitted uploads, on theta_w; the model is restored after each."""
+def scoring_limits(v: Validator, gathered: list[dict], admissions: dict) -> dict[str, float]:
+    """The clip limits aggregation applies this window (those of the gather set; with no gather set, of
+    every admitted update), so each update is scored as aggregation would apply it."""
+    updates = gathered or [a.update for _, a in sorted(admissions.items()) if a.ok and a.update is not None]
+    return clip_limits(updates, v.gm.clip_ref, v.hp.clip_norm_growth)
+
+
+def score_updates(v: Validator, window: int, admissions: dict, limits: dict[str, float]) -> dict:
+    """uid -> EvalResult for admitted uploads, each clipped to `limits` (as aggregation applies it), on
+    theta_w; the model is restored after each.
+
+    The random batch is drawn now, after the deadline, from this validator's private randomness, out of
+    the training range minus every id assigned to a judged miner this window: nobody could train on it
+    in advance, and the public held-out tail (the loss curve) never enters a score."""
     rng = random.Random(int.from_bytes(os.urandom(8), "big"))  # miners cannot predict the batches
-    random_ids = heldout_ids(window, rng.randrange(1 << 30), v.hp.num_eval_samples, v.num_train, v.num_samples)
+    assigned_all = {i for uid in admissions
+                    for i in sample_ids(uid, window, v.hp.data_seed, v.hp.samples_per_window, v.num_train)}
+    random_ids = eval_ids(rng.getrandbits(64), v.hp.num_eval_samples, v.num_train, assigned_all)
     random_batch = v.dataset.batch(random_ids).to(v.device)
     before_random = mean_loss(v.gm.model, random_batch)  # theta_w on the shared batch: once per window
     results = {}
@@ -140,7 +154,7 @@ def score_updates(v: Validator, window: int, admissions: dict) -> dict:
             continue
         assigned = sample_ids(uid, window, v.hp.data_seed, v.hp.samples_per_window, v.num_train)
         picked = rng.sample(assigned, min(v.hp.num_eval_samples, len(assigned)))
-        update = {k: t.to(v.device) for k, t in adm.update.items()}
+        update = {k: t.to(v.device) for k, t in clip_update(adm.update, limits).items()}
         results[uid] = evaluate_update(v.gm.model, update, assigned_batch=v.dataset.batch(picked).to(v.device),
                                        random_batch=random_batch, lr=v.hp.outer_lr,
                                        loss_before_random=before_random)
@@ -149,10 +163,11 @@ def score_updates(v: Validator, window: int, admissions: dict) -> dict:
 
 def update_scores(v: Validator, window: int, mg: Metagraph, admissions: dict, evals: dict) -> tuple[dict[int, float], list[int]]:
     """Rate the window's match; returns (final score per uid, uids whose update counted as a success)."""
-    scores = match_scores(list(admissions), {uid: e.improvement_random for uid, e in evals.items()},
-                          min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio)
     compliant = {uid: is_compliant(e.improvement_assigned, e.improvement_random, margin=v.hp.compliance_margin)
                  for uid, e in evals.items()}
+    scores = match_scores(list(admissions), {uid: e.improvement_random for uid, e in evals.items()},
+                          min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio,
+                          compliant=compliant)
     v.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant)
     in_sync = {uid: adm.in_sync for uid, adm in admissions.items()}
     final = final_scores(v.ratings.ordinals(), v.ratings.compliance(), in_sync,
@@ -180,8 +195,8 @@ def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int
     return weights
 
 
-def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upload], base_fp: str, base: dict,
-                     successes: list[int]) -> tuple[str, dict[str, Any]]:
+def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upload], base_fp: str,
+                     gather: tuple[list[int], list[dict]], successes: list[int]) -> tuple[str, dict[str, Any]]:
     """Lead: the gather set, the step, the signed record and peer list (and checkpoint). Others follow."""
     lead = lead_validator(mg, v.hp.min_validator_stake)
     if lead != v.uid:
@@ -190,15 +205,20 @@ def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upl
             return SyncStatus.NO_LEAD, {}
         return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device,
                         wait_last_s=v.clock.window_s() * 0.6, should_stop=v.stop.is_set), {}
-    chosen, updates = lead_gather(v, window, uploads, base)
-    stats = v.gm.apply_updates(updates, v.hp.outer_lr)
+    chosen, updates = gather
+    stats = v.gm.guarded_step(updates, v.hp.outer_lr, heldout_batch(v))
     log_outer_step(window, stats)
+    if stats["refused"]:
+        logger.bind(window=window).warning(
+            f"outer step refused: held-out loss {stats['loss_before']:.4f} -> {stats['loss_after']:.4f} "
+            f"(over +{v.hp.max_loss_rise:.1%}); theta_{{w+1}} = theta_w, the record says so")
     v.gm.window = window + 1
     by_uid = {u.uid: u for u in uploads}
     record = AggregationRecord(
         window=window, base_fingerprint=base_fp, next_fingerprint=v.gm.fingerprint(), outer_lr=v.hp.outer_lr,
         included=tuple(RecordEntry(uid=u, hotkey=mg.hotkeys[u], key=layout.gradient_key(window),
-                                   sha256=payload_sha(by_uid[u].data)) for u in chosen))
+                                   sha256=payload_sha(by_uid[u].data)) for u in chosen),
+        refused=stats["refused"])
     v.bucket.put_record(window, record, v.hotkey)
     v.gm.lineage = v.gm.lineage.after_record(record)  # the next checkpoint lists it
     miners = set(judged_miners(v, mg))
@@ -210,9 +230,14 @@ def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upl
     return f"lead:{len(chosen)}", stats
 
 
-def lead_gather(v: Validator, window: int, uploads: list[Upload], base: dict):
-    """Exactly what every miner computes for `window`: the peer list x deterministic admission."""
-    read = fetch_peer_list(v.peers, v.hotkey.ss58_address, window)
+def lead_gather(v: Validator, window: int, mg: Metagraph, uploads: list[Upload], base: dict
+                ) -> tuple[list[int], list[dict]]:
+    """Exactly what every miner computes for `window`: the lead's peer list x deterministic admission
+    (uids, decoded updates). Every validator computes it: its clip limits are the ones scores use."""
+    lead = lead_validator(mg, v.hp.min_validator_stake)
+    if lead is None:
+        return [], []
+    read = fetch_peer_list(v.peers, mg.hotkeys[lead], window)
     if not read.ok or read.value is None:
         logger.bind(window=window).warning(f"no peer list in force ({read.describe()}): nothing is aggregated")
         return [], []
@@ -233,14 +258,19 @@ def ensure_peer_lists(v: Validator, windows: list[int], mg: Metagraph) -> None:
         return
     for w in windows:
         if not fetch_peer_list(v.peers, v.hotkey.ss58_address, w).ok:
-            peer_uids = bootstrap_peers(judged_miners(v, mg), num_peers=v.hp.num_peers)
+            peer_uids = bootstrap_peers({u: mg.hotkeys[u] for u in judged_miners(v, mg)}, num_peers=v.hp.num_peers,
+                                        seed=v.gm.fingerprint())
             v.bucket.put_peer_list(w, peer_uids, v.hotkey)
             logger.info(f"published bootstrap peer list for window {w}: {peer_uids}")
 
 
+def heldout_batch(v: Validator) -> torch.Tensor:
+    """The run's fixed loss-curve samples (public held-out tail; never used for scoring)."""
+    return v.dataset.batch(loss_curve_ids(v.num_train, v.num_samples))
+
+
 def heldout_loss(v: Validator) -> float:
-    ids = list(range(v.num_train, min(v.num_train + HELDOUT_EVAL_SAMPLES, v.num_samples)))
-    return mean_loss(v.gm.model, v.dataset.batch(ids).to(v.device))
+    return mean_loss(v.gm.model, heldout_batch(v).to(v.device))
 
 
 def run_window(v: Validator, window: int) -> dict | None:
@@ -252,12 +282,15 @@ def run_window(v: Validator, window: int) -> dict | None:
     ensure_peer_lists(v, [window + 1], mg)
     base_fp = v.gm.fingerprint()
     loss = heldout_loss(v)
+    fetch_start = time.perf_counter()
     uploads = fetch_updates(v, window, mg)
+    fetch_s = time.perf_counter() - fetch_start
     admissions, base = admit_all(v, window, uploads, deadline, base_fp)
-    evals = score_updates(v, window, admissions)
+    gather = lead_gather(v, window, mg, uploads, base)
+    evals = score_updates(v, window, admissions, scoring_limits(v, gather[1], admissions))
     scores, successes = update_scores(v, window, mg, admissions, evals)
     weights = maybe_set_weights(v, window, mg, scores)
-    sync, outer = apply_outer_step(v, window, mg, uploads, base_fp, base, successes)
+    sync, outer = apply_outer_step(v, window, mg, uploads, base_fp, gather, successes)
     seen = v.run_state.setdefault("seen", [])
     seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
     v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]

@@ -12,7 +12,11 @@ fp32. Besides the common manifest fields (`artifacts.make_manifest`) its manifes
 - ``records``: the aggregation records replayed on top of the parent, in window order, each
   ``{"window", "payload_sha256"}`` where ``payload_sha256`` is the sha256 of the canonical JSON
   of the record body (the record artifact's manifest ``payload_sha256``). Windows without a
-  record changed nothing and are not listed.
+  record changed nothing and are not listed;
+- ``clip_ref``: the per-tensor clip limits of the last outer step before these weights
+  ({name: float}, or null when no step was applied yet): the norm history the next outer step
+  clamps its limits to (template/protocol/outer_step.py), so a node that starts here aggregates
+  exactly as the nodes that never stopped.
 
 So parent + records + hparams reproduce ``fingerprint``; the lead signs all of it.
 """
@@ -20,6 +24,7 @@ So parent + records + hparams reproduce ``fingerprint``; the lead signs all of i
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,9 +61,25 @@ def record_digest(record: AggregationRecord) -> str:
     return hashlib.sha256(canonical_json(record.to_body())).hexdigest()
 
 
-def checkpoint_fields(hparams: HParams, fingerprint: str, lineage: Lineage) -> dict[str, Any]:
+def parse_clip_ref(value: Any, names: set[str]) -> dict[str, float] | None:
+    """A checkpoint's ``clip_ref``: None, or {name: finite float >= 0} over exactly the model's tensors.
+
+    Raises ValueError naming what is wrong."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != names:
+        raise ValueError("checkpoint clip_ref must be null or an object over exactly the model's tensor names")
+    for name, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"checkpoint clip_ref[{name!r}] must be a finite number >= 0, got {v!r}")
+    return {k: float(v) for k, v in value.items()}
+
+
+def checkpoint_fields(hparams: HParams, fingerprint: str, lineage: Lineage,
+                      clip_ref: dict[str, float] | None = None) -> dict[str, Any]:
     """The kind-specific manifest fields of a checkpoint of weights with `fingerprint`."""
     return {
+        "clip_ref": None if clip_ref is None else {k: float(v) for k, v in sorted(clip_ref.items())},
         "fingerprint": fingerprint,
         "hparams": hparams.model_dump(mode="json"),
         "hparams_fingerprint": hparams.fingerprint(),

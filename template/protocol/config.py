@@ -58,6 +58,14 @@ class HParams(BaseModel):
     quant_bits: Literal[2] = Field(2, description="bits per kept value (4-entry value table)")
     ef_beta: float = Field(0.95, ge=0, le=1, description="error-feedback decay beta")
     outer_lr: float = Field(1.0, gt=0, le=100, description="alpha_outer of the outer SGD step")
+    clip_norm_growth: float = Field(
+        2.0, ge=1, le=100,
+        description="factor by which a tensor's clip limit may move from one outer step to the next (norm history)",
+    )
+    max_loss_rise: float = Field(
+        0.01, gt=0, le=1,
+        description="relative held-out loss rise above which an outer step is refused (the record says so)",
+    )
     max_upload_bytes: int = Field(64 << 20, gt=0, description="size cap of one gradient artifact")
 
     # -- gather and scoring (validator)

@@ -161,6 +161,44 @@ def heldout_ids(window: int, seed: int, n: int, heldout_start: int, num_samples:
     return [heldout_start + int(i) for i in picked]
 
 
+LOSS_CURVE_SAMPLES = 32  # the fixed held-out samples of the run's loss curve and of the outer-step guard
+
+
+def loss_curve_ids(heldout_start: int, num_samples: int, n: int = LOSS_CURVE_SAMPLES) -> list[int]:
+    """The first `n` held-out ids: the fixed set of the run's loss curve (and the lead's step guard).
+
+    Public, so nobody scores on it: miners may have trained on it, which only makes the curve optimistic."""
+    if not 0 <= heldout_start < num_samples:
+        raise ValueError(f"need 0 <= heldout_start < num_samples; got {heldout_start}, {num_samples}")
+    return list(range(heldout_start, min(heldout_start + n, num_samples)))
+
+
+def eval_ids(rng_seed: int, n: int, num_train: int, exclude: set[int]) -> list[int]:
+    """`n` distinct training ids in [0, num_train) outside `exclude`, drawn from `rng_seed`.
+
+    The validator's random evaluation batch: `rng_seed` comes from validator-private randomness drawn
+    after the upload deadline, `exclude` is every id assigned to a judged miner in the window, so no
+    miner can have trained on the batch in advance except by training on the whole training range.
+    Raises ValueError when fewer than `n` ids are left."""
+    if n < 0 or num_train <= 0:
+        raise ValueError(f"need n >= 0 and num_train > 0; got {n}, {num_train}")
+    free = num_train - len({i for i in exclude if 0 <= i < num_train})
+    if free < n:
+        raise ValueError(f"only {free} training ids are left outside the window's assignments, need {n}")
+    rng = np.random.Generator(np.random.PCG64(_seed_int("eval", rng_seed)))
+    picked: list[int] = []
+    chosen: set[int] = set()
+    while len(picked) < n:
+        for i in rng.integers(0, num_train, size=2 * (n - len(picked)) + 8):
+            i = int(i)
+            if i not in exclude and i not in chosen:
+                chosen.add(i)
+                picked.append(i)
+                if len(picked) == n:
+                    break
+    return picked
+
+
 def data_receipt(ids: list[int]) -> str:
     """sha256 hex of the sample ids in order (each as a little-endian signed 64-bit integer)."""
     return hashlib.sha256(np.asarray(ids, dtype="<i8").tobytes()).hexdigest()

@@ -61,6 +61,26 @@ def clip_scale(norm: float, limit: float) -> float:
     return limit / norm if norm > limit else 1.0
 
 
+def clip_limits(updates: list[dict[str, torch.Tensor]], clip_ref: dict[str, float] | None = None,
+                norm_growth: float = 2.0) -> dict[str, float]:
+    """{name: limit} exactly as `outer_step` would clip these updates (all of them used), for scoring an
+    update as aggregation will apply it. Empty when there are no updates."""
+    if not updates:
+        return {}
+    return {name: clip_limit([l2_norm(u[name]) for u in updates], None if clip_ref is None else clip_ref.get(name),
+                             norm_growth) for name in sorted(updates[0])}
+
+
+def clip_update(update: dict[str, torch.Tensor], limits: dict[str, float]) -> dict[str, torch.Tensor]:
+    """`update` with each tensor scaled down to its limit (tensors without a limit unchanged): what the
+    outer step adds for it, before the average. Scaling an update up therefore buys nothing past the limit."""
+    out = {}
+    for name, t in update.items():
+        scale = clip_scale(l2_norm(t), limits[name]) if name in limits else 1.0
+        out[name] = t * scale if scale != 1.0 else t
+    return out
+
+
 def outer_step(params: dict[str, torch.Tensor], updates: list[dict[str, torch.Tensor]], lr: float, *,
                clip_ref: dict[str, float] | None = None, norm_growth: float = 2.0) -> dict[str, Any]:
     """The outer SGD step of DESIGN 4.1, in place on ``params`` (CPU fp32).

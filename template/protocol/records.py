@@ -30,6 +30,9 @@ class AggregationRecord:
     next_fingerprint: str  # theta_{w+1}
     outer_lr: float
     included: tuple[RecordEntry, ...]
+    # the lead refused the step (it raised the held-out loss by more than max_loss_rise): theta_{w+1} = theta_w,
+    # and every replaying node leaves the model unchanged; `included` still names the refused gather set
+    refused: bool = False
 
     def to_body(self) -> dict[str, Any]:
         body = asdict(self)
@@ -64,8 +67,13 @@ class AggregationRecord:
             if not isinstance(item["sha256"], str) or not _HEX64.match(item["sha256"]):
                 raise ValueError(f"record included[{i}].sha256 must be 64 hex chars")
             entries.append(RecordEntry(**item))
+        refused = body.get("refused", False)
+        if not isinstance(refused, bool):
+            raise ValueError(f"record refused must be a bool, got {refused!r}")
+        if refused and nxt != base:
+            raise ValueError("a refused record must have next_fingerprint == base_fingerprint")
         uids = [e.uid for e in entries]
         if uids != sorted(set(uids)):
             raise ValueError("record included must be sorted by uid without duplicates")
         return cls(window=window, base_fingerprint=base, next_fingerprint=nxt, outer_lr=float(lr),
-                   included=tuple(entries))
+                   included=tuple(entries), refused=refused)

@@ -381,9 +381,15 @@ def test_select_peers_takes_the_eligible_best_ordinals_first():
         select_peers({1: 1.0}, num_peers=0, eligible=[1])
 
 
-def test_bootstrap_peers_lowest_uids():
-    assert bootstrap_peers([9, 2, 5, 2, 7], num_peers=3) == [2, 5, 7]
-    assert bootstrap_peers([], num_peers=3) == []
+def test_bootstrap_peers_are_not_the_lowest_uids_and_follow_the_seed():
+    miners = {u: f"5Hotkey{u:03d}" for u in range(2, 40)}
+    picks = {tuple(bootstrap_peers(miners, num_peers=3, seed=f"{s:064x}")) for s in range(20)}
+    assert all(len(p) == 3 and list(p) == sorted(p) and set(p) <= set(miners) for p in picks)
+    assert len(picks) > 10  # an unpredictable seed (the lead's model fingerprint) reshuffles the list
+    assert sum(p == (2, 3, 4) for p in picks) <= 1  # registering the lowest uids buys nothing
+    assert bootstrap_peers(miners, num_peers=3, seed="ab") == bootstrap_peers(dict(reversed(miners.items())),
+                                                                              num_peers=3, seed="ab")
+    assert bootstrap_peers({}, num_peers=3, seed="ab") == []
 
 
 def test_gather_set_is_admitted_peers_sorted_by_uid():

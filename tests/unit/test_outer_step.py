@@ -19,12 +19,26 @@ def test_outer_step_median_clipping_by_hand():
     torch.testing.assert_close(params["w"], -0.5 * torch.tensor([2.2, 3.6]) / 3)
 
 
-def test_outer_step_even_count_median_and_zero_update():
+def test_outer_step_even_count_takes_the_lower_median():
     params = {"w": torch.ones(1)}
-    updates = [{"w": torch.tensor([0.0])}, {"w": torch.tensor([4.0])}]
+    updates = [{"w": torch.tensor([1.0])}, {"w": torch.tensor([400.0])}]
     stats = outer_step(params, updates, lr=1.0)
-    assert stats["clip_norms"]["w"] == 2.0  # mean of the two middle norms
+    # lower median: with one of two peers hostile and huge, the limit is the honest norm (the mean of the
+    # two middle norms, 200.5, was the attacker's to set)
+    assert stats["clip_norms"]["w"] == 1.0
     torch.testing.assert_close(params["w"], torch.tensor([1.0 - 1.0]))
+
+
+def test_outer_step_limit_stays_within_growth_of_the_history():
+    params = {"w": torch.zeros(1)}
+    huge = [{"w": torch.tensor([1000.0])}] * 3
+    stats = outer_step(params, huge, lr=1.0, clip_ref={"w": 2.0}, norm_growth=2.0)
+    assert stats["clip_norms"]["w"] == 4.0  # all peers hostile and huge: still only 2x the last limit
+    tiny = [{"w": torch.tensor([1e-6])}] * 3
+    stats = outer_step({"w": torch.zeros(1)}, tiny, lr=1.0, clip_ref={"w": 2.0}, norm_growth=2.0)
+    assert stats["clip_norms"]["w"] == 1.0  # and the limit falls at most 2x per step
+    with pytest.raises(ValueError, match="norm_growth"):
+        outer_step({"w": torch.zeros(1)}, tiny, lr=1.0, norm_growth=0.5)
 
 
 def test_outer_step_skips_non_finite_and_malformed_peers():
