@@ -116,6 +116,11 @@ def _is_uint(v: Any) -> bool:
 
 def verify_extrinsic(ext: Any, genesis: str) -> dict[str, Any]:
     """Check shape, size, genesis, era shape and signature; return the payload. Raises InvalidTransaction."""
+    return verify_encoded(ext, genesis)[0]
+
+
+def verify_encoded(ext: Any, genesis: str) -> tuple[dict[str, Any], bytes]:
+    """`verify_extrinsic`, also returning the canonical bytes of the whole extrinsic (for its hash and size)."""
     if not isinstance(ext, dict) or not isinstance(ext.get("payload"), dict) or set(ext) != {"payload",
                                                                                              "signature"}:
         raise InvalidTransaction("BadFormat: expected {payload, signature}")
@@ -135,7 +140,8 @@ def verify_extrinsic(ext: Any, genesis: str) -> dict[str, Any]:
         raise InvalidTransaction("BadGenesis: signed for another chain")
     try:
         check_address(signer, "signer")
-        size = extrinsic_size(ext)
+        encoded = canonical_json(ext)
+        size = len(encoded)
         signature = bytes.fromhex(ext["signature"]) if isinstance(ext["signature"], str) else b""
         public = Keypair(ss58_address=signer)
     except ValueError as e:
@@ -144,7 +150,7 @@ def verify_extrinsic(ext: Any, genesis: str) -> dict[str, Any]:
         raise InvalidTransaction(f"ExhaustsResources: extrinsic is {size} bytes, limit {MAX_EXTRINSIC_BYTES}")
     if len(signature) != 64 or not public.verify(canonical_json(payload), signature):
         raise InvalidTransaction("BadProof: signature does not match the signer")
-    return payload
+    return payload, encoded
 
 
 def check_era(payload: dict[str, Any], block: int) -> None:

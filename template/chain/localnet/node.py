@@ -42,10 +42,8 @@ from template.chain.localnet.extrinsic import (
     InvalidTransaction,
     canonical_json,
     check_era,
-    extrinsic_hash,
-    extrinsic_size,
     parse_json,
-    verify_extrinsic,
+    verify_encoded,
 )
 from template.chain.localnet.state import CallError, ChainState, Genesis
 
@@ -104,6 +102,10 @@ class LocalnetNode:
         self._db.executescript(SCHEMA)
         self._pool: dict[str, dict[int, PoolEntry]] = {}
         self._pool_size = 0
+        # per signer, valid until the next block takes from the pool: fees queued, first free nonce from which
+        # to look for the end of the contiguous run (keeps submit O(1) for in-order senders)
+        self._queued_fees: dict[str, int] = {}
+        self._contiguous: dict[str, int] = {}
         self._seq = itertools.count()
         self._stop = threading.Event()
         self.state, self.head = self._load_or_init(genesis or Genesis(timestamp=time.time()))
@@ -185,8 +187,8 @@ class LocalnetNode:
         signer cannot pay (or, for a free hotkey call, a hotkey not registered on the subnet); a nonce already
         used or queued, or too far ahead; the signer's or the whole pool full.
         """
-        payload = verify_extrinsic(ext, self.genesis_hash)
-        ext_hash, size = extrinsic_hash(ext), extrinsic_size(ext)
+        payload, encoded = verify_encoded(ext, self.genesis_hash)
+        ext_hash, size = hashlib.sha256(encoded).hexdigest(), len(encoded)
         signer, nonce = payload["signer"], payload["nonce"]
         with self._lock:
             account_nonce = self.state.nonces.get(signer, 0)
@@ -197,19 +199,21 @@ class LocalnetNode:
                 raise InvalidTransaction(f"AlreadyImported: nonce {nonce} of {signer} is already queued")
             if len(queued) >= MAX_POOL_PER_SIGNER:
                 raise InvalidTransaction(f"PoolFull: {MAX_POOL_PER_SIGNER} extrinsics of this signer are queued")
-            contiguous = account_nonce
+            contiguous = max(account_nonce, self._contiguous.get(signer, account_nonce))
             while contiguous in queued:
                 contiguous += 1
+            self._contiguous[signer] = contiguous
             if nonce > contiguous and (nonce - contiguous > MAX_FUTURE_PER_SIGNER or
                                        sum(n > contiguous for n in queued) >= MAX_FUTURE_PER_SIGNER):
                 raise InvalidTransaction(f"Future: nonce {nonce} is too far ahead (next {contiguous})")
             if self._pool_size >= MAX_POOL:
                 raise InvalidTransaction("PoolFull: try again in a block")
-            fee = check_admission(self.state, payload, size, sum(e.fee for e in queued.values()))
+            fee = check_admission(self.state, payload, size, self._queued_fees.get(signer, 0))
             self._pool.setdefault(signer, {})[nonce] = PoolEntry(payload, ext, ext_hash, next(self._seq),
                                                                  self.state.block, size, fee,
                                                                  [waiter] if waiter else [])
             self._pool_size += 1
+            self._queued_fees[signer] = self._queued_fees.get(signer, 0) + fee
         return ext_hash
 
     def next_nonce(self, ss58: str) -> int:
@@ -248,6 +252,8 @@ class LocalnetNode:
         for e in ready[MAX_EXTRINSICS_PER_BLOCK:]:  # over capacity: back to the pool for the next block
             self._pool.setdefault(e.payload["signer"], {})[e.payload["nonce"]] = e
         self._pool_size = sum(len(q) for q in self._pool.values())
+        self._queued_fees = {signer: sum(e.fee for e in q.values()) for signer, q in self._pool.items()}
+        self._contiguous.clear()
         return ready[:MAX_EXTRINSICS_PER_BLOCK]
 
     @staticmethod
@@ -286,7 +292,7 @@ class LocalnetNode:
 
     def _apply(self, e: PoolEntry) -> tuple[bool, str | None]:
         try:
-            return apply_payload(self.state, e.payload, e.size)
+            return apply_payload(self.state, e.payload, e.size, args_checked=True)  # checked at admission
         except Exception as exc:  # a bug must cost one extrinsic, never the block producer
             logger.exception(f"extrinsic {e.hash[:16]} ({e.payload['call']}) raised")
             return False, f"InternalError: {type(exc).__name__}"
@@ -315,6 +321,8 @@ class LocalnetNode:
                     self._resolve(e, False, "NodeShuttingDown", None)
             self._pool.clear()
             self._pool_size = 0
+            self._queued_fees.clear()
+            self._contiguous.clear()
             self._db.close()
 
     def read(self, fn, *args) -> Any:
