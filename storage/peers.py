@@ -27,7 +27,7 @@ from gauntlet.aggregate import parse_peer_list
 from gauntlet.checks import Upload
 from storage.bounded import FetchBudget, deadline
 from storage.credentials import BucketAccess
-from storage.s3 import GetResult, S3Client, Status
+from storage.s3 import GetResult, S3Client, S3Error, Status
 from template.protocol import layout
 from template.protocol.artifacts import (
     ArtifactError,
@@ -36,7 +36,7 @@ from template.protocol.artifacts import (
     read_tensor_artifact,
     write_json_artifact,
 )
-from template.protocol.config import HParams
+from template.protocol.config import PROTOCOL_VERSION, HParams
 from template.protocol.endpoints import endpoint_approved
 from template.protocol.reads import Read, ReadStatus
 from template.protocol.records import AggregationRecord, RecordEntry
@@ -194,6 +194,47 @@ class OwnBucket:
 
     def put_checkpoint(self, window: int, data: bytes) -> None:
         self.put(layout.checkpoint_key(window), data)
+
+    def prune(self, now_window: int, retention_windows: int) -> list[str]:
+        """Delete this bucket's protocol objects that `stale_keys` names; returns the keys deleted.
+
+        A failed delete is logged and left for the next call (nothing else depends on it)."""
+        if retention_windows <= 0:
+            return []
+        try:
+            keys = [o.key for o in self.client.list(self.access.bucket, f"v{PROTOCOL_VERSION}/")]
+        except S3Error as e:
+            logger.warning(f"retention: cannot list own bucket: {e}")
+            return []
+        deleted = []
+        for key in stale_keys(keys, now_window, retention_windows):
+            try:
+                self.client.delete(self.access.bucket, key)
+                deleted.append(key)
+            except S3Error as e:
+                logger.warning(f"retention: {e}; trying again next window")
+        if deleted:
+            logger.debug(f"retention: deleted {len(deleted)} objects older than window {now_window - retention_windows}")
+        return deleted
+
+
+def stale_keys(keys: list[str], now_window: int, retention_windows: int) -> list[str]:
+    """Keys (gradients, records, peer lists, checkpoints) a node may delete at `now_window`.
+
+    An object of window w goes once w < now_window - retention_windows, except what a node joining
+    now still needs: the newest checkpoint, and every object from its window on (the records to
+    replay after it, and the updates they name). Keys of no window (hparams, dataset) are kept.
+    `retention_windows` 0 keeps everything.
+    """
+    if retention_windows <= 0:
+        return []
+    windows = {key: layout.parse_window(key) for key in keys}
+    checkpoints = [w for key, w in windows.items() if w is not None and key.startswith(layout.checkpoint_prefix())
+                   and w <= now_window]
+    keep_from = now_window - retention_windows
+    if checkpoints:
+        keep_from = min(keep_from, max(checkpoints))
+    return sorted(key for key, w in windows.items() if w is not None and w < keep_from)
 
 
 # -- typed reads of the protocol's objects -------------------------------------------------------

@@ -302,6 +302,7 @@ def run_window(m: Miner, window: int, strategy: UploadStrategy = honest_upload,
     data, result = strategy(m, plan, base_fp)
     upload = upload_update(m, plan, data) if data is not None else UploadResult(None, 0, 0.0, False)
     save_local_state(m)
+    m.bucket.prune(window, m.hp.retention_windows)  # own objects past the run's retention
     sync = follow(m, window)
     row = {
         "role": "miner", "uid": m.uid, "window": window,

@@ -296,6 +296,7 @@ def run_window(v: Validator, window: int) -> dict | None:
     v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]
     v.run_state["last_window"] = window
     save_run_state(v)
+    v.bucket.prune(window, v.hp.retention_windows)  # own objects past the run's retention
     row = window_row(v, window, mg, loss, admissions, evals, scores, weights, sync)
     if outer:
         row.update(outer_step_metrics(outer))
