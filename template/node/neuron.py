@@ -23,6 +23,7 @@ from storage.s3 import S3Client, S3Error
 from template.chain import connect
 from template.chain.base import Chain, ChainError, Metagraph
 from template.node.logging_setup import register_secret
+from template.node.metrics import JsonlSink, configure_metrics, process_metrics
 from template.protocol.config import HParams, NeuronConfig, load_hparams
 from template.protocol.data import DatasetManifest, TokenDataset
 from template.protocol.windows import upload_deadline, window_first_block, window_last_block, window_of_block
@@ -277,16 +278,19 @@ def pick_device(name: str) -> torch.device:
 
 
 def append_metrics(path: str | None, row: dict) -> None:
-    """One JSON line per window, for plotting and the localnet report."""
-    if not path:
-        return
-    p = Path(path).expanduser()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
+    """One JSON line per window in `path` (plots, the localnet report and dashboard), and the same row
+    to the process's other metrics sinks (Prometheus with --metrics.port; template/node/metrics.py)."""
+    process_metrics().log(row)
+    if path:
+        JsonlSink(path).log(row)
 
 
 def setup_runtime(cfg: NeuronConfig) -> None:
     """Process-wide settings, done by the entry point (nothing runs at import)."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 alone serves the metrics port
+        try:
+            configure_metrics(cfg)
+        except OSError as e:
+            raise SystemExit(f"cannot serve --metrics.port {cfg.metrics.port} on {cfg.metrics.host}: {e}") from e

@@ -283,7 +283,9 @@ def run_window(v: Validator, window: int) -> dict | None:
     base_fp = v.gm.fingerprint()
     loss = heldout_loss(v)
     fetch_start = time.perf_counter()
+    fetch_start = time.perf_counter()
     uploads = fetch_updates(v, window, mg)
+    fetch_s = time.perf_counter() - fetch_start
     fetch_s = time.perf_counter() - fetch_start
     admissions, base = admit_all(v, window, uploads, deadline, base_fp)
     gather = lead_gather(v, window, mg, uploads, base)
@@ -298,6 +300,7 @@ def run_window(v: Validator, window: int) -> dict | None:
     save_run_state(v)
     v.bucket.prune(window, v.hp.retention_windows)  # own objects past the run's retention
     row = window_row(v, window, mg, loss, admissions, evals, scores, weights, sync)
+    row["fetch/s"] = round(fetch_s, 3)
     if outer:
         row.update(outer_step_metrics(outer))
     log_window(v, row)

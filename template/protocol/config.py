@@ -233,6 +233,12 @@ class LoggingConfig(BaseModel):
     logging_dir: str | None = Field(None, description="also write logs to this folder")
 
 
+class MetricsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    port: int = Field(0, ge=0, le=65535, description="serve Prometheus metrics on this TCP port (0: off)")
+    host: str = Field("127.0.0.1", min_length=1, description="address the metrics port binds (0.0.0.0: all)")
+
+
 class NeuronConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["miner", "validator"]
@@ -248,6 +254,7 @@ class NeuronConfig(BaseModel):
     subtensor: SubtensorConfig = Field(default_factory=SubtensorConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 _DOTTED: dict[str, tuple[str, type, str]] = {}
