@@ -4,6 +4,10 @@
 inverse and treats its input as hostile: anything that is not exactly a valid record raises
 `ValueError` (never another exception), so a peer's garbage commitment is simply skipped.
 Only READ-ONLY keys are ever published.
+
+A validator also declares its role here (``"o": "v"``): a hotkey counts as a validator only if it
+declares it (and holds a permit and the minimum stake, template/node/neuron.py), so stake that
+others add to a miner's hotkey cannot change what it is. A miner's commitment has no ``"o"``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ MAX_COMMITMENT_BYTES = 512  # the chain's BigRaw commitment limit
 _FORMAT_VERSION = 1
 _FIELDS = {"v": "format version", "e": "endpoint", "b": "bucket", "a": "access_key_id",
            "s": "secret_access_key", "r": "region"}
+ROLES = ("miner", "validator")  # "validator" is encoded as "o": "v"; a miner's commitment has no "o"
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _ACCESS_KEY = re.compile(r"[A-Za-z0-9_-]{4,128}")
@@ -64,6 +69,7 @@ class BucketAccess:
     access_key_id: str
     secret_access_key: str
     region: str = "us-east-1"
+    role: str = "miner"  # declared role: "validator" only when the neuron runs the validator
 
     def __post_init__(self) -> None:
         for name in ("endpoint", "bucket", "access_key_id", "secret_access_key", "region"):
@@ -77,11 +83,15 @@ class BucketAccess:
             raise ValueError("secret_access_key must be 8-128 chars of [A-Za-z0-9/+=_-]")
         if not _REGION.fullmatch(self.region):
             raise ValueError(f"region must be 1-32 chars of [a-z0-9-], got {self.region!r}")
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
 
     def encode(self) -> str:
         """Compact JSON for the chain commitment. Raises ValueError if over 512 bytes UTF-8."""
         payload = {"v": _FORMAT_VERSION, "e": self.endpoint, "b": self.bucket, "a": self.access_key_id,
                    "s": self.secret_access_key, "r": self.region}
+        if self.role == "validator":
+            payload["o"] = "v"
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=True)
         if len(text.encode("utf-8")) > MAX_COMMITMENT_BYTES:
             raise ValueError(f"encoded bucket access is {len(text)} bytes, over the {MAX_COMMITMENT_BYTES} limit")
@@ -107,9 +117,13 @@ class BucketAccess:
             payload = json.loads(raw)
         except (ValueError, RecursionError):
             raise ValueError("commitment is not JSON") from None
-        if not isinstance(payload, dict) or set(payload) != set(_FIELDS):
-            raise ValueError(f"commitment must be a JSON object with exactly the keys {sorted(_FIELDS)}")
+        if not isinstance(payload, dict) or set(payload) - {"o"} != set(_FIELDS):
+            raise ValueError(f"commitment must be a JSON object with exactly the keys {sorted(_FIELDS)} "
+                             "(and \"o\": \"v\" for a validator)")
+        if "o" in payload and payload["o"] != "v":
+            raise ValueError(f"commitment role \"o\" must be \"v\" when present, got {payload['o']!r}")
         if type(payload["v"]) is not int or payload["v"] != _FORMAT_VERSION:
             raise ValueError(f"unsupported commitment format version {payload['v']!r}")
         return cls(endpoint=payload["e"], bucket=payload["b"], access_key_id=payload["a"],
-                   secret_access_key=payload["s"], region=payload["r"])
+                   secret_access_key=payload["s"], region=payload["r"],
+                   role="validator" if "o" in payload else "miner")

@@ -37,7 +37,7 @@ from template.node.neuron import (
     WindowClock,
     append_metrics,
     build_node,
-    lead_validator,
+    find_lead,
 )
 from template.node.sync import GlobalModel, SyncStatus, catch_up, log_outer_step, resync
 from template.protocol.artifacts import write_tensor_artifact
@@ -227,7 +227,7 @@ def follow_network(m: Miner, window: int) -> str:
         return SyncStatus.STOPPED
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
-    lead = lead_validator(mg, m.hp.min_validator_stake)
+    lead = find_lead(m.peers, mg, m.hp.min_validator_stake, window)
     if lead is None:
         m.gm.window = window + 1  # no validator: no peer list, so nothing is aggregated
         return SyncStatus.NO_LEAD
@@ -389,7 +389,7 @@ def sync_to_window(m: Miner, window: int) -> None:
         return
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
-    lead = lead_validator(mg, m.hp.min_validator_stake)
+    lead = find_lead(m.peers, mg, m.hp.min_validator_stake, window)
     if lead is None:
         m.gm.window = window
         return

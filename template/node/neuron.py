@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from template.chain import connect
 from template.chain.base import Chain, ChainError, Metagraph
 from template.node.logging_setup import register_secret
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
+from template.protocol import layout
 from template.protocol.config import HParams, NeuronConfig, load_hparams
 from template.protocol.data import DatasetManifest, TokenDataset
 from template.protocol.windows import upload_deadline, window_first_block, window_last_block, window_of_block
@@ -75,7 +77,7 @@ def load_own_bucket(cfg: NeuronConfig) -> OwnBucket:
     for s in (write_secret, read_secret):
         register_secret(s)
     access = BucketAccess(endpoint=endpoint, bucket=bucket, access_key_id=read_id, secret_access_key=read_secret,
-                          region=cfg.storage.region)
+                          region=cfg.storage.region, role=cfg.role)  # the role is declared on chain with it
     # own writes retry for ~15 s (backoff 0.25 s doubling to 4 s): a storage restart must not cost a window
     client = S3Client(endpoint, write_id, write_secret, cfg.storage.region, max_attempts=OWN_WRITE_ATTEMPTS)
     return OwnBucket(access=access, client=client)
@@ -152,28 +154,66 @@ def publish_commitment(chain: Chain, hotkey: Keypair, netuid: int, access: Bucke
     return True
 
 
-def validator_uids(mg: Metagraph, min_stake: float) -> list[int]:
-    """Uids with a validator permit and at least `min_stake` alpha (the hparam `min_validator_stake`).
+LEAD_STALE_WINDOWS = 3  # a lead whose newest record is older than this many windows hands over
 
-    The stake floor matters: a young subnet gives a permit to every staked uid, miners included,
-    as soon as they earn a little. Before a new subnet's first epoch (no permit anywhere yet),
-    every uid staked above the floor except the owner's, since permits go to exactly those.
+
+def declared_validators(peers: PeerBuckets) -> set[str]:
+    """Hotkeys whose bucket commitment declares the validator role (storage/credentials.py, "o": "v")."""
+    return {hotkey for hotkey, acc in peers.access.items() if acc.role == "validator"}
+
+
+def validator_uids(mg: Metagraph, min_stake: float, declared: Collection[str]) -> list[int]:
+    """Uids that declared the validator role, hold a validator permit and at least `min_stake` alpha.
+
+    Declaration comes first: stake is anyone's to add (a coldkey can stake onto any hotkey), so
+    stake alone must never turn a miner into a validator - it would stop being judged, and as the
+    lead it would run no validator code and freeze the model. The stake floor matters too: a young
+    subnet gives a permit to every staked uid. Before a new subnet's first epoch (no permit anywhere
+    yet), every declared uid staked above the floor except the owner's, since permits go to those.
     """
-    staked = [u for u in mg.uids if mg.stake[u] >= min_stake]
+    staked = [u for u in mg.uids if mg.stake[u] >= min_stake and mg.hotkeys[u] in declared]
     if not any(mg.validator_permit):
         return [u for u in staked if mg.hotkeys[u] != mg.owner_hotkey]
     return [u for u in staked if mg.validator_permit[u]]
 
 
-def lead_validator(mg: Metagraph, min_stake: float) -> int | None:
-    """Highest stake with a permit (ties: lower uid) - the one who signs records and checkpoints."""
-    vals = validator_uids(mg, min_stake)
-    return max(vals, key=lambda u: (mg.stake[u], -u)) if vals else None
+def lead_validator(mg: Metagraph, min_stake: float, declared: Collection[str],
+                   newest_record: dict[str, int | None] | None = None, window: int = 0) -> int | None:
+    """The validator that signs records, peer lists and checkpoints for `window`.
+
+    Candidates: `validator_uids`, highest stake first (ties: lower uid). With `newest_record`
+    (hotkey -> newest window it published a record for, None if none), the lead is the first
+    candidate that published a record of a window >= window - LEAD_STALE_WINDOWS; when none has,
+    the candidates take turns, LEAD_STALE_WINDOWS windows each (window // LEAD_STALE_WINDOWS), until
+    one publishes. So a lead that stops is handed over after LEAD_STALE_WINDOWS windows, a dead
+    candidate's turn passes, and every node computes the same lead from public data.
+    """
+    vals = sorted(validator_uids(mg, min_stake, declared), key=lambda u: (-mg.stake[u], u))
+    if not vals:
+        return None
+    if newest_record is None:
+        return vals[0]
+    newest = {u: newest_record.get(mg.hotkeys[u]) for u in vals}
+    fresh = [u for u in vals if newest[u] is not None and newest[u] >= window - LEAD_STALE_WINDOWS]
+    if fresh:
+        return fresh[0]
+    return vals[(max(window, 0) // LEAD_STALE_WINDOWS) % len(vals)]
 
 
-def miner_uids(mg: Metagraph, min_stake: float) -> list[int]:
-    vals = set(validator_uids(mg, min_stake))
+def miner_uids(mg: Metagraph, min_stake: float, declared: Collection[str]) -> list[int]:
+    vals = set(validator_uids(mg, min_stake, declared))
     return [u for u in mg.uids if u not in vals and mg.hotkeys[u] != mg.owner_hotkey]
+
+
+def find_lead(peers: PeerBuckets, mg: Metagraph, min_stake: float, window: int) -> int | None:
+    """`lead_validator` for `window` from the declarations in `peers` and the candidates' published records."""
+    declared = declared_validators(peers)
+    newest = {}
+    for uid in validator_uids(mg, min_stake, declared):
+        hotkey = mg.hotkeys[uid]
+        windows = peers.list_windows(hotkey, layout.record_key(0).rsplit("/", 1)[0] + "/")
+        newest[hotkey] = max((w for w in windows if w < window), default=None)
+    return lead_validator(mg, min_stake, declared, newest, window)
 
 
 def fetch_run_hparams(cfg: NeuronConfig, peers: PeerBuckets, owner_hotkey: str) -> HParams:

@@ -35,7 +35,8 @@ from template.node.neuron import (
     WindowClock,
     append_metrics,
     build_node,
-    lead_validator,
+    declared_validators,
+    find_lead,
     miner_uids,
 )
 from template.node.state import load_ratings, save_ratings
@@ -106,7 +107,7 @@ def save_run_state(v: Validator) -> None:
 
 def judged_miners(v: Validator, mg: Metagraph) -> list[int]:
     """The miner uids this validator fetches, judges and may put on a peer list (never itself)."""
-    return [uid for uid in miner_uids(mg, v.hp.min_validator_stake) if uid != v.uid]
+    return [uid for uid in miner_uids(mg, v.hp.min_validator_stake, declared_validators(v.peers)) if uid != v.uid]
 
 
 def fetch_updates(v: Validator, window: int, mg: Metagraph) -> list[Upload]:
@@ -198,7 +199,7 @@ def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int
 def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upload], base_fp: str,
                      gather: tuple[list[int], list[dict]], successes: list[int]) -> tuple[str, dict[str, Any]]:
     """Lead: the gather set, the step, the signed record and peer list (and checkpoint). Others follow."""
-    lead = lead_validator(mg, v.hp.min_validator_stake)
+    lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
     if lead != v.uid:
         if lead is None:
             v.gm.window = window + 1
@@ -234,7 +235,7 @@ def lead_gather(v: Validator, window: int, mg: Metagraph, uploads: list[Upload],
                 ) -> tuple[list[int], list[dict]]:
     """Exactly what every miner computes for `window`: the lead's peer list x deterministic admission
     (uids, decoded updates). Every validator computes it: its clip limits are the ones scores use."""
-    lead = lead_validator(mg, v.hp.min_validator_stake)
+    lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
     if lead is None:
         return [], []
     read = fetch_peer_list(v.peers, mg.hotkeys[lead], window)
@@ -254,7 +255,7 @@ def ensure_peer_lists(v: Validator, windows: list[int], mg: Metagraph) -> None:
 
     Only windows still open: a list must be in place before miners gather, or nodes disagree.
     """
-    if lead_validator(mg, v.hp.min_validator_stake) != v.uid:
+    if not windows or find_lead(v.peers, mg, v.hp.min_validator_stake, windows[0]) != v.uid:
         return
     for w in windows:
         if not fetch_peer_list(v.peers, v.hotkey.ss58_address, w).ok:
@@ -283,9 +284,7 @@ def run_window(v: Validator, window: int) -> dict | None:
     base_fp = v.gm.fingerprint()
     loss = heldout_loss(v)
     fetch_start = time.perf_counter()
-    fetch_start = time.perf_counter()
     uploads = fetch_updates(v, window, mg)
-    fetch_s = time.perf_counter() - fetch_start
     fetch_s = time.perf_counter() - fetch_start
     admissions, base = admit_all(v, window, uploads, deadline, base_fp)
     gather = lead_gather(v, window, mg, uploads, base)
@@ -340,7 +339,7 @@ def restore_model(v: Validator, window: int) -> None:
     """Bring theta to `window`: the lead from its own checkpoints and records, others from the lead's."""
     v.peers.refresh()
     mg = v.chain.metagraph(v.cfg.netuid)
-    lead = lead_validator(mg, v.hp.min_validator_stake)
+    lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
     if lead is None:
         v.gm.window = window
         return

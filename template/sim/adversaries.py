@@ -32,7 +32,7 @@ from template.node.miner import (
     run,
     train_inner_steps,
 )
-from template.node.neuron import lead_validator, miner_uids
+from template.node.neuron import declared_validators, find_lead, miner_uids
 from template.node.sync import SyncStatus
 from template.protocol import layout
 from template.protocol.artifacts import read_tensor_artifact
@@ -53,7 +53,7 @@ def claimed_base(m: Miner, plan: WindowPlan, base_fp: str) -> str:
     if plan.window == 0:
         return base_fp
     mg = m.chain.metagraph(m.cfg.netuid)
-    lead = lead_validator(mg, m.hp.min_validator_stake)
+    lead = find_lead(m.peers, mg, m.hp.min_validator_stake, plan.window)
     if lead is None:
         return base_fp
     lead_hotkey = mg.hotkeys[lead]
@@ -111,7 +111,7 @@ def copycat(m: Miner, plan: WindowPlan, base_fp: str):
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
     while not m.stop.is_set() and m.chain.block() <= plan.deadline_block:
-        for uid in miner_uids(mg, m.hp.min_validator_stake):
+        for uid in miner_uids(mg, m.hp.min_validator_stake, declared_validators(m.peers)):
             if uid == m.uid:
                 continue
             read = m.peers.get(mg.hotkeys[uid], key, max_bytes=m.hp.max_upload_bytes)

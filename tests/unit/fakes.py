@@ -261,12 +261,15 @@ class FakeNet:
     def netuid(self) -> int:
         return self.chain.netuid
 
-    def add(self, name: str, *, stake: float = 0.0, permit: bool = False, owner: bool = False) -> Neuron:
-        """Register `//Name` (e.g. "alice"), give it a bucket and commit the bucket's read access."""
+    def add(self, name: str, *, stake: float = 0.0, permit: bool = False, owner: bool = False,
+            role: str | None = None) -> Neuron:
+        """Register `//Name` (e.g. "alice"), give it a bucket and commit the bucket's read access with its
+        declared role (default: "validator" for a permit holder, else "miner")."""
         keypair = Keypair.create_from_uri(f"//{name.capitalize()}")
         uid = self.chain.register(keypair.ss58_address, stake=stake, permit=permit, owner=owner)
         access = BucketAccess(endpoint=FAKE_ENDPOINT, bucket=f"bucket-{name}", access_key_id=f"read-{name}",
-                              secret_access_key=f"secret-{name}-read")
+                              secret_access_key=f"secret-{name}-read",
+                              role=role or ("validator" if permit else "miner"))
         bucket = OwnBucket(access=access, client=self.store)  # type: ignore[arg-type]
         self.chain.set_commitment(keypair, self.netuid, access.encode()).raise_for_error()
         self.neurons[name] = Neuron(keypair=keypair, uid=uid, bucket=bucket)
