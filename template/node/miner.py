@@ -340,15 +340,16 @@ def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload, follow: Fol
     signal.signal(signal.SIGINT, m.stop.set)
     done = 0
     while not m.stop.is_set():
-        window = max(m.clock.current_window(), 0)
-        if not m.clock.wait_for_window(window, m.stop):
-            break
-        sync_to_window(m, window)
-        if m.gm.window != window:
-            continue  # the window passed while syncing: take the next one
-        try:
+        window = -1
+        try:  # storage or chain away for longer than their retries: this window is lost, not the miner
+            window = max(m.clock.current_window(), 0)
+            if not m.clock.wait_for_window(window, m.stop):
+                break
+            sync_to_window(m, window)
+            if m.gm.window != window:
+                continue  # the window passed while syncing: take the next one
             run_window(m, window, strategy, follow)
-        except TRANSIENT_ERRORS as e:  # storage or chain away for longer than their retries: next window
+        except TRANSIENT_ERRORS as e:
             logger.bind(window=window).error(f"window {window} abandoned: {e}")
             time.sleep(2.0)
             continue

@@ -364,9 +364,9 @@ def run(cfg: NeuronConfig) -> None:
     ensure_peer_lists(v, [open_window, open_window + 1], v.chain.metagraph(cfg.netuid))
     done = 0
     while not v.stop.is_set():
-        if v.gm.window != window:
-            restore_model(v, window)
         try:
+            if v.gm.window != window:
+                restore_model(v, window)
             run_window(v, window)
         except TRANSIENT_ERRORS as e:  # storage or chain away past their retries: judge what we can later
             logger.bind(window=window).error(f"window {window} not processed: {e}")
