@@ -77,6 +77,7 @@ class Run:
     netuid: int
     events: dict[str, list[WeightEvent]]  # validator hotkey -> its rows in order
     weight_positions: set[tuple[int, int]] = field(default_factory=set)  # validators' weight extrinsics
+    end_block: int = 1 << 62  # the replay's last block (see match_events)
 
     @property
     def validator_hotkeys(self) -> list[str]:
@@ -108,6 +109,10 @@ def load_run(run_dir: str | Path) -> Run:
         if n.role == "validator":
             rows = read_rows(path / "metrics" / f"{n.name}.jsonl")
             run.events[n.hotkey] = match_events(run, n.hotkey, rows)
+    run.blocks = [b for b in blocks if b[0] <= run.end_block]
+    if not run.blocks:
+        raise RunError(f"{path}: no block to replay before the validators' first unlogged weights")
+    run.end_block = run.blocks[-1][0]
     return run
 
 
@@ -185,35 +190,65 @@ def row_u16(row: dict, owner_uid: int) -> tuple[list[int], list[int]]:
 
 
 def match_events(run: Run, hotkey: str, rows: list[dict]) -> list[WeightEvent]:
-    """Pair the rows that set weights with the validator's weight extrinsics (same u16 row), in order."""
+    """Pair the rows that set weights with the validator's weight extrinsics (same u16 row), in order.
+
+    Rows without an extrinsic get an estimated block (see `place_estimates`). Extrinsics without a row:
+    before the validator's last logged one they stay in every replay as recorded; after it (the window in
+    progress when the network was stopped, whose scores were never logged) the replay ends the block before.
+    """
     ext_pos = [(b, i, e["payload"]["args"]) for b, exts in sorted(run.extrinsics.items()) for i, e in enumerate(exts)
                if e["payload"]["signer"] == hotkey and e["payload"]["call"] in WEIGHT_CALLS]
-    run.weight_positions.update((b, i) for b, i, _ in ext_pos)
     owner_uid = 0  # scripts/localnet.py registers the owner's hotkey first
-    events, pointer, pending = [], 0, []
+    found: list[tuple[int, int] | None] = []
+    used: list[int] = []
+    pointer = 0
     for row in rows:
-        scores = row_scores(row)
-        found = None
+        hit = None
         if row.get("weights_set"):
             want = row_u16(row, owner_uid)
             for k in range(pointer, min(pointer + 2, len(ext_pos))):  # one lost extrinsic may sit in between
                 b, i, args = ext_pos[k]
-                if (sorted(args["uids"]), dict(zip(args["uids"], args["weights"], strict=True))) == \
-                        (sorted(want[0]), dict(zip(*want, strict=True))):
-                    found, pointer = (b, i), k + 1
+                if list(args["uids"]) == want[0] and list(args["weights"]) == want[1]:
+                    hit, pointer = (b, i), k + 1
+                    used.append(k)
                     break
-        if found:
-            events.append(WeightEvent(row["window"], scores, found[0], found[1], True))
-        else:
-            pending.append((len(events), row["window"], scores))
-            events.append(None)  # type: ignore[arg-type]
-    hp = run.hparams
-    delays = [e.block - window_last_block(e.window, hp.start_block, hp.blocks_per_window) for e in events if e]
+        found.append(hit)
+    last_used = used[-1] if used else -1
+    for k, (b, i, _) in enumerate(ext_pos):
+        if k in used:
+            run.weight_positions.add((b, i))
+        elif k > last_used:
+            run.end_block = min(run.end_block, b - 1)
+    blocks = place_estimates(run.hparams, [row["window"] for row in rows], [f[0] if f else None for f in found])
+    return [WeightEvent(row["window"], row_scores(row), block, f[1] if f else LATE, f is not None)
+            for row, f, block in zip(rows, found, blocks, strict=True)]
+
+
+def place_estimates(hp: HParams, windows: list[int], blocks: list[int | None]) -> list[int]:
+    """Blocks for rows whose weights never reached the chain: between the neighbouring known blocks
+    (interpolated by window), else the window's last block plus the validator's median delay, never
+    before the block after the previous known one (a validator that lags behind stays behind)."""
+    last = [window_last_block(w, hp.start_block, hp.blocks_per_window) for w in windows]
+    delays = [b - e for b, e in zip(blocks, last, strict=True) if b is not None]
     delay = int(statistics.median(delays)) if delays else DEFAULT_DELAY_BLOCKS
-    for k, window, scores in pending:
-        events[k] = WeightEvent(window, scores, window_last_block(window, hp.start_block, hp.blocks_per_window)
-                                + delay, LATE, False)
-    return events
+    known = [k for k, b in enumerate(blocks) if b is not None]
+    out = []
+    for k, (w, b) in enumerate(zip(windows, blocks, strict=True)):
+        if b is not None:
+            out.append(b)
+            continue
+        prev = max((j for j in known if j < k), default=None)
+        nxt = min((j for j in known if j > k), default=None)
+        guess = last[k] + delay
+        if prev is not None and nxt is not None and windows[nxt] != windows[prev]:
+            span = blocks[nxt] - blocks[prev]  # type: ignore[operator]
+            guess = blocks[prev] + span * (w - windows[prev]) // (windows[nxt] - windows[prev])  # type: ignore
+        if prev is not None:  # at least a block later: the chain rate-limits weights per block
+            guess = max(guess, blocks[prev] + 1)  # type: ignore[operator]
+        if nxt is not None:
+            guess = min(guess, blocks[nxt] - 1)  # type: ignore[operator]
+        out.append(guess)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""scripts/whatif.py on a small recorded run: the replay reproduces what the chain paid, and settings matter.
+
+The fixture (tests/data/whatif_run/) is a real `scripts/localnet.py` run (3 honest miners, lazy,
+replay and copycat miners, 2 validators) trimmed by `scripts.whatif_replay.trim_run` to what the
+replay reads: chain.sqlite (blocks and extrinsics), hparams.json, the validators' metrics and the
+neurons' roles. If the localnet chain's state transition changes, `recorded()` refuses the old
+recording; record a new run and trim it again:
+
+    python scripts/localnet.py --miners 3 --validators 2 --windows 12 --adversaries lazy,replay,copycat \\
+        --run-dir runs/fixture
+    python -c "from scripts.whatif_replay import trim_run; trim_run('runs/fixture', 'tests/data/whatif_run')"
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scripts.whatif import main, replay_error, summarize, what_if
+from scripts.whatif_replay import (
+    LATE,
+    RunError,
+    build_settings,
+    load_run,
+    recorded,
+    replay,
+)
+
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "whatif_run"
+
+
+@pytest.fixture(scope="module")
+def run():
+    return load_run(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def truth(run):
+    return recorded(run)
+
+
+def test_fixture_is_small_and_complete(run):
+    size = sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file())
+    assert size < 1_000_000
+    assert {n.kind for n in run.neurons} >= {"owner", "validator", "honest", "lazy", "replay", "copycat"}
+    assert len(run.validator_hotkeys) == 2
+    for hk in run.validator_hotkeys:
+        events = run.events[hk]
+        assert [e.window for e in events] == list(range(len(events)))
+        # every window in which the validator set weights is found on chain at its real position
+        assert any(e.matched for e in events) and all(e.index != LATE for e in events if e.matched)
+
+
+def test_replay_with_the_runs_own_settings_reproduces_what_the_chain_paid(run, truth):
+    """The faithfulness check: weights re-derived from the recorded scores, the chain re-run."""
+    assert truth.emitted > 0 and sum(truth.earned.values()) > 0
+    own = replay(run, build_settings(run, {}))
+    assert own.earned == truth.earned
+    assert own.burned == truth.burned
+    assert own.state_root == truth.state_root == run.blocks[-1][2]
+    assert replay_error(run, own, truth) == 0.0
+
+
+def test_a_damaged_recording_is_refused(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(FIXTURE, copy)
+    import sqlite3
+
+    db = sqlite3.connect(copy / "chain.sqlite")
+    db.execute("UPDATE blocks SET state_root = 'x' WHERE number = 50")
+    db.commit()
+    db.close()
+    with pytest.raises(RunError, match="differs from it at block 50"):
+        recorded(load_run(copy))
+
+
+def test_burn_and_top_n_move_emission_the_expected_way(run, truth):
+    base = summarize(run, truth, {})
+    burn = summarize(run, replay(run, build_settings(run, {"burn_rate": 0.5})), {"burn_rate": 0.5})
+    # half of every validator's row goes to the owner's uid, whose incentive the chain burns
+    assert burn["alpha"]["burned"] > base["alpha"]["burned"]
+    assert burn["alpha"]["honest"] < base["alpha"]["honest"]
+    assert burn["alpha"]["owner"] == pytest.approx(base["alpha"]["owner"])  # the owner cut does not move
+    wta = summarize(run, replay(run, build_settings(run, {"weight_curve": "winner_take_all"})), {})
+    assert wta["gini_honest"] > base["gini_honest"]
+
+
+def test_chain_settings_change_the_split(run, truth):
+    base = summarize(run, truth, {})
+    no_cut = summarize(run, replay(run, build_settings(run, {"owner_cut_enabled": False})), {})
+    assert no_cut["alpha"]["owner"] == 0 and base["alpha"]["owner"] > 0
+    half_cut = summarize(run, replay(run, build_settings(run, {"owner_cut": 0.5})), {})
+    assert half_cut["alpha"]["owner"] > 2 * base["alpha"]["owner"]
+    delayed = replay(run, build_settings(run, {"commit_reveal_delay": 3}))
+    assert delayed.earned != truth.earned
+
+
+def test_grid_cli_prints_table_png_and_a_json_last_line(tmp_path, capsys):
+    png = tmp_path / "whatif.png"
+    assert main(["--run", str(FIXTURE), "--grid", "burn_rate=0.1,0.5", "top_n_miners=4,8", "--png", str(png)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    doc = json.loads(out[-1])
+    assert doc["replay_error"] == 0.0 and doc["state_root_match"]
+    assert len(doc["points"]) == 5  # the run's own settings, then 2 x 2
+    assert doc["points"][0]["settings"] == {}
+    assert doc["points"][4]["settings"] == {"burn_rate": 0.5, "top_n_miners": 8}
+    for p in doc["points"]:
+        assert set(p["alpha"]) >= {"owner", "validators", "honest", "hostile"}
+        assert 0 <= p["gini_honest"] <= 1
+    assert out[0].startswith("| burn_rate | top_n_miners | owner |")
+    assert png.stat().st_size > 1000
+
+
+def test_what_if_reports_errors_before_replaying(run):
+    with pytest.raises(ValueError, match="burn_rate"):
+        what_if(run, [{"burn_rate": 2.0}])
+    with pytest.raises(ValueError, match="weight_curve"):
+        what_if(run, [{"weight_curve": "cubic"}])
