@@ -31,6 +31,7 @@ from loguru import logger  # noqa: E402
 
 from scripts.localnet_progress import Progress  # noqa: E402
 from scripts.localnet_report import build_report, print_report, save_plots  # noqa: E402
+from scripts.localnet_slots import parse_slots, raise_on_sigterm, save_run_state, slot_names, write_slots  # noqa: E402
 from scripts.prepare_data import prepare_dataset, upload_dataset  # noqa: E402
 from storage.credentials import BucketAccess  # noqa: E402
 from storage.s3 import S3Client  # noqa: E402
@@ -75,7 +76,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--miners", type=int, default=3, help="honest miners")
     p.add_argument("--validators", type=int, default=1)
-    p.add_argument("--windows", type=int, default=12)
+    p.add_argument("--windows", type=int, default=None,
+                   help="windows to run (default 12; 0: run until Ctrl-C or SIGTERM, then stop and report)")
+    p.add_argument("--slots", default="", metavar="miner:N,validator:M",
+                   help="neurons you start yourself: wallets, buckets, keys, registration (and stake) are "
+                        "prepared and the commands to run written to RUN_DIR/slots.md")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="restart a stopped run's chain, storage and neurons from RUN_DIR and go on "
+                        "(--windows: total windows, default 0 = until Ctrl-C)")
     p.add_argument("--adversaries", default=",".join(STRATEGIES),
                    help=f"comma list of hostile miners, one process each (default: one of every kind: "
                         f"{','.join(STRATEGIES)}; \"\" for none)")
@@ -96,10 +104,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown adversaries {unknown}; choose from {sorted(STRATEGIES)}")
     args.adversary_kinds = kinds
+    try:
+        args.slot_counts = parse_slots(args.slots)
+    except ValueError as e:
+        p.error(str(e))
+    if args.windows is None:
+        args.windows = 0 if args.resume else 12
+    if args.windows < 0:
+        p.error(f"--windows must be >= 0, got {args.windows}")
     if args.blocks_per_window is None:
-        trainers = args.miners + sum(k in TRAINING_ADVERSARIES for k in kinds)
+        trainers = args.miners + sum(k in TRAINING_ADVERSARIES for k in kinds) + args.slot_counts["miner"]
         args.blocks_per_window = max(20, 5 * trainers)
-    if args.miners + len(kinds) < 1 or args.validators < 1:
+    if args.miners + len(kinds) + args.slot_counts["miner"] < 1 or args.validators < 1:
         p.error("need at least one miner and one validator")
     return args
 
@@ -119,6 +135,8 @@ def plan_neurons(args, wallets_dir: Path) -> list[Neuron]:
         neurons.append(Neuron(f"miner{i}", "miner", "honest", make_wallet(wallets_dir, f"miner{i}"), f"miner{i}"))
     for i, kind in enumerate(args.adversary_kinds):
         neurons.append(Neuron(f"{kind}{i}", "miner", kind, make_wallet(wallets_dir, f"{kind}{i}"), f"{kind}{i}"))
+    for name, role in slot_names(args.slot_counts):  # started by the user (--slots), never by this script
+        neurons.append(Neuron(name, role, "external", make_wallet(wallets_dir, name), name))
     return neurons
 
 
@@ -236,7 +254,7 @@ def wait_for_windows(chain, hp: HParams, args, neurons, seaweed, run_dir, events
     """Run until the validators finished window K-1 (or a generous time limit)."""
     chaos = chaos_events(args, hp)
     window_s = args.block_time * hp.blocks_per_window
-    limit = time.time() + (args.windows + 6) * window_s * 3 + 120
+    limit = time.time() + (args.windows + 6) * window_s * 3 + 120 if args.windows else float("inf")
     lead_metrics = run_dir / "metrics" / "validator0.jsonl"
     progress = Progress(lead_metrics, args.windows, {n.wallet.hotkey.ss58_address: n.name for n in neurons},
                         window_s=window_s, started=time.time())
@@ -247,7 +265,7 @@ def wait_for_windows(chain, hp: HParams, args, neurons, seaweed, run_dir, events
         middle = (block - hp.start_block - hp.blocks_per_window // 2) // hp.blocks_per_window
         for w in [w for w in chaos if w <= middle]:
             run_chaos(chaos.pop(w), w, neurons, seaweed, run_dir, events_log)
-        if validator_windows_done(lead_metrics) >= args.windows:
+        if args.windows and validator_windows_done(lead_metrics) >= args.windows:
             progress.poll()
             return
         dead = [n.name for n in neurons if n.proc is not None and n.proc.poll() not in (None, 0)]
@@ -266,6 +284,11 @@ def validator_windows_done(path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(name="localnet")
+    if args.resume:
+        from scripts.localnet_slots import resume
+
+        return resume(args)
+    raise_on_sigterm()
     run_dir = Path(args.run_dir or ROOT / "runs" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     out_dir = Path(args.out).resolve() if args.out else run_dir / "report"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -307,8 +330,14 @@ def main(argv: list[str] | None = None) -> int:
         S3Client(seaweed.endpoint, idents["dataset"][0].access_key, idents["dataset"][0].secret_key).put(
             "dataset", layout.hparams_key(), json.dumps(hp.model_dump(), indent=1).encode())
         (run_dir / "hparams.json").write_text(json.dumps(hp.model_dump(), indent=1))  # for scripts/whatif.py
+        save_run_state(run_dir, argv=sys.argv[1:] if argv is None else argv, netuid=netuid,
+                       chain_port=int(endpoint.rsplit(":", 1)[1]), seaweed_ports=seaweed.ports,
+                       block_time=args.block_time, baseline=baseline)
         for n in neurons[1:]:
-            launch(n, args, run_dir, endpoint, netuid)
+            if n.kind != "external":
+                launch(n, args, run_dir, endpoint, netuid)
+        if slots_text := write_slots(run_dir, neurons, endpoint, netuid, hp):
+            print(slots_text, flush=True)
         logger.info(f"{len(neurons) - 1} neurons launched; window 0 starts at block {hp.start_block}")
         try:
             wait_for_windows(chain, hp, args, neurons, seaweed, run_dir, events_log)
@@ -327,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     save_plots(report, out_dir)
     print_report(report)
     logger.info(f"report written to {out_dir}")
-    return 130 if interrupted else 0
+    return 130 if interrupted and args.windows else 0  # --windows 0 ends by Ctrl-C/SIGTERM by design
 
 
 if __name__ == "__main__":
