@@ -39,7 +39,7 @@ from template.node.neuron import (
     build_node,
     find_lead,
 )
-from template.node.sync import GlobalModel, SyncStatus, catch_up, log_outer_step, resync
+from template.node.sync import GlobalModel, RecordAdmission, SyncStatus, catch_up, log_outer_step, resync
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import TokenDataset, data_receipt, loss_curve_ids, sample_ids
@@ -256,7 +256,7 @@ def verify_records(m: Miner, lead_hotkey: str, window: int) -> str:
         m.unverified.clear()
         resync(m.gm, m.peers, lead_hotkey, window, m.device)
         catch_up(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.2,
-                 should_stop=m.stop.is_set)
+                 should_stop=m.stop.is_set, check=RecordAdmission(m.num_train, m.clock.deadline))
         return SyncStatus.RESYNCED
     return SyncStatus.IN_SYNC
 
@@ -399,6 +399,6 @@ def sync_to_window(m: Miner, window: int) -> None:
     if m.gm.window > window or (ckpt is not None and ckpt > m.gm.window):
         resync(m.gm, m.peers, lead_hotkey, window, m.device)
     status = catch_up(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.3,
-                      should_stop=m.stop.is_set)
+                      should_stop=m.stop.is_set, check=RecordAdmission(m.num_train, m.clock.deadline))
     m.unverified.clear()
     logger.info(f"synced to window {m.gm.window} ({status})")

@@ -9,6 +9,7 @@ every node that replays the same records holds bit-identical weights, whatever i
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from bittensor_wallet import Keypair
 from loguru import logger
 
 from gauntlet.aggregate import step_refused
+from gauntlet.checks import Upload, admit_upload
 from gauntlet.evaluate import mean_loss
 from storage.peers import (
     OwnBucket,
@@ -32,6 +34,7 @@ from storage.peers import (
 from template.protocol.artifacts import tensors_digest, write_tensor_artifact
 from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields, parse_clip_ref
 from template.protocol.config import HParams
+from template.protocol.data import data_receipt, sample_ids
 from template.protocol.model import build_model, model_fingerprint
 from template.protocol.outer_step import outer_step
 from template.protocol.reads import ReadStatus
@@ -153,16 +156,60 @@ class ApplyOutcome(StrEnum):
     BASE_MISMATCH = "base_mismatch"  # our theta_w is not the record's base
     MISSING_UPDATE = "missing_update"  # a listed update cannot be fetched or decoded
     NEXT_MISMATCH = "next_mismatch"  # replayed, but the result is not the record's next fingerprint
+    INADMISSIBLE = "inadmissible"  # an entry fails deterministic admission: the record is rejected
 
 
-def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets) -> ApplyOutcome:
-    """Advance theta_w -> theta_{w+1} by the record (a refused record leaves theta and the norm history)."""
+@dataclass(frozen=True)
+class RecordAdmission:
+    """What a node needs to re-run the deterministic admission (gauntlet/checks.py) on a record's entries:
+    the training range (data receipts) and window -> upload deadline (chain timestamp + grace)."""
+
+    num_train: int
+    deadline_of: Callable[[int], float]
+
+
+def admit_record_entries(gm: GlobalModel, record: AggregationRecord, raws: list, check: RecordAdmission
+                         ) -> tuple[list[dict[str, torch.Tensor]], str | None]:
+    """(decoded updates, None) when every entry passes the gather's deterministic admission (file sha256,
+    deadline, signature, fields and receipt, codec, finite values, base = the record's base), else
+    ([], why). So a faulty lead cannot slip a late, unsigned, stale or malformed update into theta."""
+    hp = gm.hparams
+    deadline = check.deadline_of(record.window)
+    updates = []
+    for entry, raw in zip(record.included, raws, strict=True):
+        if raw.ok and raw.value is not None and hashlib.sha256(raw.value).hexdigest() != entry.sha256:
+            return [], f"uid {entry.uid}: file changed since the record was signed"
+        upload = Upload(uid=entry.uid, hotkey=entry.hotkey, key=entry.key, data=raw.value,
+                        last_modified=raw.last_modified, status=raw.status)
+        ids = sample_ids(entry.uid, record.window, hp.data_seed, hp.samples_per_window, check.num_train)
+        adm = admit_upload(upload, window=record.window, deadline_s=deadline, hparams=hp, shapes=gm.shapes(),
+                           expected_receipt=data_receipt(ids), base_fingerprint=record.base_fingerprint,
+                           seen_payloads=set())
+        if not adm.ok or adm.update is None:
+            return [], f"uid {entry.uid}: {adm.reason}"
+        updates.append(adm.update)
+    return updates, None
+
+
+def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
+                 check: RecordAdmission | None = None) -> ApplyOutcome:
+    """Advance theta_w -> theta_{w+1} by the record (a refused record leaves theta and the norm history).
+
+    With `check`, every entry must pass deterministic admission first (`admit_record_entries`), else
+    INADMISSIBLE and theta is untouched."""
     if record.base_fingerprint != gm.fingerprint():
         return ApplyOutcome.BASE_MISMATCH
     if record.refused:
         gm.window = record.window + 1
         gm.lineage = gm.lineage.after_record(record)
         return ApplyOutcome.OK
+    if check is not None and record.included:
+        raws = peers.get_all([(e.hotkey, e.key) for e in record.included], gm.hparams.max_upload_bytes)
+        checked, why = admit_record_entries(gm, record, raws, check)
+        if why is not None:
+            logger.bind(window=record.window).warning(f"the lead's record fails admission: {why}")
+            return ApplyOutcome.INADMISSIBLE
+        return _step_by_record(gm, record, checked)
     updates = []
     reads = fetch_record_updates(peers, list(record.included), record.window, gm.shapes(), gm.codec,
                                  gm.hparams.max_upload_bytes)  # all at once, within one fetch budget
@@ -172,6 +219,11 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets)
                 f"cannot replay the update of uid {entry.uid}: {read.describe()}")
             return ApplyOutcome.MISSING_UPDATE
         updates.append(read.value)
+    return _step_by_record(gm, record, updates)
+
+
+def _step_by_record(gm: GlobalModel, record: AggregationRecord, updates: list[dict[str, torch.Tensor]]
+                    ) -> ApplyOutcome:
     gm.apply_updates(updates, record.outer_lr)
     gm.window = record.window + 1
     gm.lineage = gm.lineage.after_record(record)
@@ -233,6 +285,7 @@ def catch_up(
     *,
     wait_last_s: float = 0.0,
     should_stop: Callable[[], bool] = lambda: False,
+    check: RecordAdmission | None = None,
 ) -> SyncStatus:
     """Replay records until gm.window == target. The last record may be waited for.
 
@@ -255,7 +308,10 @@ def catch_up(
             if not read.ok or read.value is None:  # no usable record: the window changed nothing
                 gm.window += 1
                 continue
-            outcome = apply_record(gm, read.value, peers)
+            outcome = apply_record(gm, read.value, peers, check)
+            if outcome is ApplyOutcome.INADMISSIBLE:  # rejected: like no record, the window changed nothing
+                gm.window += 1
+                continue
             if outcome is not ApplyOutcome.OK:
                 logger.bind(window=read.value.window).warning(f"{outcome}; resyncing from a checkpoint")
                 break

@@ -42,6 +42,7 @@ from template.node.neuron import (
 from template.node.state import load_ratings, save_ratings
 from template.node.sync import (
     GlobalModel,
+    RecordAdmission,
     SyncStatus,
     catch_up,
     log_outer_step,
@@ -205,7 +206,8 @@ def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upl
             v.gm.window = window + 1
             return SyncStatus.NO_LEAD, {}
         return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device,
-                        wait_last_s=v.clock.window_s() * 0.6, should_stop=v.stop.is_set), {}
+                        wait_last_s=v.clock.window_s() * 0.6, should_stop=v.stop.is_set,
+                        check=RecordAdmission(v.num_train, v.clock.deadline)), {}
     chosen, updates = gather
     stats = v.gm.guarded_step(updates, v.hp.outer_lr, heldout_batch(v))
     log_outer_step(window, stats)
@@ -347,7 +349,8 @@ def restore_model(v: Validator, window: int) -> None:
     ckpt = newest_checkpoint(v.peers, lead_hotkey, window)
     if ckpt is not None and ckpt > v.gm.window:
         resync(v.gm, v.peers, lead_hotkey, window, v.device)
-    status = catch_up(v.gm, window, v.peers, lead_hotkey, v.device, should_stop=v.stop.is_set)
+    status = catch_up(v.gm, window, v.peers, lead_hotkey, v.device, should_stop=v.stop.is_set,
+                      check=RecordAdmission(v.num_train, v.clock.deadline))
     logger.info(f"model at window {v.gm.window} ({status})")
 
 
