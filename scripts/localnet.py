@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 from bittensor_wallet import Keypair, Wallet  # noqa: E402
 from loguru import logger  # noqa: E402
 
-from scripts.localnet_progress import Progress  # noqa: E402
+from scripts.dashboard import serve_dashboard  # noqa: E402
+from scripts.localnet_progress import Progress, localnet_chain_info  # noqa: E402
 from scripts.localnet_report import build_report, print_report, save_plots  # noqa: E402
 from scripts.localnet_slots import parse_slots, raise_on_sigterm, save_run_state, slot_names, write_slots  # noqa: E402
 from scripts.prepare_data import prepare_dataset, upload_dataset  # noqa: E402
@@ -98,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chaos", action="store_true", help="kill -9 and restart a validator, a miner and SeaweedFS")
     p.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help="override a run hparam")
     p.add_argument("--threads", type=int, default=1, help="torch threads per neuron")
+    p.add_argument("--no-dashboard", action="store_true", help="do not serve the live dashboard page")
+    p.add_argument("--dashboard-port", type=int, default=0, help="dashboard port on 127.0.0.1 (0: a free one)")
     args = p.parse_args(argv)
     kinds = [k for k in args.adversaries.split(",") if k]
     unknown = [k for k in kinds if k not in STRATEGIES]
@@ -257,7 +260,8 @@ def wait_for_windows(chain, hp: HParams, args, neurons, seaweed, run_dir, events
     limit = time.time() + (args.windows + 6) * window_s * 3 + 120 if args.windows else float("inf")
     lead_metrics = run_dir / "metrics" / "validator0.jsonl"
     progress = Progress(lead_metrics, args.windows, {n.wallet.hotkey.ss58_address: n.name for n in neurons},
-                        window_s=window_s, started=time.time())
+                        window_s=window_s, started=time.time(), status_path=run_dir / "status.json",
+                        procs=neurons, chain_info=localnet_chain_info(chain))
     while time.time() < limit:
         progress.poll()
         block = chain.block()
@@ -292,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir or ROOT / "runs" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     out_dir = Path(args.out).resolve() if args.out else run_dir / "report"
     run_dir.mkdir(parents=True, exist_ok=True)
+    dashboard = None if args.no_dashboard else serve_dashboard(run_dir, args.dashboard_port)
     neurons = plan_neurons(args, run_dir / "wallets")
     idents = {n.bucket: neuron_identities(n.bucket) for n in neurons}
     started = time.time()
@@ -356,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     save_plots(report, out_dir)
     print_report(report)
     logger.info(f"report written to {out_dir}")
+    if dashboard is not None:
+        dashboard.stop()
+        logger.info(f"dashboard stopped; serve it again with: python scripts/dashboard.py --run {run_dir}")
     return 130 if interrupted and args.windows else 0  # --windows 0 ends by Ctrl-C/SIGTERM by design
 
 

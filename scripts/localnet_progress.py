@@ -14,9 +14,10 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 BAR_WIDTH = 12
 
@@ -61,7 +62,7 @@ def format_line(row: dict, done: int, total: int, *, names: dict[str, str], elap
     """
     loss = row.get("eval/heldout_loss")
     admitted, reasons = window_counts(row)
-    parts = [f"window {done}/{total}", f"loss {loss:.3f}" if loss is not None else "loss -",
+    parts = [f"window {done}/{total}" if total > 0 else f"window {done}", f"loss {loss:.3f}" if loss is not None else "loss -",
              f"admitted {admitted}",
              "rejected " + (" ".join(f"{k}={v}" for k, v in sorted(reasons.items())) or "0")]
     best = leader(row)
@@ -73,15 +74,18 @@ def format_line(row: dict, done: int, total: int, *, names: dict[str, str], elap
         parts.append(f"leader {name} (uid {uid}, rating {rating:.2f})")
     parts.append(f"{format_duration(elapsed_s)} elapsed, ETA {format_duration(eta_s) if eta_s is not None else '-'}")
     line = " | ".join(parts)
-    return f"{progress_bar(done, total)} {line}" if bar else line
+    return f"{progress_bar(done, total)} {line}" if bar and total > 0 else line
 
 
 @dataclass
 class Progress:
     """Prints a line for each window the lead validator finished since the last `poll`.
 
-    total: windows the run lasts; window_s: nominal seconds per window (the ETA until two
-    windows were timed); started: unix time the run started (for "elapsed").
+    total: windows the run lasts (0: until stopped, no ETA); window_s: nominal seconds per window
+    (the ETA until two windows were timed); started: unix time the run started (for "elapsed").
+    With `status_path`, each poll (at most every STATUS_EVERY_S) also rewrites that JSON file with
+    the chain's head and next epoch (`chain_info()`) and each process's state (`procs`: localnet's
+    Neuron objects), for scripts/dashboard.py.
     """
 
     path: Path
@@ -91,7 +95,11 @@ class Progress:
     started: float
     out: TextIO = field(default_factory=lambda: sys.stdout)
     bar: bool | None = None
+    status_path: Path | None = None
+    procs: list[Any] = field(default_factory=list)
+    chain_info: Callable[[], dict] | None = None
     _offset: int = 0
+    _status_at: float = 0.0
     _seen: set[int] = field(default_factory=set)
     _times: list[float] = field(default_factory=list)
 
@@ -111,6 +119,8 @@ class Progress:
         return [json.loads(x) for x in data[:end].decode().splitlines() if x.strip()]
 
     def eta(self, done: int, now: float) -> float | None:
+        if self.total <= 0:  # runs until stopped
+            return None
         if done >= self.total:
             return 0.0
         per_window = self.window_s
@@ -132,4 +142,46 @@ class Progress:
                                      eta_s=self.eta(done, now), bar=bool(self.bar)))
         for line in lines:
             print(line, file=self.out, flush=True)
+        if self.status_path is not None and (lines or now - self._status_at >= STATUS_EVERY_S):
+            self._status_at = now
+            write_status(self.status_path, now, self.total, self.procs, self.chain_info)
         return lines
+
+
+STATUS_EVERY_S = 2.0
+
+
+def process_state(proc: Any) -> str:
+    """`running`, `exited <rc>` or `-` (never started) for a subprocess.Popen or None."""
+    if proc is None:
+        return "-"
+    rc = proc.poll()
+    return "running" if rc is None else f"exited {rc}"
+
+
+def write_status(path: Path, now: float, total: int, procs: list[Any], chain_info: Callable[[], dict] | None
+                 ) -> None:
+    """Rewrite RUN_DIR/status.json atomically (a reader never sees half a file)."""
+    status = {"updated": now, "windows_total": total,
+              "neurons": [{"name": n.name, "role": n.role, "kind": n.kind, "state": process_state(n.proc),
+                           "restarts": n.restarts} for n in procs if n.role != "owner"]}
+    if chain_info is not None:
+        status.update(chain_info())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status, indent=1))
+    tmp.replace(path)
+
+
+def localnet_chain_info(chain: Any) -> Callable[[], dict]:
+    """chain head, tempo, epoch and next epoch block of the run's subnet (the highest netuid: localnet
+    creates one subnet per run) from the localnet node's /subnets view."""
+    def info() -> dict:
+        block = chain.block()
+        subnets = chain.subnets()
+        if not subnets:
+            return {"block": block}
+        netuid = max(subnets, key=int)
+        sub = subnets[netuid]
+        return {"block": block, "netuid": int(netuid), "tempo": sub["tempo"], "epoch_index": sub["epoch_index"],
+                "next_epoch_block": block + sub["blocks_until_next_epoch"]}
+    return info

@@ -51,3 +51,29 @@ def test_poll_prints_each_window_once_and_waits_for_whole_lines(tmp_path):
     assert [x.split(" |")[0] for x in later] == ["window 2/3", "window 3/3"]
     assert later[0].endswith("50s elapsed, ETA 20s")  # measured: 20 s per window since the first row
     assert out.getvalue().count("\n") == 3 and "[" not in out.getvalue()  # StringIO is not a TTY
+
+
+class FakeProc:
+    def __init__(self, rc):
+        self.rc = rc
+
+    def poll(self):
+        return self.rc
+
+
+def test_status_file_for_the_dashboard_and_an_open_ended_run(tmp_path):
+    from types import SimpleNamespace
+
+    procs = [SimpleNamespace(name="owner", role="owner", kind="owner", proc=None, restarts=0),
+             SimpleNamespace(name="miner0", role="miner", kind="honest", proc=FakeProc(None), restarts=1),
+             SimpleNamespace(name="noise0", role="miner", kind="noise", proc=FakeProc(1), restarts=0)]
+    status = tmp_path / "status.json"
+    prog = Progress(tmp_path / "v.jsonl", 0, {}, window_s=20.0, started=0.0, out=io.StringIO(),
+                    status_path=status, procs=procs, chain_info=lambda: {"block": 77, "next_epoch_block": 80})
+    (tmp_path / "v.jsonl").write_text(json.dumps(ROW) + "\n")
+    line = prog.poll(now=30.0)[0]
+    assert line.startswith("window 1 | ") and line.endswith("30s elapsed, ETA -")  # --windows 0: no total
+    got = json.loads(status.read_text())
+    assert got["block"] == 77 and got["next_epoch_block"] == 80 and got["windows_total"] == 0
+    assert [(n["name"], n["state"], n["restarts"]) for n in got["neurons"]] == \
+        [("miner0", "running", 1), ("noise0", "exited 1", 0)]
