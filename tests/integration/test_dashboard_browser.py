@@ -1,0 +1,67 @@
+"""The dashboard in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright)
+opens the page of a small recorded run, checks the loss chart and leaderboard show the run's numbers,
+and saves docs/img/dashboard.png. Skips, with the reason, when Chromium cannot be launched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scripts.dashboard import DashboardServer
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "tests" / "data" / "run_small"
+SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("chromium is not installed (scripts/setup_env.sh installs it with apt-get)")
+    with sync_api.sync_playwright() as pw:
+        try:
+            b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        except sync_api.Error as e:
+            pytest.skip(f"chromium does not start here: {str(e).splitlines()[0]}")
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def dashboard_url():
+    server = DashboardServer(RUN, port=0, refresh_s=60)
+    url = server.start()
+    yield url
+    server.stop()
+
+
+def test_dashboard_shows_the_runs_loss_and_leaderboard(browser, dashboard_url):
+    report = json.loads((RUN / "report" / "report.json").read_text())
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(dashboard_url)
+    page.wait_for_selector("#loss-chart circle.pt")
+    # the loss chart: one point per window, at the run's values
+    shown = [float(y) for y in page.eval_on_selector_all("#loss-chart circle.pt", "els => els.map(e => e.dataset.y)")]
+    assert shown == pytest.approx(report["loss"], abs=1e-4)
+    assert f"{report['loss'][-1]:.4f}" in page.inner_text("#meta")
+    # the leaderboard: every neuron, best rating first, with its rating, weight and alpha
+    cells = page.eval_on_selector_all("#leaderboard tr", "rows => rows.slice(1).map(r => "
+                                      "[...r.querySelectorAll('td')].map(td => td.innerText))")
+    best = max(report["neurons"], key=lambda n: n["rating"])
+    assert len(cells) == len(report["neurons"])
+    assert cells[0][:4] == [str(best["uid"]), best["name"], best["kind"], f"{best['rating']:.2f}"]
+    assert cells[0][6] == f"{best['emission_alpha']:.2f}"
+    hostile = page.eval_on_selector_all("#leaderboard tr.hostile td:nth-child(2)", "els => els.map(e => e.innerText)")
+    assert sorted(hostile) == ["copycat1", "noise0"]
+    assert "copy" in page.inner_text("#rejections") and "11" in page.inner_text("#rejections")
+    assert "chain head 412" in page.inner_text("#meta")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 10_000
