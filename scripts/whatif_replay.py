@@ -101,7 +101,7 @@ def load_run(run_dir: str | Path) -> Run:
     hp_path = path / "hparams.json"
     if not hp_path.exists():
         raise RunError(f"{hp_path} is missing (runs made before whatif existed do not keep it)")
-    hp = load_hparams(hp_path)
+    hp = read_hparams(hp_path)
     neurons = read_neurons(path)
     netuid = find_netuid(extrinsics, neurons)
     run = Run(path, genesis, blocks, extrinsics, hp, neurons, netuid, {})
@@ -114,6 +114,17 @@ def load_run(run_dir: str | Path) -> Run:
         raise RunError(f"{path}: no block to replay before the validators' first unlogged weights")
     run.end_block = run.blocks[-1][0]
     return run
+
+
+def read_hparams(path: Path) -> HParams:
+    """The run's HParams; fields a later version dropped are ignored (they cannot change the replay)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise RunError(f"{path} must hold a JSON object")
+    return load_hparams(None, {k: v for k, v in data.items() if k in HParams.model_fields})
 
 
 def read_chain(db_path: Path) -> tuple[Genesis, list[tuple[int, float, str]], dict[int, list[dict]]]:
