@@ -56,7 +56,7 @@ OWNER_HPARAMS = {
 }
 
 
-TRAINING_ADVERSARIES = {"lazy", "late", "negator"}  # hostile modes that train a model (CPU-heavy)
+TRAINING_ADVERSARIES = {"lazy", "late", "negator", "poisoner", "scaler", "heldout", "timed"}  # train a model (CPU-heavy)
 
 
 @dataclass

@@ -12,6 +12,7 @@ lazy       trains on samples other than its assignment (claims the right receipt
 late       an honest update, uploaded after the deadline
 malformed  a broken payload (cycling through truncation, garbage, NaN values)
 negator    the negated honest update
+(and the kinds of template/sim/attacks.py: poisoner, scaler, heldout, timed, stakejack)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from template.protocol.artifacts import read_tensor_artifact
 from template.protocol.config import NeuronConfig
 from template.protocol.data import sample_ids
 from template.protocol.sparseloco import compress
+from template.sim.attacks import ATTACKS, MODEL_LESS_ATTACKS
 
 _memory: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -154,6 +156,8 @@ def malformed(m: Miner, plan: WindowPlan, base_fp: str):
 
 STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, malformed, negator)}
 MODEL_LESS = {"idle", "noise", "copycat", "replay", "malformed"}  # need no model of their own
+STRATEGIES.update(ATTACKS)  # issue 15's kinds: poisoner, scaler, heldout, timed, stakejack
+MODEL_LESS |= MODEL_LESS_ATTACKS
 
 
 def run_hostile(cfg: NeuronConfig, kind: str) -> None:
