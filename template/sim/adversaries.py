@@ -13,6 +13,10 @@ late       an honest update, uploaded after the deadline
 malformed  a broken payload (cycling through truncation, garbage, NaN values)
 negator    the negated honest update
 (and the kinds of template/sim/attacks.py: poisoner, scaler, heldout, timed, stakejack)
+tarpit     commits its own endpoint (template/sim/hostile_s3.py on 127.0.0.1) that answers HEAD at
+           once and trickles GET bodies one byte every 2 s, serving a signed noise update
+backdater  commits its own endpoint that forges Last-Modified; after the deadline it re-signs an
+           honest peer's update and serves it dated 5 s before the deadline (to win copy ties)
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import time
 import torch
 from loguru import logger
 
+from storage.credentials import BucketAccess
 from storage.peers import fetch_record
+from template.node import neuron
 from template.node.miner import (
     Miner,
     TrainResult,
@@ -41,6 +47,7 @@ from template.protocol.config import NeuronConfig
 from template.protocol.data import sample_ids
 from template.protocol.sparseloco import compress
 from template.sim.attacks import ATTACKS, MODEL_LESS_ATTACKS
+from template.sim.hostile_s3 import HostileS3
 
 _memory: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -154,8 +161,54 @@ def malformed(m: Miner, plan: WindowPlan, base_fp: str):
     return build_artifact(m, plan, bad, claimed_base(m, plan, base_fp)), result  # NaN value tables
 
 
-STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, malformed, negator)}
-MODEL_LESS = {"idle", "noise", "copycat", "replay", "malformed"}  # need no model of their own
+def own_endpoint(m: Miner, mode: str) -> HostileS3:
+    """This process's hostile S3 server (started once), committed on chain as the miner's bucket."""
+    if "endpoint" not in _memory:
+        srv = HostileS3(mode, trickle_s=2.0).start()
+        acc = m.bucket.access
+        neuron.publish_commitment(m.chain, m.hotkey, m.cfg.netuid, BucketAccess(
+            endpoint=srv.endpoint, bucket=acc.bucket, access_key_id=acc.access_key_id,
+            secret_access_key=acc.secret_access_key, region=acc.region, role=acc.role))
+        logger.info(f"{mode} endpoint at {srv.endpoint} committed as this miner's bucket")
+        _memory["endpoint"] = srv
+    return _memory["endpoint"]  # type: ignore[return-value]
+
+
+def tarpit(m: Miner, plan: WindowPlan, base_fp: str):
+    """A signed noise update on its own endpoint, whose GETs trickle: stalls whoever waits for it."""
+    srv = own_endpoint(m, "trickle")
+    data, _ = noise(m, plan, base_fp)
+    srv.put(m.bucket.access.bucket, layout.gradient_key(plan.window), data)
+    return None, None
+
+
+def backdater(m: Miner, plan: WindowPlan, base_fp: str):
+    """After the deadline, an honest peer's update re-signed, on its own endpoint dated before the deadline."""
+    srv = own_endpoint(m, "backdate")
+    deadline = m.clock.wait_past_deadline(plan.window, m.stop)
+    if deadline is None:
+        return None, None
+    key = layout.gradient_key(plan.window)
+    m.peers.refresh()
+    mg = m.chain.metagraph(m.cfg.netuid)
+    for uid in miner_uids(mg, m.hp.min_validator_stake, declared_validators(m.peers)):
+        read = m.peers.get(mg.hotkeys[uid], key, max_bytes=m.hp.max_upload_bytes) if uid != m.uid else None
+        if read is None or not read.ok or read.value is None:
+            continue
+        try:
+            art = read_tensor_artifact(read.value, kind="gradient", max_bytes=m.hp.max_upload_bytes)
+        except ValueError:
+            continue
+        srv.forged_time = deadline - 5.0
+        srv.put(m.bucket.access.bucket, key, build_artifact(m, plan, art.tensors, claimed_base(m, plan, base_fp)))
+        logger.info(f"backdater: uid {uid}'s update re-signed after the deadline, dated {srv.forged_time:.0f}")
+        break
+    return None, None
+
+
+STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, malformed, negator, tarpit,
+                                      backdater)}
+MODEL_LESS = {"idle", "noise", "copycat", "replay", "malformed", "tarpit", "backdater"}  # no model of their own
 STRATEGIES.update(ATTACKS)  # issue 15's kinds: poisoner, scaler, heldout, timed, stakejack
 MODEL_LESS |= MODEL_LESS_ATTACKS
 
