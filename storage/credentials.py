@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-MAX_COMMITMENT_BYTES = 512  # the chain's BigRaw commitment limit
+MAX_COMMITMENT_BYTES = 384  # three Raw fields of 128 bytes: what the chains (localnet and finney) accept
 _FORMAT_VERSION = 1
 _FIELDS = {"v": "format version", "e": "endpoint", "b": "bucket", "a": "access_key_id",
            "s": "secret_access_key", "r": "region"}
