@@ -156,6 +156,7 @@ class ApplyOutcome(StrEnum):
     BASE_MISMATCH = "base_mismatch"  # our theta_w is not the record's base
     MISSING_UPDATE = "missing_update"  # a listed update cannot be fetched or decoded
     NEXT_MISMATCH = "next_mismatch"  # replayed, but the result is not the record's next fingerprint
+    WRONG_WINDOW = "wrong_window"  # the record's body names another window than theta's
     INADMISSIBLE = "inadmissible"  # an entry fails deterministic admission: the record is rejected
 
 
@@ -197,6 +198,8 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
 
     With `check`, every entry must pass deterministic admission first (`admit_record_entries`), else
     INADMISSIBLE and theta is untouched."""
+    if record.window != gm.window:  # the body's window must be the one the signed manifest was fetched for
+        return ApplyOutcome.WRONG_WINDOW
     if record.base_fingerprint != gm.fingerprint():
         return ApplyOutcome.BASE_MISMATCH
     if record.refused:

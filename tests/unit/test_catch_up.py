@@ -221,7 +221,9 @@ def test_apply_record_outcomes(net):
     lead.run(windows=2)
     peers = net.peers()
     gm = GlobalModel.initial(net.hp, CPU)
-    assert apply_record(gm, lead.records[1], peers) is ApplyOutcome.BASE_MISMATCH
+    assert apply_record(gm, lead.records[1], peers) is ApplyOutcome.WRONG_WINDOW  # a record of window 1 at 0
+    wrong_base = dataclasses.replace(lead.records[0], base_fingerprint=OTHER_FP)
+    assert apply_record(gm, wrong_base, peers) is ApplyOutcome.BASE_MISMATCH
     assert gm.window == 0 and gm.fingerprint() == lead.fingerprints[0]  # untouched
     wrong_next = dataclasses.replace(lead.records[0], next_fingerprint=OTHER_FP)
     assert apply_record(gm, wrong_next, peers) is ApplyOutcome.NEXT_MISMATCH
