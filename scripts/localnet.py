@@ -125,7 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_wallet(path: Path, name: str) -> Wallet:
     w = Wallet(name=name, hotkey="default", path=str(path))
-    w.create_if_non_existent(coldkey_use_password=False, hotkey_use_password=False, suppress=True)
+    if not (w.coldkey_file.exists_on_device() and w.hotkey_file.exists_on_device()):  # --resume: already there
+        w.create_if_non_existent(coldkey_use_password=False, hotkey_use_password=False, suppress=True)
     return w
 
 
@@ -343,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                 launch(n, args, run_dir, endpoint, netuid)
         if slots_text := write_slots(run_dir, neurons, endpoint, netuid, hp):
             print(slots_text, flush=True)
-        logger.info(f"{len(neurons) - 1} neurons launched; window 0 starts at block {hp.start_block}")
+        logger.info(f"{sum(n.proc is not None for n in neurons)} neurons launched; window 0 starts at block "
+                    f"{hp.start_block}")
         try:
             wait_for_windows(chain, hp, args, neurons, seaweed, run_dir, events_log)
         except KeyboardInterrupt:
