@@ -81,8 +81,8 @@ def test_role_is_declared_in_the_commitment_and_fits_the_chain():
     from storage.credentials import BucketAccess
     from template.chain.localnet.client import commitment_fields
 
-    kw = dict(endpoint="https://s3.example-storage.test:8443", bucket="a" * 63, access_key_id="K" * 128,
-              secret_access_key="s" * 128)
+    kw = dict(endpoint="https://s3.example-storage.test:8443", bucket="a" * 63, access_key_id="K" * 64,
+              secret_access_key="s" * 64)
     val = BucketAccess(**kw, role="validator")
     assert BucketAccess.decode(val.encode()).role == "validator"
     assert BucketAccess.decode(BucketAccess(**{**kw, "access_key_id": "K" * 20, "secret_access_key": "s" * 40})
