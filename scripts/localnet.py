@@ -42,7 +42,7 @@ from template.chain.localnet.node import start_localnet_process  # noqa: E402
 from template.node.logging_setup import setup_logging  # noqa: E402
 from template.protocol import layout  # noqa: E402
 from template.protocol.config import HParams, parse_hparam_overrides  # noqa: E402
-from template.sim.adversaries import STRATEGIES  # noqa: E402
+from template.sim.adversaries import DEFAULT_KINDS, STRATEGIES  # noqa: E402
 
 # Localnet subnet settings for a short run: several epochs within a few windows. Root-only ones (tempo below
 # 360, weights_rate_limit) go through the sudo key as on subtensor's localnet; the owner sets only what a
@@ -85,8 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="restart a stopped run's chain, storage and neurons from RUN_DIR and go on "
                         "(--windows: total windows, default 0 = until Ctrl-C)")
-    p.add_argument("--adversaries", default=",".join(STRATEGIES),
-                   help=f"comma list of hostile miners, one process each (default: one of every kind: "
+    p.add_argument("--adversaries", default=",".join(DEFAULT_KINDS),
+                   help=f"comma list of hostile miners, one process each; a kind named twice launches two "
+                        f"(default: {','.join(DEFAULT_KINDS)}; \"all\" for one of every kind: "
                         f"{','.join(STRATEGIES)}; \"\" for none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
@@ -102,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the live dashboard page")
     p.add_argument("--dashboard-port", type=int, default=0, help="dashboard port on 127.0.0.1 (0: a free one)")
     args = p.parse_args(argv)
-    kinds = [k for k in args.adversaries.split(",") if k]
+    kinds = list(STRATEGIES) if args.adversaries == "all" else [k for k in args.adversaries.split(",") if k]
     unknown = [k for k in kinds if k not in STRATEGIES]
     if unknown:
         p.error(f"unknown adversaries {unknown}; choose from {sorted(STRATEGIES)}")

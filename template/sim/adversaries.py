@@ -209,8 +209,11 @@ def backdater(m: Miner, plan: WindowPlan, base_fp: str):
 STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, malformed, negator, tarpit,
                                       backdater)}
 MODEL_LESS = {"idle", "noise", "copycat", "replay", "malformed", "tarpit", "backdater"}  # no model of their own
-STRATEGIES.update(ATTACKS)  # issue 15's kinds: poisoner, scaler, heldout, timed, stakejack
+STRATEGIES.update(ATTACKS)  # poisoner, scaler, heldout, timed, stakejack (template/sim/attacks.py)
 MODEL_LESS |= MODEL_LESS_ATTACKS
+# what `make localnet` launches when --adversaries is not given: one of each basic kind, light enough for
+# two cores; `--adversaries all` launches one of every kind
+DEFAULT_KINDS = ("idle", "noise", "copycat", "replay", "lazy", "late", "malformed", "negator")
 
 
 def run_hostile(cfg: NeuronConfig, kind: str) -> None:
