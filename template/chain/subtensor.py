@@ -146,13 +146,16 @@ def is_transient(err: BaseException) -> bool:
     not a refusal by the chain."""
     from bittensor.result import ConnectionNotReady, RpcConnectionError
 
+    substrate_errors: tuple[type[BaseException], ...] = ()
     try:
         from bittensor._transport.errors import SubstrateRequestException
+
+        substrate_errors = (SubstrateRequestException,)
     except ImportError:  # pragma: no cover - private module of the SDK
-        SubstrateRequestException = ()  # noqa: N806
+        pass
     if isinstance(err, ConnectionNotReady | RpcConnectionError | OSError | TimeoutError | EOFError):
         return True
-    if SubstrateRequestException and isinstance(err, SubstrateRequestException):
+    if substrate_errors and isinstance(err, substrate_errors):
         return True
     return type(err).__module__.startswith("websockets")  # ConnectionClosed and friends
 

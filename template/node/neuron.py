@@ -194,7 +194,7 @@ def lead_validator(mg: Metagraph, min_stake: float, declared: Collection[str],
     if newest_record is None:
         return vals[0]
     newest = {u: newest_record.get(mg.hotkeys[u]) for u in vals}
-    fresh = [u for u in vals if newest[u] is not None and newest[u] >= window - LEAD_STALE_WINDOWS]
+    fresh = [u for u in vals if (w := newest[u]) is not None and w >= window - LEAD_STALE_WINDOWS]
     if fresh:
         return fresh[0]
     return vals[(max(window, 0) // LEAD_STALE_WINDOWS) % len(vals)]

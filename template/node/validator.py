@@ -249,7 +249,8 @@ def lead_gather(v: Validator, window: int, mg: Metagraph, uploads: list[Upload],
     admissions = reject_copies({u: a for u, a in base.items() if u in allowed}, uploads,
                                threshold=v.hp.copy_overlap_threshold)
     chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=v.hp.num_peers)
-    return chosen, [admissions[u].update for u in chosen]
+    updates = [admissions[u].update for u in chosen]
+    return chosen, [u for u in updates if u is not None]  # admitted uploads always carry their update
 
 
 def ensure_peer_lists(v: Validator, windows: list[int], mg: Metagraph) -> None:

@@ -22,6 +22,7 @@ backdater  commits its own endpoint that forges Last-Modified; after the deadlin
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 from loguru import logger
@@ -49,7 +50,7 @@ from template.protocol.sparseloco import compress
 from template.sim.attacks import ATTACKS, MODEL_LESS_ATTACKS
 from template.sim.hostile_s3 import HostileS3
 
-_memory: dict[str, dict[str, torch.Tensor]] = {}
+_memory: dict[str, Any] = {}  # per-process state of a hostile strategy (its replayed wire, its server)
 
 
 def idle(m: Miner, plan: WindowPlan, base_fp: str):
@@ -171,7 +172,7 @@ def own_endpoint(m: Miner, mode: str) -> HostileS3:
             secret_access_key=acc.secret_access_key, region=acc.region, role=acc.role))
         logger.info(f"{mode} endpoint at {srv.endpoint} committed as this miner's bucket")
         _memory["endpoint"] = srv
-    return _memory["endpoint"]  # type: ignore[return-value]
+    return _memory["endpoint"]
 
 
 def tarpit(m: Miner, plan: WindowPlan, base_fp: str):

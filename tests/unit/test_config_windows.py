@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from template.protocol.config import HParams, load_hparams, parse_neuron_args
 from template.protocol.windows import (
-    upload_deadline,
     on_time,
+    upload_deadline,
     window_first_block,
     window_last_block,
     window_of_block,
