@@ -183,6 +183,13 @@ class OwnBucket:
         self.put(key, data)
         return key
 
+    def put_input(self, window: int, data: bytes) -> str:
+        """The lead's mirror of an update it aggregates into `window`, content-addressed by the sha256 of
+        `data` (the unsealed artifact file); returns its key (`layout.input_key`), which the record names."""
+        key = layout.input_key(window, hashlib.sha256(data).hexdigest())
+        self.put(key, data)
+        return key
+
     def put_record(self, window: int, record: AggregationRecord, keypair: Keypair) -> None:
         self.put(layout.record_key(window),
                  write_json_artifact(record.to_body(), kind="record", window=window, keypair=keypair))
@@ -289,12 +296,40 @@ def fetch_update(peers: PeerBuckets, entry: RecordEntry, window: int, shapes: di
         return Read.failure(ReadStatus.INVALID, f"{entry.key} of uid {entry.uid}: {e}")
 
 
+def _has_sha(read: Read[bytes], sha256: str) -> bool:
+    return read.ok and read.value is not None and hashlib.sha256(read.value).hexdigest() == sha256
+
+
+def fetch_record_inputs(peers: PeerBuckets, entries: list[RecordEntry], window: int, lead_hotkey: str | None,
+                        max_bytes: int) -> list[tuple[Read[bytes], bool]]:
+    """The artifact bytes of every update a record lists, and for each whether they came from the lead's mirror.
+
+    The original (the miner's upload of `window` in its own bucket) is read first, all at once: its storage
+    time is the one the deadline is checked against. An entry whose original is gone, or no longer has the
+    record's sha256 (deleted or re-signed after the lead fetched it, or served differently to this reader), is
+    then read from the lead's content-addressed mirror (`entry.key` when it is a `layout.input_key`, in
+    `lead_hotkey`'s bucket). Two rounds at most, each within one fetch budget."""
+    originals = peers.get_all([(e.hotkey, layout.gradient_key(window) if layout.is_input_key(e.key) else e.key)
+                               for e in entries], max_bytes)
+    found = [(read, False) for read in originals]
+    retry = [i for i, (e, read) in enumerate(zip(entries, originals, strict=True))
+             if lead_hotkey is not None and layout.is_input_key(e.key) and not _has_sha(read, e.sha256)]
+    if retry and lead_hotkey is not None:
+        mirrored = peers.get_all([(lead_hotkey, entries[i].key) for i in retry], max_bytes)
+        for i, read in zip(retry, mirrored, strict=True):
+            if read.ok:
+                found[i] = (read, True)
+    return found
+
+
 def fetch_record_updates(peers: PeerBuckets, entries: list[RecordEntry], window: int,
                          shapes: dict[str, tuple[int, ...]], codec: CodecParams,
-                         max_bytes: int) -> list[Read[dict[str, torch.Tensor]]]:
-    """`fetch_update` of every update a record lists, fetched at once (one fetch budget for all)."""
-    raws = peers.get_all([(e.hotkey, e.key) for e in entries], max_bytes)
-    return [fetch_update(peers, e, window, shapes, codec, max_bytes, raw=r) for e, r in zip(entries, raws, strict=True)]
+                         max_bytes: int, lead_hotkey: str | None = None) -> list[Read[dict[str, torch.Tensor]]]:
+    """`fetch_update` of every update a record lists, fetched at once (`fetch_record_inputs`: the original,
+    else the lead's mirror)."""
+    raws = fetch_record_inputs(peers, entries, window, lead_hotkey, max_bytes)
+    return [fetch_update(peers, e, window, shapes, codec, max_bytes, raw=r)
+            for e, (r, _mirrored) in zip(entries, raws, strict=True)]
 
 
 def fetch_checkpoint(peers: PeerBuckets, lead_hotkey: str, window: int, max_bytes: int) -> Read[TensorArtifact]:

@@ -28,6 +28,7 @@ from storage.peers import (
     PeerBuckets,
     fetch_checkpoint,
     fetch_record,
+    fetch_record_inputs,
     fetch_record_updates,
     newest_checkpoint,
 )
@@ -173,15 +174,20 @@ def admit_record_entries(gm: GlobalModel, record: AggregationRecord, raws: list,
                          ) -> tuple[list[dict[str, torch.Tensor]], str | None]:
     """(decoded updates, None) when every entry passes the gather's deterministic admission (file sha256,
     deadline, signature, fields and receipt, codec, finite values, base = the record's base), else
-    ([], why). So a faulty lead cannot slip a late, unsigned, stale or malformed update into theta."""
+    ([], why). So a faulty lead cannot slip a late, unsigned, stale or malformed update into theta.
+
+    `raws` holds (read, mirrored) per entry (`storage.peers.fetch_record_inputs`); a bare read counts as
+    not mirrored. An entry read from the lead's mirror (its original deleted or re-signed since) has no
+    upload time of its own left to check: the lead's signed record vouches for it; every other check runs."""
     hp = gm.hparams
     deadline = check.deadline_of(record.window)
     updates = []
-    for entry, raw in zip(record.included, raws, strict=True):
+    for entry, found in zip(record.included, raws, strict=True):
+        raw, mirrored = found if isinstance(found, tuple) else (found, False)
         if raw.ok and raw.value is not None and hashlib.sha256(raw.value).hexdigest() != entry.sha256:
             return [], f"uid {entry.uid}: file changed since the record was signed"
         upload = Upload(uid=entry.uid, hotkey=entry.hotkey, key=entry.key, data=raw.value,
-                        last_modified=raw.last_modified, status=raw.status)
+                        last_modified=deadline if mirrored else raw.last_modified, status=raw.status)
         ids = sample_ids(entry.uid, record.window, hp.data_seed, hp.samples_per_window, check.num_train)
         adm = admit_upload(upload, window=record.window, deadline_s=deadline, hparams=hp, shapes=gm.shapes(),
                            expected_receipt=data_receipt(ids), base_fingerprint=record.base_fingerprint,
@@ -193,11 +199,12 @@ def admit_record_entries(gm: GlobalModel, record: AggregationRecord, raws: list,
 
 
 def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
-                 check: RecordAdmission | None = None) -> ApplyOutcome:
+                 check: RecordAdmission | None = None, lead_hotkey: str | None = None) -> ApplyOutcome:
     """Advance theta_w -> theta_{w+1} by the record (a refused record leaves theta and the norm history).
 
     With `check`, every entry must pass deterministic admission first (`admit_record_entries`), else
-    INADMISSIBLE and theta is untouched."""
+    INADMISSIBLE and theta is untouched. `lead_hotkey` (the record's signer) is where mirrored inputs
+    are read from when an original is gone (`fetch_record_inputs`)."""
     if record.window != gm.window:  # the body's window must be the one the signed manifest was fetched for
         return ApplyOutcome.WRONG_WINDOW
     if record.base_fingerprint != gm.fingerprint():
@@ -207,7 +214,8 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
         gm.lineage = gm.lineage.after_record(record)
         return ApplyOutcome.OK
     if check is not None and record.included:
-        raws = peers.get_all([(e.hotkey, e.key) for e in record.included], gm.hparams.max_upload_bytes)
+        raws = fetch_record_inputs(peers, list(record.included), record.window, lead_hotkey,
+                                   gm.hparams.max_upload_bytes)
         checked, why = admit_record_entries(gm, record, raws, check)
         if why is not None:
             logger.bind(window=record.window).warning(f"the lead's record fails admission: {why}")
@@ -215,7 +223,7 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
         return _step_by_record(gm, record, checked)
     updates = []
     reads = fetch_record_updates(peers, list(record.included), record.window, gm.shapes(), gm.codec,
-                                 gm.hparams.max_upload_bytes)  # all at once, within one fetch budget
+                                 gm.hparams.max_upload_bytes, lead_hotkey)  # all at once, within one fetch budget
     for entry, read in zip(record.included, reads, strict=True):
         if not read.ok or read.value is None:
             logger.bind(window=record.window, uid=entry.uid).warning(
@@ -311,7 +319,7 @@ def catch_up(
             if not read.ok or read.value is None:  # no usable record: the window changed nothing
                 gm.window += 1
                 continue
-            outcome = apply_record(gm, read.value, peers, check)
+            outcome = apply_record(gm, read.value, peers, check, lead_hotkey)
             if outcome is ApplyOutcome.INADMISSIBLE:  # rejected: like no record, the window changed nothing
                 gm.window += 1
                 continue

@@ -50,7 +50,6 @@ from template.node.sync import (
     publish_checkpoint,
     resync,
 )
-from template.protocol import layout
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import TokenDataset, eval_ids, loss_curve_ids, sample_ids
 from template.protocol.outer_step import clip_limits, clip_update
@@ -219,7 +218,7 @@ def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upl
     by_uid = {u.uid: u for u in uploads}
     record = AggregationRecord(
         window=window, base_fingerprint=base_fp, next_fingerprint=v.gm.fingerprint(), outer_lr=v.hp.outer_lr,
-        included=tuple(RecordEntry(uid=u, hotkey=mg.hotkeys[u], key=layout.gradient_key(window),
+        included=tuple(RecordEntry(uid=u, hotkey=mg.hotkeys[u], key=mirror_input(v, window, by_uid[u]),
                                    sha256=payload_sha(by_uid[u].data)) for u in chosen),
         refused=stats["refused"])
     v.bucket.put_record(window, record, v.hotkey)
@@ -383,6 +382,13 @@ def run(cfg: NeuronConfig) -> None:
             break
     save_run_state(v)
     logger.info("validator stopped cleanly")
+
+
+def mirror_input(v: Validator, window: int, upload: Upload) -> str:
+    """Lead: copy an update it aggregates into its own bucket, content-addressed (`layout.input_key`), and
+    return that key for the record, so the record's inputs stay fetchable whatever the miner does later."""
+    assert upload.data is not None, "an upload in the gather set was admitted, so it has its bytes"
+    return v.bucket.put_input(window, upload.data)
 
 
 def payload_sha(data: bytes | None) -> str:

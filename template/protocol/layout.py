@@ -20,8 +20,11 @@ _WINDOW_KEY = re.compile(
     rf"^{_ROOT}/(?:gradients/(?P<g>\d{{{_WINDOW_DIGITS}}})\.safetensors"
     rf"|records/(?P<r>\d{{{_WINDOW_DIGITS}}})\.json"
     rf"|peers/(?P<p>\d{{{_WINDOW_DIGITS}}})\.json"
-    rf"|checkpoints/(?P<c>\d{{{_WINDOW_DIGITS}}})/[^/]+)$"
+    rf"|checkpoints/(?P<c>\d{{{_WINDOW_DIGITS}}})/[^/]+"
+    rf"|inputs/(?P<i>\d{{{_WINDOW_DIGITS}}})/[0-9a-f]{{64}}\.safetensors"
+    rf"|keys/(?P<k>\d{{{_WINDOW_DIGITS}}})\.json)$"
 )
+_INPUT_KEY = re.compile(rf"^{_ROOT}/inputs/\d{{{_WINDOW_DIGITS}}}/[0-9a-f]{{64}}\.safetensors$")
 
 
 def _window_part(window: int) -> str:
@@ -55,8 +58,27 @@ def checkpoint_key(window: int) -> str:
     return f"{checkpoint_prefix()}{_window_part(window)}/model.safetensors"
 
 
+def input_key(window: int, sha256: str) -> str:
+    """Key of the lead's mirror of an update its record of `window` aggregates, addressed by the sha256 of the
+    update's (unsealed) artifact file, e.g. ``v1/inputs/00000012/<64 hex>.safetensors``."""
+    if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"sha256 must be 64 lowercase hex chars, got {sha256!r}")
+    return f"{_ROOT}/inputs/{_window_part(window)}/{sha256}.safetensors"
+
+
+def is_input_key(key: str) -> bool:
+    """Whether `key` is a mirror key (`input_key`): it lives in the bucket of the record's signer."""
+    return isinstance(key, str) and _INPUT_KEY.match(key) is not None
+
+
+def key_reveal_key(window: int) -> str:
+    """Key of the per-window key a miner reveals after the deadline to open its sealed update of `window`."""
+    return f"{_ROOT}/keys/{_window_part(window)}.json"
+
+
 def parse_window(key: str) -> int | None:
-    """Window number of any key above (gradient, record, peers, checkpoint file); None otherwise."""
+    """Window number of any key above (gradient, record, peers, checkpoint file, input, key reveal); None
+    otherwise."""
     match = _WINDOW_KEY.match(key) if isinstance(key, str) else None
     if match is None:
         return None

@@ -333,15 +333,18 @@ class Lead:
         return data
 
     def window(self, window: int, miners: tuple[str, ...] = ("bob", "charlie"), *, publish: bool = True,
-               checkpoint: bool = False, **published_edits: object) -> AggregationRecord:
+               checkpoint: bool = False, mirror: bool = False, **published_edits: object) -> AggregationRecord:
         """Aggregate fresh uploads of `miners` into theta_{window+1}; sign and publish the record, with
-        `published_edits` applied to what is published (a wrong record); optionally a checkpoint after."""
+        `published_edits` applied to what is published (a wrong record); optionally a checkpoint after.
+        `mirror`: copy each update into the lead's bucket and name the mirror in the record, as the runtime's
+        lead does (`OwnBucket.put_input`)."""
         assert self.gm.window == window
         base = self.gm.fingerprint()
         names = sorted(miners, key=lambda name: self.net.neurons[name].uid)  # records list uids in order
         sent = [self.upload(name, window) for name in names]
         entries = tuple(RecordEntry(uid=self.net.neurons[name].uid, hotkey=self.net.hotkey(name),
-                                    key=layout.gradient_key(window), sha256=hashlib.sha256(data).hexdigest())
+                                    key=self.lead.bucket.put_input(window, data) if mirror else layout.gradient_key(window),
+                                    sha256=hashlib.sha256(data).hexdigest())
                         for name, data in zip(names, sent, strict=True))
         updates = [decompress(load_tensors(data), self.gm.shapes(), self.gm.codec) for data in sent]
         self.gm.apply_updates(updates, self.net.hp.outer_lr)

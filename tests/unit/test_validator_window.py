@@ -100,7 +100,9 @@ def test_lead_window_admits_rates_weighs_and_records(net):
     record = read.value
     assert [e.uid for e in record.included] == [2, 3]
     assert [e.sha256 for e in record.included] == [hashlib.sha256(sent[u]).hexdigest() for u in (2, 3)]
-    assert all(e.key == layout.gradient_key(0) for e in record.included)
+    # the record points at the lead's content-addressed mirrors, which hold exactly what was uploaded
+    assert all(e.key == layout.input_key(0, e.sha256) for e in record.included)
+    assert [net.store.objects[("bucket-alice", e.key)][0] for e in record.included] == [sent[u] for u in (2, 3)]
     assert record.base_fingerprint == theta_0 != record.next_fingerprint == v.gm.fingerprint()
     assert v.gm.window == 1 and row["outer/used"] == 2
     # the next peer lists: a bootstrap one for window 1, and the successes of window 0 for window 2
