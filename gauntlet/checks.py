@@ -8,6 +8,7 @@ never an exception: a hostile upload is scored, not crashed on.
 Reason codes (documented in docs/validator.md):
 
 - fetch: `missing`, `too_large`, `fetch_error`, `no_commitment`, `late`
+- sealed uploads (template/protocol/sealing.py): `key_missing`, `late_key`, `bad_key`
 - framing and signature: every `ArtifactError.code` of template/protocol/artifacts.py, unchanged
   (`bad_manifest`, `unsigned`, `wrong_protocol`, `wrong_kind`, `wrong_signer`,
   `bad_signature`, `wrong_window`, `payload_mismatch`, `too_large`, `truncated`,
@@ -72,6 +73,7 @@ class Upload:
     data: bytes | None
     last_modified: float | None  # storage LastModified, unix seconds (1 s resolution on S3)
     status: ReadStatus
+    rejected: str | None = None  # a reason found while fetching (a sealed upload's key: key_missing, late_key...)
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ def _admit(upload: Upload, *, window: int, deadline_s: float, hparams: HParams, 
         return _fail(uid, FETCH_ERROR)
     if not on_time(upload.last_modified, deadline_s):
         return _fail(uid, LATE)
+    if upload.rejected is not None:
+        return _fail(uid, upload.rejected)
     try:
         art = read_tensor_artifact(upload.data, kind="gradient", max_bytes=hparams.max_upload_bytes,
                                    signer_ss58=upload.hotkey, window=window)

@@ -40,7 +40,17 @@ from template.protocol.config import PROTOCOL_VERSION, HParams
 from template.protocol.endpoints import endpoint_approved
 from template.protocol.reads import Read, ReadStatus
 from template.protocol.records import AggregationRecord, RecordEntry
+from template.protocol.sealing import (
+    KEY_MISSING,
+    LATE_KEY,
+    REVEAL_MAX_BYTES,
+    SealError,
+    is_sealed,
+    open_sealed,
+    parse_reveal,
+)
 from template.protocol.sparseloco import CodecError, CodecParams, decompress
+from template.protocol.windows import on_time
 
 PEER_READ_ATTEMPTS = 6
 OWN_WRITE_ATTEMPTS = 8
@@ -190,6 +200,10 @@ class OwnBucket:
         self.put(key, data)
         return key
 
+    def put_reveal(self, window: int, data: bytes) -> None:
+        """The key that opens this miner's sealed update of `window` (`sealing.reveal_bytes`), after the deadline."""
+        self.put(layout.key_reveal_key(window), data)
+
     def put_record(self, window: int, record: AggregationRecord, keypair: Keypair) -> None:
         self.put(layout.record_key(window),
                  write_json_artifact(record.to_body(), kind="record", window=window, keypair=keypair))
@@ -271,13 +285,49 @@ def fetch_peer_list(peers: PeerBuckets, lead_hotkey: str, window: int) -> Read[l
         return Read.failure(ReadStatus.INVALID, f"peer list of window {window}: {e}")
 
 
-def fetch_uploads(peers: PeerBuckets, hotkeys: dict[int, str], window: int, max_bytes: int) -> list[Upload]:
-    """The gradient uploads of `window` of the given uids (uid -> hotkey), one `Upload` each, by uid."""
+def open_sealed_reads(peers: PeerBuckets, hotkeys: list[str], window: int, reads: list[Read[bytes]],
+                      max_bytes: int, reveal_by: float | None) -> list[tuple[Read[bytes], str | None]]:
+    """Each read of an upload of `window` (by `hotkeys[i]`), a sealed one opened with the key its author revealed.
+
+    (read of the plaintext artifact with the sealed object's LastModified, None), or for a sealed upload that
+    cannot be opened (read as fetched, reason): `key_missing`, `late_key` (the key's LastModified after
+    `reveal_by`; None: not checked), `bad_key`, or the sealed artifact's own ArtifactError code. Unsealed
+    uploads pass through. The keys are fetched at once, within one fetch budget."""
+    out: list[tuple[Read[bytes], str | None]] = [(read, None) for read in reads]
+    sealed = [i for i, read in enumerate(reads) if read.ok and read.value is not None
+              and is_sealed(read.value, max_bytes=max_bytes)]
+    keys = peers.get_all([(hotkeys[i], layout.key_reveal_key(window)) for i in sealed], REVEAL_MAX_BYTES)
+    for i, key_read in zip(sealed, keys, strict=True):
+        read = reads[i]
+        if not key_read.ok or key_read.value is None:
+            out[i] = (read, KEY_MISSING)
+            continue
+        if reveal_by is not None and not on_time(key_read.last_modified, reveal_by):
+            out[i] = (read, LATE_KEY)
+            continue
+        try:
+            key = parse_reveal(key_read.value, window=window)
+            plain = open_sealed(read.value or b"", key, hotkey=hotkeys[i], window=window, max_bytes=max_bytes)
+        except SealError as e:
+            out[i] = (read, e.code)
+            continue
+        out[i] = (Read.success(plain, read.last_modified), None)
+    return out
+
+
+def fetch_uploads(peers: PeerBuckets, hotkeys: dict[int, str], window: int, max_bytes: int,
+                  reveal_by: float | None = None) -> list[Upload]:
+    """The gradient uploads of `window` of the given uids (uid -> hotkey), one `Upload` each, by uid.
+
+    Sealed uploads are opened (`open_sealed_reads`): `data` is then the plaintext artifact, and a key that is
+    missing, later than `reveal_by` or wrong sets `Upload.rejected`."""
     key = layout.gradient_key(window)
     items = sorted(hotkeys.items())
     reads = peers.get_all([(hotkey, key) for _, hotkey in items], max_bytes)
+    opened = open_sealed_reads(peers, [hotkey for _, hotkey in items], window, reads, max_bytes, reveal_by)
     return [Upload(uid=uid, hotkey=hotkey, key=key, data=read.value, last_modified=read.last_modified,
-                   status=read.status) for (uid, hotkey), read in zip(items, reads, strict=True)]
+                   status=read.status, rejected=why)
+            for (uid, hotkey), (read, why) in zip(items, opened, strict=True)]
 
 
 def fetch_update(peers: PeerBuckets, entry: RecordEntry, window: int, shapes: dict[str, tuple[int, ...]],
@@ -309,8 +359,12 @@ def fetch_record_inputs(peers: PeerBuckets, entries: list[RecordEntry], window: 
     record's sha256 (deleted or re-signed after the lead fetched it, or served differently to this reader), is
     then read from the lead's content-addressed mirror (`entry.key` when it is a `layout.input_key`, in
     `lead_hotkey`'s bucket). Two rounds at most, each within one fetch budget."""
-    originals = peers.get_all([(e.hotkey, layout.gradient_key(window) if layout.is_input_key(e.key) else e.key)
-                               for e in entries], max_bytes)
+    fetched = peers.get_all([(e.hotkey, layout.gradient_key(window) if layout.is_input_key(e.key) else e.key)
+                             for e in entries], max_bytes)
+    # a sealed original is opened with its revealed key (its timeliness was the lead's to judge)
+    originals = [read if why is None else Read.failure(ReadStatus.INVALID, why)
+                 for read, why in open_sealed_reads(peers, [e.hotkey for e in entries], window, fetched, max_bytes,
+                                                    None)]
     found = [(read, False) for read in originals]
     retry = [i for i, (e, read) in enumerate(zip(entries, originals, strict=True))
              if lead_hotkey is not None and layout.is_input_key(e.key) and not _has_sha(read, e.sha256)]

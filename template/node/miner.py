@@ -45,6 +45,7 @@ from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import TokenDataset, data_receipt, loss_curve_ids, sample_ids
 from template.protocol.model import autocast_context
 from template.protocol.reads import ReadStatus
+from template.protocol.sealing import reveal_bytes, seal
 from template.protocol.sparseloco import compress
 
 UNVERIFIED_WINDOWS_KEPT = 3  # a record that has not appeared after this many windows never will
@@ -96,6 +97,8 @@ class Miner:
     # window -> fingerprint of theta_{window+1} as we computed it, until the lead's record confirms it
     unverified: dict[int, str] = field(default_factory=dict)
     trainer: TrainingGroup | None = None  # torchrun rank 0 only: training is sharded over all ranks
+    # window -> the key of our sealed upload, revealed after that window's deadline (hp.sealed_uploads)
+    sealed_keys: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def hp(self) -> HParams:
@@ -212,8 +215,30 @@ def upload_update(m: Miner, plan: WindowPlan, data: bytes, *, allow_late: bool =
         logger.bind(window=plan.window).warning("training finished after the upload deadline; not uploading")
         return UploadResult(key=None, nbytes=0, seconds=0.0, on_time=False)
     start = time.perf_counter()
+    if m.hp.sealed_uploads:  # nobody can read it before the deadline; the key goes out after it
+        data, m.sealed_keys[plan.window] = seal(data, window=plan.window, keypair=m.hotkey)
     key = m.bucket.put_update(plan.window, data)
     return UploadResult(key=key, nbytes=len(data), seconds=time.perf_counter() - start, on_time=True)
+
+
+def reveal_key(m: Miner, window: int) -> None:
+    """After `window`'s deadline: publish the key of our sealed upload of it (nothing when we sealed none)."""
+    key = m.sealed_keys.pop(window, None)
+    for old in [w for w in m.sealed_keys if w < window]:
+        m.sealed_keys.pop(old)  # windows whose reveal we missed (a restart, a stop): too late now
+    if key is not None:
+        m.bucket.put_reveal(window, reveal_bytes(window, key))
+
+
+def wait_for_reveals(m: Miner, deadline: float) -> float | None:
+    """In a sealed run, wait until every key of the window may be out (deadline + reveal_grace_s, +1 s for
+    LastModified's resolution); returns the reveal limit keys are checked against (None: not sealed)."""
+    if not m.hp.sealed_uploads:
+        return None
+    until = deadline + m.hp.reveal_grace_s
+    while not m.stop.is_set() and time.time() < until + 1.0:
+        time.sleep(0.1)
+    return until
 
 
 def follow_network(m: Miner, window: int) -> str:
@@ -225,6 +250,7 @@ def follow_network(m: Miner, window: int) -> str:
     deadline = m.clock.wait_past_deadline(window, m.stop)
     if deadline is None:
         return SyncStatus.STOPPED
+    reveal_key(m, window)
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
     lead = find_lead(m.peers, mg, m.hp.min_validator_stake, window)
@@ -269,7 +295,8 @@ def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, dead
     if read.ok and read.value is not None:
         peer_uids = read.value
         hotkeys = {u: mg.hotkeys[u] for u in peer_uids if 0 <= u < mg.n}
-        uploads = fetch_uploads(m.peers, hotkeys, window, m.hp.max_upload_bytes)
+        uploads = fetch_uploads(m.peers, hotkeys, window, m.hp.max_upload_bytes,
+                                reveal_by=wait_for_reveals(m, deadline) or deadline + m.hp.reveal_grace_s)
         admissions = gather_admissions(uploads, window=window, deadline_s=deadline, hparams=m.hp,
                                        shapes=m.gm.shapes(), base_fingerprint=m.gm.fingerprint(),
                                        num_train=m.num_train)

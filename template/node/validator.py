@@ -111,8 +111,13 @@ def judged_miners(v: Validator, mg: Metagraph) -> list[int]:
 
 
 def fetch_updates(v: Validator, window: int, mg: Metagraph) -> list[Upload]:
+    """Every judged miner's upload of `window`, sealed ones opened with keys revealed by deadline +
+    reveal_grace_s (in a sealed run, fetched only once that time has passed)."""
     hotkeys = {uid: mg.hotkeys[uid] for uid in judged_miners(v, mg)}
-    return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes)
+    reveal_by = v.clock.deadline(window) + v.hp.reveal_grace_s
+    while v.hp.sealed_uploads and not v.stop.is_set() and time.time() < reveal_by + 1.0:  # +1 s: LastModified
+        time.sleep(0.1)
+    return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes, reveal_by=reveal_by)
 
 
 def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float, base_fp: str

@@ -126,6 +126,15 @@ class HParams(BaseModel):
         256, ge=0, le=10_000_000,
         description="windows each node keeps its own objects; 0 keeps all, else >= 2 x checkpoint_interval + 2",
     )
+    sealed_uploads: bool = Field(
+        False, description="honest miners seal their updates (AES-256-GCM, key revealed after the deadline); "
+        "readers then wait for the reveal grace. Sealed uploads are opened whatever this says",
+    )
+    reveal_grace_s: float = Field(
+        6.0, ge=0, le=3600,
+        description="seconds after the upload deadline by which a sealed upload's key must be in the miner's "
+        "bucket (storage LastModified); a later key: late_key",
+    )
 
     @field_validator("approved_storage_endpoints")
     @classmethod
