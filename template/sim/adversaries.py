@@ -37,6 +37,7 @@ from template.node.miner import (
     build_artifact,
     encode_update,
     follow_network,
+    reveal_key,
     run,
     train_inner_steps,
 )
@@ -49,6 +50,7 @@ from template.protocol.data import sample_ids
 from template.protocol.sparseloco import compress
 from template.sim.attacks import ATTACKS, MODEL_LESS_ATTACKS
 from template.sim.hostile_s3 import HostileS3
+from template.sim.storage_attacks import FOLLOWS, STORAGE_ATTACKS
 
 _memory: dict[str, Any] = {}  # per-process state of a hostile strategy (its replayed wire, its server)
 
@@ -82,6 +84,7 @@ def follow_records_only(m: Miner, window: int) -> str:
     """Model-less adversaries skip the gather (CPU they do not need): they only wait for the deadline."""
     if m.clock.wait_past_deadline(window, m.stop) is None:
         return SyncStatus.STOPPED
+    reveal_key(m, window)  # a sealed upload (hp.sealed_uploads) still opens
     m.gm.window = max(window + 1, m.clock.current_window())
     return "model_less"
 
@@ -211,6 +214,7 @@ STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, 
                                       backdater)}
 MODEL_LESS = {"idle", "noise", "copycat", "replay", "malformed", "tarpit", "backdater"}  # no model of their own
 STRATEGIES.update(ATTACKS)  # poisoner, scaler, heldout, timed, stakejack (template/sim/attacks.py)
+STRATEGIES.update(STORAGE_ATTACKS)  # vanisher, copymix, equivocator (template/sim/storage_attacks.py)
 MODEL_LESS |= MODEL_LESS_ATTACKS
 # what `make localnet` launches when --adversaries is not given: one of each basic kind, light enough for
 # two cores; `--adversaries all` launches one of every kind
@@ -221,7 +225,7 @@ def run_hostile(cfg: NeuronConfig, kind: str) -> None:
     """Run the miner loop with hostile strategy `kind` (a key of STRATEGIES)."""
     if kind not in STRATEGIES:
         raise ValueError(f"--mode must be one of {sorted(STRATEGIES)}, got {kind!r}")
-    follow = follow_records_only if kind in MODEL_LESS else follow_network
+    follow = FOLLOWS.get(kind) or (follow_records_only if kind in MODEL_LESS else follow_network)
     run(cfg, strategy=STRATEGIES[kind], follow=follow)
 
 

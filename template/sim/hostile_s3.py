@@ -43,6 +43,8 @@ class HostileS3:
         self.forged_time = forged_time
         self.objects: dict[tuple[str, str], _Object] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
+        self.variants: dict[tuple[str, str], list[bytes]] = {}  # equivocated keys (put_variants)
+        self.gets: dict[tuple[str, str], int] = {}  # GETs of each equivocated key so far
         self.body_bytes_sent = 0  # GET body bytes written (trickle, drip)
         self.in_flight = 0  # GETs being answered now
         self.max_in_flight = 0  # the most GETs this server answered at the same time
@@ -58,6 +60,22 @@ class HostileS3:
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
         self.objects[(bucket, key)] = _Object(data, time.time())
+
+    def put_variants(self, bucket: str, key: str, variants: list[bytes]) -> None:
+        """Equivocate: the n-th GET of `key` gets variants[n % len(variants)] (HEAD: the first)."""
+        self.put(bucket, key, variants[0])
+        self.variants[(bucket, key)] = list(variants)
+        self.gets[(bucket, key)] = 0
+
+    def serve(self, bucket: str, key: str, obj: _Object) -> _Object:
+        """The object one GET receives: itself, or the next variant of an equivocated key."""
+        variants = self.variants.get((bucket, key))
+        if not variants:
+            return obj
+        with self._count:
+            n = self.gets[(bucket, key)]
+            self.gets[(bucket, key)] = n + 1
+        return _Object(variants[n % len(variants)], obj.stored_at)
 
     def start(self) -> HostileS3:
         self._thread = threading.Thread(target=self._server.serve_forever, name="hostile-s3", daemon=True)
@@ -150,6 +168,7 @@ class HostileS3:
                 obj = srv.objects.get((bucket, key))
                 if obj is None:
                     return self._not_found(head=False)
+                obj = srv.serve(bucket, key, obj)
                 if srv.mode == "silent":
                     srv._stop.wait()  # accepted, never answered
                     return
