@@ -95,6 +95,7 @@ def check_ports_free(ports: list[int]) -> None:
     """Raise RuntimeError naming the first port of the stopped run that something else now holds."""
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no conflict
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
