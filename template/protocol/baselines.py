@@ -8,7 +8,7 @@ the wire), then applies the payloads of all workers to the shared global paramet
 - ``DeMo``: every step, momentum -> DCT per chunk -> top-k per chunk is sent and removed from the
   momentum; the aggregate is the inverse DCT of the averaged components, signed, SGD step.
 - ``SparseLoCo``: adapter over ``template.protocol.sparseloco`` (error feedback + chunked top-k + 2-bit values,
-  median-norm clip, average, outer SGD).
+  the network's clip with norm history by default, average, outer SGD).
 
 Conventions: the pseudo-gradient is ``delta = theta_start - theta_after_inner_steps`` (so ``theta -= lr
 * delta`` moves toward the workers); ``worker_state`` is a per-worker dict the method owns (error
@@ -272,25 +272,58 @@ class DeMo:
 # ----------------------------------------------------------------------------------------- SparseLoCo
 
 
+CLIP_MODES = ("history", "window", "none")
+
+
 class SparseLoCo:
-    """Adapter over ``template.protocol.sparseloco``: error-feedback top-k 2-bit pseudo-gradients, median-norm
-    clipped average, outer SGD. Bytes are the exact safetensors wire size."""
+    """Adapter over ``template.protocol.sparseloco``: error-feedback top-k 2-bit pseudo-gradients, clipped
+    average, outer SGD. Bytes are the exact safetensors wire size.
+
+    ``clip`` picks the aggregation: "history" is the network's (``outer_step`` with the previous step's clip
+    limits as ``clip_ref``, held within ``norm_growth``: what template/node/sync.py does); "window" clips to
+    the lower median of the step's own norms only (no history); "none" is the paper's plain mean."""
 
     name = "sparseloco"
     sync_every = "outer"
 
-    def __init__(self, codec: CodecParams, error_feedback_beta: float, outer_lr: float) -> None:
+    def __init__(self, codec: CodecParams, error_feedback_beta: float, outer_lr: float, clip: str = "history",
+                 norm_growth: float = 2.0) -> None:
+        if clip not in CLIP_MODES:
+            raise ValueError(f"clip must be one of {', '.join(CLIP_MODES)}, got {clip!r}")
         self.codec, self.error_feedback_beta, self.outer_lr = codec, error_feedback_beta, outer_lr
+        self.clip, self.norm_growth = clip, norm_growth
+        self.clip_ref: dict[str, float] | None = None  # the norm history: the previous step's clip limits
 
-    def worker_payload(self, worker_state: WorkerState, update: Params) -> tuple[dict[str, torch.Tensor], int]:
+    def worker_payload(self, worker_state: WorkerState, update: Params) -> tuple[Any, int]:
         wire, worker_state["error_feedback"] = compress(
             update, worker_state.get("error_feedback"), self.codec, self.error_feedback_beta
         )
         return wire, len(safetensors.torch.save(wire))
 
+    def decode(self, payload: Any, shapes: dict[str, tuple[int, ...]]) -> Params:
+        """One worker's payload -> dense fp32 update (strict wire decoding)."""
+        return decompress(payload, shapes, self.codec)
+
     @torch.no_grad()
     def apply(self, global_params: Params, payloads: list[Any], lr_scale: float = 1.0) -> dict[str, float]:
         shapes = {name: tuple(param.shape) for name, param in global_params.items()}
-        updates = [decompress(wire, shapes, self.codec) for wire in payloads]
-        stats = outer_step(global_params, updates, self.outer_lr * lr_scale)
+        updates = [self.decode(payload, shapes) for payload in payloads]
+        lr = self.outer_lr * lr_scale
+        if self.clip == "none":
+            mean_update = average(updates)
+            for name, param in global_params.items():
+                param.sub_(mean_update[name].to(param.device, param.dtype), alpha=lr)
+            return {"used": float(len(updates)), "skipped": 0.0}
+        clip_ref = self.clip_ref if self.clip == "history" else None
+        stats = outer_step(global_params, updates, lr, clip_ref=clip_ref, norm_growth=self.norm_growth)
+        if stats["clip_norms"]:
+            self.clip_ref = dict(stats["clip_norms"])
         return {"used": float(stats["used"]), "skipped": float(stats["skipped"])}
+
+    def unsent(self, worker_states: list[WorkerState]) -> Params:
+        """``outer_lr`` x the workers' mean error-feedback buffer: the step the mass still held back would
+        make if it were all sent at once (a diagnostic of what a short run leaves unsent)."""
+        buffers = [state["error_feedback"] for state in worker_states if "error_feedback" in state]
+        if not buffers:
+            return {}
+        return {name: t * self.outer_lr for name, t in average(buffers).items()}
