@@ -12,7 +12,8 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from bittensor_wallet import Keypair
 from loguru import logger
 
 from gauntlet.aggregate import admit_uploads, bootstrap_peers, gather_set, reject_copies, select_peers
-from gauntlet.checks import Upload, mark_replays
+from gauntlet.checks import Admission, Upload, mark_replays
 from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
 from gauntlet.ratings import Ratings
+from gauntlet.sampling import Rotation, draw_sample, sketch_indices, sketch_rate
 from gauntlet.weights import compute_weights, final_scores, weights_due
 from storage.peers import PeerBuckets, fetch_peer_list, fetch_uploads, newest_checkpoint
 from template.chain.base import Chain, Metagraph
@@ -52,7 +54,7 @@ from template.node.sync import (
 )
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import TokenDataset, eval_ids, loss_curve_ids, sample_ids
-from template.protocol.outer_step import clip_limits, clip_update
+from template.protocol.outer_step import clip_limit, clip_limits, clip_update, l2_norm
 from template.protocol.records import AggregationRecord, RecordEntry
 
 SEEN_PAYLOADS_KEPT = 4096
@@ -120,30 +122,91 @@ def fetch_updates(v: Validator, window: int, mg: Metagraph) -> list[Upload]:
     return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes, reveal_by=reveal_by)
 
 
-def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float, base_fp: str
-              ) -> tuple[dict, dict]:
-    """(uid -> Admission for scoring, uid -> deterministic Admission before history and copies).
+@dataclass(frozen=True)
+class Checked:
+    """A window's admissions in the compact form later steps need (issue 18: nothing here grows with the
+    model per judged miner, except the peers' updates, at most num_peers).
 
-    Each upload is decoded once; scoring adds this validator's replay history and copies among
-    all uploads, the gather set (`lead_gather`) copies among the peers only.
+    scored: uid -> verdict for scoring (history and copies among all uploads, by index sketch), no update.
+    norms: uid -> per-tensor L2 norms of each deterministically admitted update (clip limits).
+    peers: uid -> full deterministic Admission (dense update, exact indices) of the uids on the peer list.
     """
-    base = admit_uploads(uploads, window=window, deadline_s=deadline, hparams=v.hp, shapes=v.gm.shapes(),
-                         base_fingerprint=base_fp, num_train=v.num_train)
+
+    scored: dict[int, Admission]
+    norms: dict[int, dict[str, float]]
+    peers: dict[int, Admission]
+
+
+def admit_one(v: Validator, window: int, upload: Upload, deadline: float, base_fp: str) -> Admission:
+    """The deterministic admission of one upload (what every node computes), its update decoded densely."""
+    return admit_uploads([upload], window=window, deadline_s=deadline, hparams=v.hp, shapes=v.gm.shapes(),
+                         base_fingerprint=base_fp, num_train=v.num_train)[upload.uid]
+
+
+def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float, base_fp: str, *,
+              peer_uids: list[int], seed: bytes) -> Checked:
+    """Admit every upload, one dense decode at a time, keeping per upload only its verdict, payload digest,
+    tensor norms and a sketch of its kept positions (`gauntlet.sampling.sketch_indices`, keyed by the
+    window's private `seed`); the uploads of `peer_uids` are kept whole for the gather set.
+
+    Scoring adds this validator's replay history and copies among all uploads (by sketch); the gather set
+    (`lead_gather`) judges copies among the peers only, exactly, as every miner does."""
+    rate = sketch_rate(v.gm.shapes(), topk=v.hp.topk, chunk_size=v.hp.chunk_size)
+    on_list = set(peer_uids)
+    base: dict[int, Admission] = {}
+    norms: dict[int, dict[str, float]] = {}
+    peers: dict[int, Admission] = {}
+    for up in uploads:
+        adm = admit_one(v, window, up, deadline, base_fp)
+        if adm.ok and adm.update is not None:
+            norms[up.uid] = {name: l2_norm(t) for name, t in adm.update.items()}
+        if up.uid in on_list:
+            peers[up.uid] = adm
+        sketch = None if adm.indices is None else sketch_indices(adm.indices, seed=seed, rate=rate)
+        base[up.uid] = replace(adm, update=None, indices=sketch)
+        del adm  # the dense update goes now, unless a peer's
     scored = reject_copies(mark_replays(base, set(v.run_state.get("seen", []))), uploads,
                            threshold=v.hp.copy_overlap_threshold)
-    return scored, base
+    return Checked(scored=scored, norms=norms, peers=peers)
 
 
-def scoring_limits(v: Validator, gathered: list[dict], admissions: dict) -> dict[str, float]:
+def window_seed(v: Validator, window: int) -> bytes:
+    """This validator's private randomness for `window` (the eval sample, the copy sketch): drawn after the
+    deadline, never published, kept in the run state so judging the window again draws the same."""
+    saved = v.run_state.get("sample_seed") or {}
+    if saved.get("window") == window:
+        return bytes.fromhex(saved["seed"])
+    seed = os.urandom(32)
+    v.run_state["sample_seed"] = {"window": window, "seed": seed.hex()}
+    return seed
+
+
+def draw_eval_sample(v: Validator, mg: Metagraph, scored: dict[int, Admission], seed: bytes) -> list[int]:
+    """The admitted uids this validator loss-evaluates this window (`gauntlet.sampling.draw_sample`)."""
+    candidates = {uid: mg.hotkeys[uid] for uid, adm in scored.items() if adm.ok}
+    sample, rotation = draw_sample(candidates, Rotation.from_state(v.run_state.get("rotation")),
+                                   k=v.hp.eval_sample_size, seed=seed)
+    v.run_state["rotation"] = rotation.state_dict()
+    return sample
+
+
+def scoring_limits(v: Validator, gathered: list[dict], norms: dict[int, dict[str, float]]) -> dict[str, float]:
     """The clip limits aggregation applies this window (those of the gather set; with no gather set, of
-    every admitted update), so each update is scored as aggregation would apply it."""
-    updates = gathered or [a.update for _, a in sorted(admissions.items()) if a.ok and a.update is not None]
-    return clip_limits(updates, v.gm.clip_ref, v.hp.clip_norm_growth)
+    every admitted update, from their norms), so each update is scored as aggregation would apply it."""
+    if gathered:
+        return clip_limits(gathered, v.gm.clip_ref, v.hp.clip_norm_growth)
+    rows = [n for _, n in sorted(norms.items())]
+    if not rows:
+        return {}
+    ref = v.gm.clip_ref or {}
+    return {name: clip_limit([n[name] for n in rows], ref.get(name), v.hp.clip_norm_growth)
+            for name in sorted(rows[0])}
 
 
-def score_updates(v: Validator, window: int, admissions: dict, limits: dict[str, float]) -> dict:
-    """uid -> EvalResult for admitted uploads, each clipped to `limits` (as aggregation applies it), on
-    theta_w; the model is restored after each.
+def score_updates(v: Validator, window: int, admissions: dict, limits: dict[str, float], sample: list[int],
+                  decode: Callable[[int], dict[str, torch.Tensor]]) -> dict:
+    """uid -> EvalResult for the sampled admitted uploads, each decoded (`decode`) one at a time and clipped
+    to `limits` (as aggregation applies it), on theta_w; the model is restored after each.
 
     The random batch is drawn now, after the deadline, from this validator's private randomness, out of
     the training range minus every id assigned to a judged miner this window: nobody could train on it
@@ -155,30 +218,41 @@ def score_updates(v: Validator, window: int, admissions: dict, limits: dict[str,
     random_batch = v.dataset.batch(random_ids).to(v.device)
     before_random = mean_loss(v.gm.model, random_batch)  # theta_w on the shared batch: once per window
     results = {}
-    for uid, adm in sorted(admissions.items()):
-        if not adm.ok:
+    for uid in sorted(sample):
+        if not admissions[uid].ok:
             continue
         assigned = sample_ids(uid, window, v.hp.data_seed, v.hp.samples_per_window, v.num_train)
         picked = rng.sample(assigned, min(v.hp.num_eval_samples, len(assigned)))
-        update = {k: t.to(v.device) for k, t in clip_update(adm.update, limits).items()}
+        update = {k: t.to(v.device) for k, t in clip_update(decode(uid), limits).items()}
         results[uid] = evaluate_update(v.gm.model, update, assigned_batch=v.dataset.batch(picked).to(v.device),
                                        random_batch=random_batch, lr=v.hp.outer_lr,
                                        loss_before_random=before_random)
+        del update
     return results
 
 
 def update_scores(v: Validator, window: int, mg: Metagraph, admissions: dict, evals: dict) -> tuple[dict[int, float], list[int]]:
-    """Rate the window's match; returns (final score per uid, uids whose update counted as a success)."""
+    """Rate the window's match; returns (final score per uid, uids eligible for the next peer list).
+
+    The match: every rejected upload (a failure) and every evaluated one. An admitted miner that was not
+    drawn for evaluation sits it out (rating and compliance unchanged) and stays eligible for the peer
+    list if its last evaluation was a success (gauntlet/sampling.py, the carry-over rule)."""
+    players = sorted({uid for uid, adm in admissions.items() if not adm.ok} | set(evals))
     compliant = {uid: is_compliant(e.improvement_assigned, e.improvement_random, margin=v.hp.compliance_margin)
                  for uid, e in evals.items()}
-    scores = match_scores(list(admissions), {uid: e.improvement_random for uid, e in evals.items()},
+    scores = match_scores(players, {uid: e.improvement_random for uid, e in evals.items()},
                           min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio,
                           compliant=compliant)
     v.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant)
     in_sync = {uid: adm.in_sync for uid, adm in admissions.items()}
     final = final_scores(v.ratings.ordinals(), v.ratings.compliance(), in_sync,
                          threshold=v.hp.compliance_threshold)
-    return final, sorted(uid for uid, score in scores.items() if score is not None)
+    rotation = Rotation.from_state(v.run_state.get("rotation")).after(
+        window, {uid: (mg.hotkeys[uid], scores[uid] is not None) for uid in evals})
+    v.run_state["rotation"] = rotation.state_dict()
+    carried = rotation.carried_successes({uid: mg.hotkeys[uid] for uid, adm in admissions.items()
+                                         if adm.ok and uid not in evals})
+    return final, sorted({uid for uid, score in scores.items() if score is not None} | set(carried))
 
 
 def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int, float]) -> list[float] | None:
@@ -237,20 +311,26 @@ def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upl
     return f"lead:{len(chosen)}", stats
 
 
-def lead_gather(v: Validator, window: int, mg: Metagraph, uploads: list[Upload], base: dict
-                ) -> tuple[list[int], list[dict]]:
-    """Exactly what every miner computes for `window`: the lead's peer list x deterministic admission
-    (uids, decoded updates). Every validator computes it: its clip limits are the ones scores use."""
+def peers_in_force(v: Validator, window: int, mg: Metagraph) -> list[int]:
+    """The lead's peer list for `window` ([] with no lead or no list: nothing is aggregated)."""
     lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
     if lead is None:
-        return [], []
+        return []
     read = fetch_peer_list(v.peers, mg.hotkeys[lead], window)
     if not read.ok or read.value is None:
         logger.bind(window=window).warning(f"no peer list in force ({read.describe()}): nothing is aggregated")
+        return []
+    return read.value
+
+
+def lead_gather(v: Validator, uploads: list[Upload], peers: dict[int, Admission], peer_uids: list[int]
+                ) -> tuple[list[int], list[dict]]:
+    """Exactly what every miner computes for the window: the lead's peer list x deterministic admission
+    (`peers`: the peers' full admissions), copies judged among the peers (uids, decoded updates). Every
+    validator computes it: its clip limits are the ones scores use."""
+    if not peer_uids:
         return [], []
-    peer_uids = read.value
-    allowed = set(peer_uids)
-    admissions = reject_copies({u: a for u, a in base.items() if u in allowed}, uploads,
+    admissions = reject_copies({u: a for u, a in peers.items() if u in set(peer_uids)}, uploads,
                                threshold=v.hp.copy_overlap_threshold)
     chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=v.hp.num_peers)
     updates = [admissions[u].update for u in chosen]
@@ -293,12 +373,30 @@ def run_window(v: Validator, window: int) -> dict | None:
     fetch_start = time.perf_counter()
     uploads = fetch_updates(v, window, mg)
     fetch_s = time.perf_counter() - fetch_start
-    admissions, base = admit_all(v, window, uploads, deadline, base_fp)
-    gather = lead_gather(v, window, mg, uploads, base)
-    evals = score_updates(v, window, admissions, scoring_limits(v, gather[1], admissions))
+    seed = window_seed(v, window)
+    peer_uids = peers_in_force(v, window, mg)
+    checked = admit_all(v, window, uploads, deadline, base_fp, peer_uids=peer_uids, seed=seed)
+    admissions = checked.scored
+    gather = lead_gather(v, uploads, checked.peers, peer_uids)
+    sample = draw_eval_sample(v, mg, admissions, seed)
+    keep = set(sample) | set(gather[0])  # raw bytes later steps need: evaluation, the record's mirror
+    uploads = [u if u.uid in keep else replace(u, data=None) for u in uploads]
+    by_uid = {u.uid: u for u in uploads}
+    checks_s = time.perf_counter() - fetch_start - fetch_s
+
+    def decode(uid: int) -> dict[str, torch.Tensor]:
+        adm = checked.peers.get(uid) or admit_one(v, window, by_uid[uid], deadline, base_fp)
+        assert adm.update is not None, "a sampled upload was admitted, so it decodes"
+        return adm.update
+
+    eval_start = time.perf_counter()
+    evals = score_updates(v, window, admissions, scoring_limits(v, gather[1], checked.norms), sample, decode)
+    eval_s = time.perf_counter() - eval_start
     scores, successes = update_scores(v, window, mg, admissions, evals)
     weights = maybe_set_weights(v, window, mg, scores)
+    agg_start = time.perf_counter()
     sync, outer = apply_outer_step(v, window, mg, uploads, base_fp, gather, successes)
+    agg_s = time.perf_counter() - agg_start
     seen = v.run_state.setdefault("seen", [])
     seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
     v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]
@@ -307,6 +405,9 @@ def run_window(v: Validator, window: int) -> dict | None:
     v.bucket.prune(window, v.hp.retention_windows)  # own objects past the run's retention
     row = window_row(v, window, mg, loss, admissions, evals, scores, weights, sync)
     row["fetch/s"] = round(fetch_s, 3)
+    row.update({"time/checks_s": round(checks_s, 3), "time/eval_s": round(eval_s, 3),
+                "time/aggregate_s": round(agg_s, 3), "eval/sampled": len(evals),
+                "eval/admitted": sum(1 for a in admissions.values() if a.ok)})
     if outer:
         row.update(outer_step_metrics(outer))
     log_window(v, row)
@@ -321,7 +422,7 @@ def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weight
         miners[str(uid)] = {
             "hotkey": mg.hotkeys[uid], "reason": adm.reason, "score": scores.get(uid, 0.0),
             "rating": ordinals.get(uid), "improvement_random": ev.improvement_random if ev else None,
-            "improvement_assigned": ev.improvement_assigned if ev else None,
+            "improvement_assigned": ev.improvement_assigned if ev else None, "evaluated": ev is not None,
             "weight": weights[uid] if weights is not None else None,
         }
     return {"role": "validator", "uid": v.uid, "window": window, "eval/heldout_loss": loss,

@@ -73,6 +73,11 @@ class HParams(BaseModel):
     num_eval_samples: int = Field(
         16, gt=0, le=4096, description="samples per eval batch (assigned and random), chosen from score spread"
     )
+    eval_sample_size: int = Field(
+        0, ge=0, le=4096,
+        description="admitted miners each validator loss-evaluates per window, a private rotating sample "
+                    "(gauntlet/sampling.py); 0 = every admitted miner",
+    )
     min_improvement: float = Field(
         1e-4, ge=0, lt=1, description="relative loss drop an update must beat to count as a success (noise floor)"
     )

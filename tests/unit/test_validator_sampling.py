@@ -1,0 +1,87 @@
+"""Sampled evaluation in the validator window (issue 18), on a bare `Validator` over in-memory fakes:
+every upload is checked, k admitted ones are loss-evaluated, the others sit the match out; admission keeps
+per upload only its verdict, norms and index sketch (the peers' uploads whole)."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from gauntlet.sampling import Rotation
+from storage.peers import fetch_record
+from template.node import validator as validator_module
+from template.node.validator import admit_all, fetch_updates, run_window
+from tests.unit.fakes import FakeNet, tiny_hparams
+from tests.unit.test_validator_window import upload
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fixed_eval_batches(monkeypatch):
+    monkeypatch.setattr(validator_module, "random", SimpleNamespace(Random=lambda _seed: random.Random(20)))
+
+
+@pytest.fixture
+def net(tmp_path) -> FakeNet:
+    """uid 0 owner, 1 alice (the lead validator), 2 bob and 3 charlie (honest), 4 dave (idle); k = 1."""
+    net = FakeNet(tmp_path, hp=tiny_hparams(eval_sample_size=1))
+    net.add("owner", owner=True)
+    net.add("alice", stake=10_000.0, permit=True)
+    for name in ("bob", "charlie", "dave"):
+        net.add(name)
+    return net
+
+
+def test_one_evaluated_per_window_the_other_sits_out_and_comes_next(net):
+    v = net.validator("alice")
+    # no peer list for window 0: nothing is aggregated, so window 1's uploads are on the same theta
+    evaluated, ordinals = [], []
+    for window in (0, 1):
+        upload(net, "bob", window)
+        upload(net, "charlie", window)
+        net.chain.advance_to(v.clock.last_block(window) + 1)
+        row = run_window(v, window)
+        assert row["eval/admitted"] == 2 and row["eval/sampled"] == 1
+        [uid] = [int(u) for u, m in row["miners"].items() if m["evaluated"]]
+        other = 5 - uid
+        assert row["miners"][str(other)]["improvement_random"] is None
+        assert row["miners"]["4"]["reason"] == "missing" and not row["miners"]["4"]["evaluated"]
+        evaluated.append(uid)
+        ordinals.append(v.ratings.ordinals())
+    # window 0 drew one of the two newcomers, window 1 the other
+    assert sorted(evaluated) == [2, 3]
+    first, second = evaluated
+    # carry-over: not drawn -> not in the match; the idle miner's failure plays every window
+    assert second not in ordinals[0] and 4 in ordinals[0]
+    assert ordinals[1][first] == ordinals[0][first]
+    assert ordinals[1][4] < ordinals[0][4]
+    rotation = Rotation.from_state(v.run_state["rotation"])
+    assert set(rotation.evaluated) == {2, 3} and rotation.evaluated[second][1] == 1
+    # aggregation does not depend on the sample: window 1's record names both bootstrap peers' updates
+    record = fetch_record(net.peers(), net.hotkey("alice"), 1).value
+    assert [e.uid for e in record.included] == [2, 3]
+
+
+def test_admission_keeps_only_the_compact_form_except_the_peers(net):
+    v = net.validator("alice")
+    upload(net, "bob", 0)
+    upload(net, "charlie", 0)
+    net.chain.advance_to(v.clock.last_block(0) + 1)
+    mg = net.chain.metagraph(net.netuid)
+    uploads = fetch_updates(v, 0, mg)
+    checked = admit_all(v, 0, uploads, v.clock.deadline(0), v.gm.fingerprint(), peer_uids=[2], seed=b"s" * 32)
+    assert {u: a.ok for u, a in checked.scored.items()} == {2: True, 3: True, 4: False}
+    assert all(a.update is None for a in checked.scored.values())
+    assert set(checked.peers) == {2} and checked.peers[2].update is not None
+    assert set(checked.norms) == {2, 3} and set(checked.norms[3]) == set(v.gm.shapes())
+    assert checked.scored[3].indices is not None and checked.scored[4].indices is None
