@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -137,6 +138,21 @@ def _unix(value: Any) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else None
 
 
+_SESSION_LOCK = threading.Lock()
+_SESSION: list[boto3.session.Session] = []
+
+
+def _shared_session() -> boto3.session.Session:
+    """The one boto3 session every S3Client is made from (call with `_SESSION_LOCK` held).
+
+    A session parses the S3 service model when it makes its first client (about 12 MB here), so a session
+    per client made a validator reading 256 peers' buckets hold about 3 GB of copies (issue 18). Clients
+    of one session are still independent: own endpoint, credentials, connection pool and event hooks."""
+    if not _SESSION:
+        _SESSION.append(boto3.session.Session())
+    return _SESSION[0]
+
+
 class S3Client:
     """Thread-safe S3 client for one endpoint and one set of keys.
 
@@ -161,16 +177,17 @@ class S3Client:
         self.max_workers = max_workers
         self.max_attempts = max_attempts
         self.deadline_s = deadline_s
-        self._client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint, aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
-            region_name=region,
-            config=BotoConfig(
-                signature_version="s3v4", s3={"addressing_style": "path"},
-                connect_timeout=connect_timeout_s, read_timeout=read_timeout_s,
-                retries={"total_max_attempts": 1},  # our own loop retries (see _call)
-                max_pool_connections=max(10, max_workers),
-            ),
-        )
+        with _SESSION_LOCK:  # boto3 sessions are not thread-safe; peers' clients are made in fetch workers
+            self._client = _shared_session().client(
+                "s3", endpoint_url=endpoint, aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key, region_name=region,
+                config=BotoConfig(
+                    signature_version="s3v4", s3={"addressing_style": "path"},
+                    connect_timeout=connect_timeout_s, read_timeout=read_timeout_s,
+                    retries={"total_max_attempts": 1},  # our own loop retries (see _call)
+                    max_pool_connections=max(10, max_workers),
+                ),
+            )
         self.budget = budget
         if budget is not None:
             self._client.meta.events.register(
