@@ -51,7 +51,9 @@ class FetchBudget:
 
     total_s: float = 30.0
     min_bytes_per_s: float = 256 << 10
-    startup_s: float = 3.0
+    # generous: an honest peer's small upload read by a busy node (many neurons on few cores) must not
+    # time out, or the lead's gather set differs from the miners'; a tarpit is still cut at total_s
+    startup_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("total_s", "min_bytes_per_s", "startup_s"):
