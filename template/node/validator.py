@@ -247,12 +247,17 @@ def update_scores(v: Validator, window: int, mg: Metagraph, admissions: dict, ev
     in_sync = {uid: adm.in_sync for uid, adm in admissions.items()}
     final = final_scores(v.ratings.ordinals(), v.ratings.compliance(), in_sync,
                          threshold=v.hp.compliance_threshold)
+    # The peer list takes updates that help (the same floors, compliance aside): one window's compliance
+    # test is noisy for honest miners early in training (assigned ~ random), and it decides pay, not
+    # whether an update is worth aggregating.
+    useful = match_scores(players, {uid: e.improvement_random for uid, e in evals.items()},
+                          min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio)
     rotation = Rotation.from_state(v.run_state.get("rotation")).after(
-        window, {uid: (mg.hotkeys[uid], scores[uid] is not None) for uid in evals})
+        window, {uid: (mg.hotkeys[uid], useful[uid] is not None) for uid in evals})
     v.run_state["rotation"] = rotation.state_dict()
     carried = rotation.carried_successes({uid: mg.hotkeys[uid] for uid, adm in admissions.items()
                                          if adm.ok and uid not in evals})
-    return final, sorted({uid for uid, score in scores.items() if score is not None} | set(carried))
+    return final, sorted({uid for uid, score in useful.items() if score is not None} | set(carried))
 
 
 def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int, float]) -> list[float] | None:
