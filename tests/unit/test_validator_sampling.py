@@ -85,3 +85,32 @@ def test_admission_keeps_only_the_compact_form_except_the_peers(net):
     assert set(checked.peers) == {2} and checked.peers[2].update is not None
     assert set(checked.norms) == {2, 3} and set(checked.norms[3]) == set(v.gm.shapes())
     assert checked.scored[3].indices is not None and checked.scored[4].indices is None
+
+
+def test_an_update_that_helps_reaches_the_peer_list_even_when_its_window_is_not_compliant(net):
+    # Regression: peer lists were gated on one window's compliance test, which honest miners fail about
+    # half the time early in training (assigned ~ random); in a localnet run nothing was aggregated for
+    # six windows. Compliance decides pay (the match); the peer list takes every update that helps.
+    from gauntlet.checks import Admission
+    from gauntlet.evaluate import EvalResult
+    from template.node.validator import update_scores
+
+    v = net.validator("alice")
+    mg = v.chain.metagraph(v.cfg.netuid)
+
+    def admitted(uid: int) -> Admission:
+        return Admission(uid=uid, ok=True, reason=None, update=None, payload_sha256=str(uid), in_sync=True,
+                         indices=None)
+
+    def result(random_gain: float, assigned_gain: float) -> EvalResult:
+        return EvalResult(loss_before_random=5.0, loss_after_random=5.0 * (1 - random_gain),
+                          loss_before_assigned=5.0, loss_after_assigned=5.0 * (1 - assigned_gain),
+                          improvement_random=random_gain, improvement_assigned=assigned_gain)
+
+    admissions = {2: admitted(2), 3: admitted(3), 4: admitted(4)}
+    evals = {2: result(0.0186, 0.0185),  # helps, but not clearly more on its own samples this window
+             3: result(0.0190, 0.0230),  # helps and compliant
+             4: result(-0.0120, -0.0110)}  # hurts
+    _, eligible = update_scores(v, 0, mg, admissions, evals)
+    assert eligible == [2, 3]
+    assert v.ratings.ordinals()[3] > v.ratings.ordinals()[2]  # the compliant one still wins the match
