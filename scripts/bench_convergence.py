@@ -61,13 +61,15 @@ from template.protocol.baselines import (  # noqa: E402
     SparseLoCo,
     SyncMethod,
 )
+from template.protocol.config import HParams  # noqa: E402
 from template.protocol.model import Transformer, build_model, count_parameters  # noqa: E402
 from template.protocol.sparseloco import CodecParams  # noqa: E402
 
 CACHE_DIR = Path("runs/cache")
 METHODS = ("ddp", "diloco", "demo", "sparseloco")
-# SparseLoCo's defaults here: the tiny preset's protocol codec and outer step
-TINY_TOPK, TINY_CHUNK, TINY_OUTER_LR, TINY_EF_BETA = 64, 64, 2.0, 0.95
+# SparseLoCo's defaults here are the tiny preset's protocol values (config.PRESET_DEFAULTS over HParams)
+TINY = HParams(model_preset="tiny")
+TINY_TOPK, TINY_CHUNK, TINY_OUTER_LR, TINY_EF_BETA = TINY.topk, TINY.chunk_size, TINY.outer_lr, TINY.ef_beta
 
 
 @dataclass(frozen=True)
@@ -363,10 +365,10 @@ def execute(spec: RunSpec, common: Common, threads: int) -> dict:
     return run_method(build_method(spec, common), train, heldout, settings, vocab_size)
 
 
-def run_all(specs: list[RunSpec], common: Common, threads: int, jobs: int, results_path: Path | None
-            ) -> dict[RunSpec, dict]:
+def run_all(specs: list[RunSpec], common: Common, threads: int, jobs: int, results_path: Path | None,
+            run_missing: bool = True) -> dict[RunSpec, dict]:
     """Every spec's result, from ``results_path`` (JSON lines) when already there, else run (``jobs`` at a
-    time) and appended to it."""
+    time) and appended to it; with ``run_missing`` False the missing ones are listed and left out."""
     done: dict[str, dict] = {}
     if results_path is not None and results_path.exists():
         for line in results_path.read_text().splitlines():
@@ -376,6 +378,10 @@ def run_all(specs: list[RunSpec], common: Common, threads: int, jobs: int, resul
     out = {spec: done[cache_key(spec, common)] for spec in specs if cache_key(spec, common) in done}
     todo = list(dict.fromkeys(spec for spec in specs if spec not in out))
     print(f"runs: {len(specs)} ({len(out)} from {results_path}, {len(todo)} to run, {jobs} at a time)", flush=True)
+    if not run_missing:
+        for spec in todo:
+            print(f"not run (--no-run): {spec.label()}")
+        return out
 
     def record(spec: RunSpec, result: dict) -> None:
         out[spec] = result
@@ -551,6 +557,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=1, help="seeds per config (seed .. seed + N - 1)")
     parser.add_argument("--results", type=Path, default=None,
                         help="JSON-lines cache: runs already in it are read back, new ones appended")
+    parser.add_argument("--no-run", action="store_true",
+                        help="report only the runs already in --results (the grid's missing runs are listed)")
     parser.add_argument("--sweep", action="store_true",
                         help="grid over --sweep-h x (SparseLoCo --sweep-topk x --sweep-sparseloco-lr, DiLoCo "
                              "--sweep-diloco-lr, DDP and DeMo points): loss-vs-bytes frontier per H")
@@ -602,8 +610,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"samples: {len(samples) - args.heldout_samples} train, {args.heldout_samples} held out; tiny model "
           f"{model_params} params; {common}", flush=True)
     specs = specs_for(args, selected)
-    results = run_all(specs, common, args.threads, args.jobs, args.results)
-    summaries = group_by_config({spec: results[spec] for spec in specs})
+    if args.no_run and args.results is None:
+        raise SystemExit("--no-run needs --results")
+    results = run_all(specs, common, args.threads, args.jobs, args.results, run_missing=not args.no_run)
+    summaries = group_by_config({spec: results[spec] for spec in specs if spec in results})
     report: dict[str, Any] = {"settings": {**asdict(common), "model_params": model_params,
                                            "seeds": list(range(args.seed, args.seed + args.seeds))}}
     frontiers: dict[int, list[dict]] = {}

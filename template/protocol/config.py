@@ -22,6 +22,14 @@ from template.protocol.endpoints import PRODUCTION_ENDPOINTS, check_pattern
 
 PROTOCOL_VERSION = 1  # bump on any change to artifact formats, keys or scoring semantics
 
+# Per-preset protocol defaults: a field a run's hparams leave out takes its model preset's value from here,
+# else the field's own default. The field defaults are the production codec (64 of 4096 per chunk); the tiny
+# CPU demo sends denser updates, chosen from the loss-vs-bytes frontier of scripts/bench_convergence.py
+# (docs/benchmarks.md, "Convergence"; docs/subnet-owner.md, "Per-preset codec defaults").
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": {"topk": 256},
+}
+
 
 class HParams(BaseModel):
     """Run hyperparameters. Every node of a run uses the same values (see `fingerprint`)."""
@@ -54,7 +62,9 @@ class HParams(BaseModel):
 
     # -- codec (SparseLoCo)
     chunk_size: int = Field(64, gt=0, le=1024, description="chunk side: 2-D weights use chunk x chunk blocks")
-    topk: int = Field(64, gt=0, description="values kept per chunk (64 of 4096 by default)")
+    topk: int = Field(
+        64, gt=0, description="values kept per chunk (64 of 4096 by default; the tiny preset's default is 256)"
+    )
     quant_bits: Literal[2] = Field(2, description="bits per kept value (4-entry value table)")
     ef_beta: float = Field(0.95, ge=0, le=1, description="error-feedback decay beta")
     outer_lr: float = Field(1.0, gt=0, le=100, description="alpha_outer of the outer SGD step")
@@ -152,6 +162,17 @@ class HParams(BaseModel):
             raise ValueError(f"retention_windows must be 0 or >= 2 x checkpoint_interval + 2 "
                              f"({2 * self.checkpoint_interval + 2}), got {self.retention_windows}")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, data: Any) -> Any:
+        """Fill the fields the input leaves out from PRESET_DEFAULTS of its model preset (explicit values win)."""
+        if isinstance(data, dict):
+            preset = data.get("model_preset", cls.model_fields["model_preset"].default)
+            defaults = PRESET_DEFAULTS.get(preset, {}) if isinstance(preset, str) else {}
+            if defaults:
+                return {**defaults, **data}
+        return data
 
     @model_validator(mode="after")
     def _check_codec(self) -> HParams:

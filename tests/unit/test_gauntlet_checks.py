@@ -37,7 +37,7 @@ SHAPES = {"w": (64, 128), "b": (64,)}
 WINDOW = 5
 DEADLINE = 1000.0
 ON_TIME = 990.0
-HP = HParams()
+HP = HParams(topk=64)  # the production codec (64 of 4096): the wire surgery below is written for it
 # every ArtifactError code of template/protocol/artifacts.py, each of which the corpus must provoke
 ARTIFACT_CODES = (
     "bad_manifest", "unsigned", "wrong_protocol", "wrong_kind", "wrong_signer", "bad_signature",
@@ -204,7 +204,7 @@ CORPUS: list[Case] = [
     Case("header_not_json", lambda: upload(struct.pack("<Q", 8) + b"not json" + b"\0" * 16), "malformed"),
     Case("header_not_object", lambda: upload(struct.pack("<Q", 2) + b"[]"), "malformed"),
     Case("too_large_bytes", lambda: upload(artifact()), "too_large",
-         {"hparams": HParams(max_upload_bytes=1000)}),
+         {"hparams": HParams(topk=64, max_upload_bytes=1000)}),
     Case("fp8_dtype", lambda: upload(artifact(edited_wire(set_("b::table", torch.zeros(4).to(torch.float8_e4m3fn))))),
          "bad_dtype"),
     # manifest and signature

@@ -116,7 +116,8 @@ def test_sketch_rate_is_one_for_small_models_and_sketch_then_exact():
     hp = HParams()
     assert sketch_rate({"w": (64, 64)}, topk=hp.topk, chunk_size=hp.chunk_size) == 1.0
     big = {"w": (2048, 2048 * 64)}
-    assert sketch_rate(big, topk=hp.topk, chunk_size=hp.chunk_size) == pytest.approx(8192 / (2048 * 2048))
+    kept = 2048 * 2048 * 64 * hp.topk // hp.chunk_size**2  # topk of every chunk_size**2 elements
+    assert sketch_rate(big, topk=hp.topk, chunk_size=hp.chunk_size) == pytest.approx(8192 / kept)
     x = positions(4, n=100)
     assert torch.equal(sketch_indices({"w": x}, seed=b"k", rate=1.0)["w"], x)
     with pytest.raises(ValueError, match="sketch rate"):

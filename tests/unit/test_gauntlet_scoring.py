@@ -441,7 +441,7 @@ def test_gauntlet_pipeline_ranks_honest_above_negator_and_rejects_copy(model):
         uploads = []
         for uid, wire in wires.items():
             fields = {"uid": uid, "base_fingerprint": base_fp, "data_receipt": f"r{uid}", "num_inner_steps": 8,
-                      "codec": {"chunk_size": 64, "topk": 64, "bits": 2}}
+                      "codec": {"chunk_size": codec.chunk_size, "topk": codec.topk, "bits": codec.bits}}
             data = write_tensor_artifact(wire, kind="gradient", window=window, keypair=keys[uid], fields=fields)
             uploads.append(Upload(uid=uid, hotkey=keys[uid].ss58_address, key="k", data=data,
                                   last_modified=100.0 + (uid == 4), status="ok"))
