@@ -377,11 +377,12 @@ def run_all(specs: list[RunSpec], common: Common, threads: int, jobs: int, resul
                 done[row["key"]] = row["result"]
     out = {spec: done[cache_key(spec, common)] for spec in specs if cache_key(spec, common) in done}
     todo = list(dict.fromkeys(spec for spec in specs if spec not in out))
-    print(f"runs: {len(specs)} ({len(out)} from {results_path}, {len(todo)} to run, {jobs} at a time)", flush=True)
     if not run_missing:
+        print(f"runs: {len(specs)} ({len(out)} from {results_path}, {len(todo)} missing, not run)", flush=True)
         for spec in todo:
             print(f"not run (--no-run): {spec.label()}")
         return out
+    print(f"runs: {len(specs)} ({len(out)} from {results_path}, {len(todo)} to run, {jobs} at a time)", flush=True)
 
     def record(spec: RunSpec, result: dict) -> None:
         out[spec] = result
@@ -407,10 +408,11 @@ def run_all(specs: list[RunSpec], common: Common, threads: int, jobs: int, resul
 # ------------------------------------------------------------------------------------------- summaries
 
 
-def summarize(results: list[dict]) -> dict[str, float | int]:
+def summarize(results: list[dict], seeds: list[int]) -> dict[str, Any]:
     """Mean, sample std, min and max of final loss over seeds, and the mean bytes."""
     losses = [r["final_loss"] for r in results]
-    out: dict[str, float | int] = {
+    out: dict[str, Any] = {
+        "loss_by_seed": dict(zip(seeds, losses, strict=True)),
         "loss_mean": round(statistics.fmean(losses), 4),
         "loss_std": round(statistics.stdev(losses), 4) if len(losses) > 1 else 0.0,
         "loss_min": min(losses), "loss_max": max(losses), "num_seeds": len(losses),
@@ -426,19 +428,23 @@ def summarize(results: list[dict]) -> dict[str, float | int]:
 
 def group_by_config(results: dict[RunSpec, dict]) -> dict[RunSpec, dict]:
     """{spec with seed 0: summary over its seeds}."""
-    groups: dict[RunSpec, list[dict]] = {}
-    for spec, result in results.items():
-        groups.setdefault(replace(spec, seed=0), []).append(result)
-    return {spec: summarize(rs) for spec, rs in groups.items()}
+    groups: dict[RunSpec, list[tuple[int, dict]]] = {}
+    for spec, result in sorted(results.items(), key=lambda kv: kv[0].seed):
+        groups.setdefault(replace(spec, seed=0), []).append((spec.seed, result))
+    return {spec: summarize([r for _, r in rs], [seed for seed, _ in rs]) for spec, rs in groups.items()}
 
 
 def best_per(summaries: dict[RunSpec, dict], key: Callable[[RunSpec], Any]) -> dict[Any, tuple[RunSpec, dict]]:
-    """For each value of ``key(spec)``, the config with the lowest mean loss (the outer lr tuned away)."""
-    best: dict[Any, tuple[RunSpec, dict]] = {}
+    """For each value of ``key(spec)``, the config with the lowest mean loss over the seeds all its rivals ran
+    (the outer lr tuned away fairly when some configs ran more seeds than others)."""
+    rivals: dict[Any, list[tuple[RunSpec, dict]]] = {}
     for spec, summary in summaries.items():
-        k = key(spec)
-        if k not in best or summary["loss_mean"] < best[k][1]["loss_mean"]:
-            best[k] = (spec, summary)
+        rivals.setdefault(key(spec), []).append((spec, summary))
+    best: dict[Any, tuple[RunSpec, dict]] = {}
+    for k, candidates in rivals.items():
+        common = set.intersection(*(set(summary["loss_by_seed"]) for _, summary in candidates))
+        best[k] = min(candidates, key=lambda c: statistics.fmean(c[1]["loss_by_seed"][s] for s in common)
+                      if common else c[1]["loss_mean"])
     return best
 
 
