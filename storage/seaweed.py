@@ -113,12 +113,16 @@ def _free_ports(count: int, host: str) -> list[int]:
 class SeaweedServer:
     """A `weed mini` process serving S3 on loopback. Use as a context manager or start()/stop()."""
 
-    def __init__(self, data_dir: Path, identities: list[Identity], *, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: Path, identities: list[Identity], *, host: str = "127.0.0.1",
+                 extra_args: tuple[str, ...] = ()) -> None:
+        """`extra_args`: more `weed mini` flags, e.g. ``("-volume.max=4096",)`` for hundreds of buckets (each
+        bucket is a collection with volumes of its own; the default limit, free disk / 128 MB, allows ~70)."""
         if not identities:
             raise ValueError("identities must not be empty: SeaweedFS allows anonymous access without them")
         self.data_dir = Path(data_dir)
         self.identities = list(identities)
         self.host = host
+        self.extra_args = tuple(extra_args)
         self.ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS), host), strict=True))
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: object | None = None
@@ -146,7 +150,7 @@ class SeaweedServer:
                    f"-filer.localSocket={self._socket_path('filer', self.ports['filer.port'])}",
                    f"-s3.localSocket={self._socket_path('s3', self.ports['s3.port'])}"]
         command += [f"-{flag}={port}" for flag, port in self.ports.items()]
-        return command
+        return command + list(self.extra_args)
 
     @staticmethod
     def _socket_path(service: str, port: int) -> Path:
