@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -56,7 +57,22 @@ OWNER_HPARAMS = {
 }
 
 
-TRAINING_ADVERSARIES = {"lazy", "late", "negator", "poisoner", "scaler", "heldout", "timed"}  # train a model (CPU-heavy)
+# hostile kinds that train a model (CPU-heavy); the window is sized to the number of trainers
+TRAINING_ADVERSARIES = {"lazy", "late", "negator", "poisoner", "scaler", "heldout", "timed", "copymix", "vanisher",
+                        "equivocator"}
+
+
+def reveal_blocks(args: argparse.Namespace) -> int:
+    """Blocks a window needs on top of training when uploads are sealed: readers wait the reveal grace
+    (+1 s) after the deadline before they fetch, and miners gather only then."""
+    try:
+        overrides = parse_hparam_overrides(args.hparam)
+    except ValueError:
+        return 0  # reported where the hparams are built
+    fields = HParams.model_fields
+    sealed = bool(overrides.get("sealed_uploads", fields["sealed_uploads"].default))
+    grace = float(overrides.get("reveal_grace_s", fields["reveal_grace_s"].default))
+    return math.ceil((grace + 2.0) / args.block_time) if sealed else 0
 
 
 @dataclass
@@ -118,7 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--windows must be >= 0, got {args.windows}")
     if args.blocks_per_window is None:
         trainers = args.miners + sum(k in TRAINING_ADVERSARIES for k in kinds) + args.slot_counts["miner"]
-        args.blocks_per_window = max(20, 5 * trainers)
+        args.blocks_per_window = max(20, 5 * trainers) + reveal_blocks(args)
     if args.miners + len(kinds) + args.slot_counts["miner"] < 1 or args.validators < 1:
         p.error("need at least one miner and one validator")
     return args
