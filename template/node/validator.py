@@ -170,6 +170,7 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
         release_freed_memory()
     scored = reject_copies(mark_replays(base, set(v.run_state.get("seen", []))), uploads,
                            threshold=v.hp.copy_overlap_threshold)
+    release_freed_memory()  # the copy check's incidence matrix over every upload's sketch
     return Checked(scored=scored, norms=norms, peers=peers)
 
 
