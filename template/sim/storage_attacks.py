@@ -25,6 +25,7 @@ from storage.peers import fetch_record
 from template.node import neuron
 from template.node.miner import (
     Miner,
+    TrainResult,
     WindowPlan,
     build_artifact,
     encode_update,
@@ -40,6 +41,7 @@ from template.sim.hostile_s3 import HostileS3
 
 COPYMIX_OWN_SHARE = 0.25  # what its own (cheap) training adds to the mix
 COPYMIX_SCALE = 1.5
+COPYMIX_STEP_DIVISOR = 4  # it trains a quarter of the inner steps an honest miner does
 _servers: dict[str, HostileS3] = {}
 
 
@@ -92,9 +94,21 @@ def mix(copies: list[dict[str, torch.Tensor]], own: dict[str, torch.Tensor]) -> 
             for n in own}
 
 
+def cheap_train(m: Miner, plan: WindowPlan) -> TrainResult:
+    """A quarter of the honest inner steps: the copier's own work is a garnish on what it copies
+    (the manifest still claims the full count, as the attacker would)."""
+    full = m.gm.hparams
+    m.gm.hparams = full.model_copy(update={"inner_steps": max(1, full.inner_steps // COPYMIX_STEP_DIVISOR)})
+    try:
+        return train_inner_steps(m, plan)
+    finally:
+        m.gm.hparams = full
+
+
 def copymix(m: Miner, plan: WindowPlan, base_fp: str):
-    """Poll the peers' uploads until half the window is gone, then mix whatever was readable."""
-    result = train_inner_steps(m, plan)
+    """Poll the peers' uploads until half the window is gone, then mix whatever was readable with its own
+    cheap update (a quarter of the compute); with nothing readable it uploads the cheap update alone."""
+    result = cheap_train(m, plan)
     until = time.time() + 0.5 * m.clock.window_s()
     copies: dict[int, dict[str, torch.Tensor]] = {}
     while not m.stop.is_set() and m.chain.block() <= plan.deadline_block and time.time() < until:
