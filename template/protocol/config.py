@@ -142,7 +142,7 @@ class HParams(BaseModel):
         description="windows each node keeps its own objects; 0 keeps all, else >= 2 x checkpoint_interval + 2",
     )
     sealed_uploads: bool = Field(
-        False, description="honest miners seal their updates (AES-256-GCM, key revealed after the deadline); "
+        True, description="honest miners seal their updates (AES-256-GCM, key revealed after the deadline); "
         "readers then wait for the reveal grace. Sealed uploads are opened whatever this says",
     )
     reveal_grace_s: float = Field(

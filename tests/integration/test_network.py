@@ -28,6 +28,7 @@ from template.protocol.config import HParams
 from template.protocol.model import build_model, model_fingerprint
 from template.protocol.outer_step import outer_step
 from template.protocol.records import AggregationRecord
+from template.protocol.sealing import is_sealed, open_sealed, parse_reveal
 from template.protocol.sparseloco import CodecParams, decompress
 
 
@@ -56,7 +57,10 @@ def test_small_network_rewards_honest_miners(small_network):
     hostile = [n for n in miners if n["kind"] != "honest"]
     assert min(n["weight"] for n in honest) > max(n["weight"] for n in hostile)
     assert min(n["emission_alpha"] for n in honest) > max(n["emission_alpha"] for n in hostile)
-    assert {"copy"} <= set(report["rejections"]), "the copycat must have been caught"
+    # sealed uploads (the default): the copycat finds nothing to copy inside the window, so it uploads
+    # nothing of its own (`missing`); with sealing off it would be caught as `copy`
+    copycat = next(n for n in hostile if n["kind"] == "copycat")
+    assert copycat["emission_alpha"] == 0 and {"missing"} <= set(report["rejections"])
     assert (run_dir / "report" / "loss.png").exists() and (run_dir / "report" / "emission.png").exists()
 
 
@@ -94,9 +98,20 @@ def _check_artifacts_and_replay(run_dir: Path, readers: dict[str, S3Client]) -> 
     gradient_keys = [o.key for o in readers["miner0"].list("miner0", "v1/gradients/")]
     assert len(gradient_keys) >= 5
     for key in gradient_keys:
-        res = readers["miner0"].get("miner0", key, max_bytes=hp.max_upload_bytes)
-        art = read_tensor_artifact(res.data, kind="gradient", max_bytes=hp.max_upload_bytes,
-                                   signer_ss58=miner_hotkey, window=layout.parse_window(key))
+        window = layout.parse_window(key)
+        assert window is not None
+        data = readers["miner0"].get("miner0", key, max_bytes=hp.max_upload_bytes).data
+        assert data is not None
+        if hp.sealed_uploads:  # sealed in the bucket; the key revealed after the deadline opens it
+            assert is_sealed(data, max_bytes=hp.max_upload_bytes)
+            reveal = readers["miner0"].get("miner0", layout.key_reveal_key(window)).data
+            if reveal is None and window == max(layout.parse_window(k) or 0 for k in gradient_keys):
+                continue  # the run stopped before the last window's deadline: its key was never due
+            assert reveal is not None, f"no key revealed for window {window}"
+            data = open_sealed(data, parse_reveal(reveal, window=window), hotkey=miner_hotkey, window=window,
+                               max_bytes=hp.max_upload_bytes)
+        art = read_tensor_artifact(data, kind="gradient", max_bytes=hp.max_upload_bytes,
+                                   signer_ss58=miner_hotkey, window=window)
         assert art.manifest["base_fingerprint"]
 
     model = build_model(hp.model_preset, hp.vocab_size, hp.seq_len, hp.model_seed)
@@ -108,21 +123,29 @@ def _check_artifacts_and_replay(run_dir: Path, readers: dict[str, S3Client]) -> 
                          if layout.parse_window(o.key) < last["sync/window"])
     assert record_keys
     applied = 0
+    clip_ref: dict[str, float] | None = None  # the norm history every node carries from step to step
     for key in record_keys:
         res = readers["validator0"].get("validator0", key, max_bytes=4 << 20)
         record = AggregationRecord.from_body(read_json_artifact(
             res.data, kind="record", signer_ss58=lead_hotkey, window=layout.parse_window(key)).body)
         assert record.base_fingerprint == _fingerprint(model, params)
+        if record.refused:  # the lead's loss guard refused the step: theta stays
+            assert record.next_fingerprint == record.base_fingerprint
+            continue
         updates = []
         for entry in record.included:
-            name = bucket_of[entry.hotkey]
+            # the record names the lead's content-addressed mirror (plaintext), else the miner's own object
+            name = "validator0" if layout.is_input_key(entry.key) else bucket_of[entry.hotkey]
             blob = readers[name].get(creds_bucket(run_dir, name), entry.key, max_bytes=hp.max_upload_bytes).data
+            assert blob is not None
             assert hashlib.sha256(blob).hexdigest() == entry.sha256
             art = read_tensor_artifact(blob, kind="gradient", max_bytes=hp.max_upload_bytes,
                                        signer_ss58=entry.hotkey, window=record.window)
             updates.append(decompress(art.tensors, shapes, codec))
         if updates:
-            outer_step(params, updates, record.outer_lr)
+            stats = outer_step(params, updates, record.outer_lr, clip_ref=clip_ref, norm_growth=hp.clip_norm_growth)
+            if stats["used"]:
+                clip_ref = dict(stats["clip_norms"])
             applied += len(updates)
         assert _fingerprint(model, params) == record.next_fingerprint
     assert applied >= 1, "the honest miner's updates must have been aggregated"
