@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from template.node.miner import plan_window
 from template.protocol.artifacts import read_tensor_artifact
@@ -14,13 +13,7 @@ from template.sim import attacks
 from template.sim.adversaries import MODEL_LESS, STRATEGIES
 from tests.unit.fakes import FakeNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 @pytest.fixture

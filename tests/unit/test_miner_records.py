@@ -14,23 +14,7 @@ from template.protocol import layout
 from template.protocol.artifacts import write_json_artifact
 from tests.unit.fakes import FakeNet, Lead
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def net(tmp_path) -> FakeNet:
-    net = FakeNet(tmp_path)
-    net.add("owner", owner=True)
-    net.add("alice", stake=10_000.0, permit=True)
-    net.add("bob")
-    net.add("charlie")
-    return net
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 def lead_window(net: FakeNet, lead: Lead, window: int, **kwargs):

@@ -27,12 +27,7 @@ from tests.unit.fakes import FakeNet, tiny_hparams
 GRACE_S = 30.0  # reveal grace; a block is 12 s on the fake chain
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 @pytest.fixture(autouse=True)

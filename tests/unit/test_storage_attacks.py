@@ -10,13 +10,7 @@ from template.node.miner import honest_upload, plan_window, upload_update
 from template.sim.storage_attacks import mix, readable_peer_updates
 from tests.unit.fakes import FakeNet, tiny_hparams
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 def network(tmp_path, sealed: bool) -> FakeNet:

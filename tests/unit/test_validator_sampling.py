@@ -8,7 +8,6 @@ import random
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from gauntlet.sampling import Rotation
 from storage.peers import fetch_record
@@ -17,13 +16,7 @@ from template.node.validator import admit_all, fetch_updates, run_window
 from tests.unit.fakes import FakeNet, tiny_hparams
 from tests.unit.test_validator_window import upload
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 @pytest.fixture(autouse=True)

@@ -23,13 +23,7 @@ from template.protocol import layout
 from template.sim.adversaries import noise
 from tests.unit.fakes import FakeNet, tiny_hparams
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 @pytest.fixture(autouse=True)
