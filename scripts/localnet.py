@@ -32,7 +32,7 @@ from loguru import logger  # noqa: E402
 
 from scripts.dashboard import serve_dashboard  # noqa: E402
 from scripts.localnet_progress import Progress, localnet_chain_info  # noqa: E402
-from scripts.localnet_report import build_report, print_report, save_plots  # noqa: E402
+from scripts.localnet_report import build_report, write_report  # noqa: E402
 from scripts.localnet_slots import parse_slots, raise_on_sigterm, save_run_state, slot_names, write_slots  # noqa: E402
 from scripts.prepare_data import prepare_dataset, upload_dataset  # noqa: E402
 from storage.credentials import BucketAccess  # noqa: E402
@@ -350,9 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         # window 0 starts once every process had time to import torch and load the data
         margin_blocks = int((25 + 2.5 * len(neurons)) / args.block_time)
         hp = hp.model_copy(update={"start_block": chain.block() + margin_blocks})
+        hp_json = json.dumps(hp.model_dump(), indent=1)
         S3Client(seaweed.endpoint, idents["dataset"][0].access_key, idents["dataset"][0].secret_key).put(
-            "dataset", layout.hparams_key(), json.dumps(hp.model_dump(), indent=1).encode())
-        (run_dir / "hparams.json").write_text(json.dumps(hp.model_dump(), indent=1))  # for scripts/whatif.py
+            "dataset", layout.hparams_key(), hp_json.encode())
+        (run_dir / "hparams.json").write_text(hp_json)  # for scripts/whatif.py
         save_run_state(run_dir, argv=sys.argv[1:] if argv is None else argv, netuid=netuid,
                        chain_port=int(endpoint.rsplit(":", 1)[1]), seaweed_ports=seaweed.ports,
                        block_time=args.block_time, baseline=baseline)
@@ -375,10 +376,7 @@ def main(argv: list[str] | None = None) -> int:
                        .list("validator0", layout.checkpoint_prefix())]
         report = build_report(chain.metagraph(netuid), baseline, neurons, run_dir, args, events_log,
                               checkpoints=checkpoints, wall_s=time.time() - started, interrupted=interrupted)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
-    save_plots(report, out_dir)
-    print_report(report)
+    write_report(report, out_dir)
     logger.info(f"report written to {out_dir}")
     if dashboard is not None:
         dashboard.stop()

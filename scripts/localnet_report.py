@@ -113,6 +113,14 @@ def print_report(report: dict) -> None:
     print(format_report(report), flush=True)
 
 
+def write_report(report: dict, out_dir: Path) -> None:
+    """report.json and the plots into `out_dir`, then the table on stdout."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    save_plots(report, out_dir)
+    print_report(report)
+
+
 def save_plots(report: dict, out_dir: Path) -> None:
     import matplotlib
 

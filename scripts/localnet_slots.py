@@ -115,7 +115,7 @@ def resume(args) -> int:
     from loguru import logger
 
     from scripts import localnet as ln
-    from scripts.localnet_report import build_report, print_report, save_plots
+    from scripts.localnet_report import build_report, write_report
     from storage.s3 import S3Client
     from storage.seaweed import Identity, SeaweedServer
     from template.chain.localnet.client import LocalnetClient
@@ -169,9 +169,6 @@ def resume(args) -> int:
                        .list("validator0", layout.checkpoint_prefix())]
         report = build_report(chain.metagraph(netuid), baseline, neurons, run_dir, saved, [],
                               checkpoints=checkpoints, wall_s=time.time() - started, interrupted=interrupted)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
-    save_plots(report, out_dir)
-    print_report(report)
+    write_report(report, out_dir)
     logger.info(f"report written to {out_dir}")
     return 0
