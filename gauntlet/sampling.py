@@ -136,7 +136,8 @@ def sketch_rate(shapes: Mapping[str, tuple[int, ...]], *, topk: int, chunk_size:
     return min(1.0, positions / expected_kept(shapes, topk=topk, chunk_size=chunk_size))
 
 
-def _keyed_hash(positions: np.ndarray, salt: int) -> np.ndarray:
+def keyed_hash(positions: np.ndarray, salt: int) -> np.ndarray:
+    """splitmix64 of each position xor `salt` (uint64): a keyed, well-mixed hash of int64 positions."""
     x = positions.astype(np.uint64) ^ np.uint64(salt)
     x *= _M1
     x ^= x >> np.uint64(31)
@@ -160,6 +161,6 @@ def sketch_indices(indices: Mapping[str, torch.Tensor], *, seed: bytes, rate: fl
             continue
         salt = int.from_bytes(hashlib.sha256(seed + b"\0" + name.encode()).digest()[:8], "big")
         arr = flat.numpy()
-        keep = _keyed_hash(arr, salt) < np.uint64(min(int(rate * 2.0**64), 2**64 - 1))
+        keep = keyed_hash(arr, salt) < np.uint64(min(int(rate * 2.0**64), 2**64 - 1))
         out[name] = torch.from_numpy(arr[keep].copy())
     return out

@@ -58,8 +58,8 @@ OWNER_HPARAMS = {
 
 
 # hostile kinds that train a model (CPU-heavy); the window is sized to the number of trainers
-TRAINING_ADVERSARIES = {"lazy", "late", "negator", "poisoner", "scaler", "heldout", "timed", "copymix", "vanisher",
-                        "equivocator"}
+TRAINING_ADVERSARIES = {"lazy", "late", "negator", "poisoner", "scaler", "heldout", "timed", "copymix", "nearcopy",
+                        "vanisher", "equivocator"}
 
 
 def reveal_blocks(args: argparse.Namespace) -> int:

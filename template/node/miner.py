@@ -146,16 +146,21 @@ def plan_window(m: Miner, window: int) -> WindowPlan:
     return WindowPlan(window=window, uid=m.uid, sample_ids=ids, deadline_block=m.clock.last_block(window))
 
 
-def train_inner_steps(m: Miner, plan: WindowPlan, ids: list[int] | None = None) -> TrainResult:
-    """H AdamW steps from theta_w on the assigned samples; returns delta = theta_w - theta_local."""
+def train_inner_steps(m: Miner, plan: WindowPlan, ids: list[int] | None = None, *,
+                      num_steps: int | None = None) -> TrainResult:
+    """H AdamW steps (or the first `num_steps` of them) from theta_w on the assigned samples; returns
+    delta = theta_w - theta_local."""
     ids = plan.sample_ids if ids is None else ids
     if m.trainer is not None:
+        if num_steps is not None:
+            raise ValueError("sharded training runs the full H steps")
         return train_sharded(m, plan, ids)
     model, hp = m.gm.model, m.hp
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train()
     losses, start = [], time.perf_counter()
-    steps = tqdm(range(hp.inner_steps), desc=f"window {plan.window}", leave=False, disable=None)
+    count = hp.inner_steps if num_steps is None else min(num_steps, hp.inner_steps)
+    steps = tqdm(range(count), desc=f"window {plan.window}", leave=False, disable=None)
     for step in steps:
         batch = m.dataset.batch(ids[step * hp.batch_size : (step + 1) * hp.batch_size]).to(m.device)
         with autocast_context(m.device):
@@ -172,7 +177,8 @@ def train_inner_steps(m: Miner, plan: WindowPlan, ids: list[int] | None = None) 
             p.copy_(base[n])  # back to theta_w: the model only moves through records
     seconds = time.perf_counter() - start
     mean = sum(losses) / len(losses) if losses else math.nan
-    return TrainResult(delta=delta, mean_loss=mean, tokens=len(ids) * hp.seq_len, seconds=seconds)
+    return TrainResult(delta=delta, mean_loss=mean, tokens=min(len(ids), count * hp.batch_size) * hp.seq_len,
+                       seconds=seconds)
 
 
 def train_sharded(m: Miner, plan: WindowPlan, ids: list[int]) -> TrainResult:

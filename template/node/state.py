@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from gauntlet.nearcopy import SketchEntry, SketchHistory
 from gauntlet.ratings import Ratings
 
 
@@ -120,3 +121,27 @@ def load_ratings(path: Path, *, alpha: float) -> Ratings:
 def save_ratings(ratings: Ratings, path: Path) -> None:
     """Write `ratings` to `path` atomically."""
     atomic_write_json(Path(path), ratings.state_dict())
+
+
+def save_sketch_history(history: SketchHistory, path: Path) -> None:
+    """Write the near-copy check's sketches (`gauntlet.nearcopy`) to `path` atomically (safetensors)."""
+    entries = [[e.window, e.uid, e.hotkey] for e in history.entries]
+    save_tensors(Path(path), {"sketches": history.sketches}, {"entries": json.dumps(entries)})
+
+
+def load_sketch_history(path: Path) -> SketchHistory:
+    """The sketches saved at `path`; a missing file gives an empty history. Raises ValueError if unreadable."""
+    path = Path(path)
+    if not path.exists():
+        return SketchHistory.empty()
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            sketches = f.get_tensor("sketches")
+            entries = json.loads((f.metadata() or {})["entries"])
+        return SketchHistory(sketches=sketches.to(torch.float32),
+                             entries=tuple(SketchEntry(int(w), int(u), str(h)) for w, u, h in entries))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+        raise ValueError(f"near-copy sketches {path} are unreadable ({e}); move the file away to start afresh"
+                         ) from e

@@ -24,8 +24,9 @@ from bittensor_wallet import Keypair
 from loguru import logger
 
 from gauntlet.aggregate import admit_uploads, bootstrap_peers, gather_set, reject_copies, select_peers
-from gauntlet.checks import Admission, Upload, mark_replays
+from gauntlet.checks import NEAR_COPY, Admission, Upload, mark_replays
 from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
+from gauntlet.nearcopy import SketchHistory, find_near_copies, sketch_update
 from gauntlet.ratings import Ratings
 from gauntlet.sampling import Rotation, draw_sample, sketch_indices, sketch_rate
 from gauntlet.weights import compute_weights, final_scores, weights_due
@@ -43,7 +44,7 @@ from template.node.neuron import (
     find_lead,
     miner_uids,
 )
-from template.node.state import load_ratings, save_ratings
+from template.node.state import load_ratings, load_sketch_history, save_ratings, save_sketch_history
 from template.node.sync import (
     GlobalModel,
     RecordAdmission,
@@ -80,6 +81,7 @@ class Validator:
     ratings: Ratings
     run_state: dict = field(default_factory=dict)  # last_window, last_weights_interval, seen
     restored_ratings: int = 0  # uids whose ratings were loaded from disk at start-up
+    sketches: SketchHistory = field(default_factory=SketchHistory.empty)  # earlier windows' updates (near-copies)
     stop: StopFlag = field(default_factory=StopFlag)
 
     @property
@@ -96,6 +98,7 @@ def build_validator(cfg: NeuronConfig) -> Validator:
                   device=node.device, state_dir=node.state_dir,
                   ratings=load_ratings(node.state_dir / "ratings.json", alpha=hp.compliance_alpha))
     v.run_state = local_state.read_json(node.state_dir / "run_state.json", default={}) or {}
+    v.sketches = load_sketch_history(node.state_dir / "near_copy.safetensors")
     v.restored_ratings = len(v.ratings.state_dict()["ratings"])
     logger.info(f"validator uid {v.uid} on netuid {cfg.netuid}; ratings for {v.restored_ratings} uids restored")
     return v
@@ -103,6 +106,7 @@ def build_validator(cfg: NeuronConfig) -> Validator:
 
 def save_run_state(v: Validator) -> None:
     save_ratings(v.ratings, v.state_dir / "ratings.json")
+    save_sketch_history(v.sketches, v.state_dir / "near_copy.safetensors")
     local_state.atomic_write_json(v.state_dir / "run_state.json", v.run_state)
 
 
@@ -129,14 +133,19 @@ class Checked:
     """A window's admissions in the compact form later steps need (issue 18: nothing here grows with the
     model per judged miner, except the peers' updates, at most num_peers).
 
-    scored: uid -> verdict for scoring (history and copies among all uploads, by index sketch), no update.
+    scored: uid -> verdict for scoring (history: replays and near-copies of earlier windows; copies among all
+        uploads, by index sketch), no update.
     norms: uid -> per-tensor L2 norms of each deterministically admitted update (clip limits).
     peers: uid -> full deterministic Admission (dense update, exact indices) of the uids on the peer list.
+    sketches: uid -> count sketch of each deterministically admitted update (`gauntlet.nearcopy`).
+    near_copy: uid -> share of its update that earlier windows' updates explain.
     """
 
     scored: dict[int, Admission]
     norms: dict[int, dict[str, float]]
     peers: dict[int, Admission]
+    sketches: dict[int, torch.Tensor] = field(default_factory=dict)
+    near_copy: dict[int, float] = field(default_factory=dict)
 
 
 def admit_one(v: Validator, window: int, upload: Upload, deadline: float, base_fp: str) -> Admission:
@@ -151,27 +160,57 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
     tensor norms and a sketch of its kept positions (`gauntlet.sampling.sketch_indices`, keyed by the
     window's private `seed`); the uploads of `peer_uids` are kept whole for the gather set.
 
-    Scoring adds this validator's replay history and copies among all uploads (by sketch); the gather set
-    (`lead_gather`) judges copies among the peers only, exactly, as every miner does."""
+    Scoring adds this validator's history (replays; near-copies of earlier windows' updates, by count
+    sketch) and copies among all uploads (by index sketch); the gather set (`lead_gather`) judges copies
+    among the peers only, exactly, as every miner does."""
     rate = sketch_rate(v.gm.shapes(), topk=v.hp.topk, chunk_size=v.hp.chunk_size)
+    key = near_copy_key(v)
     on_list = set(peer_uids)
     base: dict[int, Admission] = {}
     norms: dict[int, dict[str, float]] = {}
     peers: dict[int, Admission] = {}
+    sketches: dict[int, torch.Tensor] = {}
     for up in uploads:
         adm = admit_one(v, window, up, deadline, base_fp)
         if adm.ok and adm.update is not None:
             norms[up.uid] = {name: l2_norm(t) for name, t in adm.update.items()}
+            if adm.indices is not None:
+                sketches[up.uid] = sketch_update(adm.update, adm.indices, key=key)
         if up.uid in on_list:
             peers[up.uid] = adm
         sketch = None if adm.indices is None else sketch_indices(adm.indices, seed=seed, rate=rate)
         base[up.uid] = replace(adm, update=None, indices=sketch)
         del adm  # the dense update goes now, unless a peer's
         release_freed_memory()
-    scored = reject_copies(mark_replays(base, set(v.run_state.get("seen", []))), uploads,
-                           threshold=v.hp.copy_overlap_threshold)
+    replays = mark_replays(base, set(v.run_state.get("seen", [])))
+    earlier = v.sketches.before(window, v.hp.near_copy_windows)
+    near, shares = find_near_copies({u: s for u, s in sketches.items() if replays[u].ok}, earlier,
+                                    threshold=v.hp.near_copy_threshold)
+    for uid, found in near.items():
+        replays[uid] = replays[uid].reject(NEAR_COPY)
+        logger.bind(window=window).info(
+            f"uid {uid}: near-copy, {found.explained:.0%} of its update is in earlier updates of "
+            + ", ".join(f"uid {e.uid} (window {e.window})" for e in found.sources[:4]))
+    scored = reject_copies(replays, uploads, threshold=v.hp.copy_overlap_threshold)
     release_freed_memory()  # the copy check's incidence matrix over every upload's sketch
-    return Checked(scored=scored, norms=norms, peers=peers)
+    return Checked(scored=scored, norms=norms, peers=peers, sketches=sketches, near_copy=shares)
+
+
+def near_copy_key(v: Validator) -> bytes:
+    """This validator's private key for the near-copy sketches: drawn once, kept in the run state (sketches
+    of different windows must share it to compare), never published."""
+    key = v.run_state.get("near_copy_key")
+    if not key:
+        key = os.urandom(32).hex()
+        v.run_state["near_copy_key"] = key
+    return bytes.fromhex(key)
+
+
+def remember_sketches(v: Validator, window: int, mg: Metagraph, sketches: dict[int, torch.Tensor]) -> None:
+    """Keep `window`'s sketches for the near-copy checks of the next `near_copy_windows` windows."""
+    keep = v.hp.near_copy_windows
+    v.sketches = v.sketches.with_window(window, {u: (mg.hotkeys[u], s) for u, s in sketches.items()}
+                                        ).before(window + 1, keep)
 
 
 @functools.cache
@@ -426,6 +465,7 @@ def run_window(v: Validator, window: int) -> dict | None:
     agg_start = time.perf_counter()
     sync, outer = apply_outer_step(v, window, mg, uploads, base_fp, gather, successes)
     agg_s = time.perf_counter() - agg_start
+    remember_sketches(v, window, mg, checked.sketches)
     seen = v.run_state.setdefault("seen", [])
     seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
     v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]
@@ -433,6 +473,8 @@ def run_window(v: Validator, window: int) -> dict | None:
     save_run_state(v)
     v.bucket.prune(window, v.hp.retention_windows)  # own objects past the run's retention
     row = window_row(v, window, mg, loss, admissions, evals, scores, weights, sync)
+    for uid, share in checked.near_copy.items():
+        row["miners"][str(uid)]["near_copy"] = round(share, 4)
     row["fetch/s"] = round(fetch_s, 3)
     row.update({"time/checks_s": round(checks_s, 3), "time/eval_s": round(eval_s, 3),
                 "time/aggregate_s": round(agg_s, 3), "eval/sampled": len(evals),

@@ -105,6 +105,14 @@ class HParams(BaseModel):
     copy_overlap_threshold: float = Field(
         0.9, gt=0, le=1, description="index overlap above which a later upload counts as a copy"
     )
+    near_copy_threshold: float = Field(
+        0.2, gt=0, le=1,
+        description="share of an update's energy that earlier windows' updates explain at which it is a near-copy "
+                    "(1 disables; honest updates measured <= 0.09)",
+    )
+    near_copy_windows: int = Field(
+        4, ge=0, le=64, description="earlier windows whose revealed updates the near-copy check compares with (0: off)"
+    )
 
     min_validator_stake: float = Field(
         1000.0, ge=0, description="alpha a permit holder needs to count as a validator (miners earn permits too)"

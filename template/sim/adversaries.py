@@ -214,7 +214,7 @@ STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, 
                                       backdater)}
 MODEL_LESS = {"idle", "noise", "copycat", "replay", "malformed", "tarpit", "backdater"}  # no model of their own
 STRATEGIES.update(ATTACKS)  # poisoner, scaler, heldout, timed, stakejack (template/sim/attacks.py)
-STRATEGIES.update(STORAGE_ATTACKS)  # vanisher, copymix, equivocator (template/sim/storage_attacks.py)
+STRATEGIES.update(STORAGE_ATTACKS)  # vanisher, copymix, nearcopy, equivocator (template/sim/storage_attacks.py)
 MODEL_LESS |= MODEL_LESS_ATTACKS
 # what `make localnet` launches when --adversaries is not given: one of each basic kind, light enough for
 # two cores; `--adversaries all` launches one of every kind

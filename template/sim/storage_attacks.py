@@ -1,4 +1,4 @@
-"""Hostile kinds of issue 14 that attack peers' storage and its readers (`--adversaries vanisher,copymix,equivocator`).
+"""Hostile kinds of issue 14 that attack peers' storage and its readers (`--adversaries vanisher,copymix,nearcopy,equivocator`).
 
 vanisher     uploads honestly, then, once the lead's record of the window is out, deletes its object (even
              windows) or re-signs another update in its place (odd windows): replay of a record that named the
@@ -6,6 +6,9 @@ vanisher     uploads honestly, then, once the lead's record of the window is out
 copymix      during the window reads its peers' uploads (read keys are public), averages what it can decode,
              adds a quarter of its own update, scales by 1.5, re-encodes and signs it as its own; honest miners'
              sealed uploads give it nothing to read before the deadline (it then uploads its own update only)
+nearcopy     during window w, once window w-1's keys are revealed, reads every other miner's update of w-1, takes
+             their mean, drops a fifth of its values, scales it by 1.3, adds a quarter of its own cheap update and
+             signs the result as its w work: caught by the near-copy check (gauntlet/nearcopy.py)
 equivocator  commits its own S3 endpoint (template/sim/hostile_s3.py on 127.0.0.1) that serves two different
              signed updates to alternate readers; refused as an unapproved endpoint, and a record's sha256 plus
              the lead's mirror keep replay in step if it were not
@@ -21,7 +24,7 @@ import torch
 from loguru import logger
 
 from storage.credentials import BucketAccess
-from storage.peers import fetch_record
+from storage.peers import fetch_record, fetch_uploads
 from template.node import neuron
 from template.node.miner import (
     Miner,
@@ -42,6 +45,8 @@ from template.sim.hostile_s3 import HostileS3
 COPYMIX_OWN_SHARE = 0.25  # what its own (cheap) training adds to the mix
 COPYMIX_SCALE = 1.5
 COPYMIX_STEP_DIVISOR = 4  # it trains a quarter of the inner steps an honest miner does
+NEARCOPY_DROP = 0.2  # share of the copied values it zeroes
+NEARCOPY_SCALE = 1.3
 _servers: dict[str, HostileS3] = {}
 
 
@@ -70,21 +75,21 @@ def vanisher_follow(m: Miner, window: int) -> str:
 
 def readable_peer_updates(m: Miner, window: int) -> dict[int, dict[str, torch.Tensor]]:
     """One pass over the other miners' uploads of `window`: uid -> decoded update, for those a reader can decode
-    now (a sealed upload, before its key is out, is not among them)."""
+    now (a sealed upload is opened once its author revealed the key, as any validator does; before that it is
+    not among them)."""
     m.peers.refresh()
     mg = m.chain.metagraph(m.cfg.netuid)
+    hotkeys = {uid: mg.hotkeys[uid] for uid in miner_uids(mg, m.hp.min_validator_stake, declared_validators(m.peers))
+               if uid != m.uid}
     found: dict[int, dict[str, torch.Tensor]] = {}
-    for uid in miner_uids(mg, m.hp.min_validator_stake, declared_validators(m.peers)):
-        if uid == m.uid:
-            continue
-        read = m.peers.get(mg.hotkeys[uid], layout.gradient_key(window), max_bytes=m.hp.max_upload_bytes)
-        if not read.ok or read.value is None:
+    for up in fetch_uploads(m.peers, hotkeys, window, m.hp.max_upload_bytes):
+        if up.data is None or up.rejected:
             continue
         try:
-            art = read_tensor_artifact(read.value, kind="gradient", max_bytes=m.hp.max_upload_bytes)
-            found[uid] = decompress(art.tensors, m.gm.shapes(), m.gm.codec)
+            art = read_tensor_artifact(up.data, kind="gradient", max_bytes=m.hp.max_upload_bytes)
+            found[up.uid] = decompress(art.tensors, m.gm.shapes(), m.gm.codec)
         except (ArtifactError, CodecError):
-            continue  # sealed (kind "sealed"), or junk
+            continue  # still sealed, or junk
     return found
 
 
@@ -97,12 +102,7 @@ def mix(copies: list[dict[str, torch.Tensor]], own: dict[str, torch.Tensor]) -> 
 def cheap_train(m: Miner, plan: WindowPlan) -> TrainResult:
     """A quarter of the honest inner steps: the copier's own work is a garnish on what it copies
     (the manifest still claims the full count, as the attacker would)."""
-    full = m.gm.hparams
-    m.gm.hparams = full.model_copy(update={"inner_steps": max(1, full.inner_steps // COPYMIX_STEP_DIVISOR)})
-    try:
-        return train_inner_steps(m, plan)
-    finally:
-        m.gm.hparams = full
+    return train_inner_steps(m, plan, num_steps=max(1, m.hp.inner_steps // COPYMIX_STEP_DIVISOR))
 
 
 def copymix(m: Miner, plan: WindowPlan, base_fp: str):
@@ -121,6 +121,37 @@ def copymix(m: Miner, plan: WindowPlan, base_fp: str):
         return build_artifact(m, plan, encode_update(m, result.delta), base_fp), result
     logger.info(f"copymix: mixing the updates of uids {sorted(copies)}")
     wire = encode_update(m, mix(list(copies.values()), result.delta))
+    return build_artifact(m, plan, wire, base_fp), result
+
+
+def tweak(copies: list[dict[str, torch.Tensor]], own: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """The nearcopy update: the mean of the copies with NEARCOPY_DROP of its values zeroed (a fresh random
+    choice each window), scaled by NEARCOPY_SCALE, plus COPYMIX_OWN_SHARE x its own update."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for n in own:
+        mean = torch.stack([c[n] for c in copies]).mean(0)
+        keep = (torch.rand(mean.shape, generator=gen) >= NEARCOPY_DROP).to(mean.dtype)
+        out[n] = mean * keep * NEARCOPY_SCALE + COPYMIX_OWN_SHARE * own[n]
+    return out
+
+
+def nearcopy(m: Miner, plan: WindowPlan, base_fp: str):
+    """Train a quarter of the steps; poll for the previous window's revealed updates until half this window is
+    gone; upload the tweaked mean of whatever was readable (its own cheap update when nothing was)."""
+    result = cheap_train(m, plan)
+    until = time.time() + 0.5 * m.clock.window_s()
+    copies: dict[int, dict[str, torch.Tensor]] = {}
+    while plan.window > 0 and not m.stop.is_set() and m.chain.block() <= plan.deadline_block and time.time() < until:
+        copies = readable_peer_updates(m, plan.window - 1)
+        if copies:
+            break
+        time.sleep(1.0)
+    if not copies:
+        logger.info(f"nearcopy: nothing of window {plan.window - 1} readable; uploading its own cheap update")
+        return build_artifact(m, plan, encode_update(m, result.delta), base_fp), result
+    logger.info(f"nearcopy: tweaking the window-{plan.window - 1} updates of uids {sorted(copies)}")
+    wire = encode_update(m, tweak(list(copies.values()), result.delta, seed=plan.window))
     return build_artifact(m, plan, wire, base_fp), result
 
 
@@ -143,5 +174,5 @@ def equivocator(m: Miner, plan: WindowPlan, base_fp: str):
     return None, result
 
 
-STORAGE_ATTACKS = {"vanisher": honest_upload, "copymix": copymix, "equivocator": equivocator}
+STORAGE_ATTACKS = {"vanisher": honest_upload, "copymix": copymix, "nearcopy": nearcopy, "equivocator": equivocator}
 FOLLOWS = {"vanisher": vanisher_follow}
