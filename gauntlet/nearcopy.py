@@ -77,7 +77,8 @@ def sketch_update(update: Mapping[str, torch.Tensor], indices: Mapping[str, torc
     norm = sketch.norm()
     if not torch.isfinite(norm) or norm == 0:
         return torch.zeros(dim, dtype=torch.float32)
-    return (sketch / norm).to(torch.float32)
+    unit: torch.Tensor = (sketch / norm).to(torch.float32)
+    return unit
 
 
 def explained_fraction(sketch: torch.Tensor, earlier: torch.Tensor, *, max_terms: int = MAX_TERMS
