@@ -347,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = publish_dataset(chain, seaweed.endpoint, idents, neurons[0], netuid, hp, run_dir / "data",
                                    ROOT / "runs" / "cache")
         logger.info(f"dataset ready: {manifest.num_samples} samples in {time.time() - t0:.1f} s")
-        # window 0 starts once every process had time to import torch and load the data
-        margin_blocks = int((25 + 2.5 * len(neurons)) / args.block_time)
+        # window 0 starts once every process had time to import torch, load the data and build its model (at
+        # 25 + 2.5 s per neuron, window 0 of an 11-neuron run was judged 2-7% over one window length late)
+        margin_blocks = int((30 + 4 * len(neurons)) / args.block_time)
         hp = hp.model_copy(update={"start_block": chain.block() + margin_blocks})
         hp_json = json.dumps(hp.model_dump(), indent=1)
         S3Client(seaweed.endpoint, idents["dataset"][0].access_key, idents["dataset"][0].secret_key).put(
