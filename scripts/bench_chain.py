@@ -32,7 +32,7 @@ from bittensor_wallet import Keypair  # noqa: E402
 
 from template.chain.localnet.client import LocalnetClient  # noqa: E402
 from template.chain.localnet.extrinsic import canonical_json  # noqa: E402
-from template.chain.localnet.node import start_localnet_process  # noqa: E402
+from template.chain.localnet.process import start_localnet_process  # noqa: E402
 from template.chain.localnet.yuma import NeuronState, YumaParams, yuma_epoch  # noqa: E402
 from template.sim.weightcopier import copy_once  # noqa: E402
 

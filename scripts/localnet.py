@@ -39,7 +39,7 @@ from storage.credentials import BucketAccess  # noqa: E402
 from storage.s3 import S3Client  # noqa: E402
 from storage.seaweed import SeaweedServer, admin_identity, neuron_identities  # noqa: E402
 from template.chain.localnet.client import LocalnetClient  # noqa: E402
-from template.chain.localnet.node import start_localnet_process  # noqa: E402
+from template.chain.localnet.process import start_localnet_process  # noqa: E402
 from template.node.logging_setup import setup_logging  # noqa: E402
 from template.protocol import layout  # noqa: E402
 from template.protocol.config import HParams, parse_hparam_overrides  # noqa: E402

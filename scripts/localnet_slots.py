@@ -119,7 +119,7 @@ def resume(args) -> int:
     from storage.s3 import S3Client
     from storage.seaweed import Identity, SeaweedServer
     from template.chain.localnet.client import LocalnetClient
-    from template.chain.localnet.node import start_localnet_process
+    from template.chain.localnet.process import start_localnet_process
     from template.protocol import layout
     from template.protocol.config import HParams
 

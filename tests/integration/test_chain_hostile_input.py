@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from template.chain.localnet.calls import ARG_SPECS
 from template.chain.localnet.client import LocalnetClient
 from template.chain.localnet.extrinsic import canonical_json
-from template.chain.localnet.node import MAX_BODY_BYTES, LocalnetProcess
+from template.chain.localnet.node import MAX_BODY_BYTES
+from template.chain.localnet.process import LocalnetProcess
 
 BLOCK_TIME = 0.2
 

@@ -20,7 +20,7 @@ import pytest
 
 from template.chain.localnet import hparams
 from template.chain.localnet.client import LocalnetClient
-from template.chain.localnet.node import LocalnetProcess, free_port
+from template.chain.localnet.process import LocalnetProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK_TIME = 0.2

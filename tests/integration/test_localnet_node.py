@@ -14,7 +14,8 @@ from template.chain import make_chain
 from template.chain.base import Chain, ChainError
 from template.chain.localnet.client import LocalnetClient
 from template.chain.localnet.extrinsic import sign_extrinsic
-from template.chain.localnet.node import LocalnetProcess, replay_chain, start_localnet_process
+from template.chain.localnet.node import replay_chain
+from template.chain.localnet.process import LocalnetProcess, start_localnet_process
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK_TIME = 0.2

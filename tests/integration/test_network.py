@@ -21,7 +21,7 @@ from storage.credentials import BucketAccess
 from storage.s3 import S3Client, Status
 from storage.seaweed import Identity, SeaweedServer
 from template.chain.localnet.client import LocalnetClient
-from template.chain.localnet.node import start_localnet_process
+from template.chain.localnet.process import start_localnet_process
 from template.protocol import layout
 from template.protocol.artifacts import read_json_artifact, read_tensor_artifact
 from template.protocol.config import HParams

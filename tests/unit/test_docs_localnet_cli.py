@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from template.chain.localnet import hparams
+from template.chain.localnet.api import build_app
 from template.chain.localnet.calls import ARG_SPECS
 from template.chain.localnet.cli import COMMANDS
 from template.chain.localnet.cli.parser import LEGACY, build_parser, rewrite_legacy
-from template.chain.localnet.node import LocalnetNode, build_app
+from template.chain.localnet.node import LocalnetNode
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "subnet-owner.md"
 

@@ -1,51 +1,35 @@
-"""The localnet node: a timer-driven block producer over `ChainState`, persisted in SQLite, served over HTTP.
+"""The localnet node: a timer-driven block producer over `ChainState`, persisted in SQLite.
 
-* Extrinsics are verified when submitted (size, signature, genesis, era, arguments, fee payable or a free call
-  by a registered hotkey, nonce not used, per-signer pool limits) and wait in a pool; each
-  block includes every signer's run of consecutive nonces, applies them after the block step, and commits the
-  block row, its extrinsics and the full state snapshot in one SQLite transaction. A restart, even after
-  kill -9, resumes at the last committed block with the same state root.
-* HTTP (FastAPI on 127.0.0.1 only): GET /block, /block/{n}, /metagraph/{netuid}, /commitments/{netuid},
-  /hyperparameters/{netuid}, /account/{ss58}, /nonce/{ss58}, /subnets, /network; POST /extrinsic(s).
-  Bodies are strict JSON (no NaN/Infinity, bounded nesting): garbage gets 400, a body over the cap 413.
-* `start_localnet_process` runs a node as a subprocess for tools and tests.
+Extrinsics are verified when submitted (size, signature, genesis, era, arguments, fee payable or a free call
+by a registered hotkey, nonce not used, per-signer pool limits) and wait in a pool; each block includes every
+signer's run of consecutive nonces, applies them after the block step, and commits the block row, its
+extrinsics and the full state snapshot in one SQLite transaction. A restart, even after kill -9, resumes at the
+last committed block with the same state root. The HTTP API and `serve` are in `api.py`; running a node as a
+subprocess (`start_localnet_process`) in `process.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import itertools
 import json
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
 from loguru import logger
 
-from template.chain.localnet import views
 from template.chain.localnet.calls import apply_payload, apply_signed, check_admission
 from template.chain.localnet.extrinsic import (
     InvalidTransaction,
     canonical_json,
     check_era,
-    parse_json,
     verify_encoded,
 )
-from template.chain.localnet.state import CallError, ChainState, Genesis
+from template.chain.localnet.state import ChainState, Genesis
 
 MAX_EXTRINSICS_PER_BLOCK = 20_000
 MAX_POOL = 50_000
@@ -359,243 +343,3 @@ def replay_chain(db_path: Path, upto: int | None = None) -> dict[str, Any]:
     return {"blocks": len(headers), "head": head, "mismatches": mismatches}
 
 
-# ---- HTTP API -----------------------------------------------------------------------------------------------------
-def build_app(node: LocalnetNode):
-    """The FastAPI app over `node`. Chain errors map to 404 (missing subnet/block) or 400 (bad input)."""
-    app = FastAPI(title="localnet", docs_url=None, redoc_url=None)
-
-    def view(fn, *args) -> Any:
-        try:
-            return node.read(fn, *args)
-        except CallError as e:
-            raise HTTPException(status_code=404, detail=str(e.args[0])) from e
-
-    @app.get("/block")
-    def head() -> dict[str, Any]:
-        return node.block_info()
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception(f"{request.method} {request.url.path} raised")
-        return JSONResponse({"detail": f"InternalError: {type(exc).__name__}"}, status_code=500)
-
-    @app.get("/block/{number}")
-    def block(number: int, extrinsics: bool = True) -> dict[str, Any]:
-        if not 0 <= number <= MAX_BLOCK_NUMBER:
-            raise HTTPException(status_code=404, detail=f"BlockNotFound: {number}")
-        info = node.block_info(number, with_extrinsics=extrinsics)
-        if info is None:
-            raise HTTPException(status_code=404, detail=f"BlockNotFound: {number}")
-        return info
-
-    @app.get("/extrinsic/{ext_hash}")
-    def extrinsic_status(ext_hash: str) -> dict[str, Any]:
-        """Where an extrinsic landed: {block, ok, error}; block None when it was never included."""
-        return node.extrinsic_status(ext_hash)
-
-    @app.get("/metagraph/{netuid}")
-    def metagraph(netuid: int) -> dict[str, Any]:
-        return view(views.metagraph_view, netuid)
-
-    @app.get("/commitments/{netuid}")
-    def commitments(netuid: int) -> dict[str, Any]:
-        return view(views.commitments_view, netuid)
-
-    @app.get("/hyperparameters/{netuid}")
-    def hyperparameters(netuid: int) -> dict[str, Any]:
-        return view(views.hyperparameters_view, netuid)
-
-    @app.get("/subnets")
-    def subnets() -> dict[str, Any]:
-        return view(lambda s: {k: views.subnet_summary(s, sub) | {"owner_coldkey": sub.owner_coldkey,
-                                                                 "owner_hotkey": sub.owner_hotkey,
-                                                                 "registered_at": sub.registered_at}
-                               for k, sub in s.subnets.items()})
-
-    @app.get("/network")
-    def network() -> dict[str, Any]:
-        """Lock cost of the next subnet (rao) and the rules behind it."""
-        return view(views.network_view)
-
-    @app.get("/account/{ss58}")
-    def account(ss58: str) -> dict[str, Any]:
-        return view(views.account_view, ss58)
-
-    @app.get("/nonce/{ss58}")
-    def nonce(ss58: str) -> dict[str, Any]:
-        return {"ss58": ss58, "nonce": node.next_nonce(ss58)}
-
-    async def submit_and_wait(ext: Any, wait: bool) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future | None = loop.create_future() if wait else None
-
-        def waiter(ok: bool, error: str | None, number: int | None) -> None:
-            def settle() -> None:
-                if fut is not None and not fut.done():
-                    fut.set_result((ok, error, number))
-            loop.call_soon_threadsafe(settle)
-
-        try:
-            ext_hash = node.submit(ext, waiter if fut is not None else None)
-        except InvalidTransaction as e:
-            return {"ok": False, "error": str(e), "block": None, "invalid": True, "head": node.head["number"]}
-        if fut is None:
-            return {"ok": True, "error": None, "block": None, "hash": ext_hash, "head": node.head["number"]}
-        ok, error, number = await fut
-        return {"ok": ok, "error": error, "block": number, "hash": ext_hash, "head": node.head["number"]}
-
-    async def json_body(request: Request, cap: int) -> Any:
-        """The request body as strict JSON: 413 over `cap` bytes, 400 for anything that is not JSON."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
-            raise HTTPException(status_code=413, detail=f"PayloadTooLarge: body over {cap} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cap:
-                raise HTTPException(status_code=413, detail=f"PayloadTooLarge: body over {cap} bytes")
-            chunks.append(chunk)
-        try:
-            return parse_json(b"".join(chunks))  # plain json: FastAPI's body validation costs ~2x here
-        except ValueError as e:  # includes bad UTF-8, NaN/Infinity, nesting, over-long integers
-            raise HTTPException(status_code=400, detail=f"BadFormat: {str(e)[:200]}") from e
-
-    def wait_flag(body: dict[str, Any]) -> bool:
-        wait = body.get("wait", True)
-        if not isinstance(wait, bool):
-            raise HTTPException(status_code=400, detail="BadFormat: wait must be true or false")
-        return wait
-
-    @app.post("/extrinsic")
-    async def extrinsic(request: Request) -> dict[str, Any]:
-        """Body {"extrinsic": {...}, "wait": bool}. Returns ok/error/block (block None when not waiting)."""
-        body = await json_body(request, MAX_BODY_BYTES)
-        if not isinstance(body, dict) or "extrinsic" not in body:
-            raise HTTPException(status_code=400, detail="BadFormat: expected {extrinsic, wait}")
-        return await submit_and_wait(body["extrinsic"], wait_flag(body))
-
-    @app.post("/extrinsics")
-    async def extrinsics(request: Request) -> list[dict[str, Any]]:
-        """Batch: body {"extrinsics": [...], "wait": bool}; one result per extrinsic, in order."""
-        body = await json_body(request, MAX_BATCH_BODY_BYTES)
-        if not isinstance(body, dict) or not isinstance(body.get("extrinsics"), list):
-            raise HTTPException(status_code=400, detail="BadFormat: expected {extrinsics: [...]}")
-        if len(body["extrinsics"]) > MAX_BATCH:
-            raise HTTPException(status_code=413, detail=f"PayloadTooLarge: at most {MAX_BATCH} extrinsics")
-        wait = wait_flag(body)
-        return list(await asyncio.gather(*(submit_and_wait(e, wait) for e in body["extrinsics"])))
-
-    return app
-
-
-def serve(db_path: Path, port: int, block_time: float, genesis: Genesis | None = None) -> None:
-    """Run a node until SIGTERM/SIGINT: block producer thread + uvicorn on 127.0.0.1:`port`."""
-    import uvicorn
-
-    node = LocalnetNode(db_path, block_time=block_time, genesis=genesis)
-
-    def produce() -> None:
-        try:
-            node.run_producer()
-        except Exception:
-            # memory may now be ahead of the database: die, so that a restart resumes from the last commit
-            logger.exception("block production failed; exiting")
-            os._exit(70)
-
-    producer = threading.Thread(target=produce, name="block-producer", daemon=True)
-    producer.start()
-    config = uvicorn.Config(build_app(node), host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    logger.info(f"localnet serving on http://127.0.0.1:{port}, block time {block_time} s, db {db_path}")
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # our handlers: stop serving, then close the db cleanly
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
-    try:
-        server.run()
-    finally:
-        node.stop()
-        producer.join(timeout=5 * block_time + 5)
-        node.close()
-        logger.info("localnet stopped")
-
-
-# ---- running a node as a subprocess ----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalnetProcess:
-    """A node subprocess on a fixed db and port, which can be stopped, killed and started again."""
-
-    def __init__(self, db_path: Path, block_time: float = 1.0, port: int | None = None,
-                 extra_args: list[str] | None = None) -> None:
-        self.db_path = Path(db_path)
-        self.block_time = block_time
-        self.port = port or free_port()
-        self.extra_args = list(extra_args or [])
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.db_path.with_suffix(".log")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = 60.0) -> subprocess.Popen:
-        """Launch the node and wait until GET /block answers. Raises RuntimeError if it does not come up."""
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "template.chain.localnet", "serve", "--db", str(self.db_path), "--port",
-               str(self.port), "--block-time", str(self.block_time), *self.extra_args]
-        root = Path(__file__).resolve().parents[3]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-        with self.log_path.open("a") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"localnet exited with {self.proc.returncode}; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.endpoint}/block", timeout=2.0).status_code == 200:
-                    return self.proc
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"localnet did not answer on {self.endpoint} within {timeout_s} s; see {self.log_path}")
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after `grace_s`."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def kill(self) -> None:
-        """kill -9: no chance to clean up (what the restart tests exercise)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def restart(self, hard: bool = False) -> subprocess.Popen:
-        """Stop (or kill -9 when `hard`) and start again on the same db and port."""
-        self.kill() if hard else self.stop()
-        return self.start()
-
-
-@contextlib.contextmanager
-def start_localnet_process(db_path: Path, block_time: float = 1.0,
-                           port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Run a node subprocess for the duration of the block; yields (endpoint, proc)."""
-    node = LocalnetProcess(db_path, block_time=block_time, port=port)
-    proc = node.start()
-    try:
-        yield node.endpoint, proc
-    finally:
-        node.stop()
-
-
-def restart_localnet_process(db_path: Path, port: int, block_time: float = 1.0) -> LocalnetProcess:
-    """Start a node again on an existing db and port (after a stop or a kill -9); returns the running process."""
-    node = LocalnetProcess(db_path, block_time=block_time, port=port)
-    node.start()
-    return node

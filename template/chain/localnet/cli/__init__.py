@@ -33,7 +33,7 @@ from template.chain.localnet.cli.parser import parse_args
 def cmd_serve(args: argparse.Namespace) -> int:
     from loguru import logger
 
-    from template.chain.localnet.node import serve
+    from template.chain.localnet.api import serve
     from template.chain.localnet.state import RAO, Genesis
 
     logger.remove()
