@@ -11,12 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from loguru import logger  # noqa: E402
-
 from template.node.distributed import torchrun_env  # noqa: E402
-from template.node.logging_setup import setup_logging  # noqa: E402
 from template.node.miner import run, run_distributed  # noqa: E402
-from template.node.neuron import SetupError, setup_runtime  # noqa: E402
+from template.node.neuron import run_neuron  # noqa: E402
 from template.protocol.config import parse_neuron_args  # noqa: E402
 
 
@@ -24,16 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_neuron_args("miner", argv)
     rank, world_size, _ = torchrun_env()
     suffix = f":rank{rank}" if world_size > 1 else ""
-    setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
-                  name=f"miner:{cfg.wallet.name}/{cfg.wallet.hotkey}{suffix}")
-    setup_runtime(cfg)
     runner = run if world_size == 1 else run_distributed  # torchrun --nproc-per-node N: FSDP2
-    try:
-        runner(cfg)
-    except SetupError as e:
-        logger.error(str(e))
-        return 2
-    return 0
+    return run_neuron(cfg, "miner", runner, suffix)
 
 
 if __name__ == "__main__":

@@ -10,26 +10,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from loguru import logger  # noqa: E402
+from template.node.neuron import run_neuron  # noqa: E402
+from template.protocol.config import NeuronConfig, parse_neuron_args  # noqa: E402
 
-from template.node.logging_setup import setup_logging  # noqa: E402
-from template.node.neuron import SetupError, setup_runtime  # noqa: E402
-from template.protocol.config import parse_neuron_args  # noqa: E402
+
+def run_validator(cfg: NeuronConfig) -> None:
+    from template.node.validator import run  # after setup_runtime: the thread count is set before the model
+
+    run(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_neuron_args("validator", argv)
-    setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
-                  name=f"validator:{cfg.wallet.name}/{cfg.wallet.hotkey}")
-    setup_runtime(cfg)
-    from template.node.validator import run
-
-    try:
-        run(cfg)
-    except SetupError as e:
-        logger.error(str(e))
-        return 2
-    return 0
+    return run_neuron(parse_neuron_args("validator", argv), "validator", run_validator)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from storage.peers import OWN_WRITE_ATTEMPTS, OwnBucket, PeerBuckets, fetch_hpar
 from storage.s3 import S3Client, S3Error
 from template.chain import connect
 from template.chain.base import Chain, ChainError, Metagraph
-from template.node.logging_setup import register_secret
+from template.node.logging_setup import register_secret, setup_logging
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
 from template.protocol import layout
 from template.protocol.config import HParams, NeuronConfig, load_hparams
@@ -334,3 +334,18 @@ def setup_runtime(cfg: NeuronConfig) -> None:
             configure_metrics(cfg)
         except OSError as e:
             raise SystemExit(f"cannot serve --metrics.port {cfg.metrics.port} on {cfg.metrics.host}: {e}") from e
+
+
+def run_neuron(cfg: NeuronConfig, label: str, runner: Callable[[NeuronConfig], None], suffix: str = "") -> int:
+    """What every entry point does once its flags are parsed: logging named `label:wallet/hotkey{suffix}`, the
+    process-wide runtime, then `runner(cfg)`; a SetupError (no wallet, not registered, ...) is one
+    logged line and exit status 2, not a traceback."""
+    setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
+                  name=f"{label}:{cfg.wallet.name}/{cfg.wallet.hotkey}{suffix}")
+    setup_runtime(cfg)
+    try:
+        runner(cfg)
+    except SetupError as e:
+        logger.error(str(e))
+        return 2
+    return 0

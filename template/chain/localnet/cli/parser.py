@@ -13,7 +13,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from template.chain.localnet.cli.context import DEFAULT_ENDPOINT, DEFAULT_WALLET_PATH
 
@@ -56,35 +56,30 @@ def rewrite_legacy(argv: list[str]) -> list[str]:
     return argv
 
 
+def _parsed(text: str, cast: type, what: str, ok, rule: str) -> Any:
+    """`cast(text)` if it parses and `ok` holds, else an argparse error naming `what` was expected or `rule`."""
+    try:
+        value = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+    return value
+
+
 def positive_amount(text: str) -> float:
     """An amount of TAO or alpha: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of TAO/alpha, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+    return float(_parsed(text, float, "a number of TAO/alpha", lambda v: math.isfinite(v) and v > 0,
+                         "a finite number > 0"))
 
 
 def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a fraction such as 0.005 (0.5%), got {text!r}") from None
-    if not math.isfinite(value) or not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text!r}")
-    return value
+    return float(_parsed(text, float, "a fraction such as 0.005 (0.5%)", lambda v: math.isfinite(v) and 0 <= v <= 1,
+                         "a fraction in [0, 1]"))
 
 
 def netuid(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a subnet number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in [0, 65535], got {text!r}")
-    return value
+    return int(_parsed(text, int, "a subnet number", lambda v: 0 <= v <= 65535, "in [0, 65535]"))
 
 
 def _endpoint(p: argparse.ArgumentParser) -> None:

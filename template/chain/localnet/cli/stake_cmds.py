@@ -7,6 +7,7 @@ move between the quote and the block, so the receipt prints what was actually re
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from template.chain.localnet.cli import context as ctx
 from template.chain.localnet.cli import pool
@@ -42,13 +43,17 @@ def _held(c, coldkey: str, hotkey: str, netuid: int) -> int:
     return sum(s["alpha_rao"] for s in c.account(coldkey)["stakes"] if s["netuid"] == netuid and s["hotkey"] == hotkey)
 
 
-def cmd_add(args: argparse.Namespace) -> int:
-    """add_stake: buy alpha with TAO onto a hotkey (the wallet's own, or --hotkey-ss58 to nominate)."""
+def _stake_context(args: argparse.Namespace) -> tuple[Any, str, Any, dict, str]:
+    """(wallet, target hotkey, client, subnet info, coldkey ss58) of a stake command."""
     w = ctx.wallet(args, hotkey=not args.hotkey_ss58)
     hotkey = _target_hotkey(args, w)
     c = ctx.client(args)
-    sub = ctx.subnet(c, args.netuid)
-    cold = ctx.coldkey_ss58(w)
+    return w, hotkey, c, ctx.subnet(c, args.netuid), ctx.coldkey_ss58(w)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    """add_stake: buy alpha with TAO onto a hotkey (the wallet's own, or --hotkey-ss58 to nominate)."""
+    w, hotkey, c, sub, cold = _stake_context(args)
     amount = tao_to_rao(args.amount)
     balance = c.account(cold)["balance_rao"]
     if amount > balance:
@@ -82,11 +87,7 @@ def _hotkey_stake(c, netuid: int, hotkey: str) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     """remove_stake: sell alpha (--amount, or --all) for TAO back to the coldkey."""
-    w = ctx.wallet(args, hotkey=not args.hotkey_ss58)
-    hotkey = _target_hotkey(args, w)
-    c = ctx.client(args)
-    sub = ctx.subnet(c, args.netuid)
-    cold = ctx.coldkey_ss58(w)
+    w, hotkey, c, sub, cold = _stake_context(args)
     held = _held(c, cold, hotkey, args.netuid)
     amount = held if args.all else tao_to_rao(args.amount)
     if amount <= 0 or amount > held:
