@@ -14,7 +14,8 @@ Reason codes (documented in docs/validator.md):
   `bad_signature`, `wrong_window`, `payload_mismatch`, `too_large`, `truncated`,
   `huge_header`, `malformed`, `bad_dtype`)
 - manifest fields: `bad_fields`, `wrong_uid`, `wrong_codec`, `wrong_inner_steps`, `wrong_receipt`
-- history (this validator's, for scoring only): `replay`, `near_copy` (gauntlet/nearcopy.py)
+- history (this validator's, for scoring only): `replay`, `near_copy` (gauntlet/nearcopy.py), `vanished` (an
+  upload of the previous window that went into its gather set is gone or changed)
 - payload: `codec_<CodecError.code>`, `bad_update`, `non_finite`
 - sync: `out_of_sync` (a well-formed update computed on another base model)
 - cross-upload: `copy` (see `detect_copies`)
@@ -56,6 +57,7 @@ NON_FINITE = "non_finite"
 OUT_OF_SYNC = "out_of_sync"
 COPY = "copy"
 NEAR_COPY = "near_copy"
+VANISHED = "vanished"
 
 FETCH_TIMEOUT = "fetch_timeout"
 FETCH_DENIED = "fetch_denied"

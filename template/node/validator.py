@@ -24,7 +24,7 @@ from bittensor_wallet import Keypair
 from loguru import logger
 
 from gauntlet.aggregate import admit_uploads, bootstrap_peers, gather_set, reject_copies, select_peers
-from gauntlet.checks import NEAR_COPY, Admission, Upload, mark_replays
+from gauntlet.checks import NEAR_COPY, VANISHED, Admission, Upload, mark_replays
 from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
 from gauntlet.nearcopy import SketchHistory, find_near_copies, sketch_update
 from gauntlet.ratings import Ratings
@@ -58,7 +58,9 @@ from template.node.sync import (
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import TokenDataset, eval_ids, loss_curve_ids, sample_ids
 from template.protocol.outer_step import clip_limit, clip_limits, clip_update, l2_norm
+from template.protocol.reads import ReadStatus
 from template.protocol.records import AggregationRecord, RecordEntry
+from template.protocol.sealing import KEY_MISSING
 
 SEEN_PAYLOADS_KEPT = 4096
 
@@ -194,6 +196,27 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
     scored = reject_copies(replays, uploads, threshold=v.hp.copy_overlap_threshold)
     release_freed_memory()  # the copy check's incidence matrix over every upload's sketch
     return Checked(scored=scored, norms=norms, peers=peers, sketches=sketches, near_copy=shares)
+
+
+def vanished_inputs(v: Validator, window: int, mg: Metagraph) -> set[int]:
+    """The miners whose upload of `window - 1` that went into that window's gather set is gone or changed now
+    (`not_found`, other bytes, or the sealed upload's key withdrawn): the record's inputs must stay
+    fetchable (the lead's mirror keeps replay safe; this makes withdrawing them cost the miner a window).
+    A read that fails for another reason (timeout, error) proves nothing and is not counted."""
+    gathered = v.run_state.get("gathered") or {}
+    if gathered.get("window") != window - 1 or not gathered.get("uploads"):
+        return set()
+    expected = {int(uid): (hotkey, sha) for uid, (hotkey, sha) in gathered["uploads"].items()
+                if int(uid) < mg.n and mg.hotkeys[int(uid)] == hotkey}  # a uid re-registered since is not judged
+    found = set()
+    for up in fetch_uploads(v.peers, {uid: hk for uid, (hk, _) in expected.items()}, window - 1,
+                            v.hp.max_upload_bytes):
+        changed = up.status is ReadStatus.OK and up.rejected is None and payload_sha(up.data) != expected[up.uid][1]
+        if up.status is ReadStatus.NOT_FOUND or up.rejected == KEY_MISSING or changed:
+            found.add(up.uid)
+            logger.bind(window=window).warning(f"uid {up.uid}: its gathered upload of window {window - 1} is "
+                                               f"{'changed' if changed else 'gone'} ({VANISHED})")
+    return found
 
 
 def near_copy_key(v: Validator) -> bytes:
@@ -443,7 +466,10 @@ def run_window(v: Validator, window: int) -> dict | None:
     seed = window_seed(v, window)
     peer_uids = peers_in_force(v, window, mg)
     checked = admit_all(v, window, uploads, deadline, base_fp, peer_uids=peer_uids, seed=seed)
-    admissions = checked.scored
+    admissions = dict(checked.scored)
+    for uid in vanished_inputs(v, window, mg):
+        if uid in admissions:
+            admissions[uid] = admissions[uid].reject(VANISHED)
     gather = lead_gather(v, uploads, checked.peers, peer_uids)
     sample = draw_eval_sample(v, mg, admissions, seed)
     keep = set(sample) | set(gather[0])  # raw bytes later steps need: evaluation, the record's mirror
@@ -466,6 +492,9 @@ def run_window(v: Validator, window: int) -> dict | None:
     sync, outer = apply_outer_step(v, window, mg, uploads, base_fp, gather, successes)
     agg_s = time.perf_counter() - agg_start
     remember_sketches(v, window, mg, checked.sketches)
+    by_uid_now = {u.uid: u for u in uploads}
+    v.run_state["gathered"] = {"window": window, "uploads": {
+        str(u): [mg.hotkeys[u], payload_sha(by_uid_now[u].data)] for u in gather[0]}}
     seen = v.run_state.setdefault("seen", [])
     seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
     v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]

@@ -1,6 +1,7 @@
-"""The near-copy check in a validator's window (issue 14, item 5): a miner that uploads a tweaked mean of the
-previous window's revealed updates (template/sim/storage_attacks.py `nearcopy`) is rejected as `near_copy`
-for scoring; honest miners are not. Real signed artifacts, real decisions, in-memory chain and buckets."""
+"""A validator's findings from its own history (issue 14), in its real window loop: a miner that uploads a
+tweaked mean of the previous window's revealed updates (template/sim/storage_attacks.py `nearcopy`) is a
+`near_copy`; a miner whose gathered upload of the previous window is gone or changed (the `vanisher`) is
+`vanished`; honest miners are neither. Real signed artifacts, real decisions, in-memory chain and buckets."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from template.node import validator as validator_module
 from template.node.miner import gather_and_step, honest_upload, plan_window, upload_update
 from template.node.state import load_sketch_history
 from template.node.validator import ensure_peer_lists, run_window
+from template.protocol import layout
 from template.sim.storage_attacks import nearcopy
 from tests.unit.fakes import FakeNet
 
@@ -56,3 +58,37 @@ def test_a_tweaked_copy_of_last_windows_updates_is_a_near_copy(tmp_path):
     saved = load_sketch_history(v.state_dir / "near_copy.safetensors")
     assert sorted((e.window, e.uid) for e in saved.entries) == [(0, 2), (0, 3), (0, 4), (1, 2), (1, 3), (1, 4)]
     assert len(v.run_state["near_copy_key"]) == 64
+
+
+@pytest.mark.parametrize("how", ["deleted", "resigned"])
+def test_a_gathered_upload_withdrawn_after_the_record_costs_the_next_window(tmp_path, how):
+    net = FakeNet(tmp_path)
+    net.add("owner", owner=True)
+    net.add("alice", stake=10_000.0, permit=True)
+    for name in ("bob", "charlie"):  # uids 2 (the vanisher), 3
+        net.add(name)
+    v = net.validator("alice")
+    miners = {name: net.miner(name) for name in ("bob", "charlie")}
+    ensure_peer_lists(v, [0, 1], net.chain.metagraph(net.netuid))
+    for window in (0, 1):
+        for m in miners.values():
+            plan = plan_window(m, window)
+            data, _ = honest_upload(m, plan, m.gm.fingerprint())
+            assert data is not None and upload_update(m, plan, data).on_time
+        net.chain.advance_to(v.clock.last_block(window) + 1)
+        row = run_window(v, window)
+        for m in miners.values():
+            gather_and_step(m, net.chain.metagraph(net.netuid), net.hotkey("alice"), window, m.clock.deadline(window))
+        if window == 0:
+            assert {uid: m["reason"] for uid, m in row["miners"].items()} == {"2": None, "3": None}
+            assert sorted(v.run_state["gathered"]["uploads"]) == ["2", "3"]
+            bob = miners["bob"]  # after the lead's record: what the vanisher does
+            if how == "deleted":
+                bob.bucket.client.delete(bob.bucket.access.bucket, layout.gradient_key(0))
+            else:
+                plan = plan_window(bob, 0)
+                other, _ = honest_upload(bob, plan, bob.gm.fingerprint())
+                bob.bucket.put_update(0, other)
+    reasons = {uid: m["reason"] for uid, m in row["miners"].items()}
+    assert reasons == {"2": "vanished", "3": None}
+    assert row["miners"]["2"]["evaluated"] is False and row["miners"]["2"]["score"] == 0.0
