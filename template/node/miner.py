@@ -11,16 +11,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from bittensor_wallet import Keypair
 from loguru import logger
 from tqdm import tqdm
 
 from gauntlet.aggregate import gather_admissions, gather_set
-from storage.peers import PeerBuckets, fetch_peer_list, fetch_record, fetch_uploads, newest_checkpoint
-from template.chain.base import Chain, Metagraph
+from storage.peers import fetch_peer_list, fetch_record, fetch_uploads, newest_checkpoint
+from template.chain.base import Metagraph
 from template.node import state as local_state
 from template.node.distributed import (
     DistContext,
@@ -32,9 +30,8 @@ from template.node.distributed import (
 )
 from template.node.neuron import (
     TRANSIENT_ERRORS,
-    OwnBucket,
+    NeuronParts,
     StopFlag,
-    WindowClock,
     append_metrics,
     build_node,
     find_lead,
@@ -42,7 +39,7 @@ from template.node.neuron import (
 from template.node.sync import GlobalModel, RecordAdmission, SyncStatus, catch_up, log_outer_step, resync
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import TokenDataset, data_receipt, loss_curve_ids, sample_ids
+from template.protocol.data import data_receipt, loss_curve_ids, sample_ids
 from template.protocol.model import autocast_context
 from template.protocol.reads import ReadStatus
 from template.protocol.sealing import reveal_bytes, seal
@@ -76,21 +73,11 @@ class UploadResult:
 
 
 @dataclass
-class Miner:
+class Miner(NeuronParts):
     """Long-lived parts of a running miner. Per-window values travel as arguments."""
 
-    cfg: NeuronConfig
-    hotkey: Keypair
-    uid: int
-    chain: Chain
-    clock: WindowClock
-    peers: PeerBuckets
-    bucket: OwnBucket
-    dataset: TokenDataset
     num_train: int
     gm: GlobalModel
-    device: torch.device
-    state_dir: Path
     optimizer: torch.optim.Optimizer
     ef: dict[str, torch.Tensor] = field(default_factory=dict)
     stop: StopFlag = field(default_factory=StopFlag)

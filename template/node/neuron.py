@@ -89,8 +89,8 @@ def peer_buckets(chain: Chain, netuid: int) -> PeerBuckets:
 
 
 @dataclass
-class NodeBase:
-    """What a miner and a validator both start from: keys, chain, buckets, run hparams, dataset, device."""
+class NeuronParts:
+    """The long-lived parts every running neuron holds (`Miner` and `Validator` extend it)."""
 
     cfg: NeuronConfig
     hotkey: Keypair
@@ -99,11 +99,17 @@ class NodeBase:
     clock: WindowClock
     peers: PeerBuckets
     bucket: OwnBucket
-    hparams: HParams
-    manifest: DatasetManifest
     dataset: TokenDataset
     state_dir: Path
     device: torch.device
+
+
+@dataclass
+class NodeBase(NeuronParts):
+    """What a miner and a validator both start from: the parts, the run hparams and the dataset manifest."""
+
+    hparams: HParams
+    manifest: DatasetManifest
 
 
 def build_node(cfg: NeuronConfig, device: torch.device | None = None) -> NodeBase:

@@ -16,11 +16,9 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
-from bittensor_wallet import Keypair
 from loguru import logger
 
 from gauntlet.aggregate import admit_uploads, bootstrap_peers, gather_set, reject_copies, select_peers
@@ -30,14 +28,13 @@ from gauntlet.nearcopy import SketchHistory, find_near_copies, sketch_update
 from gauntlet.ratings import Ratings
 from gauntlet.sampling import Rotation, draw_sample, sketch_indices, sketch_rate
 from gauntlet.weights import compute_weights, final_scores, weights_due
-from storage.peers import PeerBuckets, fetch_peer_list, fetch_uploads, newest_checkpoint
-from template.chain.base import Chain, Metagraph
+from storage.peers import fetch_peer_list, fetch_uploads, newest_checkpoint
+from template.chain.base import Metagraph
 from template.node import state as local_state
 from template.node.neuron import (
     TRANSIENT_ERRORS,
-    OwnBucket,
+    NeuronParts,
     StopFlag,
-    WindowClock,
     append_metrics,
     build_node,
     declared_validators,
@@ -56,7 +53,7 @@ from template.node.sync import (
     resync,
 )
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import TokenDataset, eval_ids, loss_curve_ids, sample_ids
+from template.protocol.data import eval_ids, loss_curve_ids, sample_ids
 from template.protocol.outer_step import clip_limit, clip_limits, clip_update, l2_norm
 from template.protocol.reads import ReadStatus
 from template.protocol.records import AggregationRecord, RecordEntry
@@ -66,20 +63,12 @@ SEEN_PAYLOADS_KEPT = 4096
 
 
 @dataclass
-class Validator:
-    cfg: NeuronConfig
-    hotkey: Keypair
-    uid: int
-    chain: Chain
-    clock: WindowClock
-    peers: PeerBuckets
-    bucket: OwnBucket
-    dataset: TokenDataset
+class Validator(NeuronParts):
+    """Long-lived parts of a running validator. Per-window values travel as arguments."""
+
     num_train: int
     num_samples: int
     gm: GlobalModel
-    device: torch.device
-    state_dir: Path
     ratings: Ratings
     run_state: dict = field(default_factory=dict)  # last_window, last_weights_interval, seen
     restored_ratings: int = 0  # uids whose ratings were loaded from disk at start-up
