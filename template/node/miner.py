@@ -17,7 +17,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from gauntlet.aggregate import gather_admissions, gather_set
-from storage.peers import fetch_peer_list, fetch_record, fetch_uploads, newest_checkpoint
+from storage.peers import fetch_peer_list, fetch_record, fetch_uploads
 from template.chain.base import Metagraph
 from template.node import state as local_state
 from template.node.distributed import (
@@ -36,7 +36,7 @@ from template.node.neuron import (
     build_node,
     find_lead,
 )
-from template.node.sync import GlobalModel, RecordAdmission, SyncStatus, catch_up, log_outer_step, resync
+from template.node.sync import GlobalModel, RecordAdmission, SyncStatus, log_outer_step, restore_from_lead
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import data_receipt, loss_curve_ids, sample_ids
@@ -273,9 +273,9 @@ def verify_records(m: Miner, lead_hotkey: str, window: int) -> str:
             continue
         logger.warning(f"window {w}: our model differs from the lead's record; resyncing")
         m.unverified.clear()
-        resync(m.gm, m.peers, lead_hotkey, window, m.device)
-        catch_up(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.2,
-                 should_stop=m.stop.is_set, check=RecordAdmission(m.num_train, m.clock.deadline))
+        restore_from_lead(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.2,
+                          should_stop=m.stop.is_set, check=RecordAdmission(m.num_train, m.clock.deadline),
+                          force_resync=True)
         return SyncStatus.RESYNCED
     return SyncStatus.IN_SYNC
 
@@ -414,11 +414,8 @@ def sync_to_window(m: Miner, window: int) -> None:
     if lead is None:
         m.gm.window = window
         return
-    lead_hotkey = mg.hotkeys[lead]
-    ckpt = newest_checkpoint(m.peers, lead_hotkey, window)
-    if m.gm.window > window or (ckpt is not None and ckpt > m.gm.window):
-        resync(m.gm, m.peers, lead_hotkey, window, m.device)
-    status = catch_up(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.3,
-                      should_stop=m.stop.is_set, check=RecordAdmission(m.num_train, m.clock.deadline))
+    status = restore_from_lead(m.gm, window, m.peers, mg.hotkeys[lead], m.device,
+                               wait_last_s=m.clock.window_s() * 0.3, should_stop=m.stop.is_set,
+                               check=RecordAdmission(m.num_train, m.clock.deadline), force_resync=m.gm.window > window)
     m.unverified.clear()
     logger.info(f"synced to window {m.gm.window} ({status})")

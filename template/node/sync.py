@@ -333,3 +333,15 @@ def catch_up(
         status = SyncStatus.RESYNCED
         resync(gm, peers, lead_hotkey, target, device)
     return SyncStatus.DIVERGED
+
+
+def restore_from_lead(gm: GlobalModel, window: int, peers: PeerBuckets, lead_hotkey: str, device: torch.device, *,
+                      check: RecordAdmission, should_stop: Callable[[], bool], wait_last_s: float = 0.0,
+                      force_resync: bool = False) -> SyncStatus:
+    """Bring `gm` to `window` from the lead's objects: its newest checkpoint first when that is ahead of us (or
+    when `force_resync`: we are ahead of the window), then its records (`catch_up`)."""
+    ckpt = newest_checkpoint(peers, lead_hotkey, window)
+    if force_resync or (ckpt is not None and ckpt > gm.window):
+        resync(gm, peers, lead_hotkey, window, device)
+    return catch_up(gm, window, peers, lead_hotkey, device, wait_last_s=wait_last_s, should_stop=should_stop,
+                    check=check)

@@ -28,7 +28,7 @@ from gauntlet.nearcopy import SketchHistory, find_near_copies, sketch_update
 from gauntlet.ratings import Ratings
 from gauntlet.sampling import Rotation, draw_sample, sketch_indices, sketch_rate
 from gauntlet.weights import compute_weights, final_scores, weights_due
-from storage.peers import fetch_peer_list, fetch_uploads, newest_checkpoint
+from storage.peers import fetch_peer_list, fetch_uploads
 from template.chain.base import Metagraph
 from template.node import state as local_state
 from template.node.neuron import (
@@ -50,7 +50,7 @@ from template.node.sync import (
     log_outer_step,
     outer_step_metrics,
     publish_checkpoint,
-    resync,
+    restore_from_lead,
 )
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import eval_ids, loss_curve_ids, sample_ids
@@ -540,12 +540,8 @@ def restore_model(v: Validator, window: int) -> None:
     if lead is None:
         v.gm.window = window
         return
-    lead_hotkey = mg.hotkeys[lead]
-    ckpt = newest_checkpoint(v.peers, lead_hotkey, window)
-    if ckpt is not None and ckpt > v.gm.window:
-        resync(v.gm, v.peers, lead_hotkey, window, v.device)
-    status = catch_up(v.gm, window, v.peers, lead_hotkey, v.device, should_stop=v.stop.is_set,
-                      check=RecordAdmission(v.num_train, v.clock.deadline))
+    status = restore_from_lead(v.gm, window, v.peers, mg.hotkeys[lead], v.device, should_stop=v.stop.is_set,
+                               check=RecordAdmission(v.num_train, v.clock.deadline))
     logger.info(f"model at window {v.gm.window} ({status})")
 
 
