@@ -12,15 +12,15 @@ the cosine), so it compares updates like the dense vectors do at 16 KiB per upda
 update itself; the private key means a copier cannot aim its tweaks at the sketch's collisions.
 
 Similarity. `explained_fraction` is the share of an update's energy (squared norm) that a combination of
-at most `max_terms` earlier updates accounts for, found greedily (orthogonal matching pursuit: take the
+at most `max_terms` earlier updates of other miners accounts for, found greedily (orthogonal matching pursuit: take the
 earlier update most aligned with what is still unexplained, re-fit on all taken, repeat). Scaling does
 not change it; noise, dropped values and re-quantization lower it only as much as they replace the
 copied content (to get under the default threshold 0.2 a copier must make four fifths of its update
 something other than the copy); a mix of several updates is explained by their span, up to `max_terms` of them.
 Measured on the tiny preset's honest updates (4 miners, 12 windows, the protocol codec, top-256 of
 4096): at most 0.09 against the four previous windows (median 0.05; cosine to an earlier update of
-another miner at most 0.26, to its own earlier ones at most 0.08, because error feedback sends what was
-not sent before). Copies, re-encoded by the codec as a copier must: one earlier update scaled by 1.3 with
+another miner at most 0.26); in a 12-window network run at most 0.12 for the honest miners. Its own
+earlier updates are not compared (see `find_near_copies`). Copies, re-encoded by the codec as a copier must: one earlier update scaled by 1.3 with
 a fifth of its values dropped, 0.72-0.78; the mean of 4 or 8 earlier updates treated the same way, with
 or without a quarter of own work, 0.47-0.61 (top-k of a mean keeps only part of each source, most where
 the sources agree). What passes: a copy diluted to under a fifth of the update's energy, which is
@@ -81,18 +81,21 @@ def sketch_update(update: Mapping[str, torch.Tensor], indices: Mapping[str, torc
     return unit
 
 
-def explained_fraction(sketch: torch.Tensor, earlier: torch.Tensor, *, max_terms: int = MAX_TERMS
-                       ) -> tuple[float, list[int]]:
+def explained_fraction(sketch: torch.Tensor, earlier: torch.Tensor, *, max_terms: int = MAX_TERMS,
+                       allowed: torch.Tensor | None = None) -> tuple[float, list[int]]:
     """(share of `sketch`'s energy in the span of at most `max_terms` rows of `earlier`, the rows used).
 
-    `sketch` is one unit-norm sketch, `earlier` a (m, dim) matrix of unit-norm sketches (zero rows are
-    never chosen). Greedy orthogonal matching pursuit, in float64; the share is in [0, 1]."""
+    `sketch` is one unit-norm sketch, `earlier` a (m, dim) matrix of unit-norm sketches; only rows where
+    `allowed` (bool, m) is True are chosen, and never zero rows. Greedy orthogonal matching pursuit, in
+    float64; the share is in [0, 1]."""
     s = sketch.to(torch.float64)
     energy = float(s @ s)
     if energy == 0 or earlier.shape[0] == 0:
         return 0.0, []
     rows = earlier.to(torch.float64)
     usable = rows.norm(dim=1) > 0
+    if allowed is not None:
+        usable &= allowed
     chosen: list[int] = []
     residual = s
     for _ in range(min(max_terms, int(usable.sum()))):
@@ -158,14 +161,21 @@ class SketchHistory:
         return SketchHistory(sketches=rows, entries=entries)
 
 
-def find_near_copies(sketches: Mapping[int, torch.Tensor], history: SketchHistory, *, threshold: float,
+def find_near_copies(sketches: Mapping[int, tuple[str, torch.Tensor]], history: SketchHistory, *, threshold: float,
                      max_terms: int = MAX_TERMS) -> tuple[dict[int, NearCopy], dict[int, float]]:
-    """(uid -> NearCopy for every update whose explained share by `history` is at least `threshold`,
-    uid -> explained share for every update). `history` must hold earlier windows only."""
+    """(uid -> NearCopy for every update whose explained share by other miners' updates in `history` is at
+    least `threshold`, uid -> explained share for every update). `sketches`: uid -> (hotkey, sketch);
+    `history` must hold earlier windows only.
+
+    A miner's own earlier updates are left out: an honest miner that skipped a window sends much of its
+    error-feedback backlog next time, which resembles what it sent before (measured up to 0.19 in a
+    network run), and resending its own work unchanged is a `replay` already."""
     found: dict[int, NearCopy] = {}
     shares: dict[int, float] = {}
     for uid in sorted(sketches):
-        share, rows = explained_fraction(sketches[uid], history.sketches, max_terms=max_terms)
+        hotkey, sketch = sketches[uid]
+        others = torch.tensor([not (e.uid == uid and e.hotkey == hotkey) for e in history.entries], dtype=torch.bool)
+        share, rows = explained_fraction(sketch, history.sketches, max_terms=max_terms, allowed=others)
         shares[uid] = share
         if rows and share >= threshold:
             found[uid] = NearCopy(explained=share, sources=tuple(history.entries[i] for i in rows))

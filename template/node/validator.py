@@ -175,7 +175,8 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
         release_freed_memory()
     replays = mark_replays(base, set(v.run_state.get("seen", [])))
     earlier = v.sketches.before(window, v.hp.near_copy_windows)
-    near, shares = find_near_copies({u: s for u, s in sketches.items() if replays[u].ok}, earlier,
+    hotkeys = {up.uid: up.hotkey for up in uploads}
+    near, shares = find_near_copies({u: (hotkeys[u], s) for u, s in sketches.items() if replays[u].ok}, earlier,
                                     threshold=v.hp.near_copy_threshold)
     for uid, found in near.items():
         replays[uid] = replays[uid].reject(NEAR_COPY)

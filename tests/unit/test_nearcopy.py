@@ -124,10 +124,18 @@ def test_history_windows_and_findings_name_their_sources():
     assert h.before(4, 4).entries == (SketchEntry(3, 7, "hk7"), SketchEntry(3, 8, "hk8"))
     assert len(h.with_window(3, {9: ("hk9", e[3])}).entries) == 2  # window 3 replaced
     probe = (e[0] + e[1]) / math.sqrt(2)
-    found, shares = find_near_copies({1: probe, 2: e[3]}, h.before(5, 4), threshold=0.25)
+    found, shares = find_near_copies({1: ("hk1", probe), 2: ("hk2", e[3])}, h.before(5, 4), threshold=0.25)
     assert set(found) == {1} and shares[2] == 0.0
     assert {(s.window, s.uid) for s in found[1].sources} == {(3, 7), (3, 8)}
     assert found[1].explained == pytest.approx(1.0)
+    # a miner's own earlier updates are not compared; a new hotkey on the uid is another miner
+    found, shares = find_near_copies({7: ("hk7", probe)}, h.before(5, 4), threshold=0.25)
+    assert shares[7] == pytest.approx(0.5) and set(found) == {7}
+    assert [(s.window, s.uid) for s in found[7].sources] == [(3, 8)]
+    _, shares = find_near_copies({8: ("hk8", e[1]), 9: ("other", e[1])}, h.before(5, 4), threshold=0.25)
+    assert shares == {8: 0.0, 9: pytest.approx(1.0)}
+    _, shares = find_near_copies({7: ("new owner", e[0])}, h.before(5, 4), threshold=0.25)
+    assert shares[7] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         SketchHistory(sketches=torch.zeros(2, 4), entries=(SketchEntry(0, 0, "x"),))
 
