@@ -14,10 +14,12 @@ are known (`configure`), a commitment whose endpoint is not an approved provider
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from bittensor_wallet import Keypair
@@ -27,7 +29,8 @@ from gauntlet.aggregate import parse_peer_list
 from gauntlet.checks import Upload
 from storage.bounded import FetchBudget, deadline
 from storage.credentials import BucketAccess
-from storage.s3 import GetResult, S3Client, S3Error, Status
+from storage.bounded import Identity
+from storage.s3 import GetResult, IdentityClient, ObjectInfo, S3Client, S3Error, Status
 from template.protocol import layout
 from template.protocol.artifacts import (
     ArtifactError,
@@ -75,11 +78,34 @@ def read_of(res: GetResult) -> Read[bytes]:
     return Read.failure(status, res.error or "")
 
 
-def peer_client(acc: BucketAccess) -> S3Client:
-    """The S3 client that reads a peer's bucket with the read keys it published: every request over a
-    watched connection (storage.bounded), each read within the budget `PeerBuckets.get` sets."""
-    return S3Client(acc.endpoint, acc.access_key_id, acc.secret_access_key, acc.region,
-                    max_attempts=PEER_READ_ATTEMPTS, budget=FetchBudget())
+class PeerReader(Protocol):
+    """What `PeerBuckets` reads a peer's bucket with (an `IdentityClient`; unit tests pass an in-memory store)."""
+
+    def get(self, bucket: str, key: str, *, max_bytes: int | None = None, sha256: str | None = None,
+            budget: FetchBudget | None = None) -> GetResult:
+        ...
+
+    def list(self, bucket: str, prefix: str = "", *, page_size: int | None = None) -> list[ObjectInfo]:
+        ...
+
+
+_SHARED_LOCK = threading.Lock()
+_SHARED: list[S3Client] = []
+
+
+def shared_peer_client() -> S3Client:
+    """The one S3 client every peer read goes through, signed per read with that peer's keys."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            _SHARED.append(S3Client.for_identities(FetchBudget(), max_attempts=PEER_READ_ATTEMPTS))
+        return _SHARED[0]
+
+
+def peer_client(acc: BucketAccess) -> PeerReader:
+    """Reads of a peer's bucket with the read keys it published: every request over a watched connection
+    (storage.bounded), each read within the budget `PeerBuckets.get` sets, all peers over one client."""
+    return IdentityClient(shared_peer_client(), Identity(acc.endpoint, acc.access_key_id, acc.secret_access_key,
+                                                         acc.region))
 
 
 @dataclass
@@ -87,7 +113,7 @@ class PeerBuckets:
     """Hotkey -> read access to its bucket, from on-chain commitments; unusable commitments are skipped.
 
     `commitments` returns hotkey -> committed string (the runtime passes the chain's); `refresh()`
-    re-reads it. One S3 client per distinct (endpoint, keys), kept across refreshes; `client_factory`
+    re-reads it. One reader per distinct (endpoint, keys), kept across refreshes; `client_factory`
     makes it (unit tests pass an in-memory store with S3Client's methods). `approved` (endpoint
     patterns, template.protocol.endpoints) is None until `configure` sets the run's: only the
     subnet owner's bucket is read before that, to get the hparams.
@@ -96,12 +122,12 @@ class PeerBuckets:
     commitments: Callable[[], dict[str, str]]
     on_secret: Callable[[str], None] = lambda _secret: None  # e.g. keep read secrets out of the logs
     access: dict[str, BucketAccess] = field(default_factory=dict)
-    client_factory: Callable[[BucketAccess], S3Client] = peer_client
+    client_factory: Callable[[BucketAccess], PeerReader] = peer_client
     budget: FetchBudget = field(default_factory=FetchBudget)
     checkpoint_budget: FetchBudget = field(default_factory=lambda: FetchBudget(total_s=600.0))
     approved: tuple[str, ...] | None = None
     refused: dict[str, str] = field(default_factory=dict)  # hotkey -> why its commitment is not usable
-    _clients: dict[tuple[str, str, str], S3Client] = field(default_factory=dict)
+    _clients: dict[tuple[str, str, str], PeerReader] = field(default_factory=dict)
 
     def configure(self, hp: HParams) -> None:
         """Apply the run's storage rules (approved endpoints, fetch budgets) and re-read the commitments."""
@@ -129,7 +155,7 @@ class PeerBuckets:
                 logger.debug(f"ignoring commitment of {hotkey[:10]}: {why}")
         self.access, self.refused = fresh, refused
 
-    def reader(self, hotkey: str) -> tuple[S3Client, str] | None:
+    def reader(self, hotkey: str) -> tuple[PeerReader, str] | None:
         """(client with the peer's read keys, bucket), or None when the hotkey committed no usable access."""
         acc = self.access.get(hotkey)
         if acc is None:

@@ -122,3 +122,24 @@ def test_missing_last_modified_is_never_on_time() -> None:
     adm = admit_upload(upload, window=3, deadline_s=time.time() + 3600, hparams=HParams(), shapes={},
                        expected_receipt="", base_fingerprint="", seen_payloads=set())
     assert adm.reason == LATE
+
+
+def test_every_peer_is_read_through_one_client_each_read_signed_with_its_own_keys(seaweed) -> None:
+    """Issue 18: one botocore client signs for every peer (a client per peer held ~0.5 MB each); reads in
+    flight at once keep their own keys: carol's keys on alice's bucket are refused, on her own accepted."""
+    key = layout.gradient_key(5)
+    for name in ("alice", "carol"):
+        seaweed.writer(name).put(name, key, name.encode() * 10)
+    (_, alice), (_, carol) = seaweed.neurons["alice"], seaweed.neurons["carol"]
+    peers = peers_of({"alice": access(seaweed.endpoint, "alice", alice.access_key, alice.secret_key),
+                      "carol": access(seaweed.endpoint, "carol", carol.access_key, carol.secret_key),
+                      "mixed": access(seaweed.endpoint, "alice", carol.access_key, carol.secret_key)})
+    uploads = fetch_uploads(peers, {1: "alice", 2: "carol", 3: "mixed"} | {10 + i: "alice" for i in range(8)},
+                            5, max_bytes=1 << 20)
+    by_uid = {u.uid: u for u in uploads}
+    assert by_uid[1].data == b"alice" * 10 and by_uid[2].data == b"carol" * 10
+    assert all(by_uid[10 + i].data == b"alice" * 10 for i in range(8))
+    assert by_uid[3].status is ReadStatus.DENIED
+    readers = [found[0] for hotkey in ("alice", "carol", "mixed") if (found := peers.reader(hotkey))]
+    assert len({id(r.shared) for r in readers}) == 1  # type: ignore[attr-defined]
+    assert peers.list_windows("carol", "v1/gradients/") == [5]
