@@ -27,9 +27,8 @@ from loguru import logger
 
 from gauntlet.aggregate import parse_peer_list
 from gauntlet.checks import Upload
-from storage.bounded import FetchBudget, deadline
+from storage.bounded import FetchBudget, Identity, deadline
 from storage.credentials import BucketAccess
-from storage.bounded import Identity
 from storage.s3 import GetResult, IdentityClient, ObjectInfo, S3Client, S3Error, Status
 from template.protocol import layout
 from template.protocol.artifacts import (
