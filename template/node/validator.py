@@ -29,7 +29,7 @@ from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_
 from gauntlet.ratings import Ratings
 from gauntlet.sampling import Rotation, draw_sample, sketch_indices, sketch_rate
 from gauntlet.weights import compute_weights, final_scores, weights_due
-from storage.peers import PeerBuckets, fetch_peer_list, fetch_uploads, newest_checkpoint
+from storage.peers import PeerBuckets, UploadSpool, fetch_peer_list, fetch_uploads, newest_checkpoint
 from template.chain.base import Chain, Metagraph
 from template.node import state as local_state
 from template.node.neuron import (
@@ -114,14 +114,20 @@ def judged_miners(v: Validator, mg: Metagraph) -> list[int]:
     return [uid for uid in miner_uids(mg, v.hp.min_validator_stake, declared_validators(v.peers)) if uid != v.uid]
 
 
+def upload_spool(v: Validator) -> UploadSpool:
+    """Where a window's uploads wait on disk between the fetch and their admission (one file per uid)."""
+    return UploadSpool(v.state_dir / "uploads")
+
+
 def fetch_updates(v: Validator, window: int, mg: Metagraph) -> list[Upload]:
     """Every judged miner's upload of `window`, sealed ones opened with keys revealed by deadline +
-    reveal_grace_s (in a sealed run, fetched only once that time has passed)."""
+    reveal_grace_s (in a sealed run, fetched only once that time has passed). The bytes are on disk
+    (`upload_spool(v).load` reads one back): memory does not hold N miners' uploads at once."""
     hotkeys = {uid: mg.hotkeys[uid] for uid in judged_miners(v, mg)}
     reveal_by = v.clock.deadline(window) + v.hp.reveal_grace_s
     while v.hp.sealed_uploads and not v.stop.is_set() and time.time() < reveal_by + 1.0:  # +1 s: LastModified
         time.sleep(0.1)
-    return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes, reveal_by=reveal_by)
+    return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes, reveal_by=reveal_by, spool=upload_spool(v))
 
 
 @dataclass(frozen=True)
@@ -152,13 +158,16 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
     window's private `seed`); the uploads of `peer_uids` are kept whole for the gather set.
 
     Scoring adds this validator's replay history and copies among all uploads (by sketch); the gather set
-    (`lead_gather`) judges copies among the peers only, exactly, as every miner does."""
+    (`lead_gather`) judges copies among the peers only, exactly, as every miner does. Each upload's bytes are
+    read back from the window's spool (`fetch_updates`) as it is admitted: one upload's at a time."""
     rate = sketch_rate(v.gm.shapes(), topk=v.hp.topk, chunk_size=v.hp.chunk_size)
     on_list = set(peer_uids)
     base: dict[int, Admission] = {}
     norms: dict[int, dict[str, float]] = {}
     peers: dict[int, Admission] = {}
-    for up in uploads:
+    spool = upload_spool(v)
+    for stub in uploads:
+        up = spool.load(stub)
         adm = admit_one(v, window, up, deadline, base_fp)
         if adm.ok and adm.update is not None:
             norms[up.uid] = {name: l2_norm(t) for name, t in adm.update.items()}
@@ -166,7 +175,7 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
             peers[up.uid] = adm
         sketch = None if adm.indices is None else sketch_indices(adm.indices, seed=seed, rate=rate)
         base[up.uid] = replace(adm, update=None, indices=sketch)
-        del adm  # the dense update goes now, unless a peer's
+        del adm, up  # the dense update and the bytes go now (the update stays if a peer's)
         release_freed_memory()
     scored = reject_copies(mark_replays(base, set(v.run_state.get("seen", []))), uploads,
                            threshold=v.hp.copy_overlap_threshold)
@@ -403,18 +412,18 @@ def run_window(v: Validator, window: int) -> dict | None:
     fetch_s = time.perf_counter() - fetch_start
     seed = window_seed(v, window)
     peer_uids = peers_in_force(v, window, mg)
+    spool = upload_spool(v)
     checked = admit_all(v, window, uploads, deadline, base_fp, peer_uids=peer_uids, seed=seed)
     admissions = checked.scored
     gather = lead_gather(v, uploads, checked.peers, peer_uids)
     sample = draw_eval_sample(v, mg, admissions, seed)
-    keep = set(sample) | set(gather[0])  # raw bytes later steps need: evaluation, the record's mirror
-    uploads = [u if u.uid in keep else replace(u, data=None) for u in uploads]
+    uploads = [spool.load(u) if u.uid in set(gather[0]) else u for u in uploads]  # the record's mirrors
     release_freed_memory()
     by_uid = {u.uid: u for u in uploads}
     checks_s = time.perf_counter() - fetch_start - fetch_s
 
     def decode(uid: int) -> dict[str, torch.Tensor]:
-        adm = checked.peers.get(uid) or admit_one(v, window, by_uid[uid], deadline, base_fp)
+        adm = checked.peers.get(uid) or admit_one(v, window, spool.load(by_uid[uid]), deadline, base_fp)
         assert adm.update is not None, "a sampled upload was admitted, so it decodes"
         return adm.update
 
@@ -432,6 +441,7 @@ def run_window(v: Validator, window: int) -> dict | None:
     v.run_state["last_window"] = window
     save_run_state(v)
     v.bucket.prune(window, v.hp.retention_windows)  # own objects past the run's retention
+    spool.clear()
     row = window_row(v, window, mg, loss, admissions, evals, scores, weights, sync)
     row["fetch/s"] = round(fetch_s, 3)
     row.update({"time/checks_s": round(checks_s, 3), "time/eval_s": round(eval_s, 3),

@@ -80,6 +80,23 @@ def test_admission_keeps_only_the_compact_form_except_the_peers(net):
     assert checked.scored[3].indices is not None and checked.scored[4].indices is None
 
 
+def test_uploads_wait_on_disk_between_fetch_and_admission(net):
+    """Issue 18: the fetch writes each upload to the validator's spool and keeps no bytes; admission reads
+    them back one at a time; the window empties the spool when it ends."""
+    v = net.validator("alice")
+    upload(net, "bob", 0)
+    upload(net, "charlie", 0)
+    net.chain.advance_to(v.clock.last_block(0) + 1)
+    uploads = fetch_updates(v, 0, net.chain.metagraph(net.netuid))
+    spool = validator_module.upload_spool(v)
+    assert all(u.data is None for u in uploads)
+    assert sorted(p.name for p in spool.folder.iterdir()) == ["2.upload", "3.upload"]
+    assert spool.load(uploads[0]).data == spool.path(2).read_bytes()
+    row = run_window(v, 0)
+    assert row["eval/admitted"] == 2
+    assert list(spool.folder.iterdir()) == []
+
+
 def test_an_update_that_helps_reaches_the_peer_list_even_when_its_window_is_not_compliant(net):
     # Regression: peer lists were gated on one window's compliance test, which honest miners fail about
     # half the time early in training (assigned ~ random); in a localnet run nothing was aggregated for
