@@ -58,7 +58,8 @@ def mean_loss(model: torch.nn.Module, batch: torch.Tensor, *, micro_batch: int =
     total, counted = 0.0, 0
     try:
         with torch.no_grad():
-            for part in batch.split(micro_batch):  # (m, seq_len + 1), m <= micro_batch
+            for start in range(0, batch.shape[0], micro_batch):
+                part = batch[start:start + micro_batch]  # (m, seq_len + 1), m <= micro_batch
                 num_targets = int((part[:, 1:] != -1).sum())
                 if num_targets == 0:
                     continue
