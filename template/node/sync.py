@@ -37,7 +37,7 @@ from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields
 from template.protocol.config import HParams
 from template.protocol.data import data_receipt, sample_ids
 from template.protocol.model import build_model, model_fingerprint
-from template.protocol.outer_step import outer_step
+from template.protocol.outer_step import StreamedUpdates, outer_step, outer_step_streamed
 from template.protocol.reads import ReadStatus
 from template.protocol.records import AggregationRecord
 from template.protocol.sparseloco import CodecParams
@@ -72,17 +72,23 @@ class GlobalModel:
     def checkpoint_max_bytes(self) -> int:
         return sum(p.numel() for p in self.model.parameters()) * 4 + (4 << 20)
 
-    def apply_updates(self, updates: list[dict[str, torch.Tensor]], lr: float) -> dict[str, Any]:
+    def apply_updates(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float) -> dict[str, Any]:
         """Outer step on CPU fp32 (bit-exact across devices), then back to the model's device.
 
         The clip limits are held within `clip_norm_growth` of the previous step's (`clip_ref`), and
-        become the next step's reference. Returns the outer step's statistics (used, skipped,
+        become the next step's reference. `StreamedUpdates` are applied one at a time
+        (`outer_step_streamed`: the same bits). Returns the outer step's statistics (used, skipped,
         skipped_tensors, clip_norms)."""
         params = dict(self.model.named_parameters())
         cpu = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in params.items()}
         stats: dict[str, Any] = {"used": 0, "skipped": 0, "clip_norms": {}, "skipped_tensors": []}
-        if updates:
-            stats = outer_step(cpu, updates, lr, clip_ref=self.clip_ref, norm_growth=self.hparams.clip_norm_growth)
+        growth = self.hparams.clip_norm_growth
+        if isinstance(updates, StreamedUpdates):
+            if len(updates):
+                stats = outer_step_streamed(cpu, updates.norms, updates.load, lr, clip_ref=self.clip_ref,
+                                            norm_growth=growth)
+        elif updates:
+            stats = outer_step(cpu, updates, lr, clip_ref=self.clip_ref, norm_growth=growth)
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(cpu[n])
@@ -90,8 +96,8 @@ class GlobalModel:
             self.clip_ref = dict(stats["clip_norms"])
         return stats
 
-    def guarded_step(self, updates: list[dict[str, torch.Tensor]], lr: float, heldout: torch.Tensor
-                     ) -> dict[str, Any]:
+    def guarded_step(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float,
+                     heldout: torch.Tensor) -> dict[str, Any]:
         """`apply_updates`, refused when it raises the loss on `heldout` (the run's loss-curve samples) by more
         than `max_loss_rise`: theta and the norm history are then restored bit for bit.
 

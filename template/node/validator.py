@@ -56,7 +56,7 @@ from template.node.sync import (
 )
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import TokenDataset, eval_ids, loss_curve_ids, sample_ids
-from template.protocol.outer_step import clip_limit, clip_limits, clip_update, l2_norm
+from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update, l2_norm
 from template.protocol.records import AggregationRecord, RecordEntry
 
 SEEN_PAYLOADS_KEPT = 4096
@@ -136,8 +136,9 @@ class Checked:
     model per judged miner, except the peers' updates, at most num_peers).
 
     scored: uid -> verdict for scoring (history and copies among all uploads, by index sketch), no update.
-    norms: uid -> per-tensor L2 norms of each deterministically admitted update (clip limits).
-    peers: uid -> full deterministic Admission (dense update, exact indices) of the uids on the peer list.
+    norms: uid -> per-tensor L2 norms of each deterministically admitted update (clip limits, the outer step).
+    peers: uid -> deterministic Admission of the uids on the peer list, with exact indices (the gather set's
+        copy check) and no update: the outer step decodes each again when it adds it (`StreamedUpdates`).
     """
 
     scored: dict[int, Admission]
@@ -155,7 +156,7 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
               peer_uids: list[int], seed: bytes) -> Checked:
     """Admit every upload, one dense decode at a time, keeping per upload only its verdict, payload digest,
     tensor norms and a sketch of its kept positions (`gauntlet.sampling.sketch_indices`, keyed by the
-    window's private `seed`); the uploads of `peer_uids` are kept whole for the gather set.
+    window's private `seed`); the uploads of `peer_uids` keep their exact indices for the gather set.
 
     Scoring adds this validator's replay history and copies among all uploads (by sketch); the gather set
     (`lead_gather`) judges copies among the peers only, exactly, as every miner does. Each upload's bytes are
@@ -172,10 +173,10 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
         if adm.ok and adm.update is not None:
             norms[up.uid] = {name: l2_norm(t) for name, t in adm.update.items()}
         if up.uid in on_list:
-            peers[up.uid] = adm
+            peers[up.uid] = replace(adm, update=None)
         sketch = None if adm.indices is None else sketch_indices(adm.indices, seed=seed, rate=rate)
         base[up.uid] = replace(adm, update=None, indices=sketch)
-        del adm, up  # the dense update and the bytes go now (the update stays if a peer's)
+        del adm, up  # the dense update and the bytes go now
         release_freed_memory()
     scored = reject_copies(mark_replays(base, set(v.run_state.get("seen", []))), uploads,
                            threshold=v.hp.copy_overlap_threshold)
@@ -222,12 +223,11 @@ def draw_eval_sample(v: Validator, mg: Metagraph, scored: dict[int, Admission], 
     return sample
 
 
-def scoring_limits(v: Validator, gathered: list[dict], norms: dict[int, dict[str, float]]) -> dict[str, float]:
+def scoring_limits(v: Validator, gathered: StreamedUpdates, norms: dict[int, dict[str, float]]) -> dict[str, float]:
     """The clip limits aggregation applies this window (those of the gather set; with no gather set, of
-    every admitted update, from their norms), so each update is scored as aggregation would apply it."""
-    if gathered:
-        return clip_limits(gathered, v.gm.clip_ref, v.hp.clip_norm_growth)
-    rows = [n for _, n in sorted(norms.items())]
+    every admitted update), from the admitted updates' norms, so each update is scored as aggregation
+    would apply it."""
+    rows = gathered.norms if len(gathered) else [n for _, n in sorted(norms.items())]
     if not rows:
         return {}
     ref = v.gm.clip_ref or {}
@@ -313,7 +313,7 @@ def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int
 
 
 def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upload], base_fp: str,
-                     gather: tuple[list[int], list[dict]], successes: list[int]) -> tuple[str, dict[str, Any]]:
+                     gather: tuple[list[int], StreamedUpdates], successes: list[int]) -> tuple[str, dict[str, Any]]:
     """Lead: the gather set, the step, the signed record and peer list (and checkpoint). Others follow."""
     lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
     if lead != v.uid:
@@ -360,18 +360,18 @@ def peers_in_force(v: Validator, window: int, mg: Metagraph) -> list[int]:
     return read.value
 
 
-def lead_gather(v: Validator, uploads: list[Upload], peers: dict[int, Admission], peer_uids: list[int]
-                ) -> tuple[list[int], list[dict]]:
+def lead_gather(v: Validator, uploads: list[Upload], checked: Checked, peer_uids: list[int],
+                decode: Callable[[int], dict[str, torch.Tensor]]) -> tuple[list[int], StreamedUpdates]:
     """Exactly what every miner computes for the window: the lead's peer list x deterministic admission
-    (`peers`: the peers' full admissions), copies judged among the peers (uids, decoded updates). Every
-    validator computes it: its clip limits are the ones scores use."""
+    (`checked.peers`), copies judged among the peers (uids, and the updates as norms and a loader that
+    decodes each again: the outer step adds them one at a time). Every validator computes it: its clip
+    limits are the ones scores use."""
     if not peer_uids:
-        return [], []
-    admissions = reject_copies({u: a for u, a in peers.items() if u in set(peer_uids)}, uploads,
+        return [], StreamedUpdates(norms=[], load=lambda i: {})
+    admissions = reject_copies({u: a for u, a in checked.peers.items() if u in set(peer_uids)}, uploads,
                                threshold=v.hp.copy_overlap_threshold)
     chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=v.hp.num_peers)
-    updates = [admissions[u].update for u in chosen]
-    return chosen, [u for u in updates if u is not None]  # admitted uploads always carry their update
+    return chosen, StreamedUpdates(norms=[checked.norms[u] for u in chosen], load=lambda i: decode(chosen[i]))
 
 
 def ensure_peer_lists(v: Validator, windows: list[int], mg: Metagraph) -> None:
@@ -415,17 +415,19 @@ def run_window(v: Validator, window: int) -> dict | None:
     spool = upload_spool(v)
     checked = admit_all(v, window, uploads, deadline, base_fp, peer_uids=peer_uids, seed=seed)
     admissions = checked.scored
-    gather = lead_gather(v, uploads, checked.peers, peer_uids)
+    by_uid = {u.uid: u for u in uploads}
+
+    def decode(uid: int) -> dict[str, torch.Tensor]:
+        """A sampled or gathered upload decoded again from the spool (admitted before, so it decodes)."""
+        adm = admit_one(v, window, spool.load(by_uid[uid]), deadline, base_fp)
+        assert adm.update is not None, "a sampled or gathered upload was admitted, so it decodes"
+        return adm.update
+
+    gather = lead_gather(v, uploads, checked, peer_uids, decode)
     sample = draw_eval_sample(v, mg, admissions, seed)
     uploads = [spool.load(u) if u.uid in set(gather[0]) else u for u in uploads]  # the record's mirrors
     release_freed_memory()
-    by_uid = {u.uid: u for u in uploads}
     checks_s = time.perf_counter() - fetch_start - fetch_s
-
-    def decode(uid: int) -> dict[str, torch.Tensor]:
-        adm = checked.peers.get(uid) or admit_one(v, window, spool.load(by_uid[uid]), deadline, base_fp)
-        assert adm.update is not None, "a sampled upload was admitted, so it decodes"
-        return adm.update
 
     eval_start = time.perf_counter()
     evals = score_updates(v, window, admissions, scoring_limits(v, gather[1], checked.norms), sample, decode)

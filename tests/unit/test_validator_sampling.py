@@ -75,7 +75,8 @@ def test_admission_keeps_only_the_compact_form_except_the_peers(net):
     checked = admit_all(v, 0, uploads, v.clock.deadline(0), v.gm.fingerprint(), peer_uids=[2], seed=b"s" * 32)
     assert {u: a.ok for u, a in checked.scored.items()} == {2: True, 3: True, 4: False}
     assert all(a.update is None for a in checked.scored.values())
-    assert set(checked.peers) == {2} and checked.peers[2].update is not None
+    assert set(checked.peers) == {2} and checked.peers[2].update is None  # decoded again when gathered
+    assert checked.peers[2].indices is not None and any(t.numel() for t in checked.peers[2].indices.values())
     assert set(checked.norms) == {2, 3} and set(checked.norms[3]) == set(v.gm.shapes())
     assert checked.scored[3].indices is not None and checked.scored[4].indices is None
 
