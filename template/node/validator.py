@@ -133,7 +133,7 @@ def fetch_updates(v: Validator, window: int, mg: Metagraph) -> list[Upload]:
 @dataclass(frozen=True)
 class Checked:
     """A window's admissions in the compact form later steps need (issue 18: nothing here grows with the
-    model per judged miner, except the peers' updates, at most num_peers).
+    model per judged miner; the peers' exact kept positions, at most num_peers, are the largest part).
 
     scored: uid -> verdict for scoring (history and copies among all uploads, by index sketch), no update.
     norms: uid -> per-tensor L2 norms of each deterministically admitted update (clip limits, the outer step).
