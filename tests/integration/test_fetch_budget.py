@@ -11,7 +11,7 @@ import torch
 from gauntlet.checks import FETCH_TIMEOUT, LATE, NO_COMMITMENT, admit_upload
 from storage.bounded import FetchBudget
 from storage.credentials import BucketAccess
-from storage.peers import PeerBuckets, fetch_checkpoint, fetch_record_updates, fetch_uploads
+from storage.peers import PeerBuckets, UploadSpool, fetch_checkpoint, fetch_record_updates, fetch_uploads
 from template.protocol import layout
 from template.protocol.config import HParams
 from template.protocol.reads import ReadStatus
@@ -58,17 +58,22 @@ def test_timeout_is_its_own_admission_reason() -> None:
     assert (upload.status, adm.reason) == (ReadStatus.TIMEOUT, FETCH_TIMEOUT)
 
 
-def test_window_fetches_run_at_once_and_honest_peers_still_arrive(seaweed) -> None:
-    """Two silent peers and one honest one: the silent reads are in flight together, the honest one is ok."""
+@pytest.mark.parametrize("spooled", [False, True])
+def test_window_fetches_run_at_once_and_honest_peers_still_arrive(seaweed, tmp_path, spooled: bool) -> None:
+    """Two silent peers and one honest one: the silent reads are in flight together, the honest one is ok;
+    the same when each upload goes to disk as it arrives (the validator's `UploadSpool`)."""
     _, read = seaweed.neurons["alice"]
     seaweed.writer("alice").put("alice", KEY, BODY)
+    spool = UploadSpool(tmp_path / "spool") if spooled else None
     with HostileS3("silent") as srv:
         srv.put("tarpit-a", KEY, BODY)
         srv.put("tarpit-b", KEY, BODY)
         peers = peers_of({"honest": access(seaweed.endpoint, "alice", read.access_key, read.secret_key),
                           "slow-a": access(srv.endpoint, "tarpit-a"), "slow-b": access(srv.endpoint, "tarpit-b")})
-        uploads = fetch_uploads(peers, {1: "honest", 2: "slow-a", 3: "slow-b"}, 3, max_bytes=1 << 20)
+        uploads = fetch_uploads(peers, {1: "honest", 2: "slow-a", 3: "slow-b"}, 3, max_bytes=1 << 20, spool=spool)
         assert srv.max_in_flight == 2  # both silent reads waited at the same time, not one after the other
+    if spool is not None:
+        uploads = [spool.load(u) for u in uploads]
     by_uid = {u.uid: u for u in uploads}
     assert by_uid[1].status is ReadStatus.OK and by_uid[1].data == BODY and by_uid[1].last_modified is not None
     assert by_uid[2].status is ReadStatus.TIMEOUT and by_uid[3].status is ReadStatus.TIMEOUT
