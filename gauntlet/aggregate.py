@@ -108,7 +108,7 @@ def gather_set(admissions: dict[int, Admission], *, peer_uids: Sequence[int], ma
     if max_peers <= 0:
         raise ValueError(f"max_peers must be > 0, got {max_peers}")
     allowed = set(peer_uids)
-    chosen = sorted(uid for uid, adm in admissions.items() if uid in allowed and adm.ok and adm.update is not None)
+    chosen = sorted(uid for uid, adm in admissions.items() if uid in allowed and adm.ok)  # ok: it decoded
     return chosen[:max_peers]
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -229,9 +228,11 @@ def index_overlap(admissions: list[Admission]) -> torch.Tensor:
     """(n, n) float64 matrix: kept positions shared by rows i and j / kept positions of row i.
 
     Every admission must carry `indices` (all decoded against the same shapes). Positions of
-    all tensors are laid end to end; one sparse (n x positions) incidence matrix times its
-    transpose counts every pair's shared positions, at a cost that grows with the number of
-    kept positions rather than with n^2 pairs of set intersections.
+    all tensors are laid end to end; every row's (position, row) pairs are sorted together, so
+    the rows that kept one position lie side by side, and pass d counts the pairs d apart that
+    share a position (the passes end at the largest number of rows sharing one position). Exact
+    integer counts, as a sparse incidence matrix times its transpose gave, in memory that grows
+    with the kept positions only (issue 18: that product held ~280 MB at 256 uploads' sketches).
     """
     n = len(admissions)
     if n == 0:
@@ -243,19 +244,28 @@ def index_overlap(admissions: list[Admission]) -> torch.Tensor:
     span = {name: 1 + max((int(ix[name].max()) for ix in indices if ix[name].numel()), default=0)
             for name in names}
     offsets = dict(zip(names, itertools.accumulate([0] + [span[nm] for nm in names[:-1]]), strict=True))
-    rows, cols = [], []
+    keys = []  # position * n + row: sorting them groups each position's rows
     for i, ix in enumerate(indices):
         flat = torch.cat([ix[nm].reshape(-1).to(torch.int64) + offsets[nm] for nm in names]
                          + [torch.empty(0, dtype=torch.int64)])
-        flat = torch.unique(flat)  # a position counts once
-        rows.append(torch.full_like(flat, i))
-        cols.append(flat)
-    idx = torch.stack([torch.cat(rows), torch.cat(cols)])
-    with warnings.catch_warnings():  # torch notes that its sparse kernels are "beta"; the counts are exact
-        warnings.simplefilter("ignore", UserWarning)
-        inc = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1], dtype=torch.float64),
-                                      (n, max(sum(span.values()), 1)), check_invariants=True)
-        shared = torch.sparse.mm(inc, inc.t()).to_dense()
+        keys.append(torch.unique(flat) * n + i)  # a position counts once
+    position = torch.cat(keys)
+    del keys
+    position.numpy().sort()  # in place (keys are distinct): no second copy, no argsort indices
+    row = position % n
+    position //= n  # in place: (position, row) pairs, sorted by position then row
+    upper = torch.zeros(n * n, dtype=torch.int64)  # (i, j), i < j: rows ascend within a position
+    for d in range(1, n):
+        same = position[d:] == position[:-d]
+        if not bool(same.any()):
+            break  # sorted: no position is shared by d + 1 rows, so by none more either
+        pair = row[:-d][same]
+        pair *= n
+        pair += row[d:][same]
+        upper += torch.bincount(pair, minlength=n * n)
+        del same, pair
+    pairs = upper.view(n, n)
+    shared = (pairs + pairs.t() + torch.diag(torch.bincount(row, minlength=n))).to(torch.float64)  # (n, n)
     overlap: torch.Tensor = shared / shared.diagonal().clamp(min=1).unsqueeze(1)
     return overlap
 

@@ -40,18 +40,35 @@ def relative_improvement(before: float, after: float) -> float:
     return (before - after) / before
 
 
-def mean_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
-    """Mean next-token loss of `batch` (n, seq_len + 1): inputs batch[:, :-1], targets batch[:, 1:]."""
+EVAL_MICRO_BATCH = 4  # samples per forward: bounds the fp32 logits (4 x T x V; 4.2 GB at the 1B/8B vocab and T 2048)
+
+
+def mean_loss(model: torch.nn.Module, batch: torch.Tensor, *, micro_batch: int = EVAL_MICRO_BATCH) -> float:
+    """Mean next-token loss of `batch` (n, seq_len + 1): inputs batch[:, :-1], targets batch[:, 1:].
+
+    Runs at most `micro_batch` samples per forward and weighs each part's mean by its counted targets (those
+    not -1), so the result is the whole batch's mean (to float rounding) while the logits held at once stay
+    micro_batch x seq_len x vocab, whatever n is. NaN when no target counts (as the one-forward mean)."""
     if batch.dim() != 2 or batch.shape[1] < 2:
         raise ValueError(f"batch must be (n, seq_len + 1) token ids, got shape {tuple(batch.shape)}")
+    if micro_batch < 1:
+        raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
     was_training = model.training
     model.eval()
+    total, counted = 0.0, 0
     try:
         with torch.no_grad():
-            _, loss = model(batch[:, :-1], batch[:, 1:])
+            for start in range(0, batch.shape[0], micro_batch):
+                part = batch[start:start + micro_batch]  # (m, seq_len + 1), m <= micro_batch
+                num_targets = int((part[:, 1:] != -1).sum())
+                if num_targets == 0:
+                    continue
+                _, loss = model(part[:, :-1], part[:, 1:])
+                total += float(loss) * num_targets  # a Python float: summed in float64
+                counted += num_targets
     finally:
         model.train(was_training)
-    return float(loss)
+    return total / counted if counted else math.nan
 
 
 def _apply(params: dict[str, torch.nn.Parameter], update: dict[str, torch.Tensor], lr: float) -> None:

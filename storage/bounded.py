@@ -15,6 +15,10 @@ time is up. The time a request gets:
 
 A read cut short raises `FetchTimeout`, which the client reports as a TIMEOUT status (never
 retried: a tarpit asked again is only slow again).
+
+A transport made with `sign=True` also signs each request (SigV4, botocore's signer) for the peer
+identity the calling thread set with `as_identity()`, sent to that identity's endpoint: one such client
+reads every peer's bucket (issue 18: a botocore client per peer held about 0.5 MB each).
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from botocore.awsrequest import AWSResponse
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest, AWSResponse
+from botocore.credentials import Credentials
 
 CHUNK_BYTES = 64 << 10  # one socket read at most; the rate is checked after each
 
@@ -70,7 +76,47 @@ class FetchBudget:
         return received < (elapsed_s - self.startup_s) * self.min_bytes_per_s
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Whose keys sign a request and where it goes: a peer's endpoint URL, read keys and region."""
+
+    endpoint: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    region: str = "us-east-1"
+
+
 _active = threading.local()
+
+
+@contextmanager
+def as_identity(identity: Identity) -> Iterator[None]:
+    """Every request a signing transport (`BoundedTransport(sign=True)`) sends from this thread inside the
+    block goes to `identity.endpoint`, signed with its keys."""
+    outer = getattr(_active, "identity", None)
+    _active.identity = identity
+    try:
+        yield
+    finally:
+        _active.identity = outer
+
+
+def current_identity() -> Identity | None:
+    """The identity set by `as_identity()` in this thread, if any."""
+    return getattr(_active, "identity", None)
+
+
+def signed_for(request: Any, identity: Identity) -> tuple[str, dict[str, str]]:
+    """(URL, headers) of `request` (botocore's, made by an unsigned client) sent to `identity.endpoint`,
+    signed with its keys (SigV4 for S3, as a client holding those keys would sign it)."""
+    parts = urlsplit(request.url)
+    url = identity.endpoint.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+    body = request.body if request.body not in (None, "") else b""
+    headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+    signed = AWSRequest(method=request.method, url=url, headers=headers, data=body)
+    creds = Credentials(identity.access_key_id, identity.secret_access_key)
+    S3SigV4Auth(creds, "s3", identity.region).add_auth(signed)
+    return url, dict(signed.headers.items())
 
 
 @contextmanager
@@ -184,19 +230,27 @@ class _Body:
 class BoundedTransport:
     """A botocore `before-send` handler that sends each request over its own watched connection."""
 
-    def __init__(self, budget: FetchBudget, connect_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(self, budget: FetchBudget, connect_timeout_s: float, read_timeout_s: float, *,
+                 sign: bool = False) -> None:
         self.budget = budget
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
+        self.sign = sign  # sign each request for the thread's `as_identity` (the client itself is unsigned)
 
     def __call__(self, request: Any, **_: Any) -> AWSResponse:
         start = time.monotonic()
         budget = current_budget() or self.budget
         end = current_deadline() or start + budget.total_s
+        url, headers = request.url, dict(request.headers.items())
+        if self.sign:
+            identity = current_identity()
+            if identity is None:
+                raise RuntimeError(f"{request.method} {_short(url)}: a signing client needs as_identity()")
+            url, headers = signed_for(request, identity)
         if end - start <= 0:
-            raise FetchTimeout(f"{request.method} {_short(request.url)}: no time left in the budget")
-        parts = urlsplit(request.url)
-        what = f"{request.method} {_short(request.url)}"
+            raise FetchTimeout(f"{request.method} {_short(url)}: no time left in the budget")
+        parts = urlsplit(url)
+        what = f"{request.method} {_short(url)}"
         timeout = max(0.05, min(self.read_timeout_s, end - start))
         conn: http.client.HTTPConnection
         if parts.scheme == "https":
@@ -212,7 +266,7 @@ class BoundedTransport:
             dog.arm(conn.sock, end)
             path = parts.path + (f"?{parts.query}" if parts.query else "")
             body = request.body if request.body not in (None, b"", "") else None
-            conn.request(request.method, path or "/", body=body, headers=dict(request.headers.items()))
+            conn.request(request.method, path or "/", body=body, headers=headers)
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             dog.cancel()
@@ -224,8 +278,8 @@ class BoundedTransport:
         length = resp.getheader("Content-Length")
         if request.method != "HEAD" and length is not None and length.isdigit():
             dog.arm(None, min(end, start + budget.allowance_s(int(length))))
-        headers = {k.lower(): v for k, v in resp.getheaders()}
-        return AWSResponse(request.url, resp.status, headers, _Body(budget, conn, resp, dog, start, what))
+        resp_headers = {k.lower(): v for k, v in resp.getheaders()}
+        return AWSResponse(url, resp.status, resp_headers, _Body(budget, conn, resp, dog, start, what))
 
 
 def _short(url: str) -> str:

@@ -14,10 +14,13 @@ are known (`configure`), a commitment whose endpoint is not an approved provider
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol, TypeVar
 
 import torch
 from bittensor_wallet import Keypair
@@ -25,9 +28,9 @@ from loguru import logger
 
 from gauntlet.aggregate import parse_peer_list
 from gauntlet.checks import Upload
-from storage.bounded import FetchBudget, deadline
+from storage.bounded import FetchBudget, Identity, deadline
 from storage.credentials import BucketAccess
-from storage.s3 import GetResult, S3Client, S3Error, Status
+from storage.s3 import GetResult, IdentityClient, ObjectInfo, S3Client, S3Error, Status
 from template.protocol import layout
 from template.protocol.artifacts import (
     ArtifactError,
@@ -57,6 +60,8 @@ OWN_WRITE_ATTEMPTS = 8
 RECORD_MAX_BYTES = 4 << 20
 PEERS_MAX_BYTES = 1 << 20
 HPARAMS_MAX_BYTES = 1 << 20
+T = TypeVar("T")
+
 FETCH_WORKERS = 16  # reads of one window in flight at once (each bounded by the fetch budget)
 
 _STATUS = {Status.OK: ReadStatus.OK, Status.NOT_FOUND: ReadStatus.NOT_FOUND, Status.TOO_LARGE: ReadStatus.TOO_LARGE,
@@ -75,11 +80,34 @@ def read_of(res: GetResult) -> Read[bytes]:
     return Read.failure(status, res.error or "")
 
 
-def peer_client(acc: BucketAccess) -> S3Client:
-    """The S3 client that reads a peer's bucket with the read keys it published: every request over a
-    watched connection (storage.bounded), each read within the budget `PeerBuckets.get` sets."""
-    return S3Client(acc.endpoint, acc.access_key_id, acc.secret_access_key, acc.region,
-                    max_attempts=PEER_READ_ATTEMPTS, budget=FetchBudget())
+class PeerReader(Protocol):
+    """What `PeerBuckets` reads a peer's bucket with (an `IdentityClient`; unit tests pass an in-memory store)."""
+
+    def get(self, bucket: str, key: str, *, max_bytes: int | None = None, sha256: str | None = None,
+            budget: FetchBudget | None = None) -> GetResult:
+        ...
+
+    def list(self, bucket: str, prefix: str = "", *, page_size: int | None = None) -> list[ObjectInfo]:
+        ...
+
+
+_SHARED_LOCK = threading.Lock()
+_SHARED: list[S3Client] = []
+
+
+def shared_peer_client() -> S3Client:
+    """The one S3 client every peer read goes through, signed per read with that peer's keys."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            _SHARED.append(S3Client.for_identities(FetchBudget(), max_attempts=PEER_READ_ATTEMPTS))
+        return _SHARED[0]
+
+
+def peer_client(acc: BucketAccess) -> PeerReader:
+    """Reads of a peer's bucket with the read keys it published: every request over a watched connection
+    (storage.bounded), each read within the budget `PeerBuckets.get` sets, all peers over one client."""
+    return IdentityClient(shared_peer_client(), Identity(acc.endpoint, acc.access_key_id, acc.secret_access_key,
+                                                         acc.region))
 
 
 @dataclass
@@ -87,7 +115,7 @@ class PeerBuckets:
     """Hotkey -> read access to its bucket, from on-chain commitments; unusable commitments are skipped.
 
     `commitments` returns hotkey -> committed string (the runtime passes the chain's); `refresh()`
-    re-reads it. One S3 client per distinct (endpoint, keys), kept across refreshes; `client_factory`
+    re-reads it. One reader per distinct (endpoint, keys), kept across refreshes; `client_factory`
     makes it (unit tests pass an in-memory store with S3Client's methods). `approved` (endpoint
     patterns, template.protocol.endpoints) is None until `configure` sets the run's: only the
     subnet owner's bucket is read before that, to get the hparams.
@@ -96,12 +124,12 @@ class PeerBuckets:
     commitments: Callable[[], dict[str, str]]
     on_secret: Callable[[str], None] = lambda _secret: None  # e.g. keep read secrets out of the logs
     access: dict[str, BucketAccess] = field(default_factory=dict)
-    client_factory: Callable[[BucketAccess], S3Client] = peer_client
+    client_factory: Callable[[BucketAccess], PeerReader] = peer_client
     budget: FetchBudget = field(default_factory=FetchBudget)
     checkpoint_budget: FetchBudget = field(default_factory=lambda: FetchBudget(total_s=600.0))
     approved: tuple[str, ...] | None = None
     refused: dict[str, str] = field(default_factory=dict)  # hotkey -> why its commitment is not usable
-    _clients: dict[tuple[str, str, str], S3Client] = field(default_factory=dict)
+    _clients: dict[tuple[str, str, str], PeerReader] = field(default_factory=dict)
 
     def configure(self, hp: HParams) -> None:
         """Apply the run's storage rules (approved endpoints, fetch budgets) and re-read the commitments."""
@@ -129,7 +157,7 @@ class PeerBuckets:
                 logger.debug(f"ignoring commitment of {hotkey[:10]}: {why}")
         self.access, self.refused = fresh, refused
 
-    def reader(self, hotkey: str) -> tuple[S3Client, str] | None:
+    def reader(self, hotkey: str) -> tuple[PeerReader, str] | None:
         """(client with the peer's read keys, bucket), or None when the hotkey committed no usable access."""
         acc = self.access.get(hotkey)
         if acc is None:
@@ -156,16 +184,23 @@ class PeerBuckets:
 
         All of them end within one `budget.total_s` from now, however many there are: a slow peer
         costs its own read, never the window."""
+        return self.get_each(requests, max_bytes, lambda _index, read: read)
+
+    def get_each(self, requests: list[tuple[str, str]], max_bytes: int,
+                 then: Callable[[int, Read[bytes]], T]) -> list[T]:
+        """`get_all`, each read handed to `then(index, read)` in the worker that made it, as soon as it is in
+        (e.g. to write its bytes to disk, so the window never holds every peer's bytes at once)."""
         if not requests:
             return []
         end = time.monotonic() + self.budget.total_s
 
-        def one(request: tuple[str, str]) -> Read[bytes]:
+        def one(index: int) -> T:
             with deadline(end):
-                return self.get(request[0], request[1], max_bytes)
+                read = self.get(requests[index][0], requests[index][1], max_bytes)
+            return then(index, read)
 
         with ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(requests)), thread_name_prefix="peerget") as pool:
-            return list(pool.map(one, requests))
+            return list(pool.map(one, range(len(requests))))
 
     def list_windows(self, hotkey: str, prefix: str) -> list[int]:
         """Windows of the keys under `prefix` in the peer's bucket ([] without a commitment)."""
@@ -296,31 +331,70 @@ def open_sealed_reads(peers: PeerBuckets, hotkeys: list[str], window: int, reads
     out: list[tuple[Read[bytes], str | None]] = [(read, None) for read in reads]
     sealed = [i for i, read in enumerate(reads) if read.ok and read.value is not None
               and is_sealed(read.value, max_bytes=max_bytes)]
-    keys = peers.get_all([(hotkeys[i], layout.key_reveal_key(window)) for i in sealed], REVEAL_MAX_BYTES)
+    keys = fetch_reveals(peers, [hotkeys[i] for i in sealed], window)
     for i, key_read in zip(sealed, keys, strict=True):
-        read = reads[i]
-        if not key_read.ok or key_read.value is None:
-            out[i] = (read, KEY_MISSING)
-            continue
-        if reveal_by is not None and not on_time(key_read.last_modified, reveal_by):
-            out[i] = (read, LATE_KEY)
-            continue
-        try:
-            key = parse_reveal(key_read.value, window=window)
-            plain = open_sealed(read.value or b"", key, hotkey=hotkeys[i], window=window, max_bytes=max_bytes)
-        except SealError as e:
-            out[i] = (read, e.code)
-            continue
-        out[i] = (Read.success(plain, read.last_modified), None)
+        out[i] = open_with_reveal(reads[i], key_read, hotkeys[i], window, max_bytes, reveal_by)
     return out
 
 
+def fetch_reveals(peers: PeerBuckets, hotkeys: list[str], window: int) -> list[Read[bytes]]:
+    """The key reveal of `window` of each hotkey, fetched at once within one fetch budget."""
+    return peers.get_all([(hotkey, layout.key_reveal_key(window)) for hotkey in hotkeys], REVEAL_MAX_BYTES)
+
+
+def open_with_reveal(read: Read[bytes], key_read: Read[bytes], hotkey: str, window: int, max_bytes: int,
+                     reveal_by: float | None) -> tuple[Read[bytes], str | None]:
+    """One sealed upload's read opened with its author's key reveal (`open_sealed_reads` says what comes out)."""
+    if not key_read.ok or key_read.value is None:
+        return read, KEY_MISSING
+    if reveal_by is not None and not on_time(key_read.last_modified, reveal_by):
+        return read, LATE_KEY
+    try:
+        key = parse_reveal(key_read.value, window=window)
+        plain = open_sealed(read.value or b"", key, hotkey=hotkey, window=window, max_bytes=max_bytes)
+    except SealError as e:
+        return read, e.code
+    return Read.success(plain, read.last_modified), None
+
+
+@dataclass(frozen=True)
+class UploadSpool:
+    """A window's fetched uploads on disk, one file per uid under `folder`, read back one at a time.
+
+    Issue 18: a validator judging N miners held all N uploads' bytes (N x 24.6 MB at the 1B preset) from the
+    fetch until its eval draw; with a spool it holds the ones in flight (at most FETCH_WORKERS) and the one
+    being admitted. The folder is scratch: `fetch_uploads` empties it first, `clear` after the window."""
+
+    folder: Path
+
+    def path(self, uid: int) -> Path:
+        return self.folder / f"{uid}.upload"
+
+    def write(self, uid: int, data: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path(uid).write_bytes(data)
+
+    def load(self, upload: Upload) -> Upload:
+        """`upload` with its bytes read back from disk (as it is when it has them or none were spooled)."""
+        if upload.data is not None or upload.status is not ReadStatus.OK or not self.path(upload.uid).exists():
+            return upload
+        return replace(upload, data=self.path(upload.uid).read_bytes())
+
+    def clear(self) -> None:
+        for path in self.folder.glob("*.upload"):
+            path.unlink(missing_ok=True)
+
+
 def fetch_uploads(peers: PeerBuckets, hotkeys: dict[int, str], window: int, max_bytes: int,
-                  reveal_by: float | None = None) -> list[Upload]:
+                  reveal_by: float | None = None, spool: UploadSpool | None = None) -> list[Upload]:
     """The gradient uploads of `window` of the given uids (uid -> hotkey), one `Upload` each, by uid.
 
     Sealed uploads are opened (`open_sealed_reads`): `data` is then the plaintext artifact, and a key that is
-    missing, later than `reveal_by` or wrong sets `Upload.rejected`."""
+    missing, later than `reveal_by` or wrong sets `Upload.rejected`. With a `spool`, each upload's bytes go to
+    disk as its read completes (a sealed one's replaced by its plaintext once opened) and `data` is None:
+    `spool.load(upload)` reads them back."""
+    if spool is not None:
+        return fetch_uploads_spooled(peers, hotkeys, window, max_bytes, reveal_by, spool)
     key = layout.gradient_key(window)
     items = sorted(hotkeys.items())
     reads = peers.get_all([(hotkey, key) for _, hotkey in items], max_bytes)
@@ -328,6 +402,36 @@ def fetch_uploads(peers: PeerBuckets, hotkeys: dict[int, str], window: int, max_
     return [Upload(uid=uid, hotkey=hotkey, key=key, data=read.value, last_modified=read.last_modified,
                    status=read.status, rejected=why)
             for (uid, hotkey), (read, why) in zip(items, opened, strict=True)]
+
+
+def fetch_uploads_spooled(peers: PeerBuckets, hotkeys: dict[int, str], window: int, max_bytes: int,
+                          reveal_by: float | None, spool: UploadSpool) -> list[Upload]:
+    """`fetch_uploads` into `spool`: the same reads, budgets and verdicts, one upload's bytes in memory at a time."""
+    key = layout.gradient_key(window)
+    items = sorted(hotkeys.items())
+    spool.clear()
+
+    def to_disk(index: int, read: Read[bytes]) -> Read[bool]:
+        """The read with its bytes written to the spool; its value says whether they are sealed."""
+        if not read.ok or read.value is None:
+            return Read(read.status, None, read.reason, read.last_modified)
+        spool.write(items[index][0], read.value)
+        return Read.success(is_sealed(read.value, max_bytes=max_bytes), read.last_modified)
+
+    fetched = peers.get_each([(hotkey, key) for _, hotkey in items], max_bytes, to_disk)
+    why: dict[int, str | None] = {}
+    sealed = [i for i, read in enumerate(fetched) if read.value]
+    keys = fetch_reveals(peers, [items[i][1] for i in sealed], window)
+    for i, key_read in zip(sealed, keys, strict=True):
+        uid, hotkey = items[i]
+        raw = Read.success(spool.path(uid).read_bytes(), fetched[i].last_modified)
+        opened, why[i] = open_with_reveal(raw, key_read, hotkey, window, max_bytes, reveal_by)
+        if why[i] is None and opened.value is not None:
+            spool.write(uid, opened.value)
+        del raw, opened
+    return [Upload(uid=uid, hotkey=hotkey, key=key, data=None, last_modified=read.last_modified,
+                   status=read.status, rejected=why.get(i))
+            for i, ((uid, hotkey), read) in enumerate(zip(items, fetched, strict=True))]
 
 
 def fetch_update(peers: PeerBuckets, entry: RecordEntry, window: int, shapes: dict[str, tuple[int, ...]],

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import boto3
 import urllib3.exceptions
+from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     ClientError,
@@ -42,6 +43,8 @@ from storage.bounded import (
     BoundedTransport,
     FetchBudget,
     FetchTimeout,
+    Identity,
+    as_identity,
     current_budget,
     current_deadline,
     deadline,
@@ -138,6 +141,8 @@ def _unix(value: Any) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else None
 
 
+IDENTITY_ENDPOINT = "http://identity.invalid"  # a per-identity client's requests go to the identity's endpoint
+
 _SESSION_LOCK = threading.Lock()
 _SESSION: list[boto3.session.Session] = []
 
@@ -166,13 +171,19 @@ class S3Client:
         budget: for peers' endpoints: every request goes over a watched connection (storage.bounded) and
             each `get` (HEAD, GET, retries) ends within `budget.total_s`, and a body slower than
             `budget.min_bytes_per_s` is dropped; such reads end with status TIMEOUT.
+        per_identity: the client holds no keys and no endpoint of its own: each request goes to the calling
+            thread's `storage.bounded.as_identity` endpoint, signed with its keys (needs `budget`; see
+            `for_identities` and `IdentityClient`).
     """
 
     def __init__(self, endpoint: str, access_key_id: str, secret_access_key: str, region: str = "us-east-1", *,
                  max_workers: int = 8, max_attempts: int = 4, connect_timeout_s: float = 3.0,
-                 read_timeout_s: float = 20.0, deadline_s: float = 60.0, budget: FetchBudget | None = None) -> None:
+                 read_timeout_s: float = 20.0, deadline_s: float = 60.0, budget: FetchBudget | None = None,
+                 per_identity: bool = False) -> None:
         if max_workers < 1 or max_attempts < 1:
             raise ValueError(f"max_workers and max_attempts must be >= 1, got {max_workers}, {max_attempts}")
+        if per_identity and budget is None:
+            raise ValueError("per_identity needs a budget: its requests are signed by the bounded transport")
         self.endpoint = endpoint
         self.max_workers = max_workers
         self.max_attempts = max_attempts
@@ -182,7 +193,7 @@ class S3Client:
                 "s3", endpoint_url=endpoint, aws_access_key_id=access_key_id,
                 aws_secret_access_key=secret_access_key, region_name=region,
                 config=BotoConfig(
-                    signature_version="s3v4", s3={"addressing_style": "path"},
+                    signature_version=UNSIGNED if per_identity else "s3v4", s3={"addressing_style": "path"},
                     connect_timeout=connect_timeout_s, read_timeout=read_timeout_s,
                     retries={"total_max_attempts": 1},  # our own loop retries (see _call)
                     max_pool_connections=max(10, max_workers),
@@ -191,7 +202,13 @@ class S3Client:
         self.budget = budget
         if budget is not None:
             self._client.meta.events.register(
-                "before-send.s3", BoundedTransport(budget, connect_timeout_s, read_timeout_s))
+                "before-send.s3", BoundedTransport(budget, connect_timeout_s, read_timeout_s, sign=per_identity))
+
+    @classmethod
+    def for_identities(cls, budget: FetchBudget, *, max_attempts: int = 4) -> S3Client:
+        """One client that reads any bucket as any identity (`IdentityClient`): a validator reading 256 peers
+        holds one botocore client instead of one per peer (each about 0.5 MB once used; issue 18)."""
+        return cls(IDENTITY_ENDPOINT, "", "", max_attempts=max_attempts, budget=budget, per_identity=True)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run `fn`, retrying transient failures with exponential backoff; re-raise the last error."""
@@ -349,3 +366,25 @@ class S3Client:
             return self._call(f"list {bucket}/{prefix}", list_all)
         except Exception as exc:
             raise S3Error(f"list {bucket}/{prefix} failed: {_describe(exc)}") from exc
+
+
+@dataclass(frozen=True)
+class IdentityClient:
+    """`S3Client`'s reads (get, head, list) as one identity, over a shared per-identity client
+    (`S3Client.for_identities`): retries, caps, statuses and fetch budgets are that client's."""
+
+    shared: S3Client
+    identity: Identity
+
+    def get(self, bucket: str, key: str, *, max_bytes: int | None = None, sha256: str | None = None,
+            budget: FetchBudget | None = None) -> GetResult:
+        with as_identity(self.identity):
+            return self.shared.get(bucket, key, max_bytes=max_bytes, sha256=sha256, budget=budget)
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        with as_identity(self.identity):
+            return self.shared.head(bucket, key)
+
+    def list(self, bucket: str, prefix: str = "", *, page_size: int | None = None) -> list[ObjectInfo]:
+        with as_identity(self.identity):
+            return self.shared.list(bucket, prefix, page_size=page_size)

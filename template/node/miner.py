@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from loguru import logger
 from tqdm import tqdm
 
-from gauntlet.aggregate import gather_admissions, gather_set
+from gauntlet.aggregate import admit_uploads, gather_set, reject_copies
+from gauntlet.checks import Admission, Upload
 from storage.peers import fetch_peer_list, fetch_record, fetch_uploads
 from template.chain.base import Metagraph
 from template.node import state as local_state
@@ -41,6 +42,7 @@ from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import data_receipt, loss_curve_ids, sample_ids
 from template.protocol.model import autocast_context
+from template.protocol.outer_step import StreamedUpdates, l2_norm
 from template.protocol.reads import ReadStatus
 from template.protocol.sealing import reveal_bytes, seal
 from template.protocol.sparseloco import compress
@@ -281,26 +283,52 @@ def verify_records(m: Miner, lead_hotkey: str, window: int) -> str:
 
 
 def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, deadline: float) -> int:
-    """The gather set of `window` (peer list in force x deterministic admission), then the outer step."""
+    """The gather set of `window` (peer list in force x deterministic admission), then the outer step,
+    adding one update at a time (`gather_streamed`)."""
     read = fetch_peer_list(m.peers, lead_hotkey, window)
     chosen: list[int] = []
-    updates: list[dict[str, torch.Tensor]] = []
+    updates = StreamedUpdates(norms=[], load=lambda _i: {})
     if read.ok and read.value is not None:
         peer_uids = read.value
         hotkeys = {u: mg.hotkeys[u] for u in peer_uids if 0 <= u < mg.n}
         uploads = fetch_uploads(m.peers, hotkeys, window, m.hp.max_upload_bytes,
                                 reveal_by=wait_for_reveals(m, deadline) or deadline + m.hp.reveal_grace_s)
-        admissions = gather_admissions(uploads, window=window, deadline_s=deadline, hparams=m.hp,
-                                       shapes=m.gm.shapes(), base_fingerprint=m.gm.fingerprint(),
-                                       num_train=m.num_train)
-        chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=m.hp.num_peers)
-        updates = [upd for u in chosen if (upd := admissions[u].update) is not None]  # admitted: all
+        chosen, updates = gather_streamed(m, uploads, peer_uids, window, deadline)
     # the lead's guard, run here too: a step the lead refuses is one we refuse ourselves (no resync)
     stats = m.gm.guarded_step(updates, m.hp.outer_lr, m.dataset.batch(loss_curve_ids(m.num_train, len(m.dataset))))
     log_outer_step(window, stats)
     m.gm.window = window + 1
     m.unverified[window] = m.gm.fingerprint()
     return len(chosen)
+
+
+def gather_streamed(m: Miner, uploads: list[Upload], peer_uids: list[int], window: int, deadline: float
+                    ) -> tuple[list[int], StreamedUpdates]:
+    """`gauntlet.aggregate.gather_admissions` and `gather_set` over `uploads`, keeping of each admitted
+    update only its norms (and its exact kept positions for the copy check): the outer step decodes each
+    chosen one again as it adds it, so at most one update is held (the same bits as the whole set)."""
+    def admit(up: Upload) -> Admission:
+        return admit_uploads([up], window=window, deadline_s=deadline, hparams=m.hp, shapes=m.gm.shapes(),
+                             base_fingerprint=m.gm.fingerprint(), num_train=m.num_train)[up.uid]
+
+    norms: dict[int, dict[str, float]] = {}
+    compact: dict[int, Admission] = {}
+    for up in uploads:
+        adm = admit(up)
+        if adm.ok and adm.update is not None:
+            norms[up.uid] = {name: l2_norm(t) for name, t in adm.update.items()}
+        compact[up.uid] = replace(adm, update=None)
+        del adm
+    admissions = reject_copies(compact, uploads, threshold=m.hp.copy_overlap_threshold)
+    chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=m.hp.num_peers)
+    by_uid = {up.uid: up for up in uploads}
+
+    def load(i: int) -> dict[str, torch.Tensor]:
+        update = admit(by_uid[chosen[i]]).update
+        assert update is not None, "admitted once, so again"
+        return update
+
+    return chosen, StreamedUpdates(norms=[norms[u] for u in chosen], load=load)
 
 
 UploadStrategy = Callable[[Miner, WindowPlan, str], "tuple[bytes | None, TrainResult | None]"]

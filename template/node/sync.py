@@ -21,7 +21,7 @@ from bittensor_wallet import Keypair
 from loguru import logger
 
 from gauntlet.aggregate import step_refused
-from gauntlet.checks import Upload, admit_upload
+from gauntlet.checks import Admission, Upload, admit_upload
 from gauntlet.evaluate import mean_loss
 from storage.peers import (
     OwnBucket,
@@ -37,7 +37,7 @@ from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields
 from template.protocol.config import HParams
 from template.protocol.data import data_receipt, sample_ids
 from template.protocol.model import build_model, model_fingerprint
-from template.protocol.outer_step import outer_step
+from template.protocol.outer_step import StreamedUpdates, l2_norm, outer_step, outer_step_streamed
 from template.protocol.reads import ReadStatus
 from template.protocol.records import AggregationRecord
 from template.protocol.sparseloco import CodecParams
@@ -72,17 +72,23 @@ class GlobalModel:
     def checkpoint_max_bytes(self) -> int:
         return sum(p.numel() for p in self.model.parameters()) * 4 + (4 << 20)
 
-    def apply_updates(self, updates: list[dict[str, torch.Tensor]], lr: float) -> dict[str, Any]:
+    def apply_updates(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float) -> dict[str, Any]:
         """Outer step on CPU fp32 (bit-exact across devices), then back to the model's device.
 
         The clip limits are held within `clip_norm_growth` of the previous step's (`clip_ref`), and
-        become the next step's reference. Returns the outer step's statistics (used, skipped,
+        become the next step's reference. `StreamedUpdates` are applied one at a time
+        (`outer_step_streamed`: the same bits). Returns the outer step's statistics (used, skipped,
         skipped_tensors, clip_norms)."""
         params = dict(self.model.named_parameters())
         cpu = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in params.items()}
         stats: dict[str, Any] = {"used": 0, "skipped": 0, "clip_norms": {}, "skipped_tensors": []}
-        if updates:
-            stats = outer_step(cpu, updates, lr, clip_ref=self.clip_ref, norm_growth=self.hparams.clip_norm_growth)
+        growth = self.hparams.clip_norm_growth
+        if isinstance(updates, StreamedUpdates):
+            if len(updates):
+                stats = outer_step_streamed(cpu, updates.norms, updates.load, lr, clip_ref=self.clip_ref,
+                                            norm_growth=growth)
+        elif updates:
+            stats = outer_step(cpu, updates, lr, clip_ref=self.clip_ref, norm_growth=growth)
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(cpu[n])
@@ -90,8 +96,8 @@ class GlobalModel:
             self.clip_ref = dict(stats["clip_norms"])
         return stats
 
-    def guarded_step(self, updates: list[dict[str, torch.Tensor]], lr: float, heldout: torch.Tensor
-                     ) -> dict[str, Any]:
+    def guarded_step(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float,
+                     heldout: torch.Tensor) -> dict[str, Any]:
         """`apply_updates`, refused when it raises the loss on `heldout` (the run's loss-curve samples) by more
         than `max_loss_rise`: theta and the norm history are then restored bit for bit.
 
@@ -171,31 +177,51 @@ class RecordAdmission:
 
 
 def admit_record_entries(gm: GlobalModel, record: AggregationRecord, raws: list, check: RecordAdmission
-                         ) -> tuple[list[dict[str, torch.Tensor]], str | None]:
-    """(decoded updates, None) when every entry passes the gather's deterministic admission (file sha256,
+                         ) -> tuple[StreamedUpdates, str | None]:
+    """(the updates, None) when every entry passes the gather's deterministic admission (file sha256,
     deadline, signature, fields and receipt, codec, finite values, base = the record's base), else
-    ([], why). So a faulty lead cannot slip a late, unsigned, stale or malformed update into theta.
+    (no updates, why). So a faulty lead cannot slip a late, unsigned, stale or malformed update into theta.
 
+    The updates come as `StreamedUpdates`: each entry's norms from its admission here, its tensors decoded
+    again when the outer step adds it, so a node replaying a record holds one decoded update at a time.
     `raws` holds (read, mirrored) per entry (`storage.peers.fetch_record_inputs`); a bare read counts as
     not mirrored. An entry read from the lead's mirror (its original deleted or re-signed since) has no
     upload time of its own left to check: the lead's signed record vouches for it; every other check runs."""
+    norms = []
+    for i in range(len(record.included)):
+        adm = _admit_record_entry(gm, record, raws, check, i)
+        if isinstance(adm, str):
+            return StreamedUpdates(norms=[], load=lambda _i: {}), adm
+        assert adm.update is not None, "an admitted update decoded"
+        norms.append({name: l2_norm(t) for name, t in adm.update.items()})
+        del adm
+
+    def load(i: int) -> dict[str, torch.Tensor]:
+        adm = _admit_record_entry(gm, record, raws, check, i)
+        assert not isinstance(adm, str) and adm.update is not None, "admitted once, so again"
+        return adm.update
+
+    return StreamedUpdates(norms=norms, load=load), None
+
+
+def _admit_record_entry(gm: GlobalModel, record: AggregationRecord, raws: list, check: RecordAdmission,
+                        i: int) -> Admission | str:
+    """The deterministic admission of the record's entry i (with its update), or why it fails."""
     hp = gm.hparams
     deadline = check.deadline_of(record.window)
-    updates = []
-    for entry, found in zip(record.included, raws, strict=True):
-        raw, mirrored = found if isinstance(found, tuple) else (found, False)
-        if raw.ok and raw.value is not None and hashlib.sha256(raw.value).hexdigest() != entry.sha256:
-            return [], f"uid {entry.uid}: file changed since the record was signed"
-        upload = Upload(uid=entry.uid, hotkey=entry.hotkey, key=entry.key, data=raw.value,
-                        last_modified=deadline if mirrored else raw.last_modified, status=raw.status)
-        ids = sample_ids(entry.uid, record.window, hp.data_seed, hp.samples_per_window, check.num_train)
-        adm = admit_upload(upload, window=record.window, deadline_s=deadline, hparams=hp, shapes=gm.shapes(),
-                           expected_receipt=data_receipt(ids), base_fingerprint=record.base_fingerprint,
-                           seen_payloads=set())
-        if not adm.ok or adm.update is None:
-            return [], f"uid {entry.uid}: {adm.reason}"
-        updates.append(adm.update)
-    return updates, None
+    entry = record.included[i]
+    raw, mirrored = raws[i] if isinstance(raws[i], tuple) else (raws[i], False)
+    if raw.ok and raw.value is not None and hashlib.sha256(raw.value).hexdigest() != entry.sha256:
+        return f"uid {entry.uid}: file changed since the record was signed"
+    upload = Upload(uid=entry.uid, hotkey=entry.hotkey, key=entry.key, data=raw.value,
+                    last_modified=deadline if mirrored else raw.last_modified, status=raw.status)
+    ids = sample_ids(entry.uid, record.window, hp.data_seed, hp.samples_per_window, check.num_train)
+    adm = admit_upload(upload, window=record.window, deadline_s=deadline, hparams=hp, shapes=gm.shapes(),
+                       expected_receipt=data_receipt(ids), base_fingerprint=record.base_fingerprint,
+                       seen_payloads=set())
+    if not adm.ok or adm.update is None:
+        return f"uid {entry.uid}: {adm.reason}"
+    return adm
 
 
 def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
@@ -203,8 +229,8 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
     """Advance theta_w -> theta_{w+1} by the record (a refused record leaves theta and the norm history).
 
     With `check`, every entry must pass deterministic admission first (`admit_record_entries`), else
-    INADMISSIBLE and theta is untouched. `lead_hotkey` (the record's signer) is where mirrored inputs
-    are read from when an original is gone (`fetch_record_inputs`)."""
+    INADMISSIBLE and theta is untouched; the updates are then added one at a time. `lead_hotkey` (the
+    record's signer) is where mirrored inputs are read from when an original is gone (`fetch_record_inputs`)."""
     if record.window != gm.window:  # the body's window must be the one the signed manifest was fetched for
         return ApplyOutcome.WRONG_WINDOW
     if record.base_fingerprint != gm.fingerprint():
@@ -233,8 +259,8 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
     return _step_by_record(gm, record, updates)
 
 
-def _step_by_record(gm: GlobalModel, record: AggregationRecord, updates: list[dict[str, torch.Tensor]]
-                    ) -> ApplyOutcome:
+def _step_by_record(gm: GlobalModel, record: AggregationRecord,
+                    updates: list[dict[str, torch.Tensor]] | StreamedUpdates) -> ApplyOutcome:
     gm.apply_updates(updates, record.outer_lr)
     gm.window = record.window + 1
     gm.lineage = gm.lineage.after_record(record)

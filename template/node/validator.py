@@ -28,7 +28,7 @@ from gauntlet.nearcopy import SketchHistory, find_near_copies, sketch_update
 from gauntlet.ratings import Ratings
 from gauntlet.sampling import Rotation, draw_sample, sketch_indices, sketch_rate
 from gauntlet.weights import compute_weights, final_scores, weights_due
-from storage.peers import fetch_peer_list, fetch_uploads
+from storage.peers import UploadSpool, fetch_peer_list, fetch_uploads
 from template.chain.base import Metagraph
 from template.node import state as local_state
 from template.node.neuron import (
@@ -54,7 +54,7 @@ from template.node.sync import (
 )
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import eval_ids, loss_curve_ids, sample_ids
-from template.protocol.outer_step import clip_limit, clip_limits, clip_update, l2_norm
+from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update, l2_norm
 from template.protocol.reads import ReadStatus
 from template.protocol.records import AggregationRecord, RecordEntry
 from template.protocol.sealing import KEY_MISSING
@@ -109,25 +109,32 @@ def judged_miners(v: Validator, mg: Metagraph) -> list[int]:
     return [uid for uid in miner_uids(mg, v.hp.min_validator_stake, declared_validators(v.peers)) if uid != v.uid]
 
 
+def upload_spool(v: Validator) -> UploadSpool:
+    """Where a window's uploads wait on disk between the fetch and their admission (one file per uid)."""
+    return UploadSpool(v.state_dir / "uploads")
+
+
 def fetch_updates(v: Validator, window: int, mg: Metagraph) -> list[Upload]:
     """Every judged miner's upload of `window`, sealed ones opened with keys revealed by deadline +
-    reveal_grace_s (in a sealed run, fetched only once that time has passed)."""
+    reveal_grace_s (in a sealed run, fetched only once that time has passed). The bytes are on disk
+    (`upload_spool(v).load` reads one back): memory does not hold N miners' uploads at once."""
     hotkeys = {uid: mg.hotkeys[uid] for uid in judged_miners(v, mg)}
     reveal_by = v.clock.deadline(window) + v.hp.reveal_grace_s
     while v.hp.sealed_uploads and not v.stop.is_set() and time.time() < reveal_by + 1.0:  # +1 s: LastModified
         time.sleep(0.1)
-    return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes, reveal_by=reveal_by)
+    return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes, reveal_by=reveal_by, spool=upload_spool(v))
 
 
 @dataclass(frozen=True)
 class Checked:
     """A window's admissions in the compact form later steps need (issue 18: nothing here grows with the
-    model per judged miner, except the peers' updates, at most num_peers).
+    model per judged miner; the peers' exact kept positions, at most num_peers, are the largest part).
 
     scored: uid -> verdict for scoring (history: replays and near-copies of earlier windows; copies among all
         uploads, by index sketch), no update.
-    norms: uid -> per-tensor L2 norms of each deterministically admitted update (clip limits).
-    peers: uid -> full deterministic Admission (dense update, exact indices) of the uids on the peer list.
+    norms: uid -> per-tensor L2 norms of each deterministically admitted update (clip limits, the outer step).
+    peers: uid -> deterministic Admission of the uids on the peer list, with exact indices (the gather set's
+        copy check) and no update: the outer step decodes each again when it adds it (`StreamedUpdates`).
     sketches: uid -> count sketch of each deterministically admitted update (`gauntlet.nearcopy`).
     near_copy: uid -> share of its update that earlier windows' updates explain.
     """
@@ -149,11 +156,12 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
               peer_uids: list[int], seed: bytes) -> Checked:
     """Admit every upload, one dense decode at a time, keeping per upload only its verdict, payload digest,
     tensor norms and a sketch of its kept positions (`gauntlet.sampling.sketch_indices`, keyed by the
-    window's private `seed`); the uploads of `peer_uids` are kept whole for the gather set.
+    window's private `seed`); the uploads of `peer_uids` keep their exact indices for the gather set.
 
     Scoring adds this validator's history (replays; near-copies of earlier windows' updates, by count
     sketch) and copies among all uploads (by index sketch); the gather set (`lead_gather`) judges copies
-    among the peers only, exactly, as every miner does."""
+    among the peers only, exactly, as every miner does. Each upload's bytes are read back from the window's
+    spool (`fetch_updates`) as it is admitted: one upload's at a time."""
     rate = sketch_rate(v.gm.shapes(), topk=v.hp.topk, chunk_size=v.hp.chunk_size)
     key = near_copy_key(v)
     on_list = set(peer_uids)
@@ -161,17 +169,19 @@ def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float,
     norms: dict[int, dict[str, float]] = {}
     peers: dict[int, Admission] = {}
     sketches: dict[int, torch.Tensor] = {}
-    for up in uploads:
+    spool = upload_spool(v)
+    for stub in uploads:
+        up = spool.load(stub)
         adm = admit_one(v, window, up, deadline, base_fp)
         if adm.ok and adm.update is not None:
             norms[up.uid] = {name: l2_norm(t) for name, t in adm.update.items()}
             if adm.indices is not None:
                 sketches[up.uid] = sketch_update(adm.update, adm.indices, key=key)
         if up.uid in on_list:
-            peers[up.uid] = adm
+            peers[up.uid] = replace(adm, update=None)
         sketch = None if adm.indices is None else sketch_indices(adm.indices, seed=seed, rate=rate)
         base[up.uid] = replace(adm, update=None, indices=sketch)
-        del adm  # the dense update goes now, unless a peer's
+        del adm, up  # the dense update and the bytes go now
         release_freed_memory()
     replays = mark_replays(base, set(v.run_state.get("seen", [])))
     earlier = v.sketches.before(window, v.hp.near_copy_windows)
@@ -265,12 +275,11 @@ def draw_eval_sample(v: Validator, mg: Metagraph, scored: dict[int, Admission], 
     return sample
 
 
-def scoring_limits(v: Validator, gathered: list[dict], norms: dict[int, dict[str, float]]) -> dict[str, float]:
+def scoring_limits(v: Validator, gathered: StreamedUpdates, norms: dict[int, dict[str, float]]) -> dict[str, float]:
     """The clip limits aggregation applies this window (those of the gather set; with no gather set, of
-    every admitted update, from their norms), so each update is scored as aggregation would apply it."""
-    if gathered:
-        return clip_limits(gathered, v.gm.clip_ref, v.hp.clip_norm_growth)
-    rows = [n for _, n in sorted(norms.items())]
+    every admitted update), from the admitted updates' norms, so each update is scored as aggregation
+    would apply it."""
+    rows = gathered.norms if len(gathered) else [n for _, n in sorted(norms.items())]
     if not rows:
         return {}
     ref = v.gm.clip_ref or {}
@@ -356,7 +365,7 @@ def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int
 
 
 def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upload], base_fp: str,
-                     gather: tuple[list[int], list[dict]], successes: list[int]) -> tuple[str, dict[str, Any]]:
+                     gather: tuple[list[int], StreamedUpdates], successes: list[int]) -> tuple[str, dict[str, Any]]:
     """Lead: the gather set, the step, the signed record and peer list (and checkpoint). Others follow."""
     lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
     if lead != v.uid:
@@ -403,18 +412,18 @@ def peers_in_force(v: Validator, window: int, mg: Metagraph) -> list[int]:
     return read.value
 
 
-def lead_gather(v: Validator, uploads: list[Upload], peers: dict[int, Admission], peer_uids: list[int]
-                ) -> tuple[list[int], list[dict]]:
+def lead_gather(v: Validator, uploads: list[Upload], checked: Checked, peer_uids: list[int],
+                decode: Callable[[int], dict[str, torch.Tensor]]) -> tuple[list[int], StreamedUpdates]:
     """Exactly what every miner computes for the window: the lead's peer list x deterministic admission
-    (`peers`: the peers' full admissions), copies judged among the peers (uids, decoded updates). Every
-    validator computes it: its clip limits are the ones scores use."""
+    (`checked.peers`), copies judged among the peers (uids, and the updates as norms and a loader that
+    decodes each again: the outer step adds them one at a time). Every validator computes it: its clip
+    limits are the ones scores use."""
     if not peer_uids:
-        return [], []
-    admissions = reject_copies({u: a for u, a in peers.items() if u in set(peer_uids)}, uploads,
+        return [], StreamedUpdates(norms=[], load=lambda i: {})
+    admissions = reject_copies({u: a for u, a in checked.peers.items() if u in set(peer_uids)}, uploads,
                                threshold=v.hp.copy_overlap_threshold)
     chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=v.hp.num_peers)
-    updates = [admissions[u].update for u in chosen]
-    return chosen, [u for u in updates if u is not None]  # admitted uploads always carry their update
+    return chosen, StreamedUpdates(norms=[checked.norms[u] for u in chosen], load=lambda i: decode(chosen[i]))
 
 
 def ensure_peer_lists(v: Validator, windows: list[int], mg: Metagraph) -> None:
@@ -455,23 +464,25 @@ def run_window(v: Validator, window: int) -> dict | None:
     fetch_s = time.perf_counter() - fetch_start
     seed = window_seed(v, window)
     peer_uids = peers_in_force(v, window, mg)
+    spool = upload_spool(v)
     checked = admit_all(v, window, uploads, deadline, base_fp, peer_uids=peer_uids, seed=seed)
     admissions = dict(checked.scored)
     for uid in vanished_inputs(v, window, mg):
         if uid in admissions:
             admissions[uid] = admissions[uid].reject(VANISHED)
-    gather = lead_gather(v, uploads, checked.peers, peer_uids)
-    sample = draw_eval_sample(v, mg, admissions, seed)
-    keep = set(sample) | set(gather[0])  # raw bytes later steps need: evaluation, the record's mirror
-    uploads = [u if u.uid in keep else replace(u, data=None) for u in uploads]
-    release_freed_memory()
     by_uid = {u.uid: u for u in uploads}
-    checks_s = time.perf_counter() - fetch_start - fetch_s
 
     def decode(uid: int) -> dict[str, torch.Tensor]:
-        adm = checked.peers.get(uid) or admit_one(v, window, by_uid[uid], deadline, base_fp)
-        assert adm.update is not None, "a sampled upload was admitted, so it decodes"
+        """A sampled or gathered upload decoded again from the spool (admitted before, so it decodes)."""
+        adm = admit_one(v, window, spool.load(by_uid[uid]), deadline, base_fp)
+        assert adm.update is not None, "a sampled or gathered upload was admitted, so it decodes"
         return adm.update
+
+    gather = lead_gather(v, uploads, checked, peer_uids, decode)
+    sample = draw_eval_sample(v, mg, admissions, seed)
+    uploads = [spool.load(u) if u.uid in set(gather[0]) else u for u in uploads]  # the record's mirrors
+    release_freed_memory()
+    checks_s = time.perf_counter() - fetch_start - fetch_s
 
     eval_start = time.perf_counter()
     evals = score_updates(v, window, admissions, scoring_limits(v, gather[1], checked.norms), sample, decode)
@@ -491,6 +502,7 @@ def run_window(v: Validator, window: int) -> dict | None:
     v.run_state["last_window"] = window
     save_run_state(v)
     v.bucket.prune(window, v.hp.retention_windows)  # own objects past the run's retention
+    spool.clear()
     row = window_row(v, window, mg, loss, admissions, evals, scores, weights, sync)
     for uid, share in checked.near_copy.items():
         row["miners"][str(uid)]["near_copy"] = round(share, 4)

@@ -13,6 +13,8 @@ multiply-add), so every node that applies the same updates in the same order hol
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -126,4 +128,62 @@ def outer_step(params: dict[str, torch.Tensor], updates: list[dict[str, torch.Te
             stats["skipped_tensors"].append(name)
             continue
         p.sub_(step)
+    return stats
+
+
+@dataclass(frozen=True)
+class StreamedUpdates:
+    """A gather set to apply one update at a time (`outer_step_streamed`): `norms[i]` are update i's per-tensor
+    `l2_norm`s, `load(i)` gives its tensors (e.g. decoded again from the upload's bytes)."""
+
+    norms: list[dict[str, float]]
+    load: Callable[[int], dict[str, torch.Tensor]]
+
+    def __len__(self) -> int:
+        return len(self.norms)
+
+
+def outer_step_streamed(params: dict[str, torch.Tensor], norms: list[dict[str, float]],
+                        load: Callable[[int], dict[str, torch.Tensor]], lr: float, *,
+                        clip_ref: dict[str, float] | None = None, norm_growth: float = 2.0) -> dict[str, Any]:
+    """`outer_step` over updates loaded one at a time: `load(i)` gives update i (i ascending, each once) and
+    `norms[i]` its per-tensor `l2_norm`s, known before (at admission). Holds one update and one step
+    accumulator (2 x the model) instead of every update (issue 18: the gather set was num_peers x the model).
+
+    The same result bits and statistics as `outer_step(params, [load(i) for i in ...])`: an update is used
+    when its norms name every parameter and are finite (a non-finite value makes its norm non-finite), the
+    limits come from the used updates' norms, and each tensor's step adds the scaled updates in list order
+    with the same single-rounding ops. Raises ValueError for a used update whose tensors do not match `params`
+    (norms claimed a valid update) and for a parameter that is not CPU fp32."""
+    if not (norm_growth >= 1 and math.isfinite(norm_growth)):
+        raise ValueError(f"norm_growth must be a finite number >= 1, got {norm_growth}")
+    for name, p in params.items():
+        if p.dtype != torch.float32 or p.device.type != "cpu":
+            raise ValueError(f"params[{name!r}] must be CPU float32 (got {p.dtype} on {p.device}); "
+                             "copy the model to CPU fp32 for the outer step")
+    used = [i for i, n in enumerate(norms) if all(name in n and math.isfinite(n[name]) for name in params)]
+    stats: dict[str, Any] = {"used": len(used), "skipped": len(norms) - len(used), "clip_norms": {},
+                             "skipped_tensors": []}
+    if not used:
+        return stats
+    limits = {name: clip_limit([norms[i][name] for i in used], None if clip_ref is None else clip_ref.get(name),
+                               norm_growth) for name in sorted(params)}
+    stats["clip_norms"] = limits
+    steps = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
+    for i in used:
+        update = load(i)
+        for name in sorted(params):
+            t = update[name].detach().to("cpu", torch.float32) if name in update else None
+            if t is None or tuple(t.shape) != tuple(params[name].shape):
+                raise ValueError(f"update {i} does not match params[{name!r}] though its norms say it does")
+            scale = clip_scale(norms[i][name], limits[name])
+            steps[name].add_(t * scale if scale != 1.0 else t)  # as outer_step: one rounding each, list order
+        del update
+    for name in sorted(params):
+        step = steps.pop(name)
+        step.div_(len(used)).mul_(lr)  # (sum / n) * lr
+        if not bool(torch.isfinite(step).all()):
+            stats["skipped_tensors"].append(name)
+            continue
+        params[name].sub_(step)
     return stats

@@ -11,7 +11,7 @@ import torch
 from gauntlet.checks import FETCH_TIMEOUT, LATE, NO_COMMITMENT, admit_upload
 from storage.bounded import FetchBudget
 from storage.credentials import BucketAccess
-from storage.peers import PeerBuckets, fetch_checkpoint, fetch_record_updates, fetch_uploads
+from storage.peers import PeerBuckets, UploadSpool, fetch_checkpoint, fetch_record_updates, fetch_uploads
 from template.protocol import layout
 from template.protocol.config import HParams
 from template.protocol.reads import ReadStatus
@@ -58,17 +58,22 @@ def test_timeout_is_its_own_admission_reason() -> None:
     assert (upload.status, adm.reason) == (ReadStatus.TIMEOUT, FETCH_TIMEOUT)
 
 
-def test_window_fetches_run_at_once_and_honest_peers_still_arrive(seaweed) -> None:
-    """Two silent peers and one honest one: the silent reads are in flight together, the honest one is ok."""
+@pytest.mark.parametrize("spooled", [False, True])
+def test_window_fetches_run_at_once_and_honest_peers_still_arrive(seaweed, tmp_path, spooled: bool) -> None:
+    """Two silent peers and one honest one: the silent reads are in flight together, the honest one is ok;
+    the same when each upload goes to disk as it arrives (the validator's `UploadSpool`)."""
     _, read = seaweed.neurons["alice"]
     seaweed.writer("alice").put("alice", KEY, BODY)
+    spool = UploadSpool(tmp_path / "spool") if spooled else None
     with HostileS3("silent") as srv:
         srv.put("tarpit-a", KEY, BODY)
         srv.put("tarpit-b", KEY, BODY)
         peers = peers_of({"honest": access(seaweed.endpoint, "alice", read.access_key, read.secret_key),
                           "slow-a": access(srv.endpoint, "tarpit-a"), "slow-b": access(srv.endpoint, "tarpit-b")})
-        uploads = fetch_uploads(peers, {1: "honest", 2: "slow-a", 3: "slow-b"}, 3, max_bytes=1 << 20)
+        uploads = fetch_uploads(peers, {1: "honest", 2: "slow-a", 3: "slow-b"}, 3, max_bytes=1 << 20, spool=spool)
         assert srv.max_in_flight == 2  # both silent reads waited at the same time, not one after the other
+    if spool is not None:
+        uploads = [spool.load(u) for u in uploads]
     by_uid = {u.uid: u for u in uploads}
     assert by_uid[1].status is ReadStatus.OK and by_uid[1].data == BODY and by_uid[1].last_modified is not None
     assert by_uid[2].status is ReadStatus.TIMEOUT and by_uid[3].status is ReadStatus.TIMEOUT
@@ -122,3 +127,24 @@ def test_missing_last_modified_is_never_on_time() -> None:
     adm = admit_upload(upload, window=3, deadline_s=time.time() + 3600, hparams=HParams(), shapes={},
                        expected_receipt="", base_fingerprint="", seen_payloads=set())
     assert adm.reason == LATE
+
+
+def test_every_peer_is_read_through_one_client_each_read_signed_with_its_own_keys(seaweed) -> None:
+    """Issue 18: one botocore client signs for every peer (a client per peer held ~0.5 MB each); reads in
+    flight at once keep their own keys: carol's keys on alice's bucket are refused, on her own accepted."""
+    key = layout.gradient_key(5)
+    for name in ("alice", "carol"):
+        seaweed.writer(name).put(name, key, name.encode() * 10)
+    (_, alice), (_, carol) = seaweed.neurons["alice"], seaweed.neurons["carol"]
+    peers = peers_of({"alice": access(seaweed.endpoint, "alice", alice.access_key, alice.secret_key),
+                      "carol": access(seaweed.endpoint, "carol", carol.access_key, carol.secret_key),
+                      "mixed": access(seaweed.endpoint, "alice", carol.access_key, carol.secret_key)})
+    uploads = fetch_uploads(peers, {1: "alice", 2: "carol", 3: "mixed"} | {10 + i: "alice" for i in range(8)},
+                            5, max_bytes=1 << 20)
+    by_uid = {u.uid: u for u in uploads}
+    assert by_uid[1].data == b"alice" * 10 and by_uid[2].data == b"carol" * 10
+    assert all(by_uid[10 + i].data == b"alice" * 10 for i in range(8))
+    assert by_uid[3].status is ReadStatus.DENIED
+    readers = [found[0] for hotkey in ("alice", "carol", "mixed") if (found := peers.reader(hotkey))]
+    assert len({id(r.shared) for r in readers}) == 1  # type: ignore[attr-defined]
+    assert peers.list_windows("carol", "v1/gradients/") == [5]

@@ -86,6 +86,37 @@ def test_mean_loss_is_eval_mode_and_restores_training_flag(model):
         mean_loss(model, batch[0])
 
 
+def one_forward_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
+    """The whole batch in one forward: what mean_loss computed before it was micro-batched."""
+    model.eval()
+    with torch.no_grad():
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+    return float(loss)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 11), micro=st.integers(1, 12), seed=st.integers(0, 1000), num_ignored=st.integers(0, 11))
+def test_micro_batched_mean_loss_is_the_one_forward_mean(model, n, micro, seed, num_ignored):
+    """Any split of the batch gives the mean over every counted target: rows whose last target is ignored
+    (-1, the only place a -1 is not also an input) count one target fewer, so parts weigh unequally."""
+    batch = markov_batch(n, seed=seed).clone()
+    batch[: min(num_ignored, n), -1] = -1
+    got, want = mean_loss(model, batch, micro_batch=micro), one_forward_loss(model, batch)
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_micro_batch_bounds_the_samples_of_each_forward(model):
+    seen: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    try:
+        mean_loss(model, markov_batch(10, seed=2), micro_batch=4)
+    finally:
+        handle.remove()
+    assert seen == [4, 4, 2]
+    with pytest.raises(ValueError, match="micro_batch"):
+        mean_loss(model, markov_batch(2, seed=2), micro_batch=0)
+
+
 def test_helpful_update_improves_and_model_is_restored_exactly(model):
     snap = params_snapshot(model)
     assigned, random_batch = markov_batch(8, seed=11), markov_batch(8, seed=12)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from template.protocol.outer_step import outer_step
+from template.protocol.outer_step import l2_norm, outer_step, outer_step_streamed
 
 torch.set_num_threads(1)
 
@@ -69,3 +71,49 @@ def test_outer_step_no_updates_is_noop():
     params = {"a": torch.ones(2)}
     assert outer_step(params, [], lr=1.0)["used"] == 0
     assert torch.equal(params["a"], torch.ones(2))
+
+
+def random_update(seed: int, scale: float, poison: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    upd = {"a": torch.randn(33, generator=gen) * scale, "b": torch.randn(4, 5, generator=gen) * scale / 3}
+    if poison == 1:
+        upd["a"][3] = float("nan")
+    elif poison == 2:
+        upd["b"][1, 1] = float("inf")
+    elif poison == 3:
+        del upd["b"]
+    elif poison == 4:
+        upd["a"][0] = 3e38  # finite, but two of them overflow the step of "a"
+    return upd
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from([1e-3, 1.0, 50.0]),
+                          st.sampled_from([0, 0, 0, 1, 2, 3, 4])), max_size=7),
+       st.booleans(), st.sampled_from([0.01, 1.0, 30.0]))
+def test_streamed_outer_step_is_bit_identical_to_the_outer_step(peers, with_ref, lr):
+    """Issue 18: the one-update-at-a-time step (norms known from admission) gives every node the same bits
+    and statistics as the step over the whole gather set: clipping, skipped peers and tensors included."""
+    updates = [random_update(seed, scale, poison) for seed, scale, poison in peers]
+    ref = {"a": 2.0, "b": 0.5} if with_ref else None
+    start = {"a": torch.linspace(-1, 1, 33), "b": torch.ones(4, 5)}
+    whole = {n: t.clone() for n, t in start.items()}
+    streamed = {n: t.clone() for n, t in start.items()}
+    want = outer_step(whole, updates, lr, clip_ref=ref)
+    loaded: list[int] = []
+
+    def load(i: int) -> dict[str, torch.Tensor]:
+        loaded.append(i)
+        return updates[i]
+
+    norms = [{n: l2_norm(t) for n, t in u.items()} for u in updates]
+    got = outer_step_streamed(streamed, norms, load, lr, clip_ref=ref)
+    assert got == want
+    assert all(torch.equal(streamed[n], whole[n]) for n in start)
+    assert loaded == sorted(loaded) and len(set(loaded)) == want["used"]
+
+
+def test_streamed_outer_step_refuses_an_update_its_norms_misdescribe():
+    params = {"a": torch.zeros(3)}
+    with pytest.raises(ValueError, match="does not match"):
+        outer_step_streamed(params, [{"a": 1.0}], lambda _i: {"a": torch.ones(4)}, 1.0)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gauntlet.aggregate import admit_uploads
-from storage.peers import fetch_record, fetch_uploads
+from storage.peers import UploadSpool, fetch_record, fetch_uploads
 from template.node import validator as validator_module
 from template.node.miner import gather_and_step, honest_upload, plan_window, reveal_key, upload_update
 from template.node.sync import ApplyOutcome, GlobalModel, apply_record
@@ -133,3 +133,26 @@ def test_a_sealed_window_aggregates_records_and_replays(net):
     miner = net.miner("bob")
     assert gather_and_step(miner, net.chain.metagraph(net.netuid), net.hotkey("alice"), 0, miner.clock.deadline(0)) == 2
     assert miner.gm.fingerprint() == record.next_fingerprint
+
+
+def test_spooled_fetch_gives_the_same_uploads_one_in_memory_at_a_time(net, tmp_path):
+    """Issue 18: `fetch_uploads` into an UploadSpool returns the uploads without their bytes (on disk, a
+    sealed one as its opened plaintext); loaded back, each is what the in-memory fetch returns."""
+    bob, plain = sealed_upload(net, "bob")
+    charlie, _ = sealed_upload(net, "charlie")
+    deadline = bob.clock.deadline(0)
+    net.chain.advance_to(bob.clock.last_block(0) + 1)
+    reveal_key(bob, 0)
+    net.chain.advance_to(bob.clock.last_block(0) + 3)
+    reveal_key(charlie, 0)  # late
+    hotkeys = {net.neurons[n].uid: net.hotkey(n) for n in ("alice", "bob", "charlie")}  # alice uploaded nothing
+    args = (net.peers(), hotkeys, 0, net.hp.max_upload_bytes, deadline + GRACE_S)
+    spool = UploadSpool(tmp_path / "spool")
+    spool.write(99, b"a stale file of an earlier window")
+    in_memory, spooled = fetch_uploads(*args), fetch_uploads(*args, spool=spool)
+    assert all(u.data is None for u in spooled)
+    assert [spool.load(u) for u in spooled] == in_memory
+    assert spool.path(bob.uid).read_bytes() == plain
+    assert sorted(p.name for p in spool.folder.iterdir()) == [f"{bob.uid}.upload", f"{charlie.uid}.upload"]
+    spool.clear()
+    assert list(spool.folder.iterdir()) == []

@@ -75,9 +75,27 @@ def test_admission_keeps_only_the_compact_form_except_the_peers(net):
     checked = admit_all(v, 0, uploads, v.clock.deadline(0), v.gm.fingerprint(), peer_uids=[2], seed=b"s" * 32)
     assert {u: a.ok for u, a in checked.scored.items()} == {2: True, 3: True, 4: False}
     assert all(a.update is None for a in checked.scored.values())
-    assert set(checked.peers) == {2} and checked.peers[2].update is not None
+    assert set(checked.peers) == {2} and checked.peers[2].update is None  # decoded again when gathered
+    assert checked.peers[2].indices is not None and any(t.numel() for t in checked.peers[2].indices.values())
     assert set(checked.norms) == {2, 3} and set(checked.norms[3]) == set(v.gm.shapes())
     assert checked.scored[3].indices is not None and checked.scored[4].indices is None
+
+
+def test_uploads_wait_on_disk_between_fetch_and_admission(net):
+    """Issue 18: the fetch writes each upload to the validator's spool and keeps no bytes; admission reads
+    them back one at a time; the window empties the spool when it ends."""
+    v = net.validator("alice")
+    upload(net, "bob", 0)
+    upload(net, "charlie", 0)
+    net.chain.advance_to(v.clock.last_block(0) + 1)
+    uploads = fetch_updates(v, 0, net.chain.metagraph(net.netuid))
+    spool = validator_module.upload_spool(v)
+    assert all(u.data is None for u in uploads)
+    assert sorted(p.name for p in spool.folder.iterdir()) == ["2.upload", "3.upload"]
+    assert spool.load(uploads[0]).data == spool.path(2).read_bytes()
+    row = run_window(v, 0)
+    assert row["eval/admitted"] == 2
+    assert list(spool.folder.iterdir()) == []
 
 
 def test_an_update_that_helps_reaches_the_peer_list_even_when_its_window_is_not_compliant(net):
