@@ -18,8 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import torch
@@ -31,6 +30,7 @@ from gauntlet.checks import Upload
 from storage.bounded import FetchBudget, Identity, deadline
 from storage.credentials import BucketAccess
 from storage.s3 import GetResult, IdentityClient, ObjectInfo, S3Client, S3Error, Status
+from storage.spool import UploadSpool
 from template.protocol import layout
 from template.protocol.artifacts import (
     ArtifactError,
@@ -355,34 +355,6 @@ def open_with_reveal(read: Read[bytes], key_read: Read[bytes], hotkey: str, wind
     except SealError as e:
         return read, e.code
     return Read.success(plain, read.last_modified), None
-
-
-@dataclass(frozen=True)
-class UploadSpool:
-    """A window's fetched uploads on disk, one file per uid under `folder`, read back one at a time.
-
-    Issue 18: a validator judging N miners held all N uploads' bytes (N x 24.6 MB at the 1B preset) from the
-    fetch until its eval draw; with a spool it holds the ones in flight (at most FETCH_WORKERS) and the one
-    being admitted. The folder is scratch: `fetch_uploads` empties it first, `clear` after the window."""
-
-    folder: Path
-
-    def path(self, uid: int) -> Path:
-        return self.folder / f"{uid}.upload"
-
-    def write(self, uid: int, data: bytes) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.path(uid).write_bytes(data)
-
-    def load(self, upload: Upload) -> Upload:
-        """`upload` with its bytes read back from disk (as it is when it has them or none were spooled)."""
-        if upload.data is not None or upload.status is not ReadStatus.OK or not self.path(upload.uid).exists():
-            return upload
-        return replace(upload, data=self.path(upload.uid).read_bytes())
-
-    def clear(self) -> None:
-        for path in self.folder.glob("*.upload"):
-            path.unlink(missing_ok=True)
 
 
 def fetch_uploads(peers: PeerBuckets, hotkeys: dict[int, str], window: int, max_bytes: int,

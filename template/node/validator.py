@@ -28,7 +28,8 @@ from gauntlet.nearcopy import SketchHistory, find_near_copies, sketch_update
 from gauntlet.ratings import Ratings
 from gauntlet.sampling import Rotation, draw_sample, sketch_indices, sketch_rate
 from gauntlet.weights import compute_weights, final_scores, weights_due
-from storage.peers import UploadSpool, fetch_peer_list, fetch_uploads
+from storage.peers import fetch_peer_list, fetch_uploads
+from storage.spool import UploadSpool
 from template.chain.base import Metagraph
 from template.node import state as local_state
 from template.node.neuron import (

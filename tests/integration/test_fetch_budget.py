@@ -11,7 +11,8 @@ import torch
 from gauntlet.checks import FETCH_TIMEOUT, LATE, NO_COMMITMENT, admit_upload
 from storage.bounded import FetchBudget
 from storage.credentials import BucketAccess
-from storage.peers import PeerBuckets, UploadSpool, fetch_checkpoint, fetch_record_updates, fetch_uploads
+from storage.peers import PeerBuckets, fetch_checkpoint, fetch_record_updates, fetch_uploads
+from storage.spool import UploadSpool
 from template.protocol import layout
 from template.protocol.config import HParams
 from template.protocol.reads import ReadStatus

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from gauntlet.aggregate import admit_uploads
-from storage.peers import UploadSpool, fetch_record, fetch_uploads
+from storage.peers import fetch_record, fetch_uploads
+from storage.spool import UploadSpool
 from template.node import validator as validator_module
 from template.node.miner import gather_and_step, honest_upload, plan_window, reveal_key, upload_update
 from template.node.sync import ApplyOutcome, GlobalModel, apply_record

@@ -1,0 +1,37 @@
+"""A window's fetched uploads on local disk (issue 18): written as each read completes, read back one at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from gauntlet.checks import Upload
+from template.protocol.reads import ReadStatus
+
+
+@dataclass(frozen=True)
+class UploadSpool:
+    """A window's fetched uploads on disk, one file per uid under `folder`, read back one at a time.
+
+    Issue 18: a validator judging N miners held all N uploads' bytes (N x 24.6 MB at the 1B preset) from the
+    fetch until its eval draw; with a spool it holds the ones in flight (at most FETCH_WORKERS) and the one
+    being admitted. The folder is scratch: `fetch_uploads` empties it first, `clear` after the window."""
+
+    folder: Path
+
+    def path(self, uid: int) -> Path:
+        return self.folder / f"{uid}.upload"
+
+    def write(self, uid: int, data: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path(uid).write_bytes(data)
+
+    def load(self, upload: Upload) -> Upload:
+        """`upload` with its bytes read back from disk (as it is when it has them or none were spooled)."""
+        if upload.data is not None or upload.status is not ReadStatus.OK or not self.path(upload.uid).exists():
+            return upload
+        return replace(upload, data=self.path(upload.uid).read_bytes())
+
+    def clear(self) -> None:
+        for path in self.folder.glob("*.upload"):
+            path.unlink(missing_ok=True)
