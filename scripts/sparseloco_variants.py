@@ -17,6 +17,9 @@ Quantizers of the kept values (M,) of one tensor, each -> the decoded values:
 
 ``dense_1d``: tensors with fewer than 2 dims (the RMSNorm gains) are sent whole in fp32 and their error
 feedback emptied, instead of 1 of every 64 values (the protocol's 1-D rule).
+
+``outer_momentum``: the outer step as Nesterov SGD (DiLoCo's outer optimizer) over the network's clipped mean,
+instead of plain SGD; the momentum buffer is state every node would have to keep and agree on.
 """
 
 from __future__ import annotations
@@ -110,12 +113,16 @@ class SparseLoCoVariant(SparseLoCo):
     """The SparseLoCo adapter with one codec part swapped (see module docstring); same EF, top-k and clip."""
 
     def __init__(self, codec: CodecParams, error_feedback_beta: float, outer_lr: float, *, quantizer: str,
-                 dense_1d: bool, clip: str = "history", norm_growth: float = 2.0) -> None:
+                 dense_1d: bool, clip: str = "history", norm_growth: float = 2.0, outer_momentum: float = 0.0
+                 ) -> None:
         if quantizer not in QUANTIZERS:
             raise ValueError(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}")
+        if not 0.0 <= outer_momentum < 1.0:
+            raise ValueError(f"outer_momentum must be in [0, 1), got {outer_momentum}")
         super().__init__(codec, error_feedback_beta, outer_lr, clip=clip, norm_growth=norm_growth)
-        self.quantizer, self.dense_1d = quantizer, dense_1d
+        self.quantizer, self.dense_1d, self.outer_momentum = quantizer, dense_1d, outer_momentum
         self.wire_bytes: int | None = None
+        self.momentum_buffer: Params = {}
 
     def worker_payload(self, worker_state: WorkerState, update: Params) -> tuple[Any, int]:
         ef = worker_state.setdefault("error_feedback", {})
@@ -135,3 +142,18 @@ class SparseLoCoVariant(SparseLoCo):
 
     def decode(self, payload: Any, shapes: dict[str, tuple[int, ...]]) -> Params:
         return payload
+
+    @torch.no_grad()
+    def apply(self, global_params: Params, payloads: list[Any], lr_scale: float = 1.0) -> dict[str, float]:
+        if not self.outer_momentum:
+            return super().apply(global_params, payloads, lr_scale)
+        before = {name: p.clone() for name, p in global_params.items()}
+        stats = super().apply(global_params, payloads, lr_scale)
+        # the plain step just taken (outer lr x clipped mean), redone as Nesterov: g + mu * (mu * buf + g)
+        for name, param in global_params.items():
+            step = before[name] - param
+            buf = self.momentum_buffer.get(name)
+            buf = step.clone() if buf is None else buf.mul_(self.outer_momentum).add_(step)
+            self.momentum_buffer[name] = buf
+            param.copy_(before[name] - step - self.outer_momentum * buf)
+        return stats

@@ -27,7 +27,7 @@ PROTOCOL_VERSION = 1  # bump on any change to artifact formats, keys or scoring 
 # CPU demo sends denser updates, chosen from the loss-vs-bytes frontier of scripts/bench_convergence.py
 # (docs/benchmarks.md, "Convergence"; docs/subnet-owner.md, "Per-preset codec defaults").
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tiny": {"topk": 256},
+    "tiny": {"topk": 256, "outer_lr": 1.25, "ef_beta": 0.9},
 }
 
 
