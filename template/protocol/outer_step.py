@@ -83,6 +83,17 @@ def clip_update(update: dict[str, torch.Tensor], limits: dict[str, float]) -> di
     return out
 
 
+def check_step_inputs(params: dict[str, torch.Tensor], norm_growth: float) -> None:
+    """ValueError unless `norm_growth` is finite and >= 1 and every parameter is a CPU fp32 tensor (the step
+    is defined on CPU fp32 only, so every node gets the same bits)."""
+    if not (norm_growth >= 1 and math.isfinite(norm_growth)):
+        raise ValueError(f"norm_growth must be a finite number >= 1, got {norm_growth}")
+    for name, p in params.items():
+        if p.dtype != torch.float32 or p.device.type != "cpu":
+            raise ValueError(f"params[{name!r}] must be CPU float32 (got {p.dtype} on {p.device}); "
+                             "copy the model to CPU fp32 for the outer step")
+
+
 def outer_step(params: dict[str, torch.Tensor], updates: list[dict[str, torch.Tensor]], lr: float, *,
                clip_ref: dict[str, float] | None = None, norm_growth: float = 2.0) -> dict[str, Any]:
     """The outer SGD step of DESIGN 4.1, in place on ``params`` (CPU fp32).
@@ -97,12 +108,7 @@ def outer_step(params: dict[str, torch.Tensor], updates: list[dict[str, torch.Te
     "skipped_tensors": [names]}.
     Raises ValueError if a parameter is not a CPU fp32 tensor (the step is defined on CPU fp32 only).
     """
-    if not (norm_growth >= 1 and math.isfinite(norm_growth)):
-        raise ValueError(f"norm_growth must be a finite number >= 1, got {norm_growth}")
-    for name, p in params.items():
-        if p.dtype != torch.float32 or p.device.type != "cpu":
-            raise ValueError(f"params[{name!r}] must be CPU float32 (got {p.dtype} on {p.device}); "
-                             "copy the model to CPU fp32 for the outer step")
+    check_step_inputs(params, norm_growth)
     used: list[dict[str, torch.Tensor]] = []
     for upd in updates:
         ok = all(n in upd and tuple(upd[n].shape) == tuple(p.shape) for n, p in params.items())
@@ -155,12 +161,7 @@ def outer_step_streamed(params: dict[str, torch.Tensor], norms: list[dict[str, f
     limits come from the used updates' norms, and each tensor's step adds the scaled updates in list order
     with the same single-rounding ops. Raises ValueError for a used update whose tensors do not match `params`
     (norms claimed a valid update) and for a parameter that is not CPU fp32."""
-    if not (norm_growth >= 1 and math.isfinite(norm_growth)):
-        raise ValueError(f"norm_growth must be a finite number >= 1, got {norm_growth}")
-    for name, p in params.items():
-        if p.dtype != torch.float32 or p.device.type != "cpu":
-            raise ValueError(f"params[{name!r}] must be CPU float32 (got {p.dtype} on {p.device}); "
-                             "copy the model to CPU fp32 for the outer step")
+    check_step_inputs(params, norm_growth)
     used = [i for i, n in enumerate(norms) if all(name in n and math.isfinite(n[name]) for name in params)]
     stats: dict[str, Any] = {"used": len(used), "skipped": len(norms) - len(used), "clip_norms": {},
                              "skipped_tensors": []}
