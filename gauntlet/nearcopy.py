@@ -172,10 +172,11 @@ def find_near_copies(sketches: Mapping[int, tuple[str, torch.Tensor]], history: 
     network run), and resending its own work unchanged is a `replay` already."""
     found: dict[int, NearCopy] = {}
     shares: dict[int, float] = {}
+    earlier = history.sketches.to(torch.float64)  # once, not per update (explained_fraction works in float64)
     for uid in sorted(sketches):
         hotkey, sketch = sketches[uid]
         others = torch.tensor([not (e.uid == uid and e.hotkey == hotkey) for e in history.entries], dtype=torch.bool)
-        share, rows = explained_fraction(sketch, history.sketches, max_terms=max_terms, allowed=others)
+        share, rows = explained_fraction(sketch, earlier, max_terms=max_terms, allowed=others)
         shares[uid] = share
         if rows and share >= threshold:
             found[uid] = NearCopy(explained=share, sources=tuple(history.entries[i] for i in rows))

@@ -12,7 +12,8 @@ import pytest
 from gauntlet.sampling import Rotation
 from storage.peers import fetch_record
 from template.node import validator as validator_module
-from template.node.validator import admit_all, fetch_updates, run_window
+from template.node.admission import admit_all, upload_spool
+from template.node.validator import fetch_updates, run_window
 from tests.unit.fakes import FakeNet, tiny_hparams
 from tests.unit.test_validator_window import upload
 
@@ -89,7 +90,7 @@ def test_uploads_wait_on_disk_between_fetch_and_admission(net):
     upload(net, "charlie", 0)
     net.chain.advance_to(v.clock.last_block(0) + 1)
     uploads = fetch_updates(v, 0, net.chain.metagraph(net.netuid))
-    spool = validator_module.upload_spool(v)
+    spool = upload_spool(v)
     assert all(u.data is None for u in uploads)
     assert sorted(p.name for p in spool.folder.iterdir()) == ["2.upload", "3.upload"]
     assert spool.load(uploads[0]).data == spool.path(2).read_bytes()
