@@ -6,20 +6,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-# The repo root, so tests can import the CLI modules under scripts/ (not an installed package).
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from storage.s3 import S3Client  # noqa: E402
-from storage.seaweed import Identity, SeaweedServer, admin_identity, neuron_identities  # noqa: E402
+from storage.s3 import S3Client
+from storage.seaweed import Identity, SeaweedServer, admin_identity, neuron_identities
 
 NEURON_BUCKETS = ("alice", "bob", "carol")
 

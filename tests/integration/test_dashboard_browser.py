@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.dashboard import DashboardServer
+from template.harness.dashboard import DashboardServer
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "tests" / "data" / "run_small"

@@ -16,12 +16,12 @@ import pytest
 import torch
 from bittensor_wallet import Wallet
 
-from scripts import localnet
 from storage.credentials import BucketAccess
 from storage.s3 import S3Client, Status
 from storage.seaweed import Identity, SeaweedServer
 from template.chain.localnet.client import LocalnetClient
 from template.chain.localnet.process import start_localnet_process
+from template.harness import localnet
 from template.protocol import layout
 from template.protocol.artifacts import read_json_artifact, read_tensor_artifact
 from template.protocol.config import HParams

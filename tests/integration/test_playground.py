@@ -107,7 +107,7 @@ def test_slot_miner_is_admitted_rated_and_reported(attached):
     creds = json.loads((run_dir / "credentials" / "ext-miner0.json").read_text())
     assert creds["bucket"] == "ext-miner0" and creds["write_key_id"] != creds["read_key_id"]
     # nothing the playground started is left running: its ports are free again
-    from scripts.localnet_slots import check_ports_free, load_run_state
+    from template.harness.slots import check_ports_free, load_run_state
 
     state = load_run_state(run_dir)
     check_ports_free([state["chain_port"], *state["seaweed_ports"].values()])

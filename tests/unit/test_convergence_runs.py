@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from scripts.bench_convergence import frontier_points, group_by_config, parse_args, specs_for
-from scripts.convergence_runs import Common, RunSpec, cache_key
-from scripts.sparseloco_variants import SparseLoCoVariant
+from template.harness.convergence_bench import frontier_points, group_by_config, parse_args, specs_for
+from template.harness.convergence_runs import Common, RunSpec, cache_key
+from template.harness.sparseloco_variants import SparseLoCoVariant
 from template.protocol.sparseloco import CodecParams
 
 COMMON = Common(num_workers=4, outer_steps=15, batch_size=4, seq_len=128, vocab_size=8192, inner_lr=0.002,

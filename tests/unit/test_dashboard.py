@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from fastapi.testclient import TestClient
 
-from scripts.dashboard import DashboardServer, collect, kind_of, line_chart_svg, make_app
+from template.harness.dashboard import DashboardServer, collect, kind_of, line_chart_svg, make_app
 
 RUN = Path(__file__).resolve().parents[1] / "data" / "run_small"
 

@@ -15,9 +15,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scripts.prepare_data import EOS_TOKEN, prepare_dataset
 from storage.dataset import fetch_dataset
 from storage.s3 import GetResult, ObjectInfo, Status
+from template.harness.prepare_data import EOS_TOKEN, prepare_dataset
 from template.protocol import layout
 from template.protocol.data import (
     DatasetError,

@@ -9,7 +9,9 @@ Layers, lowest first (a module may import its own layer and the ones below, neve
                         is seen from above
     template.node       node runtime: build path, miner and validator loops, sync, local state
     template.sim        hostile miners and validators of the simulation (never on the honest path)
-    neurons, scripts    entry points
+    template.harness    the whole network on one machine: localnet orchestration, report, progress,
+                        dashboard, what-if replay, data preparation, convergence runs (what scripts/ drive)
+    neurons, scripts    entry points (scripts/ are thin CLIs over template.harness and the layers below)
 
 `template.chain` sits beside `storage`: it imports neither storage nor gauntlet, and they don't import it.
 """
@@ -34,7 +36,9 @@ ALLOWED: dict[str, set[str]] = {
     "template.node": {"template.protocol", "gauntlet", "storage", "template.chain"},
     "template.sim": {"template.protocol", "gauntlet", "storage", "template.chain", "template.node"},
     "neurons": {"template.protocol", "gauntlet", "storage", "template.chain", "template.node"},
-    "scripts": {"template.protocol", "gauntlet", "storage", "template.chain", "template.node", "template.sim"},
+    "template.harness": {"template.protocol", "gauntlet", "storage", "template.chain", "template.node", "template.sim"},
+    "scripts": {"template.protocol", "gauntlet", "storage", "template.chain", "template.node", "template.sim",
+                "template.harness"},
 }
 LAYERS = sorted(ALLOWED, key=len, reverse=True)  # longest prefix first: template.node before template
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from scripts.localnet_progress import Progress, format_duration, format_line
+from template.harness.progress import Progress, format_duration, format_line
 
 ROW = {"window": 4, "eval/heldout_loss": 8.90441, "role": "validator", "miners": {
     "3": {"hotkey": "hk3", "reason": None, "rating": 2.16},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scripts.localnet_report import format_markdown, format_report
+from template.harness.report import format_markdown, format_report
 
 REPORT = {
     "windows": 2, "loss": [9.0, 8.1], "loss_drop": 0.1, "wall_s": 12.5, "checkpoints": ["k"],

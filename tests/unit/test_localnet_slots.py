@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from scripts.localnet import parse_args
-from scripts.localnet_slots import load_run_state, parse_slots, slot_command, slot_names
+from template.harness.localnet import parse_args
+from template.harness.slots import load_run_state, parse_slots, slot_command, slot_names
 from template.protocol.config import parse_neuron_args
 
 

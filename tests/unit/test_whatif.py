@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.whatif import gini, grid_points, main, parse_axes, sweep, sweep_command
-from scripts.whatif_replay import chain_value, name_role, parse_value
+from template.harness.whatif import gini, grid_points, main, parse_axes, sweep, sweep_command
+from template.harness.whatif_replay import chain_value, name_role, parse_value
 
 
 def test_grid_is_every_combination_in_order():

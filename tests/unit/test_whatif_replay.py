@@ -1,14 +1,14 @@
 """scripts/whatif.py on a small recorded run: the replay reproduces what the chain paid, and settings matter.
 
 The fixture (tests/data/whatif_run/) is a real `scripts/localnet.py` run (3 honest miners, lazy,
-replay and copycat miners, 2 validators) trimmed by `scripts.whatif_replay.trim_run` to what the
+replay and copycat miners, 2 validators) trimmed by `template.harness.whatif_replay.trim_run` to what the
 replay reads: chain.sqlite (blocks and extrinsics), hparams.json, the validators' metrics and the
 neurons' roles. If the localnet chain's state transition changes, `recorded()` refuses the old
 recording; record a new run and trim it again:
 
     python scripts/localnet.py --miners 3 --validators 2 --windows 12 --adversaries lazy,replay,copycat \\
         --run-dir runs/fixture
-    python -c "from scripts.whatif_replay import trim_run; trim_run('runs/fixture', 'tests/data/whatif_run')"
+    python -c "from template.harness.whatif_replay import trim_run; trim_run('runs/fixture', 'tests/data/whatif_run')"
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.whatif import main, replay_error, summarize, what_if
-from scripts.whatif_replay import (
+from template.harness.whatif import main, replay_error, summarize, what_if
+from template.harness.whatif_replay import (
     LATE,
     RunError,
     build_settings,

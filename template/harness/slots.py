@@ -114,12 +114,12 @@ def resume(args) -> int:
     """`scripts/localnet.py --resume RUN_DIR [--windows K]`: continue a stopped run (see the module doc)."""
     from loguru import logger
 
-    from scripts import localnet as ln
-    from scripts.localnet_report import build_report, write_report
     from storage.s3 import S3Client
     from storage.seaweed import Identity, SeaweedServer
     from template.chain.localnet.client import LocalnetClient
     from template.chain.localnet.process import start_localnet_process
+    from template.harness import localnet as ln
+    from template.harness.report import build_report, write_report
     from template.protocol import layout
     from template.protocol.config import HParams
 

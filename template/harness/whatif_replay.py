@@ -25,7 +25,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from gauntlet.weights import compute_weights, weights_due
 from template.chain.base import weights_to_u16
@@ -345,7 +345,7 @@ class Replayer:
 
     def __init__(self, run: Run, settings: Settings) -> None:
         self.run, self.settings = run, settings
-        self.state = ReplayState.from_genesis(run.genesis)
+        self.state = cast(ReplayState, ReplayState.from_genesis(run.genesis))  # from_genesis is typed for the base
         self.state.track(run.netuid, settings.owner_cut_u16)
         self.last_interval: dict[str, int | None] = {hk: None for hk in run.events}
         self.at_position: dict[tuple[int, int], list[tuple[str, WeightEvent]]] = defaultdict(list)
@@ -441,9 +441,9 @@ def parse_value(raw: str) -> Any:
         return True
     if low in ("false", "off", "no"):
         return False
-    for cast in (int, float):
+    for convert in (int, float):
         try:
-            return cast(raw)
+            return convert(raw)
         except ValueError:
             pass
     return raw.strip()
