@@ -81,7 +81,10 @@ def check_dataset(reader: S3Client, bucket: str, hp: HParams) -> tuple[DatasetMa
                            f"hparams (seq_len {hp.seq_len}, vocab_size {hp.vocab_size}): nodes would refuse it")
     objects = [(manifest.tokenizer.key, manifest.tokenizer.bytes)] + [(s.key, s.bytes) for s in manifest.shards]
     for obj_key, size in objects:
-        info = reader.head(bucket, obj_key)
+        try:
+            info = reader.head(bucket, obj_key)
+        except S3Error as e:
+            raise PublishError(f"dataset object {bucket}/{obj_key} is not readable with the read keys: {e}") from e
         if info is None or info.size != size:
             found = "missing" if info is None else f"{info.size} bytes"
             raise PublishError(f"dataset object {bucket}/{obj_key} is {found}, the manifest says {size} bytes; "
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             print("aborted, nothing was written", file=sys.stderr)
             return 1
         report = check if args.dry_run else publish_run(chain, hotkey, args.netuid, own, hp)
-    except (PublishError, SetupError, ChainError, ValueError, OSError) as e:
+    except (PublishError, SetupError, ChainError, S3Error, ValueError, OSError) as e:
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 1
     if args.json:
