@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from loguru import logger
 
-from gauntlet.aggregate import admit_uploads, reject_copies
+from gauntlet.aggregate import admit_for_gather, reject_copies
 from gauntlet.checks import NEAR_COPY, VANISHED, Admission, Upload, mark_replays
 from gauntlet.nearcopy import find_near_copies, sketch_update
 from gauntlet.sampling import sketch_indices, sketch_rate
@@ -62,8 +62,8 @@ class Checked:
 
 def admit_one(v: Validator, window: int, upload: Upload, deadline: float, base_fp: str) -> Admission:
     """The deterministic admission of one upload (what every node computes), its update decoded densely."""
-    return admit_uploads([upload], window=window, deadline_s=deadline, hparams=v.hp, shapes=v.gm.shapes(),
-                         base_fingerprint=base_fp, num_train=v.num_train)[upload.uid]
+    return admit_for_gather(upload, window=window, deadline_s=deadline, hparams=v.hp, shapes=v.gm.shapes(),
+                            base_fingerprint=base_fp, num_train=v.num_train)
 
 
 def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float, base_fp: str, *,

@@ -16,7 +16,7 @@ import torch
 from loguru import logger
 from tqdm import tqdm
 
-from gauntlet.aggregate import admit_uploads, gather_set, reject_copies
+from gauntlet.aggregate import admit_for_gather, gather_set
 from gauntlet.checks import Admission, Upload
 from storage.peers import fetch_peer_list, fetch_record, fetch_uploads
 from template.chain.base import Metagraph
@@ -304,12 +304,14 @@ def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, dead
 
 def gather_streamed(m: Miner, uploads: list[Upload], peer_uids: list[int], window: int, deadline: float
                     ) -> tuple[list[int], StreamedUpdates]:
-    """`gauntlet.aggregate.gather_admissions` and `gather_set` over `uploads`, keeping of each admitted
-    update only its norms (and its exact kept positions for the copy check): the outer step decodes each
-    chosen one again as it adds it, so at most one update is held (the same bits as the whole set)."""
+    """`gauntlet.aggregate.gather_set` over `uploads` (each admitted by `admit_for_gather`), keeping of each
+    admitted update only its norms (and its exact kept positions for the copy check): the outer step decodes
+    each chosen one again as it adds it, so at most one update is held (the same bits as the whole set)."""
+    base_fp = m.gm.fingerprint()  # theta_w: the outer step below changes the model only once all are added
+
     def admit(up: Upload) -> Admission:
-        return admit_uploads([up], window=window, deadline_s=deadline, hparams=m.hp, shapes=m.gm.shapes(),
-                             base_fingerprint=m.gm.fingerprint(), num_train=m.num_train)[up.uid]
+        return admit_for_gather(up, window=window, deadline_s=deadline, hparams=m.hp, shapes=m.gm.shapes(),
+                                base_fingerprint=base_fp, num_train=m.num_train)
 
     norms: dict[int, dict[str, float]] = {}
     compact: dict[int, Admission] = {}
@@ -319,8 +321,8 @@ def gather_streamed(m: Miner, uploads: list[Upload], peer_uids: list[int], windo
             norms[up.uid] = {name: l2_norm(t) for name, t in adm.update.items()}
         compact[up.uid] = replace(adm, update=None)
         del adm
-    admissions = reject_copies(compact, uploads, threshold=m.hp.copy_overlap_threshold)
-    chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=m.hp.num_peers)
+    chosen = gather_set(compact, uploads, peer_uids=peer_uids, max_peers=m.hp.num_peers,
+                        copy_threshold=m.hp.copy_overlap_threshold)
     by_uid = {up.uid: up for up in uploads}
 
     def load(i: int) -> dict[str, torch.Tensor]:

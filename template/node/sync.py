@@ -20,8 +20,8 @@ import torch
 from bittensor_wallet import Keypair
 from loguru import logger
 
-from gauntlet.aggregate import step_refused
-from gauntlet.checks import Admission, Upload, admit_upload
+from gauntlet.aggregate import admit_for_gather, step_refused
+from gauntlet.checks import Admission, Upload
 from gauntlet.evaluate import mean_loss
 from storage.peers import (
     OwnBucket,
@@ -35,7 +35,6 @@ from storage.peers import (
 from template.protocol.artifacts import tensors_digest, write_tensor_artifact
 from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields, parse_clip_ref
 from template.protocol.config import HParams
-from template.protocol.data import data_receipt, sample_ids
 from template.protocol.model import build_model, model_fingerprint
 from template.protocol.outer_step import StreamedUpdates, l2_norm, outer_step, outer_step_streamed
 from template.protocol.reads import ReadStatus
@@ -215,10 +214,8 @@ def _admit_record_entry(gm: GlobalModel, record: AggregationRecord, raws: list, 
         return f"uid {entry.uid}: file changed since the record was signed"
     upload = Upload(uid=entry.uid, hotkey=entry.hotkey, key=entry.key, data=raw.value,
                     last_modified=deadline if mirrored else raw.last_modified, status=raw.status)
-    ids = sample_ids(entry.uid, record.window, hp.data_seed, hp.samples_per_window, check.num_train)
-    adm = admit_upload(upload, window=record.window, deadline_s=deadline, hparams=hp, shapes=gm.shapes(),
-                       expected_receipt=data_receipt(ids), base_fingerprint=record.base_fingerprint,
-                       seen_payloads=set())
+    adm = admit_for_gather(upload, window=record.window, deadline_s=deadline, hparams=hp, shapes=gm.shapes(),
+                           base_fingerprint=record.base_fingerprint, num_train=check.num_train)
     if not adm.ok or adm.update is None:
         return f"uid {entry.uid}: {adm.reason}"
     return adm

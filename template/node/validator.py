@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from loguru import logger
 
-from gauntlet.aggregate import bootstrap_peers, gather_set, reject_copies, select_peers
+from gauntlet.aggregate import bootstrap_peers, gather_set, select_peers
 from gauntlet.checks import VANISHED, Admission, Upload
 from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
 from gauntlet.nearcopy import SketchHistory
@@ -289,11 +289,8 @@ def lead_gather(v: Validator, uploads: list[Upload], checked: Checked, peer_uids
     (`checked.peers`), copies judged among the peers (uids, and the updates as norms and a loader that
     decodes each again: the outer step adds them one at a time). Every validator computes it: its clip
     limits are the ones scores use."""
-    if not peer_uids:
-        return [], StreamedUpdates(norms=[], load=lambda i: {})
-    admissions = reject_copies({u: a for u, a in checked.peers.items() if u in set(peer_uids)}, uploads,
-                               threshold=v.hp.copy_overlap_threshold)
-    chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=v.hp.num_peers)
+    chosen = gather_set(checked.peers, uploads, peer_uids=peer_uids, max_peers=v.hp.num_peers,
+                        copy_threshold=v.hp.copy_overlap_threshold)
     return chosen, StreamedUpdates(norms=[checked.norms[u] for u in chosen], load=lambda i: decode(chosen[i]))
 
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gauntlet.aggregate import admit_uploads
+from gauntlet.aggregate import admit_for_gather
 from storage.peers import fetch_record, fetch_uploads
 from storage.spool import UploadSpool
 from template.node import validator as validator_module
@@ -103,8 +103,9 @@ def test_revealed_in_time_is_admitted_late_or_wrong_key_is_rejected(net):
     uploads = {u.hotkey: u for u in read_all(net, reveal_by=deadline + GRACE_S)}
     assert uploads[net.hotkey("bob")].rejected is None and uploads[net.hotkey("bob")].data == plain
     assert uploads[net.hotkey("charlie")].rejected == "late_key"
-    adm = admit_uploads(list(uploads.values()), window=0, deadline_s=deadline, hparams=net.hp,
-                        shapes=bob.gm.shapes(), base_fingerprint=bob.gm.fingerprint(), num_train=net.heldout_start)
+    adm = {u.uid: admit_for_gather(u, window=0, deadline_s=deadline, hparams=net.hp, shapes=bob.gm.shapes(),
+                                   base_fingerprint=bob.gm.fingerprint(), num_train=net.heldout_start)
+           for u in uploads.values()}
     assert adm[bob.uid].ok and adm[charlie.uid].reason == "late_key"
     net.neurons["charlie"].bucket.put_reveal(0, reveal_bytes(0, os.urandom(32)))  # on time, but not its key
     net.chain.head = bob.clock.last_block(0) + 1
