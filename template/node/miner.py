@@ -19,7 +19,6 @@ from tqdm import tqdm
 from gauntlet.aggregate import admit_for_gather, gather_set
 from gauntlet.checks import Admission, Upload
 from storage.peers import fetch_peer_list, fetch_record, fetch_uploads
-from template.chain.base import Metagraph
 from template.node import state as local_state
 from template.node.distributed import (
     DistContext,
@@ -41,6 +40,7 @@ from template.node.sync import GlobalModel, RecordAdmission, SyncStatus, log_out
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import data_receipt, loss_curve_ids, sample_ids
+from template.protocol.metagraph import Metagraph
 from template.protocol.model import autocast_context
 from template.protocol.outer_step import StreamedUpdates, l2_norm
 from template.protocol.reads import ReadStatus
@@ -225,15 +225,13 @@ def reveal_key(m: Miner, window: int) -> None:
         m.bucket.put_reveal(window, reveal_bytes(window, key))
 
 
-def wait_for_reveals(m: Miner, deadline: float) -> float | None:
-    """In a sealed run, wait until every key of the window may be out (deadline + reveal_grace_s, +1 s for
-    LastModified's resolution); returns the reveal limit keys are checked against (None: not sealed)."""
-    if not m.hp.sealed_uploads:
-        return None
-    until = deadline + m.hp.reveal_grace_s
-    while not m.stop.is_set() and time.time() < until + 1.0:
-        time.sleep(0.1)
-    return until
+def wait_for_reveals(m: Miner, window: int) -> float:
+    """Wait until every key of a sealed window may be out (`WindowClock.wait_past` the reveal deadline;
+    nothing to wait for in an unsealed run); returns the reveal deadline keys are checked against."""
+    reveal_by = m.clock.reveal_deadline(window)
+    if m.hp.sealed_uploads:
+        m.clock.wait_past(reveal_by, m.stop)
+    return reveal_by
 
 
 def follow_network(m: Miner, window: int) -> str:
@@ -292,7 +290,7 @@ def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, dead
         peer_uids = read.value
         hotkeys = {u: mg.hotkeys[u] for u in peer_uids if 0 <= u < mg.n}
         uploads = fetch_uploads(m.peers, hotkeys, window, m.hp.max_upload_bytes,
-                                reveal_by=wait_for_reveals(m, deadline) or deadline + m.hp.reveal_grace_s)
+                                reveal_by=wait_for_reveals(m, window))
         chosen, updates = gather_streamed(m, uploads, peer_uids, window, deadline)
     # the lead's guard, run here too: a step the lead refuses is one we refuse ourselves (no resync)
     stats = m.gm.guarded_step(updates, m.hp.outer_lr, m.dataset.batch(loss_curve_ids(m.num_train, len(m.dataset))))

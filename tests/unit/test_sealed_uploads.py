@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +14,6 @@ import torch
 from gauntlet.aggregate import admit_for_gather
 from storage.peers import fetch_record, fetch_uploads
 from storage.spool import UploadSpool
-from template.node import validator as validator_module
 from template.node.miner import gather_and_step, honest_upload, plan_window, reveal_key, upload_update
 from template.node.sync import ApplyOutcome, GlobalModel, apply_record
 from template.node.validator import ensure_peer_lists, run_window
@@ -29,11 +26,6 @@ GRACE_S = 30.0  # reveal grace; a block is 12 s on the fake chain
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
-
-
-@pytest.fixture(autouse=True)
-def fixed_eval_batches(monkeypatch):
-    monkeypatch.setattr(validator_module, "random", SimpleNamespace(Random=lambda _seed: random.Random(20)))
 
 
 @pytest.fixture
