@@ -109,18 +109,3 @@ def gather_set(admissions: dict[int, Admission], uploads: Sequence[Upload], *, p
     peers = reject_copies({u: a for u, a in admissions.items() if u in allowed}, uploads, threshold=copy_threshold)
     chosen = sorted(uid for uid, adm in peers.items() if adm.ok)
     return chosen[:max_peers]
-
-
-def parse_peer_list(body: object, *, window: int) -> list[int]:
-    """Validate the body of a signed peers artifact; ValueError names what is wrong."""
-    if not isinstance(body, dict) or set(body) != {"window", "peers"}:
-        raise ValueError("peer list body must be an object with exactly window and peers")
-    if body["window"] != window:
-        raise ValueError(f"peer list is for window {body['window']!r}, expected {window}")
-    peers = body["peers"]
-    if not isinstance(peers, list) or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 0
-                                              for u in peers):
-        raise ValueError("peer list peers must be a list of uids (ints >= 0)")
-    if len(set(peers)) != len(peers):
-        raise ValueError("peer list has duplicate uids")
-    return list(peers)

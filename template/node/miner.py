@@ -17,7 +17,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from gauntlet.aggregate import admit_for_gather, gather_set
-from gauntlet.checks import Admission, Upload
+from gauntlet.checks import Admission
 from storage.peers import fetch_peer_list, fetch_record, fetch_uploads
 from template.node import state as local_state
 from template.node.distributed import (
@@ -46,6 +46,7 @@ from template.protocol.outer_step import StreamedUpdates, l2_norm
 from template.protocol.reads import ReadStatus
 from template.protocol.sealing import reveal_bytes, seal
 from template.protocol.sparseloco import compress
+from template.protocol.uploads import Upload
 
 UNVERIFIED_WINDOWS_KEPT = 3  # a record that has not appeared after this many windows never will
 

@@ -21,7 +21,7 @@ from bittensor_wallet import Keypair
 from loguru import logger
 
 from gauntlet.aggregate import admit_for_gather, step_refused
-from gauntlet.checks import Admission, Upload
+from gauntlet.checks import Admission
 from gauntlet.evaluate import mean_loss
 from storage.peers import (
     OwnBucket,
@@ -40,6 +40,7 @@ from template.protocol.outer_step import StreamedUpdates, l2_norm, outer_step, o
 from template.protocol.reads import ReadStatus
 from template.protocol.records import AggregationRecord
 from template.protocol.sparseloco import CodecParams
+from template.protocol.uploads import Upload
 
 
 @dataclass
@@ -51,6 +52,8 @@ class GlobalModel:
     hparams: HParams
     lineage: Lineage = field(default_factory=Lineage)  # parent checkpoint and records since (theta_0: none)
     clip_ref: dict[str, float] | None = None  # clip limits of the last outer step: the norm history (none yet)
+    version: int = 0  # bumped on every change of theta made through this object (the fingerprint cache's key)
+    _fingerprint: tuple[object, str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def initial(cls, hparams: HParams, device: torch.device) -> GlobalModel:
@@ -66,7 +69,12 @@ class GlobalModel:
         return {n: tuple(p.shape) for n, p in self.model.named_parameters()}
 
     def fingerprint(self) -> str:
-        return model_fingerprint(self.model)
+        """`model_fingerprint` of theta, hashed once per model state: cached under `version` and torch's own
+        in-place counters of the parameters (so a change made around this object is seen too)."""
+        key = (self.version, tuple((p._version, p.data_ptr()) for p in self.model.parameters()))
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            self._fingerprint = (key, model_fingerprint(self.model))
+        return self._fingerprint[1]
 
     def checkpoint_max_bytes(self) -> int:
         return sum(p.numel() for p in self.model.parameters()) * 4 + (4 << 20)
@@ -91,6 +99,7 @@ class GlobalModel:
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(cpu[n])
+        self.version += 1
         if stats["used"]:
             self.clip_ref = dict(stats["clip_norms"])
         return stats
@@ -123,6 +132,7 @@ class GlobalModel:
                 if tuple(tensors[n].shape) != tuple(p.shape):
                     raise ValueError(f"checkpoint tensor {n} has shape {tuple(tensors[n].shape)}")
                 p.copy_(tensors[n])
+        self.version += 1
         self.window = window
 
 

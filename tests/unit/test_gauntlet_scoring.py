@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gauntlet.aggregate import bootstrap_peers, gather_set, parse_peer_list, select_peers
+from gauntlet.aggregate import bootstrap_peers, gather_set, select_peers
 from gauntlet.checks import Admission, Upload
 from gauntlet.evaluate import (
     EvalResult,
@@ -27,6 +27,7 @@ from gauntlet.weights import compute_weights, final_scores, ramp, weights_due
 from template.node.state import load_ratings, save_ratings
 from template.protocol.config import HParams
 from template.protocol.model import build_model
+from template.protocol.peer_lists import parse_peer_list
 from template.protocol.reads import ReadStatus
 
 ALPHA = HParams().compliance_alpha  # the one compliance EMA step of the run

@@ -9,6 +9,7 @@ import pytest
 from storage.peers import fetch_record
 from template.node.admission import AdmissionWindow, admit_all, upload_spool
 from template.node.validator import fetch_updates, run_window
+from template.protocol.uploads import Payload
 from tests.unit.fakes import FakeNet, tiny_hparams
 from tests.unit.test_validator_window import upload
 
@@ -85,8 +86,10 @@ def test_uploads_wait_on_disk_between_fetch_and_admission(net):
     uploads = fetch_updates(v, 0, net.chain.metagraph(net.netuid))
     spool = upload_spool(v.state_dir)
     assert all(u.data is None for u in uploads)
+    assert {u.uid: u.payload for u in uploads} == {2: Payload.SPOOLED, 3: Payload.SPOOLED, 4: Payload.FAILED}
     assert sorted(p.name for p in spool.folder.iterdir()) == ["2.upload", "3.upload"]
     assert spool.load(uploads[0]).data == spool.path(2).read_bytes()
+    assert spool.load(uploads[0]).payload is Payload.IN_MEMORY
     row = run_window(v, 0)
     assert row["eval/admitted"] == 2
     assert list(spool.folder.iterdir()) == []
