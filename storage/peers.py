@@ -476,6 +476,21 @@ def fetch_checkpoint(peers: PeerBuckets, lead_hotkey: str, window: int, max_byte
         return Read.failure(ReadStatus.INVALID, f"checkpoint of window {window}: {e}")
 
 
+def newest_record_before(peers: PeerBuckets, hotkey: str, window: int) -> int | None:
+    """The newest window < `window` that `hotkey` published an aggregation record of (None: none), by listing
+    its bucket (the lead election's input, `template.protocol.lead.lead_validator`)."""
+    prefix = layout.record_key(0).rsplit("/", 1)[0] + "/"
+    return max((w for w in peers.list_windows(hotkey, prefix) if w < window), default=None)
+
+
+def open_own_bucket(access: BucketAccess, write_key_id: str, write_secret: str) -> OwnBucket:
+    """This neuron's bucket: `access` (the read keys, published on chain) and a client with the write keys
+    whose own writes retry for ~15 s (backoff 0.25 s doubling to 4 s), so a storage restart does not cost a
+    window."""
+    client = S3Client(access.endpoint, write_key_id, write_secret, access.region, max_attempts=OWN_WRITE_ATTEMPTS)
+    return OwnBucket(access=access, client=client)
+
+
 def newest_checkpoint(peers: PeerBuckets, lead_hotkey: str, max_window: int) -> int | None:
     """The newest window <= max_window the lead has a checkpoint of, if any."""
     eligible = [w for w in peers.list_windows(lead_hotkey, layout.checkpoint_prefix()) if w <= max_window]

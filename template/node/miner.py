@@ -1,7 +1,7 @@
 """The miner loop (DESIGN section 4): train H inner steps, compress, upload, follow the records.
 
 `run(cfg)` restores, then for each window calls `run_window`, a flat list of named steps.
-Hostile behaviours for incentive tests plug in through `UploadStrategy` (scripts/hostile_miner.py);
+Hostile behaviours for incentive tests plug in through `UploadStrategy` (template/sim/hostile_miner.py);
 the honest path below never branches on them.
 """
 
@@ -238,8 +238,8 @@ def wait_for_reveals(m: Miner, window: int) -> float:
 def follow_network(m: Miner, window: int) -> str:
     """After the deadline: check earlier records, then gather window `window` and step to theta_{w+1}.
 
-    Returns the sync status: "in_sync", "resynced" (a record disagreed with us and we reloaded
-    the lead's model), "no_validator" or "stopped".
+    Returns the sync status (`SyncStatus`): "in_sync", "resynced" (a record disagreed with us and we
+    reloaded the lead's model), "no_lead" (no validator leads: nothing is aggregated) or "stopped".
     """
     deadline = m.clock.wait_past_deadline(window, m.stop)
     if deadline is None:

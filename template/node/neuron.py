@@ -1,7 +1,7 @@
 """What miners and validators share at run time: wallet, chain, buckets, peers, window clock.
 
 Everything here does I/O at the edges (chain, S3, disk); the decisions it feeds are pure
-functions elsewhere. Construction of the pieces is explicit: `build_runtime(cfg)` connects.
+functions elsewhere. Construction of the pieces is explicit: `build_node(cfg)` connects.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from loguru import logger
 
 from storage.credentials import BucketAccess
 from storage.dataset import fetch_dataset
-from storage.peers import OWN_WRITE_ATTEMPTS, OwnBucket, PeerBuckets, fetch_hparams
-from storage.s3 import S3Client, S3Error
+from storage.peers import OwnBucket, PeerBuckets, fetch_hparams, newest_record_before, open_own_bucket
+from storage.s3 import S3Error
 from template.chain import connect
 from template.chain.base import Chain, ChainError
 from template.node.logging_setup import register_secret, setup_logging
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
-from template.protocol import layout
 from template.protocol.config import HParams, NeuronConfig, load_hparams
 from template.protocol.data import DatasetManifest, TokenDataset
 from template.protocol.lead import LEAD_STALE_WINDOWS as LEAD_STALE_WINDOWS  # re-exported: the rule is pure
@@ -90,9 +89,7 @@ def load_own_bucket(cfg: NeuronConfig) -> OwnBucket:
         register_secret(s)
     access = BucketAccess(endpoint=endpoint, bucket=bucket, access_key_id=read_id, secret_access_key=read_secret,
                           region=cfg.storage.region, role=cfg.role)  # the role is declared on chain with it
-    # own writes retry for ~15 s (backoff 0.25 s doubling to 4 s): a storage restart must not cost a window
-    client = S3Client(endpoint, write_id, write_secret, cfg.storage.region, max_attempts=OWN_WRITE_ATTEMPTS)
-    return OwnBucket(access=access, client=client)
+    return open_own_bucket(access, write_id, write_secret)
 
 
 def peer_buckets(chain: Chain, netuid: int) -> PeerBuckets:
@@ -180,11 +177,8 @@ def declared_validators(peers: PeerBuckets) -> set[str]:
 def find_lead(peers: PeerBuckets, mg: Metagraph, min_stake: float, window: int) -> int | None:
     """`lead_validator` for `window` from the declarations in `peers` and the candidates' published records."""
     declared = declared_validators(peers)
-    newest = {}
-    for uid in validator_uids(mg, min_stake, declared):
-        hotkey = mg.hotkeys[uid]
-        windows = peers.list_windows(hotkey, layout.record_key(0).rsplit("/", 1)[0] + "/")
-        newest[hotkey] = max((w for w in windows if w < window), default=None)
+    newest = {mg.hotkeys[uid]: newest_record_before(peers, mg.hotkeys[uid], window)
+              for uid in validator_uids(mg, min_stake, declared)}
     return lead_validator(mg, min_stake, declared, newest, window)
 
 
@@ -319,16 +313,22 @@ def setup_runtime(cfg: NeuronConfig) -> None:
             raise SystemExit(f"cannot serve --metrics.port {cfg.metrics.port} on {cfg.metrics.host}: {e}") from e
 
 
+# What ends a neuron before its loop can run: a SetupError (no wallet, not registered, ...) or the chain or
+# storage out of reach past their own retries (the window loops catch these themselves once running).
+STARTUP_ERRORS = (SetupError, ChainError, S3Error)
+
+
 def run_neuron(cfg: NeuronConfig, label: str, runner: Callable[[NeuronConfig], None], suffix: str = "") -> int:
     """What every entry point does once its flags are parsed: logging named `label:wallet/hotkey{suffix}`, the
-    process-wide runtime, then `runner(cfg)`; a SetupError (no wallet, not registered, ...) is one
-    logged line and exit status 2, not a traceback."""
+    process-wide runtime, then `runner(cfg)`; an expected start-up failure (`STARTUP_ERRORS`) is one logged
+    line and exit status 2, not a traceback."""
     setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
                   name=f"{label}:{cfg.wallet.name}/{cfg.wallet.hotkey}{suffix}")
     setup_runtime(cfg)
     try:
         runner(cfg)
-    except SetupError as e:
-        logger.error(str(e))
+    except STARTUP_ERRORS as e:
+        what = "" if isinstance(e, SetupError) else ("chain: " if isinstance(e, ChainError) else "storage: ")
+        logger.error(f"cannot start: {what}{e}".replace("\n", " "))
         return 2
     return 0
