@@ -91,7 +91,7 @@ def _fail(uid: int, reason: str, *, payload_sha256: str | None = None, in_sync: 
 
 def expected_codec_field(hparams: HParams) -> dict[str, int]:
     """The manifest's `codec` field every upload of this run must carry (as the miner writes it)."""
-    return {"chunk_size": hparams.chunk_size, "topk": hparams.topk, "bits": hparams.quant_bits}
+    return CodecParams.from_hparams(hparams).manifest_field()
 
 
 def _is_int(x: Any) -> bool:

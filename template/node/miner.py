@@ -189,7 +189,6 @@ def encode_update(m: Miner, delta: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 def build_artifact(m: Miner, plan: WindowPlan, wire: dict[str, torch.Tensor], base_fingerprint: str,
                    receipt_ids: list[int] | None = None) -> bytes:
-    codec = m.gm.codec
     return write_tensor_artifact(
         wire, kind="gradient", window=plan.window, keypair=m.hotkey,
         fields={
@@ -197,7 +196,7 @@ def build_artifact(m: Miner, plan: WindowPlan, wire: dict[str, torch.Tensor], ba
             "base_fingerprint": base_fingerprint,
             "data_receipt": data_receipt(plan.sample_ids if receipt_ids is None else receipt_ids),
             "num_inner_steps": m.hp.inner_steps,
-            "codec": {"chunk_size": codec.chunk_size, "topk": codec.topk, "bits": codec.bits},
+            "codec": m.gm.codec.manifest_field(),
         },
     )
 
