@@ -37,7 +37,7 @@ from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields
 from template.protocol.config import HParams
 from template.protocol.model import build_model, model_fingerprint
 from template.protocol.outer_step import StreamedUpdates, l2_norm, outer_step, outer_step_streamed
-from template.protocol.reads import ReadStatus
+from template.protocol.reads import Read, ReadStatus
 from template.protocol.records import AggregationRecord
 from template.protocol.sparseloco import CodecParams
 from template.protocol.uploads import Upload
@@ -320,6 +320,17 @@ def resync(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, target: int, d
     logger.info("no usable checkpoint: starting from theta_0")
 
 
+def wait_for_record(peers: PeerBuckets, lead_hotkey: str, window: int, wait_s: float,
+                    should_stop: Callable[[], bool]) -> Read[AggregationRecord]:
+    """The lead's record of `window`, read again every 0.5 s for up to `wait_s` while it is not there."""
+    read = fetch_record(peers, lead_hotkey, window)
+    until = time.time() + wait_s
+    while not read.ok and time.time() < until and not should_stop():
+        time.sleep(0.5)
+        read = fetch_record(peers, lead_hotkey, window)
+    return read
+
+
 def catch_up(
     gm: GlobalModel,
     target: int,
@@ -340,11 +351,8 @@ def catch_up(
     status = SyncStatus.IN_SYNC
     for _attempt in range(3):
         while gm.window < target and not should_stop():
-            read = fetch_record(peers, lead_hotkey, gm.window)
-            deadline = time.time() + (wait_last_s if gm.window == target - 1 else 0.0)
-            while not read.ok and time.time() < deadline and not should_stop():
-                time.sleep(0.5)
-                read = fetch_record(peers, lead_hotkey, gm.window)
+            read = wait_for_record(peers, lead_hotkey, gm.window, wait_last_s if gm.window == target - 1 else 0.0,
+                                   should_stop)
             if not read.ok and should_stop():
                 return SyncStatus.STOPPED
             if read.status is ReadStatus.INVALID:
