@@ -347,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"min_validator_stake": round(validator_stake / 2, 3), **overrides}
         # the run trusts upload times from this SeaweedFS only (hostile miners' own endpoints are refused)
         overrides.setdefault("approved_storage_endpoints", [seaweed.endpoint])
-        hp = HParams(blocks_per_window=args.blocks_per_window, data_seed=args.seed + 7, model_seed=args.seed + 1234,
-                     **overrides)
+        seeds = HParams.model_fields  # --seed shifts the run's own default seeds (--seed 0: the defaults)
+        hp = HParams(blocks_per_window=args.blocks_per_window, data_seed=args.seed + seeds["data_seed"].default,
+                     model_seed=args.seed + seeds["model_seed"].default, **overrides)
         t0 = time.time()
         manifest = publish_dataset(chain, seaweed.endpoint, idents, neurons[0], netuid, hp, run_dir / "data",
                                    ROOT / "runs" / "cache")
