@@ -174,6 +174,10 @@ class PrometheusSink:
         elif role == "validator":
             self._log_validator(row)
 
+    def chain_head(self, block: int) -> None:
+        """The chain head as the neuron just read it (its clock polls it while it waits for a block)."""
+        self.chain_block.set(block)
+
     def _log_miner(self, row: dict[str, Any]) -> None:
         if row.get("train/loss") is not None:
             self.train_loss.set(row["train/loss"])
@@ -312,6 +316,13 @@ class MetricsLogger:
                 sink.log(row)
             except (OSError, ValueError, KeyError, TypeError) as e:
                 logger.bind(window=row.get("window")).warning(f"metrics sink {type(sink).__name__} failed: {e}")
+
+    def chain_head(self, block: int) -> None:
+        """Hand a freshly read chain head to the sinks that keep one (Prometheus' `chain_block`)."""
+        for sink in self.sinks:
+            observe = getattr(sink, "chain_head", None)
+            if observe is not None:
+                observe(block)
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -7,6 +7,8 @@ import socket
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from template.node import metrics
@@ -179,3 +181,27 @@ def test_bad_port_is_refused_and_a_failing_sink_does_not_stop_the_others():
 
     MetricsLogger([Broken(), Keep()]).log({"window": 3})
     assert seen == [3]
+
+
+def test_the_clocks_chain_head_reads_reach_the_exporter(sink):
+    MetricsLogger([sink]).chain_head(4321)
+    assert scrape(sink.port)[("sparseloco_chain_block", ())] == 4321
+    MetricsLogger([]).chain_head(1)  # no sinks: nothing to do
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from("0123"), st.sampled_from(["5A", "5B", "5C"]), min_size=1),
+                min_size=1, max_size=6))
+def test_per_miner_series_are_one_per_uid_labelled_with_its_latest_hotkey(windows):
+    s = PrometheusSink(role="validator")
+    latest: dict[str, str] = {}
+    for i, owners in enumerate(windows):
+        s.log({"role": "validator", "uid": 0, "window": i, "miners": {
+            uid: {"hotkey": hk, "reason": "copy" if uid == "1" else None, "score": 0.5, "rating": 1.0}
+            for uid, hk in owners.items()}})
+        latest.update(owners)
+    for m in s.registry.collect():
+        if m.name.startswith("sparseloco_miner_"):
+            seen = {(x.labels["uid"], x.labels["hotkey"]) for x in m.samples}
+            assert all(latest[uid] == hk for uid, hk in seen), m.name
+            assert len({uid for uid, _ in seen}) == len(seen)
