@@ -205,3 +205,26 @@ def test_per_miner_series_are_one_per_uid_labelled_with_its_latest_hotkey(window
             seen = {(x.labels["uid"], x.labels["hotkey"]) for x in m.samples}
             assert all(latest[uid] == hk for uid, hk in seen), m.name
             assert len({uid for uid, _ in seen}) == len(seen)
+
+
+def test_no_gpu_gauges_without_cuda_and_an_empty_collector_is_harmless():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here: test_gpu_gauges_read_the_devices_memory covers it")
+    names = {m.name for m in PrometheusSink(role="miner").registry.collect()}
+    assert not any("gpu" in n for n in names)
+    assert all(m.samples == [] for m in metrics.GpuCollector().collect())  # no device: families, no samples
+
+
+@pytest.mark.gpu
+def test_gpu_gauges_read_the_devices_memory():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    held = torch.empty(64 * 2**20, dtype=torch.uint8, device="cuda:0")  # 64 MiB
+    got = {(x.name, x.labels["device"]): x.value for m in PrometheusSink(role="miner").registry.collect()
+           if m.name.startswith("sparseloco_gpu") for x in m.samples}
+    assert got[("sparseloco_gpu_memory_allocated_bytes", "0")] >= held.numel()
+    assert 0 < got[("sparseloco_gpu_memory_free_bytes", "0")] < got[("sparseloco_gpu_memory_total_bytes", "0")]
