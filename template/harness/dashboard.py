@@ -150,6 +150,7 @@ def collect(run_dir: Path) -> dict:
     checkpoints = (report or {}).get("checkpoints") or status.get("checkpoints") or []
     board, series, timing = leaderboard(lead_rows, rows_by_name), miner_series(lead_rows, rows_by_name), \
         window_timing(lead_rows)
+    miners = sorted({name for by_name in series.values() for name in by_name})  # one colour per miner
     return {
         "run": run_dir.name, "finished": report is not None, "windows_total": status.get("windows_total"),
         "loss": [{"window": w, "loss": x} for w, x in loss],
@@ -162,7 +163,7 @@ def collect(run_dir: Path) -> dict:
         "neurons": neuron_status(status, rows_by_name),
         "loss_svg": line_chart_svg(loss, "window", "held-out loss"),
         "rejections_svg": bar_chart_svg(sorted(rejections.items())),
-        "miner_svgs": {k: multi_line_chart_svg(series[k], "window", label, f"miner-{k}")
+        "miner_svgs": {k: multi_line_chart_svg(series[k], "window", label, f"miner-{k}", color_order=miners)
                        for k, label in SERIES_LABELS.items()},
         "timing_svg": multi_line_chart_svg(timing, "window", "seconds", "timing-chart"),
     }
@@ -207,13 +208,15 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 
 def multi_line_chart_svg(series: dict[str, list[tuple[int, float]]], xlabel: str, ylabel: str, chart_id: str,
-                         width: int = 420, height: int = 220) -> str:
+                         width: int = 420, height: int = 220, color_order: list[str] | None = None) -> str:
     """One line per named series on shared axes, with a legend; each point has a <title>
-    "name, x: y" and data-series/data-x/data-y attributes."""
+    "name, x: y" and data-series/data-x/data-y attributes. A name's colour is its place in
+    `color_order` (default: the sorted names), so several charts can colour one miner alike."""
     points = [p for pts in series.values() for p in pts]
     if not points:
         return f'<svg class="chart" id="{chart_id}" width="{width}" height="40"><text x="20" y="24">no data yet</text></svg>'
-    names = sorted(series)
+    order = color_order or sorted(series)
+    names = sorted(series, key=lambda n: (order.index(n) if n in order else len(order), n))
     left, right, top, bottom = 56, 110, 12, 34
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
@@ -227,7 +230,8 @@ def multi_line_chart_svg(series: dict[str, list[tuple[int, float]]], xlabel: str
 
     body = []
     for i, name in enumerate(names):
-        color, pts = PALETTE[i % len(PALETTE)], sorted(series[name])
+        slot = order.index(name) if name in order else len(order) + i
+        color, pts = PALETTE[slot % len(PALETTE)], sorted(series[name])
         path = " ".join(f"{'M' if j == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for j, (x, y) in enumerate(pts))
         body.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>')
         body.extend(f'<circle class="pt" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}" '

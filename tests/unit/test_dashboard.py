@@ -118,3 +118,13 @@ def test_helpers():
     assert line_chart_svg([(0, 1.0)], "w", "l").count("<circle") == 1  # one point: no division by zero
     assert "no data yet" in multi_line_chart_svg({}, "w", "l", "c")
     assert multi_line_chart_svg({"<a>": [(0, 1.0)]}, "w", "l", "c").count("&lt;a&gt;") == 3  # names escaped
+
+
+def test_a_miner_has_one_colour_on_every_chart():
+    svgs = collect(RUN)["miner_svgs"]
+
+    def colour(svg: str, name: str) -> str:
+        return svg.split(f'data-series="{name}"')[0].rsplit('fill="', 1)[1].split('"')[0]
+
+    assert colour(svgs["tokens_per_s"], "miner1") == colour(svgs["rating"], "miner1") != \
+        colour(svgs["rating"], "miner0")
