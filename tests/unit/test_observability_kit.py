@@ -121,3 +121,22 @@ def test_promtool_checks_the_config_and_passes_the_alert_unit_tests(promtool):
     fired = {t["alertname"] for case in tests for t in case["alert_rule_test"] if t["exp_alerts"]}
     rules = {r["alert"] for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"] for r in g["rules"]}
     assert fired == rules
+
+
+def test_localnet_writes_a_scrape_config_for_its_neurons(tmp_path):
+    from template.harness.localnet import Neuron, write_prometheus_config
+
+    neurons = [Neuron(name=name, role=role, kind=kind, wallet=None, bucket=name)  # type: ignore[arg-type]
+               for name, role, kind in (("validator0", "validator", "validator"), ("miner0", "miner", "honest"),
+                                        ("copycat0", "miner", "copycat"))]
+    path = write_prometheus_config(tmp_path, neurons, 19101)
+    assert [n.metrics_port for n in neurons] == [19101, 19102, 19103]
+    config = yaml.safe_load(path.read_text())
+    jobs = {j["job_name"]: [(t["targets"][0], t["labels"]["name"]) for t in j["static_configs"]]
+            for j in config["scrape_configs"]}
+    assert jobs == {"sparseloco-validator": [("127.0.0.1:19101", "validator0")],
+                    "sparseloco-miner": [("127.0.0.1:19102", "miner0"), ("127.0.0.1:19103", "copycat0")]}
+    assert config["rule_files"] == [str(PROM / "alerts.yml")]
+    if shutil.which("promtool"):
+        done = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
