@@ -353,7 +353,7 @@ def run_window(m: Miner, window: int, strategy: UploadStrategy = honest_upload,
     m.bucket.prune(window, m.hp.retention_windows)  # own objects past the run's retention
     sync = follow(m, window)
     row = {
-        "role": "miner", "uid": m.uid, "window": window,
+        "role": "miner", "uid": m.uid, "hotkey": m.hotkey.ss58_address, "window": window,
         "train/loss": result.mean_loss if result else None,
         "train/tokens_per_s": (result.tokens / result.seconds) if result and result.seconds else None,
         "upload/bytes": upload.nbytes, "upload/s": round(upload.seconds, 3), "upload/on_time": upload.on_time,

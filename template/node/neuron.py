@@ -227,7 +227,9 @@ class WindowClock:
 
     def wait_for_block(self, block: int, stop: StopFlag) -> bool:
         while not stop.is_set():
-            if self.chain.block() >= block:
+            head = self.chain.block()
+            process_metrics().chain_head(head)  # a live head for the "chain head stalled" alert
+            if head >= block:
                 return True
             self.sleep(0.5)
         return False

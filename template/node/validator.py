@@ -483,8 +483,11 @@ def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weight
             "improvement_assigned": ev.improvement_assigned if ev else None, "evaluated": ev is not None,
             "weight": weights[uid] if weights is not None else None,
         }
-    return {"role": "validator", "uid": v.uid, "window": window, "eval/heldout_loss": loss,
-            "sync/status": sync, "weights_set": weights is not None,
+    return {"role": "validator", "uid": v.uid, "hotkey": v.hotkey.ss58_address, "window": window,
+            "eval/heldout_loss": loss, "sync/status": sync, "weights_set": weights is not None,
+            # the chain as read at the window's start: head block, block of this validator's last weights
+            "chain/block": mg.block,
+            "chain/weights_block": mg.last_update[v.uid] if v.uid < len(mg.last_update) else None,
             "weights/interval": window // v.hp.weights_interval, "ratings/restored": v.state.restored_ratings,
             "miners": miners}
 
