@@ -152,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _node_commands(sub) -> None:
     p = _cmd(sub, "serve", "run a node (blocks on a timer, SQLite-persisted, HTTP on 127.0.0.1)", endpoint=False,
              json=False)
-    p.add_argument("--db", type=Path, required=True, help="SQLite file; reused on restart")
+    p.add_argument("--db", type=Path, required=True,
+                   help="SQLite file holding the chain; resumed on every start (an empty, foreign or damaged file is "
+                        "an error)")
+    p.add_argument("--new", action="store_true",
+                   help="start a new chain in --db, which must not exist yet (the genesis flags below apply)")
     p.add_argument("--port", type=int, default=int(DEFAULT_ENDPOINT.rsplit(":", 1)[1]))
     p.add_argument("--block-time", type=positive_amount, default=1.0, help="seconds per block (finney: 12)")
     p.add_argument("--dev-balance", type=float, default=1_000_000.0, help="TAO for each //Alice.. dev account")
