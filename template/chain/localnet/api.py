@@ -27,6 +27,8 @@ from template.chain.localnet.node import (
     MAX_BATCH_BODY_BYTES,
     MAX_BLOCK_NUMBER,
     MAX_BODY_BYTES,
+    MAX_FUTURE,
+    MAX_POOL,
     LocalnetNode,
 )
 from template.chain.localnet.state import CallError, Genesis
@@ -160,12 +162,15 @@ def build_app(node: LocalnetNode):
     return app
 
 
-def serve(db_path: Path, port: int, block_time: float, genesis: Genesis | None = None, new: bool = False) -> None:
+def serve(db_path: Path, port: int, block_time: float, genesis: Genesis | None = None, new: bool = False,
+          pool_limits: tuple[int, int] = (MAX_POOL, MAX_FUTURE)) -> None:
     """Run a node until SIGTERM/SIGINT: block producer thread + uvicorn on 127.0.0.1:`port`. `new`: start a
-    chain in `db_path` (which must not exist) instead of resuming the one in it. Raises ChainDatabaseError."""
+    chain in `db_path` (which must not exist) instead of resuming the one in it; `pool_limits`: (extrinsics in the
+    pool, of those behind a nonce gap). Raises ChainDatabaseError."""
     import uvicorn
 
-    node = LocalnetNode(db_path, block_time=block_time, genesis=genesis, new=new)
+    node = LocalnetNode(db_path, block_time=block_time, genesis=genesis, new=new, max_pool=pool_limits[0],
+                        max_future=pool_limits[1])
 
     def produce() -> None:
         try:

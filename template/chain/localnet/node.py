@@ -145,10 +145,14 @@ class LocalnetNode:
     """
 
     def __init__(self, db_path: Path, block_time: float = 1.0, genesis: Genesis | None = None,
-                 new: bool = False) -> None:
+                 new: bool = False, max_pool: int = MAX_POOL, max_future: int = MAX_FUTURE) -> None:
         if block_time <= 0:
             raise ValueError(f"block_time must be > 0 seconds, got {block_time}")
+        if max_pool < 1 or not 0 <= max_future <= max_pool:
+            raise ValueError(f"pool limits must satisfy 1 <= max_pool and 0 <= max_future <= max_pool, got "
+                             f"{max_pool} and {max_future}")
         self.block_time = block_time
+        self.max_pool, self.max_future = max_pool, max_future
         self.db_path = Path(db_path)
         self._lock = threading.RLock()
         self._db = open_chain_db(self.db_path, new)
@@ -272,7 +276,7 @@ class LocalnetNode:
         or queued, or too far ahead; an extrinsic that expired in the pool sent again; the pool full.
 
         Room, as a substrate pool makes it: extrinsics behind a nonce gap ("parked") have their own budget
-        (MAX_FUTURE, MAX_FUTURE_PER_SIGNER), the oldest parked one giving way to a newer one; when the whole
+        (max_future, MAX_FUTURE_PER_SIGNER), the oldest parked one giving way to a newer one; when the whole
         pool is full a ready extrinsic takes the place of the oldest parked one, else of the last extrinsic of
         the signer holding the most, so a sender with little queued always gets in.
         """
@@ -322,10 +326,12 @@ class LocalnetNode:
 
     def _make_room(self, signer: str, parked: bool) -> None:
         """Evict what must go for one more extrinsic of `signer` (parked or ready); PoolFull when nothing may."""
-        if parked and len(self._parked) >= MAX_FUTURE:
+        if parked and not self.max_future:
+            raise InvalidTransaction("Future: this node keeps no extrinsics behind a nonce gap")
+        if parked and len(self._parked) >= self.max_future:
             self._evict(*next(iter(self._parked)), "Dropped: the pool's budget for extrinsics behind a nonce gap "
                                                    "is full and this one was the oldest")
-        if self._pool_size < MAX_POOL:
+        if self._pool_size < self.max_pool:
             return
         if parked:
             raise InvalidTransaction("PoolFull: try again in a block")

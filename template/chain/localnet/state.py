@@ -118,15 +118,19 @@ class Subnet:
         return None
 
 
-def pick_pruning_victim(non_immune: list[tuple[int, int, int]], immune: list[tuple[int, int, int]]) -> int | None:
-    """The uid a full subnet replaces, from (emission, registered_at, uid) keys of its prunable neurons.
+def pick_pruning_victim(non_immune: list[tuple[int, int, int]], immune: list[tuple[int, int, int]],
+                        max_uids: int) -> int | None:
+    """The uid a full subnet of `max_uids` replaces, from (emission, registered_at, uid) keys of its prunable
+    neurons: the lowest key of the group chosen.
 
-    Above a floor of MinNonImmuneUids non-immune uids the lowest non-immune one goes; at or below the floor an
-    immune uid goes first (subtensor's rule), but when every candidate is non-immune (a small subnet with
-    max_allowed_uids <= 11 past its immunity period) the lowest non-immune one goes rather than refusing every
-    registration for good. None (NoNeuronIdAvailable) only when nothing is prunable.
+    Subtensor's floor: above MinNonImmuneUids non-immune uids a non-immune one goes, at or below it an immune
+    one first. A subnet with max_allowed_uids <= MinNonImmuneUids + 1 can never rise above that floor, so
+    there the floor would refuse every registration once all are past immunity: it takes the lowest non-immune
+    uid whenever there is one, and an immune one only when all are immune. None (NoNeuronIdAvailable) only
+    when nothing is prunable.
     """
-    if len(non_immune) > MIN_NON_IMMUNE_UIDS or (non_immune and not immune):
+    small = max_uids <= MIN_NON_IMMUNE_UIDS + 1
+    if non_immune and (len(non_immune) > MIN_NON_IMMUNE_UIDS or small or not immune):
         return min(non_immune)[2]
     return min(immune)[2] if immune else None
 
@@ -325,7 +329,7 @@ class ChainState:
                 continue
             key = (n.emission, n.registered_at, uid)
             (immune if self.block - n.registered_at < immunity else non_immune).append(key)
-        return pick_pruning_victim(non_immune, immune)
+        return pick_pruning_victim(non_immune, immune, int(sub.hparams["max_allowed_uids"]))
 
     def _owner_immortal_uids(self, sub: Subnet) -> set[int]:
         uids = []

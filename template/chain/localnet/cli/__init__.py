@@ -44,7 +44,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       network_rate_limit=args.network_rate_limit, stake_threshold_rao=int(args.stake_threshold * RAO),
                       owner_hparam_rate_limit_tempos=args.owner_hparam_rate_limit,
                       admin_freeze_window=args.admin_freeze_window, timestamp=time.time())
-    serve(args.db, args.port, args.block_time, genesis, new=args.new)
+    serve(args.db, args.port, args.block_time, genesis, new=args.new,
+          pool_limits=(args.pool_limit, args.pool_future_limit))
     return 0
 
 

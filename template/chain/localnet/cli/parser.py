@@ -167,6 +167,9 @@ def _node_commands(sub) -> None:
                    help="tempos between two owner changes of one hyperparameter (mainnet 2)")
     p.add_argument("--admin-freeze-window", type=int, default=10,
                    help="blocks before an epoch in which owners may not change hyperparameters")
+    p.add_argument("--pool-limit", type=int, default=50_000, help="extrinsics the pool holds (substrate's --pool-limit)")
+    p.add_argument("--pool-future-limit", type=int, default=2048,
+                   help="of those, how many may wait behind a nonce gap (their own budget, oldest evicted first)")
     p.add_argument("--log-level", default="INFO", help="loguru level (DEBUG logs every block with extrinsics)")
     p = _cmd(sub, "verify", "replay a node database from genesis; name the first block that differs and why",
              endpoint=False)
