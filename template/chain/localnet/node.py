@@ -118,7 +118,8 @@ def open_chain_db(path: Path, new: bool) -> sqlite3.Connection:
         if not new:
             problems = [r[0] for r in db.execute("PRAGMA quick_check(5)").fetchall()]
             if problems != ["ok"]:
-                raise ChainDatabaseError(f"{path} fails SQLite's integrity check ({problems[0][:120]}): restore "
+                found = " ".join(problems[0].replace("*** in database main ***", "").split())[:120]
+                raise ChainDatabaseError(f"{path} is damaged (SQLite's integrity check: {found}): restore "
                                          f"it from a backup; the node does not run on a damaged history")
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             missing = sorted({"meta", "blocks", "extrinsics", "state"} - tables)
