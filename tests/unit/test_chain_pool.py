@@ -94,6 +94,13 @@ def test_free_calls_that_would_fail_are_refused_at_admission_and_never_stored(tm
     pool.node.close()
 
 
+def test_a_free_call_with_an_unhashable_netuid_is_bad_args_not_a_crash(tmp_path: Path) -> None:
+    pool = Pool(tmp_path, weights_chain())
+    with pytest.raises(InvalidTransaction, match="^BadArgs"):
+        pool.send("v0", "set_commitment", netuid=[], fields=None)
+    pool.node.close()
+
+
 def test_a_free_call_the_block_itself_makes_fail_is_left_out_with_its_signers_later_extrinsics(
         tmp_path: Path) -> None:
     c = weights_chain()

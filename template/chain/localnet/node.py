@@ -304,7 +304,8 @@ class LocalnetNode:
             if parked and (nonce - contiguous > MAX_FUTURE_PER_SIGNER or
                            sum(n > contiguous for n in queued) >= MAX_FUTURE_PER_SIGNER):
                 raise InvalidTransaction(f"Future: nonce {nonce} is too far ahead (next {contiguous})")
-            free_key = (signer, payload["args"].get("netuid")) if payload["call"] in HOTKEY_CALLS else None
+            netuid = payload["args"].get("netuid")  # checked by check_admission; before that maybe not hashable
+            free_key = (signer, netuid) if payload["call"] in HOTKEY_CALLS and type(netuid) is int else None
             fee, space = check_admission(self.state, payload, size, self._queued_fees.get(signer, 0),
                                          self._queued_free.get(free_key) if free_key else None)
             self._make_room(signer, parked)
