@@ -246,10 +246,13 @@ def test_a_node_never_starts_on_a_damaged_or_empty_history(chain_file: Path, tmp
         assert out.returncode == 2, out.stderr
         assert len(lines) == 1 and lines[0].startswith("error: ") and str(db) in lines[0] and expected in lines[0]
     assert db.read_bytes() == before  # the file is left exactly as it was
-    if how in ("no_state", "edited_state", "last_block_missing"):
-        report = subprocess.run([sys.executable, "-m", "template.chain.localnet", "verify", "--db", str(db)],
-                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+    report = subprocess.run([sys.executable, "-m", "template.chain.localnet", "verify", "--db", str(db)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    if how in ("no_state", "edited_state", "last_block_missing"):  # readable: replayed, the final state compared
         assert report.returncode == 1 and "the stored state at the head" in report.stdout
+    else:  # unreadable: one line naming the file, exit 2
+        lines = report.stderr.strip().splitlines()
+        assert report.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and str(db) in lines[0]
 
 
 def test_a_chain_starts_only_with_new_and_new_never_overwrites(chain_file: Path, tmp_path: Path) -> None:

@@ -39,6 +39,14 @@ def open_db(path: Path) -> sqlite3.Connection:
         db.close()
         raise ChainDatabaseError(f"{path} is not a localnet node database ({type(e).__name__}: {e}): check --db, "
                                  f"or restore the file from a backup") from e
+    try:  # pages the replay never reads (an index) are damage too
+        problems = [r[0] for r in db.execute("PRAGMA quick_check(5)").fetchall()]
+    except sqlite3.DatabaseError as e:
+        problems = [str(e)]
+    if problems != ["ok"]:
+        db.close()
+        found = " ".join(problems[0].replace("*** in database main ***", "").split())[:120]
+        raise ChainDatabaseError(f"{path} is damaged (SQLite's integrity check: {found}): restore it from a backup")
     return db
 
 
