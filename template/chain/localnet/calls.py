@@ -394,13 +394,13 @@ def _check_commit_weights(state: ChainState, signer: str, args: dict[str, Any], 
 
 def commit_weights(state: ChainState, signer: str, args: dict[str, Any]) -> None:
     """Commit-reveal (CRv4 semantics): store the weights hidden; `ChainState.reveal_commits` applies them at
-    the epoch fixed now, commit_reveal_period tempos ahead (a later change of the period does not move it).
+    the epoch fixed now, commit_reveal_period tempos ahead (a later change of the period does not move it:
+    `set_hyperparameter` shifts the pending commits' stored epoch by the change).
     The localnet is its own beacon: the commit is the plaintext row, which no view shows before the reveal.
     The set_weights checks run now (a friendlier early error than mainnet's silent drop at reveal) and again
     at the reveal."""
     sub, uid = _check_commit_weights(state, signer, args, state.block)
-    reveal_epoch = sub.epoch_index + int(sub.hparams["commit_reveal_period"])
-    sub.weight_commits.append([signer, reveal_epoch, state.block, list(args["uids"]), list(args["weights"]),
+    sub.weight_commits.append([signer, sub.epoch_index, state.block, list(args["uids"]), list(args["weights"]),
                                _int_arg(args, "version_key")])
     sub.neurons[uid].last_update = state.block
 
@@ -507,6 +507,9 @@ def set_hyperparameter(state: ChainState, signer: str, args: dict[str, Any]) -> 
         if name in sub.hparam_last_set and state.block - sub.hparam_last_set[name] < limit:
             raise CallError("TxRateLimitExceeded")
     _check_hparam_consistency(sub, name, value)
+    if name == "commit_reveal_period":  # pending commits keep the reveal epoch they were made with
+        shift = int(sub.hparams[name]) - int(value)
+        sub.weight_commits = [[c[0], c[1] + shift, *c[2:]] for c in sub.weight_commits]
     sub.hparams[name] = value
     if name == "commit_reveal_weights_enabled" and not value:
         sub.weight_commits = []  # commits still waiting are dropped, never revealed over later direct weights

@@ -106,9 +106,11 @@ class Subnet:
     commitments: dict[str, dict[str, Any]] = field(default_factory=dict)  # hotkey -> {fields, block}
     used_space: dict[str, list[int]] = field(default_factory=dict)  # hotkey -> [epoch_index, bytes used]
     hparam_last_set: dict[str, int] = field(default_factory=dict)
-    # commit-reveal: [hotkey, reveal epoch_index, commit block, uids, u16 values, version_key]; the reveal epoch
-    # is fixed at commit time (commit epoch + the commit_reveal_period then in force); hidden from every view
-    # until revealed at that epoch; dropped when the hotkey sets weights directly or commit-reveal is turned off
+    # commit-reveal: [hotkey, base epoch, commit block, uids, u16 values, version_key], revealed at the epoch
+    # base + commit_reveal_period, hidden from every view until then. The base is the commit's epoch_index; a
+    # change of the period shifts it by the change, so the reveal epoch stays the one fixed at commit time
+    # (and a recording made before that rule replays to the same state roots). Dropped when the hotkey sets
+    # weights directly or commit-reveal is turned off.
     weight_commits: list[list[Any]] = field(default_factory=list)
 
     def uid_of(self, hotkey: str) -> int | None:
@@ -383,13 +385,14 @@ class ChainState:
         neuron.weights_commit_block = commit_block
 
     def reveal_commits(self, sub: Subnet) -> None:
-        """Reveal every commit whose reveal epoch (fixed at commit time) has come, in commit order; a reveal that
-        fails the set_weights checks is dropped, as the chain drops it."""
-        due = [c for c in sub.weight_commits if c[1] <= sub.epoch_index]
+        """Reveal every commit whose reveal epoch (fixed at commit time, see `Subnet.weight_commits`) has come, in
+        commit order; a reveal that fails the set_weights checks is dropped, as the chain drops it."""
+        period = int(sub.hparams["commit_reveal_period"])
+        due = [c for c in sub.weight_commits if c[1] + period <= sub.epoch_index]
         if not due:
             return
-        sub.weight_commits = [c for c in sub.weight_commits if c[1] > sub.epoch_index]
-        for hotkey, _reveal_epoch, block, uids, values, version_key in due:
+        sub.weight_commits = [c for c in sub.weight_commits if c[1] + period > sub.epoch_index]
+        for hotkey, _epoch, block, uids, values, version_key in due:
             try:
                 uid = self.check_weights(sub, hotkey, uids, values, version_key, rate_limit=False)
             except CallError:
