@@ -353,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         seaweed = stack.enter_context(SeaweedServer(run_dir / "seaweed", [admin_identity()] +
                                                     [i for pair in idents.values() for i in pair]))
-        endpoint, _ = stack.enter_context(start_localnet_process(run_dir / "chain.sqlite", block_time=args.block_time))
+        endpoint, _ = stack.enter_context(start_localnet_process(run_dir / "chain.sqlite", block_time=args.block_time,
+                                                                  new=True))
         chain = LocalnetClient(endpoint)
         chain.connect()
         write_credentials(run_dir, neurons, seaweed.endpoint, idents)
