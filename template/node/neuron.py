@@ -18,7 +18,7 @@ from bittensor_wallet import Keypair, Wallet
 from loguru import logger
 
 from storage.credentials import BucketAccess
-from storage.dataset import fetch_dataset
+from storage.dataset import PAGE_BUDGET, DataSource, fetch_dataset
 from storage.peers import OWN_WRITE_ATTEMPTS, OwnBucket, PeerBuckets, fetch_hparams
 from storage.s3 import S3Client, S3Error
 from template.chain import connect
@@ -27,7 +27,7 @@ from template.node.logging_setup import register_secret, setup_logging
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
 from template.protocol import layout
 from template.protocol.config import HParams, NeuronConfig, load_hparams
-from template.protocol.data import DatasetManifest, TokenDataset
+from template.protocol.data import DatasetManifest, SampleSource
 from template.protocol.windows import upload_deadline, window_first_block, window_last_block, window_of_block
 
 # Raised when storage or the chain stays unreachable past their own retries; the window loops
@@ -99,7 +99,7 @@ class NeuronParts:
     clock: WindowClock
     peers: PeerBuckets
     bucket: OwnBucket
-    dataset: TokenDataset
+    dataset: SampleSource
     state_dir: Path
     device: torch.device
 
@@ -140,7 +140,8 @@ def build_node(cfg: NeuronConfig, device: torch.device | None = None) -> NodeBas
     if found is None:
         why = peers.refused.get(mg.owner_hotkey, "published no dataset commitment")
         raise SetupError(f"the subnet owner's dataset bucket is not usable ({why}); cannot load data")
-    manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset")
+    manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset", cache_gb=cfg.data.cache_gb,
+                                      mirrors=data_mirrors(cfg))
     if manifest.seq_len != hp.seq_len or manifest.vocab_size > hp.vocab_size:
         raise SetupError(f"dataset (seq_len {manifest.seq_len}, vocab {manifest.vocab_size}) does not fit hparams")
     return NodeBase(cfg=cfg, hotkey=hotkey, uid=uid, chain=chain, clock=WindowClock(chain, hp), peers=peers,
@@ -355,3 +356,18 @@ def run_neuron(cfg: NeuronConfig, label: str, runner: Callable[[NeuronConfig], N
         logger.error(str(e))
         return 2
     return 0
+
+
+def data_mirrors(cfg: NeuronConfig) -> list[DataSource]:
+    """The second dataset endpoint of --data.mirror_endpoint / --data.mirror_bucket (keys from the env),
+    read within the page budget. Raises SetupError when half-configured."""
+    endpoint, bucket = cfg.data.mirror_endpoint, cfg.data.mirror_bucket
+    if endpoint is None and bucket is None:
+        return []
+    key_id, secret = os.environ.get("DATA_MIRROR_KEY_ID"), os.environ.get("DATA_MIRROR_SECRET")
+    if not (endpoint and bucket and key_id and secret):
+        raise SetupError("a dataset mirror needs --data.mirror_endpoint, --data.mirror_bucket and env "
+                         "DATA_MIRROR_KEY_ID / DATA_MIRROR_SECRET")
+    register_secret(secret)
+    client = S3Client(endpoint, key_id, secret, cfg.storage.region, budget=PAGE_BUDGET)
+    return [DataSource(client, bucket, f"mirror {endpoint}")]
