@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from storage.dataset import DataSource, fetch_dataset
 from storage.s3 import GetResult, ObjectInfo, Status
 from template.harness import prepare_data
-from template.harness.prepare_data import EOS_TOKEN, prepare_corpus, prepare_dataset, verify_local
+from template.harness.prepare_data import EOS_TOKEN, prepare_corpus, verify_local
 from template.protocol import layout
 from template.protocol.data import (
     SPAN_SLOTS,
