@@ -92,7 +92,7 @@ def _sha256_file(path: Path) -> str:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
+    tmp = path.with_name(f"{path.name}.{threading.get_ident()}.part")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -182,6 +182,7 @@ class PagedDataset:
         self._indexes: dict[int, bytes] = {}  # shard -> verified page digests (32 B per page)
         self._dtype = np.dtype(manifest.dtype).newbyteorder("<")
         self._lock = threading.Lock()
+        self._index_lock = threading.Lock()
         self._inflight: dict[int, Future[None]] = {}
         self._pool = ThreadPoolExecutor(max_workers=prefetch_workers, thread_name_prefix="pages")
         self.stats = DataStats()
@@ -258,12 +259,10 @@ class PagedDataset:
             self._inflight.pop(page, None)
 
     def _digest(self, shard: int, local: int) -> bytes:
-        with self._lock:
+        with self._index_lock:  # one read of each shard's index, however many page reads wait on it
             index = self._indexes.get(shard)
-        if index is None:
-            index = self._read_index(shard)
-            with self._lock:
-                self._indexes[shard] = index
+            if index is None:
+                index = self._indexes[shard] = self._read_index(shard)
         return index[local * PAGE_DIGEST_BYTES:(local + 1) * PAGE_DIGEST_BYTES]
 
     def _read_index(self, shard: int) -> bytes:
