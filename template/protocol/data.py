@@ -22,11 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if TYPE_CHECKING:  # torch is imported where a batch is made: the assignment alone stays small (no torch)
+    import torch
 
 PAGE_DIGEST_BYTES = 32  # sha256 per page in a shard's index object
 SPAN_SLOTS = 4096  # slots of one active span: uids below it never share samples in a window
@@ -196,6 +198,8 @@ class TokenDataset:
 
     def batch(self, ids: list[int]) -> torch.Tensor:
         """Samples `ids` as a LongTensor of shape (len(ids), seq_len + 1). Raises IndexError on a bad id."""
+        import torch
+
         rows = np.empty((len(ids), self.seq_len + 1), dtype=np.int64)
         for row, sample_id in enumerate(ids):
             if not 0 <= sample_id < len(self):
