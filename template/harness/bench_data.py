@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     buckets = {size: f"corpus-{i}" for i, size in enumerate(sizes)}
     readers = {size: neuron_identities(bucket) for size, bucket in buckets.items()}
     identities = [admin] + [x for pair in readers.values() for x in pair]
-    results = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_data_", dir=os.environ.get("BENCH_DIR")) as tmp:
         work = Path(tmp)
         with SeaweedServer(work / "seaweed", identities) as server:
