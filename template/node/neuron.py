@@ -27,12 +27,13 @@ from template.node.logging_setup import register_secret, setup_logging
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
 from template.protocol import layout
 from template.protocol.config import HParams, NeuronConfig, load_hparams
-from template.protocol.data import DatasetManifest, SampleSource
+from template.protocol.data import DatasetError, DatasetManifest, SampleSource
 from template.protocol.windows import upload_deadline, window_first_block, window_last_block, window_of_block
 
 # Raised when storage or the chain stays unreachable past their own retries; the window loops
 # log them and carry on with the next window (nothing local is lost: state is on disk).
-TRANSIENT_ERRORS = (S3Error, ChainError)
+# a corpus page no endpoint serves verified (DatasetError) loses the window, like storage being away
+TRANSIENT_ERRORS = (S3Error, ChainError, DatasetError)
 
 
 class SetupError(RuntimeError):

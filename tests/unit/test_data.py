@@ -408,3 +408,12 @@ def test_local_token_dataset_maps_global_ids_across_shards(tmp_path):
         dataset.batch([5])
     with pytest.raises(DatasetError):
         TokenDataset([tmp_path / "a.npy"], seq_len=5)
+
+
+def test_prepare_with_a_given_tokenizer_uses_it_as_is(prepared, tmp_path):
+    root, manifest = prepared
+    given = root / "out" / manifest.tokenizer.key
+    out = prepare_corpus(tmp_path / "out", 16, str(root / "corpus"), tokenizer_file=given, page_samples=4)
+    assert out.tokenizer.sha256 == manifest.tokenizer.sha256 and out.vocab_size == manifest.vocab_size
+    assert (tmp_path / "out" / out.tokenizer.key).read_bytes() == given.read_bytes()
+    verify_local(tmp_path / "out", out)
