@@ -545,8 +545,9 @@ def verify_local(out_dir: Path, manifest: DatasetManifest) -> None:
 
 def prepare_dataset(out_dir: Path, seq_len: int, vocab_size: int, source: str = "shakespeare",
                     cache_dir: Path | None = None, heldout_fraction: float = 0.05,
-                    page_samples: int | None = None, samples_per_window: int | None = None) -> DatasetManifest:
-    """`prepare_corpus` with the demo's defaults (a trained tokenizer). Raises ValueError."""
+                    page_samples: int | None = None, samples_per_window: int | None = 32) -> DatasetManifest:
+    """`prepare_corpus` with the demo's defaults: a trained tokenizer, pages dividing the default hparams'
+    32 samples per window (a small corpus keeps all but a page's worth of its samples). Raises ValueError."""
     return prepare_corpus(out_dir, seq_len, source, vocab_size=vocab_size, cache_dir=cache_dir,
                           heldout_fraction=heldout_fraction, page_samples=page_samples,
                           samples_per_window=samples_per_window)
