@@ -202,7 +202,7 @@ def publish_dataset(chain, seaweed_endpoint, idents, owner: Neuron, netuid, hp: 
     client = S3Client(seaweed_endpoint, write.access_key, write.secret_key)
     client.ensure_bucket("dataset")
     manifest = prepare_dataset(data_dir, seq_len=hp.seq_len, vocab_size=hp.vocab_size, cache_dir=cache_dir,
-                               heldout_fraction=hp.heldout_fraction)
+                               heldout_fraction=hp.heldout_fraction, samples_per_window=hp.samples_per_window)
     upload_dataset(client, "dataset", data_dir, manifest)
     return manifest
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from gauntlet.aggregate import admit_for_gather, gather_set
 from gauntlet.checks import Admission
+from storage.dataset import PagedDataset
 from storage.peers import fetch_peer_list, fetch_record, fetch_uploads
 from template.node import state as local_state
 from template.node.distributed import (
@@ -133,6 +134,8 @@ def save_local_state(m: Miner) -> None:
 
 def plan_window(m: Miner, window: int) -> WindowPlan:
     ids = sample_ids(m.uid, window, m.hp.data_seed, m.hp.samples_per_window, m.num_train)
+    m.dataset.prefetch(ids)  # usually read already, during the previous window
+    m.dataset.prefetch(sample_ids(m.uid, window + 1, m.hp.data_seed, m.hp.samples_per_window, m.num_train))
     return WindowPlan(window=window, uid=m.uid, sample_ids=ids, deadline_block=m.clock.last_block(window))
 
 
@@ -359,6 +362,10 @@ def run_window(m: Miner, window: int, strategy: UploadStrategy = honest_upload,
         "upload/bytes": upload.nbytes, "upload/s": round(upload.seconds, 3), "upload/on_time": upload.on_time,
         "sync/status": sync, "sync/window": m.gm.window, "sync/fingerprint": m.gm.fingerprint(),
     }
+    if isinstance(m.dataset, PagedDataset):  # what the data path read this window (pages, refusals)
+        stats = m.dataset.take_stats()
+        row |= {"data/bytes": stats.fetched_bytes, "data/pages": stats.fetched_pages,
+                "data/refused": stats.refused_pages, "data/wait_s": round(stats.wait_s, 3)}
     log_window(m, row)
     return row
 
@@ -370,6 +377,7 @@ def log_window(m: Miner, row: dict) -> None:
         f"window {row['window']} | loss {loss if loss is None else f'{loss:.4f}'} | "
         f"tok/s {tps if tps is None else f'{tps:.0f}'} | upload {row['upload/bytes']} B in {row['upload/s']} s | "
         f"sync {row['sync/status']} (model at window {row['sync/window']})"
+        + (f" | data {row['data/bytes']} B, waited {row['data/wait_s']} s" if "data/bytes" in row else "")
     )
     append_metrics(m.cfg.metrics_file, row)
 

@@ -60,7 +60,7 @@ from template.node.sync import (
     restore_from_lead,
 )
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import TokenDataset, eval_ids, loss_curve_ids, sample_ids
+from template.protocol.data import SampleSource, eval_ids, loss_curve_ids, sample_ids
 from template.protocol.metagraph import Metagraph
 from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update
 from template.protocol.records import AggregationRecord, RecordEntry
@@ -294,7 +294,7 @@ def scoring_limits(hp: HParams, clip_ref: dict[str, float] | None, gathered: Str
             for name in sorted(rows[0])}
 
 
-def score_updates(gm: GlobalModel, dataset: TokenDataset, device: torch.device, rng: random.Random,
+def score_updates(gm: GlobalModel, dataset: SampleSource, device: torch.device, rng: random.Random,
                   aw: AdmissionWindow, admissions: dict[int, Admission], limits: dict[str, float], sample: list[int],
                   decode: Callable[[int], dict[str, torch.Tensor]]) -> dict[int, EvalResult]:
     """uid -> EvalResult for the sampled admitted uploads, each decoded (`decode`) one at a time and clipped
