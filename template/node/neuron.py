@@ -25,9 +25,12 @@ from template.chain import connect
 from template.chain.base import Chain, ChainError, Metagraph
 from template.node.logging_setup import register_secret, setup_logging
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
+from template.node.preflight import preflight_main, require_preflight
+from template.node.state import STATE_VERSION, open_state_dir
 from template.protocol import layout
 from template.protocol.config import HParams, NeuronConfig, load_hparams
 from template.protocol.data import DatasetManifest, TokenDataset
+from template.protocol.version import CODE_VERSION
 from template.protocol.windows import upload_deadline, window_first_block, window_last_block, window_of_block
 
 # Raised when storage or the chain stays unreachable past their own retries; the window loops
@@ -76,8 +79,11 @@ def load_own_bucket(cfg: NeuronConfig) -> OwnBucket:
     read_id, read_secret = pick("read_key_id", "S3_READ_KEY_ID"), pick("read_secret", "S3_READ_SECRET")
     for s in (write_secret, read_secret):
         register_secret(s)
-    access = BucketAccess(endpoint=endpoint, bucket=bucket, access_key_id=read_id, secret_access_key=read_secret,
-                          region=cfg.storage.region, role=cfg.role)  # the role is declared on chain with it
+    try:
+        access = BucketAccess(endpoint=endpoint, bucket=bucket, access_key_id=read_id, secret_access_key=read_secret,
+                              region=cfg.storage.region, role=cfg.role)  # the role is declared on chain with it
+    except ValueError as e:  # a short key id, a bad endpoint: what the chain commitment could not carry
+        raise SetupError(f"storage credentials ({cfg.storage.credentials_file or 'S3_* variables'}): {e}") from e
     # own writes retry for ~15 s (backoff 0.25 s doubling to 4 s): a storage restart must not cost a window
     client = S3Client(endpoint, write_id, write_secret, cfg.storage.region, max_attempts=OWN_WRITE_ATTEMPTS)
     return OwnBucket(access=access, client=client)
@@ -118,6 +124,7 @@ def build_node(cfg: NeuronConfig, device: torch.device | None = None) -> NodeBas
 
     Raises SetupError with what to do when any piece is missing.
     """
+    require_preflight(cfg)  # nothing is published before every check passed
     _, hotkey = load_wallet(cfg)
     chain = connect(cfg.subtensor.network, cfg.subtensor.chain_endpoint)
     mg = chain.metagraph(cfg.netuid)
@@ -136,6 +143,11 @@ def build_node(cfg: NeuronConfig, device: torch.device | None = None) -> NodeBas
     hp = fetch_run_hparams(cfg, peers, mg.owner_hotkey)
     peers.configure(hp)  # from here on: approved storage endpoints only, reads within the fetch budget
     state_dir = Path(cfg.state_dir).expanduser() / f"{cfg.role}-{hotkey.ss58_address[:16]}"
+    try:  # before anything reads it: a folder from a newer release is refused, an older one migrated
+        if migrated := open_state_dir(state_dir, CODE_VERSION):
+            logger.info(f"state folder {state_dir} migrated from format {migrated[0]} to {STATE_VERSION}")
+    except ValueError as e:
+        raise SetupError(str(e)) from e
     found = peers.reader(mg.owner_hotkey)
     if found is None:
         why = peers.refused.get(mg.owner_hotkey, "published no dataset commitment")
@@ -349,6 +361,8 @@ def run_neuron(cfg: NeuronConfig, label: str, runner: Callable[[NeuronConfig], N
     setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
                   name=f"{label}:{cfg.wallet.name}/{cfg.wallet.hotkey}{suffix}")
     setup_runtime(cfg)
+    if cfg.preflight:
+        return preflight_main(cfg)
     try:
         runner(cfg)
     except SetupError as e:

@@ -292,6 +292,8 @@ class NeuronConfig(BaseModel):
     hparams_file: str | None = Field(None, description="hparams JSON; default: the dataset bucket's hparams.json")
     hparam_overrides: dict[str, Any] = Field(default_factory=dict)
     max_windows: int | None = Field(None, ge=1, description="stop after this many windows (testing)")
+    preflight: bool = Field(False, description="run the start-up checks, print one line each and exit "
+                                                "(0: all passed, 2: one failed); nothing is published")
     metrics_file: str | None = Field(None, description="append per-window metrics as JSON lines here")
     wallet: WalletConfig = Field(default_factory=WalletConfig)
     subtensor: SubtensorConfig = Field(default_factory=SubtensorConfig)
