@@ -359,6 +359,7 @@ def run_neuron(cfg: NeuronConfig, label: str, runner: Callable[[NeuronConfig], N
     process-wide runtime, then `runner(cfg)`; a SetupError (no wallet, not registered, ...) is one
     logged line and exit status 2, not a traceback."""
     setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
+                  rotation=cfg.logging.rotation, retention=cfg.logging.retention,
                   name=f"{label}:{cfg.wallet.name}/{cfg.wallet.hotkey}{suffix}")
     setup_runtime(cfg)
     if cfg.preflight:

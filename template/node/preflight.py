@@ -358,16 +358,17 @@ def run_preflight(cfg: Any) -> list[Check]:
         got, bad = _attempt("dataset", read_manifest)
         checks.append(bad or ok("dataset", got))
 
-    preset = hp.model_preset if hp is not None else None
-    if preset is None:
-        checks += [skip(n, "the run's hparams (model preset) were not read") for n in ("device", "memory", "disk")]
+    got, bad = _attempt("compute", lambda: (load_min_compute(), host_facts(cfg.state_dir)))
+    if bad:
+        checks.append(bad)
+    elif hp is None:  # the device is checked anyway (--device cuda on a CPU box); sizes need the preset
+        checks += [check_device(cfg.device, got[1], gpu_required=False),
+                   skip("memory", "the run's hparams (model preset) were not read"),
+                   skip("disk", "the run's hparams (model preset) were not read")]
     else:
-        got, bad = _attempt("compute", lambda: (load_min_compute(), host_facts(cfg.state_dir)))
-        if bad:
-            checks.append(bad)
-        else:
-            spec, host = got
-            checks += check_compute(compute_spec(spec, cfg.role, preset), cfg.role, preset, cfg.device, host)
+        spec, host = got
+        checks += check_compute(compute_spec(spec, cfg.role, hp.model_preset), cfg.role, hp.model_preset,
+                                cfg.device, host)
     return checks
 
 

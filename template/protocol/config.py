@@ -273,7 +273,11 @@ class LoggingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     debug: bool = Field(False, description="log per-peer detail")
     trace: bool = Field(False, description="log everything")
-    logging_dir: str | None = Field(None, description="also write logs to this folder")
+    logging_dir: str | None = Field(None, description="also write logs to this folder (file: miner-WALLET-HOTKEY.log)")
+    rotation: str = Field("100 MB", pattern=r"^\d+(\.\d+)? ?(KB|MB|GB|B|days?|hours?|weeks?)$",
+                          description="start a new log file at this size or age (e.g. 100 MB, 1 day)")
+    retention: str = Field("14 days", pattern=r"^\d+ ?(days?|hours?|weeks?|months?)$",
+                           description="delete rotated log files older than this (e.g. 14 days)")
 
 
 class MetricsConfig(BaseModel):

@@ -26,3 +26,31 @@ def test_bound_window_and_uid_are_printed(capsys):
     assert lines[0].endswith("| t | w=12 uid=3 | gathered")
     assert lines[1].endswith("| t | w=7 | late")
     assert lines[2].endswith("| t | plain")
+
+
+def test_lines_carry_a_dated_utc_time(capsys):
+    import re
+
+    setup_logging(name="t")
+    logger.info("dated")
+    line = capsys.readouterr().err.splitlines()[0]
+    assert re.match(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}Z \| INFO ", line), line
+
+
+def test_log_file_has_a_plain_name_rotates_and_compresses(tmp_path):
+    from template.node.logging_setup import log_file_name
+
+    assert log_file_name("miner:miner0/default") == "miner-miner0-default.log"
+    assert log_file_name("miner:alice/hk:rank1") == "miner-alice-hk-rank1.log"
+    path = setup_logging(name="miner:miner0/default", log_dir=str(tmp_path / "logs"), rotation="2 KB",
+                         retention="1 day")
+    try:
+        for i in range(200):
+            logger.info(f"line {i} " + "x" * 40)
+    finally:
+        logger.remove()  # closes the file sink (and its rotation)
+    assert path == tmp_path / "logs" / "miner-miner0-default.log" and path.exists()
+    names = [p.name for p in (tmp_path / "logs").iterdir()]
+    assert all(":" not in n for n in names)
+    assert any(n.endswith(".log.gz") for n in names), names  # rotated files are compressed
+    assert path.stat().st_size < 4096
