@@ -53,7 +53,9 @@ function app(name, script, args) {
     exp_backoff_restart_delay: 2000, // 2 s, doubling up to 15 s while it keeps crashing
     max_restarts: 50,
     min_uptime: "60s",
-    stop_exit_codes: [0, 2],        // 2: a set-up failure the neuron logged in one line; restarting will not fix it
+    // exit 2 is a set-up failure the neuron logged in one line; restarting will not fix it. Not 0: pm2 reports
+    // a process killed by a signal (kill -9, the OOM killer) as code 0, and that one must come back.
+    stop_exit_codes: [2],
     kill_timeout: 90000,            // SIGTERM ends the window cleanly (state saved); SIGKILL only after 90 s
     out_file: path.join(LOGS, `pm2-${name}.out.log`),   // what the process prints before its own log is up
     error_file: path.join(LOGS, `pm2-${name}.err.log`),

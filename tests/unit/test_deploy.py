@@ -62,7 +62,7 @@ def test_ecosystem_file_apps():
     assert "--storage.credentials_file" in miner["args"] and "test" in miner["args"]
     assert validator["script"].endswith("/.venv/bin/python") and validator["args"][0] == "neurons/validator.py"
     for app in apps.values():
-        assert app["autorestart"] and 2 in app["stop_exit_codes"] and app["kill_timeout"] >= 60000
+        assert app["autorestart"] and app["stop_exit_codes"] == [2] and app["kill_timeout"] >= 60000
         assert app["out_file"].startswith("/var/log/sl/") and app["cwd"] == str(ROOT)
         assert "--logging.logging_dir" in app["args"]
         assert not any("secret" in a.lower() for a in app["args"])
