@@ -80,9 +80,14 @@ def _with(args: list[str], **flags: str) -> list[str]:
     return out
 
 
-def _run(args: list[str], timeout_s: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args, "--num_threads", "1"], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=timeout_s)
+def _run(args: list[str], timeout_s: float = 300, keep: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a neuron command to its end; with `keep`, its command, output and status go to that file too
+    (docs/operator.md quotes them)."""
+    out = subprocess.run([sys.executable, *args, "--num_threads", "1"], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, timeout=timeout_s)
+    if keep is not None:
+        keep.write_text(f"$ python {shlex.join(args)}\n{out.stdout}{out.stderr}$ echo $?\n{out.returncode}\n")
+    return out
 
 
 def _commitments(args: list[str]) -> dict[str, str]:
@@ -107,7 +112,7 @@ def test_a_wrong_start_stops_in_one_line_per_failure_and_publishes_nothing(playg
     dead = playground["tmp"] / "dead-endpoint.json"
     dead.write_text(json.dumps({**creds, "endpoint": "http://127.0.0.1:9"}))  # nothing listens on port 9
     wrong = _with(args, storage__credentials_file=str(dead), device="cuda")
-    out = _run(wrong)
+    out = _run(wrong, keep=playground["tmp"] / "transcript-wrong-start.txt")
     text = out.stdout + out.stderr
     assert out.returncode == 2, text[-3000:]
     assert "Traceback" not in text
@@ -118,7 +123,7 @@ def test_a_wrong_start_stops_in_one_line_per_failure_and_publishes_nothing(playg
 
     short = playground["tmp"] / "short-key.json"
     short.write_text(json.dumps({**creds, "read_key_id": "ab"}))
-    out = _run(_with(args, storage__credentials_file=str(short)))
+    out = _run(_with(args, storage__credentials_file=str(short)), keep=playground["tmp"] / "transcript-short-key.txt")
     text = out.stdout + out.stderr
     assert out.returncode == 2 and "Traceback" not in text
     assert [x for x in text.splitlines() if "preflight FAIL" in x] == \
@@ -126,7 +131,7 @@ def test_a_wrong_start_stops_in_one_line_per_failure_and_publishes_nothing(playg
 
 
 def test_preflight_passes_on_the_slot(playground):
-    out = _run([*playground["args"], "--preflight"])
+    out = _run([*playground["args"], "--preflight"], keep=playground["tmp"] / "transcript-preflight.txt")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     lines = [x for x in text.splitlines() if "| preflight " in x]
@@ -161,6 +166,7 @@ def test_pm2_restarts_a_killed_miner_back_in_sync(playground):
     started = _pm2(env, "start", "deploy/pm2/ecosystem.config.js", "--only", "miner")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
+        (tmp / "transcript-pm2-start.txt").write_text(started.stdout + started.stderr)
         watch = [logs / "pm2-miner.err.log", logs / "pm2-miner.out.log", playground["log"]]
 
         def in_sync_after(count: int):
@@ -184,3 +190,33 @@ def test_pm2_restarts_a_killed_miner_back_in_sync(playground):
     finally:
         _pm2(env, "delete", "all")
         _pm2(env, "kill")  # the pm2 daemon of this PM2_HOME, started by this test
+
+
+def test_a_raised_weights_version_stops_neurons_with_what_to_install(playground):
+    """The owner's upgrade lever: weights_version above this code's version_key. The preflight fails on it,
+    and the playground's own running miner and validator stop at their next window with the one line."""
+    from bittensor_wallet import Wallet
+
+    from template.chain.localnet.client import LocalnetClient
+    from template.protocol.version import VERSION_KEY, version_of_key
+
+    args, run_dir = playground["args"], playground["run_dir"]
+    chain = LocalnetClient(_flag(args, "--subtensor.chain_endpoint"))
+    chain.connect()
+    owner = Wallet(name="owner", hotkey="default", path=_flag(args, "--wallet.path"))
+    required = version_of_key(VERSION_KEY + 100)
+    chain.set_hyperparameter(owner.coldkey, int(_flag(args, "--netuid")), "weights_version",
+                             VERSION_KEY + 100).raise_for_error()
+    out = _run([*args, "--preflight"], keep=playground["tmp"] / "transcript-upgrade.txt")
+    text = out.stdout + out.stderr
+    assert out.returncode == 2 and "preflight FAIL version" in text and f">= {required}" in text
+    needle = f"the subnet requires release >= {required}"
+    logs = [run_dir / "logs" / "miner0.log", run_dir / "logs" / "validator0.log"]
+    # the first neuron to stop (exit 2) ends the playground, which then stops the other: one line is enough
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(needle in p.read_text() for p in logs):
+        time.sleep(2.0)
+    stopped = [p.name for p in logs if needle in p.read_text()]
+    assert stopped, "no running neuron stopped on the raised weights_version: " + logs[0].read_text()[-2000:]
+    for p in logs:
+        assert "Traceback" not in p.read_text()
