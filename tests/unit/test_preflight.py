@@ -133,3 +133,15 @@ def test_open_state_dir_stamps_migrates_and_refuses(tmp_path):
     (old / STATE_VERSION_FILE).write_text("not json")
     with pytest.raises(ValueError, match="unreadable"):
         open_state_dir(old, CODE_VERSION)
+
+
+def test_a_short_key_id_is_a_setup_error_not_a_traceback(tmp_path):
+    from template.node.neuron import SetupError, load_own_bucket
+    from template.protocol.config import NeuronConfig
+
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps({"endpoint": "http://127.0.0.1:9", "bucket": "alice", "write_key_id": "writer01",
+                                 "write_secret": "secretsecret1", "read_key_id": "ab", "read_secret": "secretsecret2"}))
+    cfg = NeuronConfig(role="miner", storage={"credentials_file": str(creds)})
+    with pytest.raises(SetupError, match="access_key_id must be 4-128 chars"):
+        load_own_bucket(cfg)
