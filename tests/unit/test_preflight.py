@@ -145,3 +145,19 @@ def test_a_short_key_id_is_a_setup_error_not_a_traceback(tmp_path):
     cfg = NeuronConfig(role="miner", storage={"credentials_file": str(creds)})
     with pytest.raises(SetupError, match="access_key_id must be 4-128 chars"):
         load_own_bucket(cfg)
+
+
+def test_require_version_stops_a_running_neuron_only_when_the_chain_asks_for_more():
+    from template.node.neuron import SetupError
+
+    class Chain:  # the one call require_version makes
+        def __init__(self, weights_version: int) -> None:
+            self.weights_version = weights_version
+
+        def hyperparameters(self, netuid: int) -> dict[str, int]:
+            return {"weights_version": self.weights_version}
+
+    pf.require_version(Chain(0), 1)
+    pf.require_version(Chain(VERSION_KEY), 1)
+    with pytest.raises(SetupError, match=f">= {version_of_key(VERSION_KEY + 1)}"):
+        pf.require_version(Chain(VERSION_KEY + 1), 1)
