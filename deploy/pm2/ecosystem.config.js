@@ -10,6 +10,7 @@
 // command lines in `pm2 show` and `ps` shows them to every user.
 // Restarts: a crash restarts after a growing delay; exit status 2 (preflight failed, not registered,
 // an upgrade required) stops the process instead of restarting it in a loop - fix what it logged first.
+// Exit status 3 (only the chain or the storage did not answer at start) is restarted like a crash.
 const path = require("path");
 
 const env = process.env;

@@ -39,7 +39,16 @@ TRANSIENT_ERRORS = (S3Error, ChainError)
 
 
 class SetupError(RuntimeError):
-    """A neuron cannot start; the message says what to do."""
+    """A neuron cannot start; the message says what to do. Exit status 2: run files leave it stopped."""
+
+    exit_status = 2
+
+
+class ServiceUnreachable(SetupError):
+    """Start-up found the chain or the storage unreachable and nothing else wrong: exit status 3, which the
+    run files (deploy/) restart, since the service may be back in a minute."""
+
+    exit_status = 3
 
 
 def load_wallet(cfg: NeuronConfig) -> tuple[Wallet, Keypair]:
@@ -368,5 +377,5 @@ def run_neuron(cfg: NeuronConfig, label: str, runner: Callable[[NeuronConfig], N
         runner(cfg)
     except SetupError as e:
         logger.error(str(e))
-        return 2
+        return e.exit_status
     return 0

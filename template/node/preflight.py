@@ -37,6 +37,7 @@ class Check:
     name: str
     status: str
     detail: str
+    unreachable: bool = False  # failed because the chain or the storage did not answer (may pass later)
 
     @property
     def ok(self) -> bool:
@@ -229,12 +230,19 @@ def load_min_compute(path: Path = MIN_COMPUTE_FILE) -> dict[str, Any]:
 
 def _attempt(name: str, fn: Callable[[], Any]) -> tuple[Any, Check | None]:
     """Run one fact-gathering step; any error becomes one FAIL line instead of a traceback."""
+    from storage.s3 import S3Error, is_transient
+    from template.chain.base import ChainError
     from template.node.neuron import SetupError
 
     try:
         return fn(), None
     except SetupError as e:
         return None, fail(name, str(e))
+    except (ChainError, S3Error) as e:
+        # the service did not answer (connection, timeout, 5xx): nothing need be wrong with this node; a refusal
+        # (access denied, no such bucket) is a configuration error like any other
+        down = isinstance(e, ChainError) or (e.__cause__ is not None and is_transient(e.__cause__))
+        return None, Check(name, "FAIL", f"{type(e).__name__}: {e}", unreachable=down)
     except Exception as e:  # a preflight reports every failure as a line; the type names what broke
         return None, fail(name, f"{type(e).__name__}: {e}")
 
@@ -399,9 +407,16 @@ def preflight_main(cfg: Any) -> int:
     return report(run_preflight(cfg))
 
 
+def only_unreachable(checks: list[Check]) -> bool:
+    """True when every FAIL is a service that did not answer (skips follow from those): worth a restart."""
+    failed = [c for c in checks if c.status == "FAIL"]
+    return bool(failed) and all(c.unreachable for c in failed)
+
+
 def require_preflight(cfg: Any) -> None:
-    """Start-up: every check must pass before the neuron publishes its commitment. Raises SetupError."""
-    from template.node.neuron import SetupError
+    """Start-up: every check must pass before the neuron publishes its commitment. Raises SetupError (exit 2),
+    or ServiceUnreachable (exit 3, restarted by the run files) when only the chain or storage did not answer."""
+    from template.node.neuron import ServiceUnreachable, SetupError
 
     checks = run_preflight(cfg)
     bad = [c for c in checks if not c.ok]
@@ -410,5 +425,6 @@ def require_preflight(cfg: Any) -> None:
         return
     for c in bad[:-1]:
         logger.error(c.line())
-    raise SetupError(bad[-1].line() + f" ({len(bad)} of {len(checks)} preflight checks failed; nothing was "
-                                      "published; run with --preflight to see all)")
+    error = ServiceUnreachable if only_unreachable(checks) else SetupError
+    raise error(bad[-1].line() + f" ({len(bad)} of {len(checks)} preflight checks failed; nothing was "
+                                 "published; run with --preflight to see all)")

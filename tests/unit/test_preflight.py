@@ -161,3 +161,27 @@ def test_require_version_stops_a_running_neuron_only_when_the_chain_asks_for_mor
     pf.require_version(Chain(VERSION_KEY), 1)
     with pytest.raises(SetupError, match=f">= {version_of_key(VERSION_KEY + 1)}"):
         pf.require_version(Chain(VERSION_KEY + 1), 1)
+
+
+def test_only_an_unreachable_service_is_worth_a_restart():
+    down = pf.Check("chain", "FAIL", "ChainError: unreachable", unreachable=True)
+    later = pf.skip("registered", "chain unreachable")
+    assert pf.only_unreachable([pf.ok("wallet", "ok"), down, later])
+    assert not pf.only_unreachable([down, pf.fail("device", "no CUDA")])
+    assert not pf.only_unreachable([pf.ok("wallet", "ok")])
+
+
+def test_a_dead_storage_endpoint_is_unreachable_a_refusal_is_not(tmp_path):
+    from template.node.neuron import ServiceUnreachable, SetupError
+
+    dead = pf._attempt("storage", lambda: _put("http://127.0.0.1:9"))[1]
+    assert dead is not None and dead.status == "FAIL" and dead.unreachable
+    assert ServiceUnreachable.exit_status == 3 and SetupError.exit_status == 2
+    refused = pf._attempt("storage", lambda: (_ for _ in ()).throw(ValueError("bad")))[1]
+    assert refused is not None and not refused.unreachable
+
+
+def _put(endpoint: str) -> None:
+    from storage.s3 import S3Client
+
+    S3Client(endpoint, "writer01", "secretsecret", max_attempts=1).put("alice", "k", b"x")
