@@ -365,8 +365,9 @@ def setup_runtime(cfg: NeuronConfig) -> None:
 
 def run_neuron(cfg: NeuronConfig, label: str, runner: Callable[[NeuronConfig], None], suffix: str = "") -> int:
     """What every entry point does once its flags are parsed: logging named `label:wallet/hotkey{suffix}`, the
-    process-wide runtime, then `runner(cfg)`; a SetupError (no wallet, not registered, ...) is one
-    logged line and exit status 2, not a traceback."""
+    process-wide runtime, then `runner(cfg)` (or with --preflight only the checks); a SetupError (no wallet,
+    not registered, a failed preflight, ...) is one logged line and exit status 2 (3: only the chain or the
+    storage did not answer at start), not a traceback."""
     setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
                   rotation=cfg.logging.rotation, retention=cfg.logging.retention,
                   name=f"{label}:{cfg.wallet.name}/{cfg.wallet.hotkey}{suffix}")
