@@ -418,10 +418,11 @@ def require_preflight(cfg: Any) -> None:
     or ServiceUnreachable (exit 3, restarted by the run files) when only the chain or storage did not answer."""
     from template.node.neuron import ServiceUnreachable, SetupError
 
+    start = time.monotonic()
     checks = run_preflight(cfg)
     bad = [c for c in checks if not c.ok]
     if not bad:
-        logger.info(f"preflight passed ({len(checks)} checks)")
+        logger.info(f"preflight passed ({len(checks)} checks in {time.monotonic() - start:.1f} s)")
         return
     for c in bad[:-1]:
         logger.error(c.line())
