@@ -29,4 +29,13 @@ if ! command -v promtool >/dev/null; then
     echo "setup: promtool missing (needs root and apt-get to install); the alert rule tests will skip"
   fi
 fi
+# The run-file test starts deploy/pm2/ecosystem.config.js with pm2 (npm). Installed when missing and npm is
+# there (about 20 s); else that test skips. systemd-analyze (apt's systemd) verifies the units when present.
+if ! command -v pm2 >/dev/null; then
+  if command -v npm >/dev/null; then
+    npm install -g -s pm2@5 >/dev/null 2>&1 || echo "setup: could not install pm2; the pm2 test will skip"
+  else
+    echo "setup: npm missing (apt install npm), so no pm2; the pm2 test will skip"
+  fi
+fi
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

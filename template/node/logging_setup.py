@@ -44,13 +44,29 @@ def _patch(record: Record) -> None:
     record["extra"]["ctx"] = _context(record["extra"])
 
 
-def setup_logging(*, debug: bool = False, trace: bool = False, log_dir: str | None = None, name: str = "neuron") -> None:
-    """Configure sinks: stderr at INFO (DEBUG/TRACE on request), optional file sink."""
+def log_file_name(name: str) -> str:
+    """A plain file name for the log of `name` (`miner:alice/default:rank1` -> `miner-alice-default-rank1.log`):
+    no colon or slash, which shells, pm2 and log shippers trip on."""
+    return (re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "neuron") + ".log"
+
+
+# Dated UTC times: a log read a day later, or next to another host's, must say which day a line is from
+LOG_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS!UTC}Z | {level: <7} | {extra[name]} | {extra[ctx]}{message}"
+
+
+def setup_logging(*, debug: bool = False, trace: bool = False, log_dir: str | None = None, name: str = "neuron",
+                  rotation: str = "100 MB", retention: str = "14 days") -> Path | None:
+    """Configure sinks: stderr at INFO (DEBUG/TRACE on request) and, with `log_dir`, a file there named by
+    `log_file_name`, rotated at `rotation` (a size or a time, loguru's syntax) and its rotated files kept
+    for `retention`, compressed. Returns the log file's path (None without `log_dir`)."""
     level = "TRACE" if trace else "DEBUG" if debug else "INFO"
     logger.remove()
-    logger.configure(patcher=_patch)
-    fmt = "{time:HH:mm:ss.SSS} | {level: <7} | " + name + " | {extra[ctx]}{message}"
-    logger.add(sys.stderr, level=level, format=fmt, colorize=False, backtrace=False, diagnose=False)
-    if log_dir:
-        Path(log_dir).expanduser().mkdir(parents=True, exist_ok=True)
-        logger.add(str(Path(log_dir).expanduser() / f"{name}.log"), level=level, format=fmt, diagnose=False)
+    logger.configure(patcher=_patch, extra={"name": name})
+    logger.add(sys.stderr, level=level, format=LOG_FORMAT, colorize=False, backtrace=False, diagnose=False)
+    if not log_dir:
+        return None
+    path = Path(log_dir).expanduser() / log_file_name(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger.add(str(path), level=level, format=LOG_FORMAT, diagnose=False, rotation=rotation, retention=retention,
+               compression="gz", enqueue=False)
+    return path

@@ -37,6 +37,7 @@ from template.node.neuron import (
     build_node,
     find_lead,
 )
+from template.node.preflight import require_version
 from template.node.sync import GlobalModel, RecordAdmission, SyncStatus, log_outer_step, restore_from_lead
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
@@ -399,6 +400,7 @@ def run(cfg: NeuronConfig, strategy: UploadStrategy = honest_upload, follow: Fol
         window = -1
         try:  # storage or chain away for longer than their retries: this window is lost, not the miner
             window = max(m.clock.current_window(), 0)
+            require_version(m.chain, cfg.netuid)  # the owner raised weights_version: stop with what to install
             if not m.clock.wait_for_window(window, m.stop):
                 break
             sync_to_window(m, window)

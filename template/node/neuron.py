@@ -25,6 +25,8 @@ from template.chain import connect
 from template.chain.base import Chain, ChainError
 from template.node.logging_setup import register_secret, setup_logging
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
+from template.node.preflight import preflight_main, require_preflight
+from template.node.state import STATE_VERSION, open_state_dir
 from template.protocol.config import HParams, NeuronConfig, load_hparams
 from template.protocol.data import DatasetError, DatasetManifest, SampleSource
 from template.protocol.lead import LEAD_STALE_WINDOWS as LEAD_STALE_WINDOWS  # re-exported: the rule is pure
@@ -32,6 +34,7 @@ from template.protocol.lead import lead_validator as lead_validator
 from template.protocol.lead import miner_uids as miner_uids
 from template.protocol.lead import validator_uids as validator_uids
 from template.protocol.metagraph import Metagraph
+from template.protocol.version import CODE_VERSION
 from template.protocol.windows import (
     LAST_MODIFIED_RESOLUTION_S,
     reveal_deadline,
@@ -48,7 +51,16 @@ TRANSIENT_ERRORS = (S3Error, ChainError, DatasetError)
 
 
 class SetupError(RuntimeError):
-    """A neuron cannot start; the message says what to do."""
+    """A neuron cannot start; the message says what to do. Exit status 2: run files leave it stopped."""
+
+    exit_status = 2
+
+
+class ServiceUnreachable(SetupError):
+    """Start-up found the chain or the storage unreachable and nothing else wrong: exit status 3, which the
+    run files (deploy/) restart, since the service may be back in a minute."""
+
+    exit_status = 3
 
 
 def load_wallet(cfg: NeuronConfig) -> tuple[Wallet, Keypair]:
@@ -88,8 +100,11 @@ def load_own_bucket(cfg: NeuronConfig) -> OwnBucket:
     read_id, read_secret = pick("read_key_id", "S3_READ_KEY_ID"), pick("read_secret", "S3_READ_SECRET")
     for s in (write_secret, read_secret):
         register_secret(s)
-    access = BucketAccess(endpoint=endpoint, bucket=bucket, access_key_id=read_id, secret_access_key=read_secret,
-                          region=cfg.storage.region, role=cfg.role)  # the role is declared on chain with it
+    try:
+        access = BucketAccess(endpoint=endpoint, bucket=bucket, access_key_id=read_id, secret_access_key=read_secret,
+                              region=cfg.storage.region, role=cfg.role)  # the role is declared on chain with it
+    except ValueError as e:  # a short key id, a bad endpoint: what the chain commitment could not carry
+        raise SetupError(f"storage credentials ({cfg.storage.credentials_file or 'S3_* variables'}): {e}") from e
     return open_own_bucket(access, write_id, write_secret)
 
 
@@ -128,6 +143,7 @@ def build_node(cfg: NeuronConfig, device: torch.device | None = None) -> NodeBas
 
     Raises SetupError with what to do when any piece is missing.
     """
+    require_preflight(cfg)  # nothing is published before every check passed
     _, hotkey = load_wallet(cfg)
     chain = connect(cfg.subtensor.network, cfg.subtensor.chain_endpoint)
     mg = chain.metagraph(cfg.netuid)
@@ -146,6 +162,11 @@ def build_node(cfg: NeuronConfig, device: torch.device | None = None) -> NodeBas
     hp = fetch_run_hparams(cfg, peers, mg.owner_hotkey)
     peers.configure(hp)  # from here on: approved storage endpoints only, reads within the fetch budget
     state_dir = Path(cfg.state_dir).expanduser() / f"{cfg.role}-{hotkey.ss58_address[:16]}"
+    try:  # before anything reads it: a folder from a newer release is refused, an older one migrated
+        if migrated := open_state_dir(state_dir, CODE_VERSION):
+            logger.info(f"state folder {state_dir} migrated from format {migrated[0]} to {STATE_VERSION}")
+    except ValueError as e:
+        raise SetupError(str(e)) from e
     found = peers.reader(mg.owner_hotkey)
     if found is None:
         why = peers.refused.get(mg.owner_hotkey, "published no dataset commitment")
@@ -324,17 +345,22 @@ STARTUP_ERRORS = (SetupError, ChainError, S3Error)
 
 def run_neuron(cfg: NeuronConfig, label: str, runner: Callable[[NeuronConfig], None], suffix: str = "") -> int:
     """What every entry point does once its flags are parsed: logging named `label:wallet/hotkey{suffix}`, the
-    process-wide runtime, then `runner(cfg)`; an expected start-up failure (`STARTUP_ERRORS`) is one logged
-    line and exit status 2, not a traceback."""
+    process-wide runtime, then `runner(cfg)` (or with --preflight only the checks); an expected start-up
+    failure (`STARTUP_ERRORS`: no wallet, not registered, a failed preflight, the chain or storage out of reach)
+    is one logged line and exit status 2 (3: the preflight found only the chain or the storage not answering,
+    which run files restart), not a traceback."""
     setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
+                  rotation=cfg.logging.rotation, retention=cfg.logging.retention,
                   name=f"{label}:{cfg.wallet.name}/{cfg.wallet.hotkey}{suffix}")
     setup_runtime(cfg)
+    if cfg.preflight:
+        return preflight_main(cfg)
     try:
         runner(cfg)
     except STARTUP_ERRORS as e:
         what = "" if isinstance(e, SetupError) else ("chain: " if isinstance(e, ChainError) else "storage: ")
         logger.error(f"cannot start: {what}{e}".replace("\n", " "))
-        return 2
+        return e.exit_status if isinstance(e, SetupError) else 2
     return 0
 
 

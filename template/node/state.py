@@ -245,3 +245,47 @@ def save_validator_state(state: ValidatorState, state_dir: Path) -> None:
     save_ratings(state.ratings, state_dir / "ratings.json")
     save_sketch_history(state.sketches, state_dir / "near_copy.safetensors")
     atomic_write_json(state_dir / "run_state.json", state.run_state_json())
+# -- the state folder's format version -------------------------------------------------------------
+# RUN_STATE_VERSION names the format of everything in a neuron's state dir. A release that changes a
+# file's format raises it and adds a step to STATE_MIGRATIONS (from version k to k + 1); a folder
+# written by a newer release is refused rather than misread (docs/upgrade.md).
+STATE_VERSION = 1
+STATE_VERSION_FILE = "state_version.json"
+# version k -> the step that turns a folder of version k into k + 1 (0: folders from before the stamp,
+# same files, so the step only writes the stamp)
+STATE_MIGRATIONS: dict[int, Any] = {0: lambda state_dir: None}
+
+
+def plan_state_upgrade(found: int | None, has_files: bool, current: int = STATE_VERSION) -> list[int] | str:
+    """The migration steps (versions to migrate from, in order) for a state folder stamped `found`
+    (None: no stamp), or the reason it is refused. Pure."""
+    start = found if found is not None else (0 if has_files else current)
+    if start > current:
+        return (f"written by a newer release (state format {start}, this code reads up to {current}); install that "
+                "release again or move the folder away to start afresh")
+    missing = [k for k in range(start, current) if k not in STATE_MIGRATIONS]
+    if missing:
+        return f"state format {start} has no migration to {current} (missing step from {missing[0]}); move it away"
+    return list(range(start, current))
+
+
+def open_state_dir(state_dir: Path, code_version: str) -> list[int]:
+    """Check (and migrate) the format of `state_dir` before anything in it is read; stamp it with the
+    current format. Returns the versions migrated from. Raises ValueError with the reason when refused."""
+    state_dir = Path(state_dir)
+    stamp_path = state_dir / STATE_VERSION_FILE
+    try:
+        stamp = read_json(stamp_path, default=None)
+        found = None if stamp is None else int(stamp["state_version"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"state folder {state_dir}: {stamp_path.name} is unreadable ({e}); move the folder away"
+                         ) from e
+    has_files = state_dir.is_dir() and any(p.name != STATE_VERSION_FILE for p in state_dir.iterdir())
+    plan = plan_state_upgrade(found, has_files)
+    if isinstance(plan, str):
+        raise ValueError(f"state folder {state_dir}: {plan}")
+    for version in plan:
+        STATE_MIGRATIONS[version](state_dir)
+    if plan or found is None:
+        atomic_write_json(stamp_path, {"state_version": STATE_VERSION, "written_by": code_version})
+    return plan

@@ -48,6 +48,7 @@ from template.node.neuron import (
     find_lead,
     miner_uids,
 )
+from template.node.preflight import require_version
 from template.node.state import ValidatorState, WindowSeed, load_validator_state, save_validator_state
 from template.node.sync import (
     GlobalModel,
@@ -64,6 +65,7 @@ from template.protocol.data import SampleSource, eval_ids, loss_curve_ids, sampl
 from template.protocol.metagraph import Metagraph
 from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update
 from template.protocol.records import AggregationRecord, RecordEntry
+from template.protocol.version import VERSION_KEY
 
 
 @dataclass
@@ -363,8 +365,8 @@ def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int
                               burn_rate=v.hp.burn_rate, top_n=v.hp.top_n_miners,
                               curve=v.hp.weight_curve, temperature=v.hp.weight_temperature)
     uids = [u for u, w in enumerate(weights) if w > 0]
-    version = int(v.chain.hyperparameters(v.cfg.netuid).get("weights_version", 0))
-    res = v.chain.set_weights(v.hotkey, v.cfg.netuid, uids, [weights[u] for u in uids], version_key=version)
+    # the code's own version: the owner's weights_version then refuses weights from older releases
+    res = v.chain.set_weights(v.hotkey, v.cfg.netuid, uids, [weights[u] for u in uids], version_key=VERSION_KEY)
     if res.ok:
         v.state.last_weights_interval = interval
         save_state(v)  # at once: a restart must not set weights twice for one interval
@@ -531,6 +533,7 @@ def run(cfg: NeuronConfig) -> None:
     done = 0
     while not v.stop.is_set():
         try:
+            require_version(v.chain, cfg.netuid)  # the owner raised weights_version: stop with what to install
             if v.gm.window != window:
                 restore_model(v, window)
             run_window(v, window)

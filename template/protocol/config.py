@@ -274,7 +274,11 @@ class LoggingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     debug: bool = Field(False, description="log per-peer detail")
     trace: bool = Field(False, description="log everything")
-    logging_dir: str | None = Field(None, description="also write logs to this folder")
+    logging_dir: str | None = Field(None, description="also write logs to this folder (file: miner-WALLET-HOTKEY.log)")
+    rotation: str = Field("100 MB", pattern=r"^\d+(\.\d+)? ?(KB|MB|GB|B|days?|hours?|weeks?)$",
+                          description="start a new log file at this size or age (e.g. 100 MB, 1 day)")
+    retention: str = Field("14 days", pattern=r"^\d+ ?(days?|hours?|weeks?|months?)$",
+                           description="delete rotated log files older than this (e.g. 14 days)")
 
 
 class MetricsConfig(BaseModel):
@@ -302,6 +306,8 @@ class NeuronConfig(BaseModel):
     hparams_file: str | None = Field(None, description="hparams JSON; default: the dataset bucket's hparams.json")
     hparam_overrides: dict[str, Any] = Field(default_factory=dict)
     max_windows: int | None = Field(None, ge=1, description="stop after this many windows (testing)")
+    preflight: bool = Field(False, description="run the start-up checks, print one line each and exit "
+                                                "(0: all passed, 2: one failed); nothing is published")
     metrics_file: str | None = Field(None, description="append per-window metrics as JSON lines here")
     wallet: WalletConfig = Field(default_factory=WalletConfig)
     subtensor: SubtensorConfig = Field(default_factory=SubtensorConfig)

@@ -185,7 +185,8 @@ class FakeChain:
         self._check(netuid)
         if not self.is_registered(hotkey.ss58_address, netuid):
             return TxResult(ok=False, error="HotKeyNotRegisteredInSubNet")
-        if version_key != self.hparams["weights_version"]:
+        required = int(self.hparams["weights_version"])
+        if required and version_key < required:  # subtensor: a key below the subnet's weights_version is refused
             return TxResult(ok=False, error="IncorrectWeightVersionKey")
         weights_to_u16(uids, weights)  # the chain's own checks: lengths, finite and >= 0
         self.weights_calls.append(WeightsCall(hotkey.ss58_address, list(uids), list(weights), version_key,

@@ -46,3 +46,29 @@ def test_an_expected_start_up_failure_is_one_line_and_exit_2(capsys, error):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err
     assert "cannot start" in lines[0] and str(error).split(";")[0] in lines[0]
+def test_lines_carry_a_dated_utc_time(capsys):
+    import re
+
+    setup_logging(name="t")
+    logger.info("dated")
+    line = capsys.readouterr().err.splitlines()[0]
+    assert re.match(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}Z \| INFO ", line), line
+
+
+def test_log_file_has_a_plain_name_rotates_and_compresses(tmp_path):
+    from template.node.logging_setup import log_file_name
+
+    assert log_file_name("miner:miner0/default") == "miner-miner0-default.log"
+    assert log_file_name("miner:alice/hk:rank1") == "miner-alice-hk-rank1.log"
+    path = setup_logging(name="miner:miner0/default", log_dir=str(tmp_path / "logs"), rotation="2 KB",
+                         retention="1 day")
+    try:
+        for i in range(200):
+            logger.info(f"line {i} " + "x" * 40)
+    finally:
+        logger.remove()  # closes the file sink (and its rotation)
+    assert path == tmp_path / "logs" / "miner-miner0-default.log" and path.exists()
+    names = [p.name for p in (tmp_path / "logs").iterdir()]
+    assert all(":" not in n for n in names)
+    assert any(n.endswith(".log.gz") for n in names), names  # rotated files are compressed
+    assert path.stat().st_size < 4096

@@ -17,6 +17,7 @@ from template.node.miner import gather_and_step, honest_upload, plan_window, upl
 from template.node.sync import ApplyOutcome, GlobalModel, SyncStatus, apply_record
 from template.node.validator import ensure_peer_lists, run_window
 from template.protocol import layout
+from template.protocol.version import VERSION_KEY
 from template.sim.adversaries import noise
 from tests.unit.fakes import FakeNet, tiny_hparams
 
@@ -70,10 +71,11 @@ def test_lead_window_admits_rates_weighs_and_records(net):
     assert ordinals[2] > 0 > ordinals[3]
     assert v.state.ratings.compliance()[2] > v.state.ratings.compliance()[3]
     assert miners["2"]["score"] > 0 and miners["3"]["score"] == 0.0
-    # weigh: one call, with the chain's weights_version; burn to the owner, the rest to the honest miner
+    # weigh: one call, with the code's own version_key (not the chain's weights_version, 7 here: sending
+    # that back would leave the owner no upgrade lever); burn to the owner, the rest to the honest miner
     assert row["weights_set"] is True
     [call] = net.chain.weights_calls
-    assert call.hotkey == net.hotkey("alice") and call.version_key == 7
+    assert call.hotkey == net.hotkey("alice") and call.version_key == VERSION_KEY
     weights = dict(zip(call.uids, call.weights, strict=True))
     assert weights == pytest.approx({0: v.hp.burn_rate, 2: 1 - v.hp.burn_rate})
     assert v.state.last_weights_interval == 0
