@@ -17,12 +17,14 @@ import torch
 from bittensor_wallet import Keypair, Wallet
 from loguru import logger
 
+from gauntlet.verify import rejected_leads
 from storage.credentials import BucketAccess
 from storage.dataset import fetch_dataset
 from storage.peers import OWN_WRITE_ATTEMPTS, OwnBucket, PeerBuckets, fetch_hparams
 from storage.s3 import S3Client, S3Error
 from template.chain import connect
 from template.chain.base import Chain, ChainError, Metagraph
+from template.node import trust
 from template.node.logging_setup import register_secret, setup_logging
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
 from template.protocol import layout
@@ -184,7 +186,8 @@ def validator_uids(mg: Metagraph, min_stake: float, declared: Collection[str]) -
 
 
 def lead_validator(mg: Metagraph, min_stake: float, declared: Collection[str],
-                   newest_record: dict[str, int | None] | None = None, window: int = 0) -> int | None:
+                   newest_record: dict[str, int | None] | None = None, window: int = 0,
+                   rejected: Collection[str] = ()) -> int | None:
     """The validator that signs records, peer lists and checkpoints for `window`.
 
     Candidates: `validator_uids`, highest stake first (ties: lower uid). With `newest_record`
@@ -192,9 +195,12 @@ def lead_validator(mg: Metagraph, min_stake: float, declared: Collection[str],
     candidate that published a record of a window >= window - LEAD_STALE_WINDOWS; when none has,
     the candidates take turns, LEAD_STALE_WINDOWS windows each (window // LEAD_STALE_WINDOWS), until
     one publishes. So a lead that stops is handed over after LEAD_STALE_WINDOWS windows, a dead
-    candidate's turn passes, and every node computes the same lead from public data.
+    candidate's turn passes, and every node computes the same lead from public data. Candidates in
+    `rejected` (hotkeys whose records validators holding a stake majority rejected,
+    `gauntlet.verify.rejected_leads`) are passed over.
     """
-    vals = sorted(validator_uids(mg, min_stake, declared), key=lambda u: (-mg.stake[u], u))
+    vals = sorted((u for u in validator_uids(mg, min_stake, declared) if mg.hotkeys[u] not in set(rejected)),
+                  key=lambda u: (-mg.stake[u], u))
     if not vals:
         return None
     if newest_record is None:
@@ -215,11 +221,14 @@ def find_lead(peers: PeerBuckets, mg: Metagraph, min_stake: float, window: int) 
     """`lead_validator` for `window` from the declarations in `peers` and the candidates' published records."""
     declared = declared_validators(peers)
     newest = {}
-    for uid in validator_uids(mg, min_stake, declared):
+    vals = validator_uids(mg, min_stake, declared)
+    for uid in vals:
         hotkey = mg.hotkeys[uid]
         windows = peers.list_windows(hotkey, layout.record_key(0).rsplit("/", 1)[0] + "/")
         newest[hotkey] = max((w for w in windows if w < window), default=None)
-    return lead_validator(mg, min_stake, declared, newest, window)
+    stake = {mg.hotkeys[u]: mg.stake[u] for u in vals}
+    rejected = rejected_leads(trust.rejections(peers, list(stake), window), stake)
+    return lead_validator(mg, min_stake, declared, newest, window, rejected)
 
 
 def fetch_run_hparams(cfg: NeuronConfig, peers: PeerBuckets, owner_hotkey: str) -> HParams:

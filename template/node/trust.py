@@ -1,0 +1,54 @@
+"""Reading the validators' signed verdicts (template/protocol/verdicts.py): who rejected which lead, who attests
+which theta. The decisions are `gauntlet/verify.py`'s; this module only fetches their inputs."""
+
+from __future__ import annotations
+
+from storage.peers import PeerBuckets, fetch_verdict
+from template.protocol import layout
+from template.protocol.verdicts import Verdict
+
+# how many windows back a rejection keeps its lead passed over (verdicts older than retention are pruned
+# anyway; a lead passed over that keeps publishing bad records is rejected again at once)
+REJECTION_MEMORY_WINDOWS = 32
+
+_verdicts: dict[tuple[str, int], Verdict] = {}  # (validator hotkey, window) -> its verdict (fetched once)
+
+
+def verdicts_of(peers: PeerBuckets, hotkey: str, windows: range) -> dict[int, Verdict]:
+    """The validator's valid signed verdicts of `windows` (window -> verdict), cached per process."""
+    listed = set(peers.list_windows(hotkey, layout.verdict_key(0).rsplit("/", 1)[0] + "/"))
+    out = {}
+    for w in windows:
+        if w not in listed:
+            continue
+        if (hotkey, w) not in _verdicts:
+            read = fetch_verdict(peers, hotkey, w)
+            if not read.ok or read.value is None:
+                continue
+            _verdicts[(hotkey, w)] = read.value
+            if len(_verdicts) > 4096:
+                _verdicts.pop(next(iter(_verdicts)))
+        out[w] = _verdicts[(hotkey, w)]
+    return out
+
+
+def rejections(peers: PeerBuckets, validators: list[str], window: int) -> dict[str, set[str]]:
+    """lead hotkey -> validators that rejected one of its records of the `REJECTION_MEMORY_WINDOWS` before
+    `window` (a validator's rejection of its own record does not count)."""
+    out: dict[str, set[str]] = {}
+    span = range(max(0, window - REJECTION_MEMORY_WINDOWS), window)
+    for v in validators:
+        for verdict in verdicts_of(peers, v, span).values():
+            if not verdict.valid and verdict.lead_hotkey != v:
+                out.setdefault(verdict.lead_hotkey, set()).add(v)
+    return out
+
+
+def attesters(peers: PeerBuckets, validators: list[str], window: int, fingerprint: str) -> set[str]:
+    """Validators whose verdict of window `window - 1` attests theta_window = `fingerprint` (a checkpoint of
+    `window` holds theta_window, the state after the record of window - 1)."""
+    if window <= 0:
+        return set()
+    return {v for v in validators
+            if (d := verdicts_of(peers, v, range(window - 1, window)).get(window - 1)) is not None
+            and d.valid and d.next_fingerprint == fingerprint}
