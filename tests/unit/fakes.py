@@ -28,7 +28,7 @@ from gauntlet.checks import expected_codec_field
 from storage.credentials import BucketAccess
 from storage.peers import OwnBucket, PeerBuckets
 from storage.s3 import GetResult, ObjectInfo, Status
-from template.chain.base import Metagraph, TxResult, weights_to_u16
+from template.chain.base import ChainError, Metagraph, TxResult, weights_to_u16
 from template.node.miner import Miner
 from template.node.neuron import WindowClock
 from template.node.sync import GlobalModel, publish_checkpoint
@@ -151,6 +151,11 @@ class FakeChain:
 
     def block(self) -> int:
         return self.head
+
+    def block_hash(self, block: int) -> str:
+        if block > self.head:
+            raise ChainError(f"block {block} is not produced yet")
+        return hashlib.sha256(f"fake-block:{self.netuid}:{block}".encode()).hexdigest()
 
     def block_timestamp(self, block: int) -> float:
         return self.genesis_s + block * self.block_time_s
