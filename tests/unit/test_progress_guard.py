@@ -80,7 +80,7 @@ def test_a_coalition_as_large_as_the_honest_side_is_not_told_apart():
 def test_sparse_honest_updates_that_barely_overlap_cast_no_votes():
     gen = torch.Generator().manual_seed(3)
     ups = []
-    for i in range(6):
+    for _ in range(6):
         mask = (torch.rand(4096, generator=gen) < 0.06).float()
         ups.append({"w": torch.randn(4096, generator=gen) * mask})
     assert opposed_members(ups) == []
