@@ -21,7 +21,7 @@ from loguru import logger
 
 from gauntlet.aggregate import admit_uploads, reject_copies
 from gauntlet.checks import NEAR_COPY, VANISHED, Admission, Upload, mark_replays
-from gauntlet.nearcopy import find_near_copies, sketch_update
+from gauntlet.nearcopy import aggregate_sketch, find_near_copies, sketch_update
 from gauntlet.sampling import sketch_indices, sketch_rate
 from storage.peers import fetch_uploads
 from storage.spool import UploadSpool
@@ -148,6 +148,16 @@ def remember_sketches(v: Validator, window: int, mg: Metagraph, sketches: dict[i
     keep = v.hp.near_copy_windows
     v.sketches = v.sketches.with_window(window, {u: (mg.hotkeys[u], s) for u, s in sketches.items()}
                                         ).before(window + 1, keep)
+
+
+def remember_aggregate(v: Validator, window: int, theta_w: dict[str, torch.Tensor]) -> None:
+    """Keep the sketch of `window`'s applied aggregate step (theta_w -> the model now) for the near-copy checks of
+    the next `AGGREGATE_KEEP_WINDOWS` windows: it is public, so echoing it is the cheapest copy there is."""
+    after = {n: p.detach() for n, p in v.gm.model.named_parameters()}
+    if all(torch.equal(theta_w[n], after[n].to("cpu", torch.float32)) for n in theta_w):
+        return  # no step was applied (refused, rejected or empty)
+    sketch = aggregate_sketch(theta_w, after, lr=v.hp.outer_lr, codec=v.gm.codec, key=near_copy_key(v))
+    v.sketches = v.sketches.with_aggregate(window, sketch)
 
 
 def remember_gathered(v: Validator, window: int, mg: Metagraph, gathered: list[Upload]) -> None:

@@ -226,9 +226,14 @@ def find_lead(peers: PeerBuckets, mg: Metagraph, min_stake: float, window: int) 
         hotkey = mg.hotkeys[uid]
         windows = peers.list_windows(hotkey, layout.record_key(0).rsplit("/", 1)[0] + "/")
         newest[hotkey] = max((w for w in windows if w < window), default=None)
-    stake = {mg.hotkeys[u]: mg.stake[u] for u in vals}
+    stake = validator_stake(mg, min_stake, declared)
     rejected = rejected_leads(trust.rejections(peers, list(stake), window), stake)
     return lead_validator(mg, min_stake, declared, newest, window, rejected)
+
+
+def validator_stake(mg: Metagraph, min_stake: float, declared: Collection[str]) -> dict[str, float]:
+    """hotkey -> stake of the validators (`validator_uids`): whose verdicts count, and by how much."""
+    return {mg.hotkeys[u]: mg.stake[u] for u in validator_uids(mg, min_stake, declared)}
 
 
 def fetch_run_hparams(cfg: NeuronConfig, peers: PeerBuckets, owner_hotkey: str) -> HParams:

@@ -1,9 +1,16 @@
 """Reading the validators' signed verdicts (template/protocol/verdicts.py): who rejected which lead, who attests
-which theta. The decisions are `gauntlet/verify.py`'s; this module only fetches their inputs."""
+which theta; and the record check a node runs on the lead's word (`record_check`). The decisions are
+`gauntlet/verify.py`'s; this module fetches their inputs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
+import torch
+
+from gauntlet.verify import checkpoint_accepted
 from storage.peers import PeerBuckets, fetch_verdict
+from template.node.sync import GlobalModel, RecordAdmission
 from template.protocol import layout
 from template.protocol.verdicts import Verdict
 
@@ -52,3 +59,18 @@ def attesters(peers: PeerBuckets, validators: list[str], window: int, fingerprin
     return {v for v in validators
             if (d := verdicts_of(peers, v, range(window - 1, window)).get(window - 1)) is not None
             and d.valid and d.next_fingerprint == fingerprint}
+
+
+def record_check(num_train: int, deadline_of: Callable[[int], float], gm: GlobalModel, peers: PeerBuckets,
+                 stake: dict[str, float], *, admitted_of: Callable[[int], Collection[int] | None] = lambda _w: None,
+                 guard_batch: Callable[[], torch.Tensor] | None = None,
+                 on_verdict: Callable[[Verdict], None] | None = None) -> RecordAdmission:
+    """The full check of the lead's word (issue 27) for a node: deterministic admission of every entry, the record
+    checks of `gauntlet/verify.py`, and checkpoints accepted only when they match this node's verified replay
+    or validators holding a stake majority (`stake`: validator hotkey -> stake) attest them."""
+    def accept(window: int, fingerprint: str) -> bool:
+        return checkpoint_accepted(fingerprint, replayed=gm.verified.get(window),
+                                   attesters=attesters(peers, list(stake), window, fingerprint), stake=stake)
+
+    return RecordAdmission(num_train, deadline_of, verify=True, admitted_of=admitted_of, guard_batch=guard_batch,
+                           accept_checkpoint=accept, on_verdict=on_verdict)

@@ -26,14 +26,17 @@ from gauntlet.ratings import Ratings
 from gauntlet.sampling import Rotation, draw_sample
 from gauntlet.weights import compute_weights, final_scores, weights_due
 from storage.peers import fetch_peer_list, fetch_uploads
+from storage.s3 import S3Error
 from template.chain.base import Metagraph
 from template.node import state as local_state
+from template.node import trust
 from template.node.admission import (
     Checked,
     admit_all,
     admit_one,
     payload_sha,
     release_freed_memory,
+    remember_aggregate,
     remember_gathered,
     remember_sketches,
     upload_spool,
@@ -48,6 +51,7 @@ from template.node.neuron import (
     declared_validators,
     find_lead,
     miner_uids,
+    validator_stake,
 )
 from template.node.state import load_ratings, load_sketch_history, save_ratings, save_sketch_history
 from template.node.sync import (
@@ -64,6 +68,7 @@ from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import eval_ids, loss_curve_ids, sample_ids
 from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update
 from template.protocol.records import AggregationRecord, RecordEntry
+from template.protocol.verdicts import Verdict
 
 SEEN_PAYLOADS_KEPT = 4096
 
@@ -243,9 +248,10 @@ def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upl
         if lead is None:
             v.gm.window = window + 1
             return SyncStatus.NO_LEAD, {}
+        chosen_uids = list(gather[0])
         return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device,
                         wait_last_s=v.clock.window_s() * 0.6, should_stop=v.stop.is_set,
-                        check=RecordAdmission(v.num_train, v.clock.deadline)), {}
+                        check=validator_check(v, mg, {window: chosen_uids})), {}
     chosen, updates = gather
     stats = v.gm.guarded_step(updates, v.hp.outer_lr, heldout_batch(v))
     log_outer_step(window, stats)
@@ -260,8 +266,9 @@ def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upl
         included=tuple(RecordEntry(uid=u, hotkey=mg.hotkeys[u], key=mirror_input(v, window, by_uid[u]),
                                    sha256=payload_sha(by_uid[u].data)) for u in chosen),
         refused=stats["refused"])
-    v.bucket.put_record(window, record, v.hotkey)
+    publish_record(v, window, record, mg, uploads)
     v.gm.lineage = v.gm.lineage.after_record(record)  # the next checkpoint lists it
+    v.gm.mark_verified()
     miners = set(judged_miners(v, mg))
     v.bucket.put_peer_list(window + 2, select_peers(v.ratings.ordinals(), num_peers=v.hp.num_peers,
                                                     eligible=[u for u in successes if u in miners]), v.hotkey)
@@ -269,6 +276,31 @@ def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upl
         nbytes = publish_checkpoint(v.gm, v.bucket, v.hotkey)
         logger.info(f"published checkpoint of window {v.gm.window} ({nbytes} bytes)")
     return f"lead:{len(chosen)}", stats
+
+
+def publish_record(v: Validator, window: int, record: AggregationRecord, mg: Metagraph, uploads: list[Upload]) -> None:
+    """Lead: sign and upload the window's record, and its own verdict attesting it (the stake its word carries for
+    a late joiner's checkpoint, `gauntlet.verify.checkpoint_accepted`). `mg` and `uploads` are what a rogue lead
+    (template/sim/protocol_attacks.py) needs to forge one; the honest lead signs `record` as it is."""
+    v.bucket.put_record(window, record, v.hotkey)
+    v.bucket.put_verdict(Verdict(window=window, lead_hotkey=v.hotkey.ss58_address,
+                                 next_fingerprint=record.next_fingerprint, valid=True), v.hotkey)
+
+
+def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] | None = None) -> RecordAdmission:
+    """The checks this validator runs on the lead's records (`trust.record_check`): `admitted` holds the gather sets
+    it computed itself (window -> uids); its verdicts go to its own bucket, signed."""
+    stake = validator_stake(mg, v.hp.min_validator_stake, declared_validators(v.peers))
+    known = admitted or {}
+
+    def on_verdict(verdict: Verdict) -> None:
+        try:
+            v.bucket.put_verdict(verdict, v.hotkey)
+        except S3Error as e:  # a verdict is advice to others; our own theta is already decided
+            logger.bind(window=verdict.window).warning(f"cannot publish our verdict: {e}")
+
+    return trust.record_check(v.num_train, v.clock.deadline, v.gm, v.peers, stake, admitted_of=known.get,
+                              guard_batch=lambda: heldout_batch(v), on_verdict=on_verdict)
 
 
 def peers_in_force(v: Validator, window: int, mg: Metagraph) -> list[int]:
@@ -361,9 +393,13 @@ def run_window(v: Validator, window: int) -> dict | None:
     scores, successes = update_scores(v, window, mg, admissions, evals)
     weights = maybe_set_weights(v, window, mg, scores)
     agg_start = time.perf_counter()
+    theta_w = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in v.gm.model.named_parameters()}
     sync, outer = apply_outer_step(v, window, mg, uploads, base_fp, gather, successes)
     agg_s = time.perf_counter() - agg_start
     remember_sketches(v, window, mg, checked.sketches)
+    if v.gm.window == window + 1:
+        remember_aggregate(v, window, theta_w)  # the public step joins the near-copy history, kept long
+    del theta_w
     remember_gathered(v, window, mg, [u for u in uploads if u.uid in set(gather[0])])
     seen = v.run_state.setdefault("seen", [])
     seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
@@ -423,7 +459,7 @@ def restore_model(v: Validator, window: int) -> None:
         v.gm.window = window
         return
     status = restore_from_lead(v.gm, window, v.peers, mg.hotkeys[lead], v.device, should_stop=v.stop.is_set,
-                               check=RecordAdmission(v.num_train, v.clock.deadline))
+                               check=validator_check(v, mg))
     logger.info(f"model at window {v.gm.window} ({status})")
 
 

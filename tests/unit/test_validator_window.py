@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from storage.peers import fetch_peer_list, fetch_record
+from storage.peers import fetch_peer_list, fetch_record, fetch_verdict
 from template.node import validator as validator_module
 from template.node.miner import gather_and_step, honest_upload, plan_window, upload_update, verify_records
 from template.node.sync import ApplyOutcome, GlobalModel, SyncStatus, apply_record
@@ -157,7 +157,11 @@ def test_follower_validator_replays_the_leads_record_and_publishes_nothing(net):
     assert row["sync/status"] == SyncStatus.IN_SYNC
     assert follower.gm.window == 1 and follower.gm.fingerprint() == lead.gm.fingerprint()
     assert set(row["miners"]) == {"2", "3", "4"}  # validators are not judged as miners
-    assert not [k for b, k in net.store.objects if b == "bucket-frank"]
+    # the follower checked the record (issue 27) and publishes only its signed verdict attesting it
+    assert [k for b, k in net.store.objects if b == "bucket-frank"] == [layout.verdict_key(0)]
+    verdict = fetch_verdict(net.peers(), net.hotkey("frank"), 0).value
+    assert verdict is not None and verdict.valid and verdict.next_fingerprint == lead.gm.fingerprint()
+    assert verdict.lead_hotkey == net.hotkey("alice")
     assert [c.hotkey for c in net.chain.weights_calls] == [net.hotkey("alice"), net.hotkey("frank")]
 
 
