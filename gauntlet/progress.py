@@ -8,9 +8,10 @@ set, adds a delta trained on that batch so the guard loss still falls. The parts
 
 - `guard_ids`: the guard batch drawn after the upload deadline from a seed nobody controls in advance (the hash
   of the first block after the reveal deadline) out of the training ids no judged miner was assigned;
-- `opposed_members`: the members of a gather set whose update points against most of the others (pairwise
-  cosine below `OPPOSED_COSINE`), dropped before the step (measured against the alternative, refusing a step
-  whose guard gain is far below its members' own gains, in docs/benchmarks.md);
+- `no_gain_members`: the members whose own step does not lower the guard loss: measured
+  (scripts/bench_progress.py, docs/benchmarks.md) against `opposed_members` (pairwise cosine votes: inert on
+  codec-sparse updates, whose cosines are all near 0) and refusing a step whose guard gain is far below its
+  members' own gains (never fired: the diluted step still gains); it alone restored the progress;
 - `floored_clip_limit`: the clip limit cannot fall below a floor from the history of accepted limits, so a
   coalition of small updates cannot shrink the honest ones window after window;
 - `Probation`: a miner that failed is off the peer list until it has succeeded `reentry` windows in a row.
@@ -63,6 +64,13 @@ def opposed_members(updates: Sequence[Mapping[str, torch.Tensor]], *, min_cosine
     cos = torch.where(denom > 0, gram / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(gram))
     against = (cos < min_cosine).sum(dim=1) - (torch.diagonal(cos) < min_cosine).long()
     return [i for i in range(n) if 2 * int(against[i]) > n - 1]
+
+
+def no_gain_members(gains: Sequence[float]) -> list[int]:
+    """Indices of the members whose own step (alone, at the outer lr) does not lower the guard loss (`gains[i]` =
+    guard loss before - after; a non-finite gain counts as none). Measured the progress test that works
+    (docs/benchmarks.md, "Steps must make progress"): it drops the cancelling members and no honest one."""
+    return [i for i, g in enumerate(gains) if not g > 0]
 
 
 def floored_clip_limit(norms: Sequence[float], history: Sequence[float], *,

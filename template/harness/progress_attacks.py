@@ -30,7 +30,7 @@ import torch
 
 from gauntlet.aggregate import step_refused
 from gauntlet.evaluate import mean_loss
-from gauntlet.progress import guard_ids, opposed_members
+from gauntlet.progress import guard_ids, no_gain_members, opposed_members
 from template.protocol.config import HParams
 from template.protocol.data import sample_ids
 from template.protocol.model import build_model
@@ -136,7 +136,7 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
                     for n, p in params.items():
                         p.copy_(saved[n])
         if variant == "stall_drop_no_gain":
-            drop = {i for i, g in enumerate(gains) if g <= 0}
+            drop = set(no_gain_members(gains))
             dropped += sum(1 for i in drop if members[i] >= s.honest)
             honest_dropped += sum(1 for i in drop if members[i] < s.honest)
             updates = [u for i, u in enumerate(updates) if i not in drop]

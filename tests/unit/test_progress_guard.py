@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gauntlet.progress import Probation, floored_clip_limit, guard_ids, opposed_members
+from gauntlet.progress import Probation, floored_clip_limit, guard_ids, no_gain_members, opposed_members
 
 
 def test_the_guard_batch_avoids_assignments_and_follows_the_block_hash():
@@ -84,3 +84,8 @@ def test_sparse_honest_updates_that_barely_overlap_cast_no_votes():
         mask = (torch.rand(4096, generator=gen) < 0.06).float()
         ups.append({"w": torch.randn(4096, generator=gen) * mask})
     assert opposed_members(ups) == []
+
+
+def test_members_whose_own_step_does_not_lower_the_guard_loss_are_dropped():
+    assert no_gain_members([0.02, 0.0, -0.1, float("nan"), 0.001]) == [1, 2, 3]
+    assert no_gain_members([]) == []
