@@ -103,9 +103,11 @@ def checkpoint_accepted(fingerprint: str, *, replayed: str | None, attesters: Co
 
     `replayed`: the fingerprint this node reached for the checkpoint's window by replaying verified records
     from an earlier accepted state (None: it could not). `attesters`: validators whose signed verdict of the
-    window attests `fingerprint`. Accepted on an equal replay, or on attesters holding a stake majority."""
-    if replayed is not None:
-        return replayed == fingerprint
+    window attests `fingerprint`. Accepted on an equal replay, or on attesters holding a stake majority (also when
+    our replay differs: one node's replay can be wrong - a read that failed, a step it missed - a stake majority's
+    agreement is the stronger word; a rogue lead with less than half the stake cannot make one alone)."""
+    if replayed is not None and replayed == fingerprint:
+        return True
     return stake_share(attesters, stake) > 0.5
 
 

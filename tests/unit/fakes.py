@@ -348,6 +348,10 @@ class Lead:
         assert self.gm.window == window
         base = self.gm.fingerprint()
         names = sorted(miners, key=lambda name: self.net.neurons[name].uid)  # records list uids in order
+        if publish and (self.lead.bucket.access.bucket, layout.peers_key(window)) not in self.net.store.objects:
+            # the peer list in force, as the lead published it two windows before: replaying nodes check the
+            # record's entries against it (issue 27)
+            self.lead.bucket.put_peer_list(window, [self.net.neurons[n].uid for n in names], self.lead.keypair)
         sent = [self.upload(name, window) for name in names]
         entries = tuple(RecordEntry(uid=self.net.neurons[name].uid, hotkey=self.net.hotkey(name),
                                     key=self.lead.bucket.put_input(window, data) if mirror else layout.gradient_key(window),

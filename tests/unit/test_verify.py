@@ -79,7 +79,8 @@ def test_a_veto_and_a_missed_refusal_fail_and_the_margin_is_the_leads_word():
 def test_a_checkpoint_needs_an_equal_replay_or_a_stake_majority():
     stake = {"a": 60.0, "b": 30.0, "c": 10.0}
     assert checkpoint_accepted(FP, replayed=FP, attesters=(), stake=stake)
-    assert not checkpoint_accepted(FP, replayed="00" * 32, attesters=("a", "b", "c"), stake=stake)  # replay wins
+    assert not checkpoint_accepted(FP, replayed="00" * 32, attesters=("b", "c"), stake=stake)
+    assert checkpoint_accepted(FP, replayed="00" * 32, attesters=("a", "b"), stake=stake)  # a majority outweighs us
     assert checkpoint_accepted(FP, replayed=None, attesters=("a",), stake=stake)
     assert not checkpoint_accepted(FP, replayed=None, attesters=("b", "c"), stake=stake)  # 40%
     assert not checkpoint_accepted(FP, replayed=None, attesters=("x",), stake=stake)  # not a validator
