@@ -69,16 +69,16 @@ def step_refused(loss_before: float, loss_after: float, *, max_rise: float) -> b
     return loss_after > loss_before + abs(loss_before) * max_rise
 
 
-def admit_uploads(uploads: Sequence[Upload], *, window: int, deadline_s: float, hparams: HParams,
-                  shapes: dict[str, tuple[int, ...]], base_fingerprint: str, num_train: int) -> dict[int, Admission]:
-    """uid -> Admission by the per-upload checks every node can reproduce (no history, no copies)."""
-    admissions = {}
-    for up in uploads:
-        ids = sample_ids(up.uid, window, hparams.data_seed, hparams.samples_per_window, num_train)
-        admissions[up.uid] = admit_upload(up, window=window, deadline_s=deadline_s, hparams=hparams, shapes=shapes,
-                                          expected_receipt=data_receipt(ids), base_fingerprint=base_fingerprint,
-                                          seen_payloads=set())
-    return admissions
+def admit_for_gather(upload: Upload, *, window: int, deadline_s: float, hparams: HParams,
+                     shapes: dict[str, tuple[int, ...]], base_fingerprint: str, num_train: int) -> Admission:
+    """The deterministic admission of one upload, as every node computes it for the gather set and the replay
+    of a record (signature, deadline, fields and the uid's data receipt, codec, finite values, base model).
+
+    No history enters (a replay of an older window is the validator's finding, and costs the replayer its
+    place on later peer lists); copies are judged among the peers by `gather_set`."""
+    ids = sample_ids(upload.uid, window, hparams.data_seed, hparams.samples_per_window, num_train)
+    return admit_upload(upload, window=window, deadline_s=deadline_s, hparams=hparams, shapes=shapes,
+                        expected_receipt=data_receipt(ids), base_fingerprint=base_fingerprint, seen_payloads=set())
 
 
 def reject_copies(admissions: dict[int, Admission], uploads: Sequence[Upload], *, threshold: float
@@ -91,37 +91,21 @@ def reject_copies(admissions: dict[int, Admission], uploads: Sequence[Upload], *
     return out
 
 
-def gather_admissions(uploads: Sequence[Upload], *, window: int, deadline_s: float, hparams: HParams,
-                      shapes: dict[str, tuple[int, ...]], base_fingerprint: str, num_train: int) -> dict[int, Admission]:
-    """uid -> Admission of the peers' uploads by the checks every node can reproduce.
+def gather_set(admissions: dict[int, Admission], uploads: Sequence[Upload], *, peer_uids: Sequence[int],
+               max_peers: int, copy_threshold: float) -> list[int]:
+    """The gather set of a window: the uids whose updates form theta_{w+1}, the same on every node.
 
-    No history enters (a replay of an older window is the validator's finding, and costs the
-    replayer its place on later peer lists), and copies are judged among these uploads only.
-    """
-    admissions = admit_uploads(uploads, window=window, deadline_s=deadline_s, hparams=hparams, shapes=shapes,
-                               base_fingerprint=base_fingerprint, num_train=num_train)
-    return reject_copies(admissions, uploads, threshold=hparams.copy_overlap_threshold)
-
-
-def gather_set(admissions: dict[int, Admission], *, peer_uids: Sequence[int], max_peers: int) -> list[int]:
-    """The admitted peers, sorted by uid (the order every node applies them in), at most `max_peers`."""
+    `admissions` holds `admit_for_gather` verdicts (at least those of the peers; an admission kept without
+    its update is fine: only `ok`, the payload digest and the kept positions are read); `uploads` gives
+    their storage LastModified (who was first, for the copy check). The rule: the uploads of the uids on
+    the peer list in force (`peer_uids`), copies among those peers rejected (`detect_copies` with
+    `copy_threshold`), the admitted ones sorted by uid (the order every node applies them in), at most
+    `max_peers`. The miner (`template.node.miner.gather_streamed`) and the lead
+    (`template.node.validator.lead_gather`) call it; a node replaying a record re-runs `admit_for_gather`
+    on each entry (`template.node.sync.admit_record_entries`)."""
     if max_peers <= 0:
         raise ValueError(f"max_peers must be > 0, got {max_peers}")
     allowed = set(peer_uids)
-    chosen = sorted(uid for uid, adm in admissions.items() if uid in allowed and adm.ok)  # ok: it decoded
+    peers = reject_copies({u: a for u, a in admissions.items() if u in allowed}, uploads, threshold=copy_threshold)
+    chosen = sorted(uid for uid, adm in peers.items() if adm.ok)
     return chosen[:max_peers]
-
-
-def parse_peer_list(body: object, *, window: int) -> list[int]:
-    """Validate the body of a signed peers artifact; ValueError names what is wrong."""
-    if not isinstance(body, dict) or set(body) != {"window", "peers"}:
-        raise ValueError("peer list body must be an object with exactly window and peers")
-    if body["window"] != window:
-        raise ValueError(f"peer list is for window {body['window']!r}, expected {window}")
-    peers = body["peers"]
-    if not isinstance(peers, list) or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 0
-                                              for u in peers):
-        raise ValueError("peer list peers must be a list of uids (ints >= 0)")
-    if len(set(peers)) != len(peers):
-        raise ValueError("peer list has duplicate uids")
-    return list(peers)

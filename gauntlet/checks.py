@@ -35,6 +35,8 @@ from template.protocol.artifacts import ArtifactError, read_tensor_artifact
 from template.protocol.config import HParams
 from template.protocol.reads import ReadStatus
 from template.protocol.sparseloco import CodecError, CodecParams, decompress_with_indices
+from template.protocol.uploads import Payload
+from template.protocol.uploads import Upload as Upload  # re-exported: what the checks judge
 from template.protocol.windows import on_time
 
 # -- reason codes ------------------------------------------------------------------------------
@@ -67,19 +69,6 @@ GRADIENT_FIELDS = ("uid", "codec", "num_inner_steps", "data_receipt", "base_fing
 
 
 @dataclass(frozen=True)
-class Upload:
-    """What the validator fetched for one uid and window (bytes are None unless status is ok)."""
-
-    uid: int
-    hotkey: str
-    key: str
-    data: bytes | None
-    last_modified: float | None  # storage LastModified, unix seconds (1 s resolution on S3)
-    status: ReadStatus
-    rejected: str | None = None  # a reason found while fetching (a sealed upload's key: key_missing, late_key...)
-
-
-@dataclass(frozen=True)
 class Admission:
     """The verdict on one upload. `update` is the dense decoded pseudo-gradient when ok."""
 
@@ -102,7 +91,7 @@ def _fail(uid: int, reason: str, *, payload_sha256: str | None = None, in_sync: 
 
 def expected_codec_field(hparams: HParams) -> dict[str, int]:
     """The manifest's `codec` field every upload of this run must carry (as the miner writes it)."""
-    return {"chunk_size": hparams.chunk_size, "topk": hparams.topk, "bits": hparams.quant_bits}
+    return CodecParams.from_hparams(hparams).manifest_field()
 
 
 def _is_int(x: Any) -> bool:
@@ -169,7 +158,7 @@ def _admit(upload: Upload, *, window: int, deadline_s: float, hparams: HParams, 
     log = logger.bind(window=window, uid=uid)
     if upload.status != "ok":
         return _fail(uid, FETCH_STATUS_REASONS.get(upload.status, FETCH_ERROR))
-    if upload.data is None:
+    if upload.payload is not Payload.IN_MEMORY or upload.data is None:  # spooled: load it first
         return _fail(uid, FETCH_ERROR)
     if not on_time(upload.last_modified, deadline_s):
         return _fail(uid, LATE)

@@ -150,6 +150,7 @@ def child(spec: dict[str, Any], n: int, sample: int, run: int) -> dict[str, Any]
     from storage.peers import OwnBucket, PeerBuckets
     from storage.s3 import S3Client
     from template.node.neuron import WindowClock
+    from template.node.state import ValidatorState
     from template.node.sync import GlobalModel
     from template.node.validator import Validator, ensure_peer_lists, run_window
     from template.protocol.config import NeuronConfig
@@ -194,7 +195,7 @@ def child(spec: dict[str, Any], n: int, sample: int, run: int) -> dict[str, Any]
                   bucket=OwnBucket(access=vaccess, client=S3Client(spec["endpoint"], vw, vs)), dataset=dataset,
                   num_train=HELDOUT_START, num_samples=NUM_SAMPLES,
                   gm=GlobalModel.initial(hp, torch.device("cpu")), device=torch.device("cpu"), state_dir=state_dir,
-                  ratings=Ratings(alpha=hp.compliance_alpha))
+                  state=ValidatorState(ratings=Ratings(alpha=hp.compliance_alpha)))
     chain.advance_to(last_block + 1)
     ensure_peer_lists(v, [0], chain.metagraph(NETUID))
     stages = watch_stages()

@@ -25,8 +25,6 @@ import torch
 from bittensor_wallet import Keypair
 from loguru import logger
 
-from gauntlet.aggregate import parse_peer_list
-from gauntlet.checks import Upload
 from storage.bounded import FetchBudget, Identity, deadline
 from storage.credentials import BucketAccess
 from storage.s3 import GetResult, IdentityClient, ObjectInfo, S3Client, S3Error, Status
@@ -41,6 +39,7 @@ from template.protocol.artifacts import (
 )
 from template.protocol.config import PROTOCOL_VERSION, HParams
 from template.protocol.endpoints import endpoint_approved
+from template.protocol.peer_lists import parse_peer_list
 from template.protocol.reads import Read, ReadStatus
 from template.protocol.records import AggregationRecord, RecordEntry
 from template.protocol.sealing import (
@@ -53,6 +52,7 @@ from template.protocol.sealing import (
     parse_reveal,
 )
 from template.protocol.sparseloco import CodecError, CodecParams, decompress
+from template.protocol.uploads import Payload, Upload
 from template.protocol.verdicts import Verdict
 from template.protocol.windows import on_time
 
@@ -420,7 +420,7 @@ def fetch_uploads_spooled(peers: PeerBuckets, hotkeys: dict[int, str], window: i
             spool.write(uid, opened.value)
         del raw, opened
     return [Upload(uid=uid, hotkey=hotkey, key=key, data=None, last_modified=read.last_modified,
-                   status=read.status, rejected=why.get(i))
+                   status=read.status, rejected=why.get(i), payload=Payload.SPOOLED if read.ok else Payload.FAILED)
             for i, ((uid, hotkey), read) in enumerate(zip(items, fetched, strict=True))]
 
 
@@ -492,6 +492,21 @@ def fetch_checkpoint(peers: PeerBuckets, lead_hotkey: str, window: int, max_byte
         return Read.success(art, raw.last_modified)
     except ArtifactError as e:
         return Read.failure(ReadStatus.INVALID, f"checkpoint of window {window}: {e}")
+
+
+def newest_record_before(peers: PeerBuckets, hotkey: str, window: int) -> int | None:
+    """The newest window < `window` that `hotkey` published an aggregation record of (None: none), by listing
+    its bucket (the lead election's input, `template.protocol.lead.lead_validator`)."""
+    prefix = layout.record_key(0).rsplit("/", 1)[0] + "/"
+    return max((w for w in peers.list_windows(hotkey, prefix) if w < window), default=None)
+
+
+def open_own_bucket(access: BucketAccess, write_key_id: str, write_secret: str) -> OwnBucket:
+    """This neuron's bucket: `access` (the read keys, published on chain) and a client with the write keys
+    whose own writes retry for ~15 s (backoff 0.25 s doubling to 4 s), so a storage restart does not cost a
+    window."""
+    client = S3Client(access.endpoint, write_key_id, write_secret, access.region, max_attempts=OWN_WRITE_ATTEMPTS)
+    return OwnBucket(access=access, client=client)
 
 
 def newest_checkpoint(peers: PeerBuckets, lead_hotkey: str, max_window: int) -> int | None:

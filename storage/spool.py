@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gauntlet.checks import Upload
-from template.protocol.reads import ReadStatus
+from template.protocol.uploads import Payload, Upload
 
 
 @dataclass(frozen=True)
@@ -27,10 +26,13 @@ class UploadSpool:
         self.path(uid).write_bytes(data)
 
     def load(self, upload: Upload) -> Upload:
-        """`upload` with its bytes read back from disk (as it is when it has them or none were spooled)."""
-        if upload.data is not None or upload.status is not ReadStatus.OK or not self.path(upload.uid).exists():
+        """`upload` with its bytes read back from disk (as it is when it is not spooled; FAILED when its file
+        is gone)."""
+        if upload.payload is not Payload.SPOOLED:
             return upload
-        return replace(upload, data=self.path(upload.uid).read_bytes())
+        if not self.path(upload.uid).exists():
+            return replace(upload, payload=Payload.FAILED)
+        return replace(upload, data=self.path(upload.uid).read_bytes(), payload=Payload.IN_MEMORY)
 
     def clear(self) -> None:
         for path in self.folder.glob("*.upload"):

@@ -7,10 +7,14 @@ Two implementations: `template.chain.localnet.client.LocalnetClient` (our own lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from bittensor_wallet import Keypair
+
+from template.protocol.metagraph import Metagraph
+
+__all__ = ["Chain", "ChainError", "Metagraph", "TxResult", "weights_to_u16"]  # Metagraph: re-exported
 
 RAO_PER_TAO = 1_000_000_000
 U16_MAX = 65535
@@ -33,36 +37,6 @@ class TxResult:
         if not self.ok:
             raise ChainError(self.error or "extrinsic failed")
         return self
-
-
-@dataclass
-class Metagraph:
-    """One subnet at one block. Stake and emission are in alpha units (not rao); u16 scores are in [0, 1]."""
-
-    netuid: int
-    block: int
-    n: int
-    uids: list[int]
-    hotkeys: list[str]
-    coldkeys: list[str]
-    stake: list[float]
-    validator_permit: list[bool]
-    incentive: list[float]
-    dividends: list[float]
-    consensus: list[float]
-    emission: list[float]  # alpha per epoch
-    last_update: list[int]
-    active: list[bool]
-    owner_hotkey: str
-    owner_coldkey: str
-    weights: dict[int, list[tuple[int, float]]] = field(default_factory=dict)  # uid -> [(uid, weight in [0,1])]
-
-    def uid_of(self, hotkey: str) -> int | None:
-        """The uid of `hotkey`, or None when it is not registered."""
-        try:
-            return self.hotkeys.index(hotkey)
-        except ValueError:
-            return None
 
 
 @runtime_checkable

@@ -28,6 +28,7 @@ from bittensor_wallet import Keypair, Wallet
 from loguru import logger
 
 from storage.credentials import BucketAccess
+from storage.peers import OwnBucket
 from storage.s3 import S3Client
 from storage.seaweed import SeaweedServer, admin_identity, neuron_identities
 from template.chain.localnet.client import LocalnetClient
@@ -38,6 +39,7 @@ from template.harness.progress import Progress, localnet_chain_info
 from template.harness.report import build_report, write_report
 from template.harness.slots import parse_slots, raise_on_sigterm, save_run_state, slot_names, write_slots
 from template.node.logging_setup import setup_logging
+from template.node.publish import hparams_bytes, publish_run
 from template.protocol import layout
 from template.protocol.config import HParams, parse_hparam_overrides
 from template.sim.adversaries import DEFAULT_KINDS, STRATEGIES
@@ -213,13 +215,17 @@ def publish_dataset(chain, seaweed_endpoint, idents, owner: Neuron, netuid, hp: 
     manifest = prepare_dataset(data_dir, seq_len=hp.seq_len, vocab_size=hp.vocab_size, cache_dir=cache_dir,
                                heldout_fraction=hp.heldout_fraction)
     upload_dataset(client, "dataset", data_dir, manifest)
-    client.put("dataset", layout.hparams_key(), json.dumps(hp.model_dump(), indent=1).encode())
+    return manifest
+
+
+def publish_hparams(chain, seaweed_endpoint, idents, owner: Neuron, netuid, hp: HParams) -> None:
+    """hparams.json and the owner commitment, through the same checks and writes an owner runs on a real network
+    (`template.node.publish.publish_run`, scripts/publish_run.py)."""
+    write, read = idents["dataset"]
     access = BucketAccess(endpoint=seaweed_endpoint, bucket="dataset", access_key_id=read.access_key,
                           secret_access_key=read.secret_key)
-    res = chain.set_commitment(owner.wallet.hotkey, netuid, access.encode())
-    if not res.ok:
-        raise RuntimeError(f"owner commitment refused: {res.error}")
-    return manifest
+    own = OwnBucket(access=access, client=S3Client(seaweed_endpoint, write.access_key, write.secret_key))
+    publish_run(chain, owner.wallet.hotkey, netuid, own, hp)
 
 
 def launch(n: Neuron, args, run_dir: Path, endpoint: str, netuid: int) -> None:
@@ -358,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"min_validator_stake": round(validator_stake / 2, 3), **overrides}
         # the run trusts upload times from this SeaweedFS only (hostile miners' own endpoints are refused)
         overrides.setdefault("approved_storage_endpoints", [seaweed.endpoint])
-        hp = HParams(blocks_per_window=args.blocks_per_window, data_seed=args.seed + 7, model_seed=args.seed + 1234,
-                     **overrides)
+        seeds = HParams.model_fields  # --seed shifts the run's own default seeds (--seed 0: the defaults)
+        hp = HParams(blocks_per_window=args.blocks_per_window, data_seed=args.seed + seeds["data_seed"].default,
+                     model_seed=args.seed + seeds["model_seed"].default, **overrides)
         t0 = time.time()
         manifest = publish_dataset(chain, seaweed.endpoint, idents, neurons[0], netuid, hp, run_dir / "data",
                                    ROOT / "runs" / "cache")
@@ -368,10 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         # 25 + 2.5 s per neuron, window 0 of an 11-neuron run was judged 2-7% over one window length late)
         margin_blocks = int((30 + 4 * len(neurons)) / args.block_time)
         hp = hp.model_copy(update={"start_block": chain.block() + margin_blocks})
-        hp_json = json.dumps(hp.model_dump(), indent=1)
-        S3Client(seaweed.endpoint, idents["dataset"][0].access_key, idents["dataset"][0].secret_key).put(
-            "dataset", layout.hparams_key(), hp_json.encode())
-        (run_dir / "hparams.json").write_text(hp_json)  # for scripts/whatif.py
+        publish_hparams(chain, seaweed.endpoint, idents, neurons[0], netuid, hp)
+        (run_dir / "hparams.json").write_bytes(hparams_bytes(hp))  # for scripts/whatif.py
         save_run_state(run_dir, argv=sys.argv[1:] if argv is None else argv, netuid=netuid,
                        chain_port=int(endpoint.rsplit(":", 1)[1]), seaweed_ports=seaweed.ports,
                        block_time=args.block_time, baseline=baseline)

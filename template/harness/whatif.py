@@ -21,7 +21,9 @@ scripts/localnet.py once per point and prints the same table from each run's own
 
 Output: a table, a PNG (--png, default RUN_DIR/report/whatif.png) and, as the last line, JSON:
 {"points": [{"settings", "alpha": {"owner", "validators", "honest", "hostile", "burned"}, "by_kind",
-"honest_share", "gini_honest", "best_hostile_over_worst_honest", "neurons"}], "replay_error", ...}.
+"honest_share", "gini_honest", "best_hostile_over_worst_honest", "neurons", "by_validator"}], "replay_error",
+...}. With two or more validators, the table adds one column per validator (its dividends) whenever a setting
+moves them: yuma3, kappa, bonds and liquid alpha shift dividends between validators and leave their sum alone.
 Amounts are alpha earned at the epochs over the whole recorded chain. replay_error is the largest
 relative difference, over neurons, between a replay with the run's own settings and what the chain
 actually paid (0 when exact).
@@ -123,7 +125,20 @@ def summarize(run: Run, result: ReplayResult, settings: dict[str, Any]) -> dict[
         "best_hostile_over_worst_honest": ratio,
         "neurons": alpha,
         "weight_calls_refused": result.weight_refused,
+        "by_validator": {n.name: alpha[n.name] for n in run.neurons if n.role == "validator"},
     }
+
+
+def moved_validators(points: list[dict[str, Any]], eps: float = 0.005) -> list[str]:
+    """Validators whose dividends differ between points by what a 2-decimal table shows, when there are two or
+    more: yuma3, kappa, bonds and liquid-alpha settings move dividends between validators while their sum (the
+    `validators` column) stays put, so such rows would otherwise read as "no effect"."""
+    names = list(dict.fromkeys(k for p in points for k in p.get("by_validator", {})))
+    if len(names) < 2:
+        return []
+    first = points[0].get("by_validator", {})
+    moved = any(abs(p.get("by_validator", {}).get(v, 0.0) - first.get(v, 0.0)) >= eps for p in points for v in names)
+    return names if moved else []
 
 
 def replay_error(run: Run, own: ReplayResult, truth: ReplayResult) -> float:
@@ -150,6 +165,10 @@ def format_table(points: list[dict[str, Any]]) -> str:
                      *(f"{p['by_kind'].get(k, 0.0):.2f}" for k in kinds), f"{a['burned']:.2f}",
                      "-" if share is None else f"{100 * share:.1f}", f"{p['gini_honest']:.3f}",
                      "inf" if ratio is None else f"{ratio:.3f}"])
+    per_validator = moved_validators(points)  # each validator's dividends, where a setting moves them
+    head += per_validator
+    for row, p in zip(rows, points, strict=True):
+        row += [f"{p.get('by_validator', {}).get(v, 0.0):.2f}" for v in per_validator]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"

@@ -3,7 +3,8 @@ the spool, kept in the compact form later steps need, plus the findings only thi
 (replays, near-copies of earlier windows' updates, gathered uploads that vanished).
 
 The decisions are pure functions in gauntlet/; this module feeds them the window's bytes and the validator's
-memory of earlier windows (`Validator.run_state`, `Validator.sketches`) and keeps that memory up to date.
+memory of earlier windows (`template.node.state.ValidatorState`) and keeps that memory up to date. It takes
+what it needs (the window's admission inputs, the spool, the state), never the validator itself.
 """
 
 from __future__ import annotations
@@ -11,32 +12,50 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import torch
 from loguru import logger
 
-from gauntlet.aggregate import admit_uploads, reject_copies
+from gauntlet.aggregate import admit_for_gather, reject_copies
 from gauntlet.checks import NEAR_COPY, VANISHED, Admission, Upload, mark_replays
 from gauntlet.nearcopy import aggregate_sketch, find_near_copies, sketch_update
 from gauntlet.sampling import sketch_indices, sketch_rate
-from storage.peers import fetch_uploads
+from storage.peers import PeerBuckets, fetch_uploads
 from storage.spool import UploadSpool
-from template.chain.base import Metagraph
+from template.node.state import GatheredInputs, ValidatorState
+from template.protocol.config import HParams
+from template.protocol.metagraph import Metagraph
 from template.protocol.outer_step import l2_norm
 from template.protocol.reads import ReadStatus
 from template.protocol.sealing import KEY_MISSING
-
-if TYPE_CHECKING:
-    from template.node.validator import Validator
+from template.protocol.sparseloco import CodecParams
 
 
-def upload_spool(v: Validator) -> UploadSpool:
+def upload_spool(state_dir: Path) -> UploadSpool:
     """Where a window's uploads wait on disk between the fetch and their admission (one file per uid)."""
-    return UploadSpool(v.state_dir / "uploads")
+    return UploadSpool(state_dir / "uploads")
+
+
+@dataclass(frozen=True)
+class AdmissionWindow:
+    """What every upload of one window is admitted against (`gauntlet.aggregate.admit_for_gather`)."""
+
+    window: int
+    deadline: float
+    base_fingerprint: str  # theta_w's
+    hparams: HParams
+    shapes: dict[str, tuple[int, ...]]
+    num_train: int
+
+    def admit(self, upload: Upload) -> Admission:
+        """The deterministic admission of one upload (what every node computes), its update decoded densely."""
+        return admit_for_gather(upload, window=self.window, deadline_s=self.deadline, hparams=self.hparams,
+                                shapes=self.shapes, base_fingerprint=self.base_fingerprint,
+                                num_train=self.num_train)
 
 
 @dataclass(frozen=True)
@@ -60,71 +79,64 @@ class Checked:
     near_copy: dict[int, float] = field(default_factory=dict)
 
 
-def admit_one(v: Validator, window: int, upload: Upload, deadline: float, base_fp: str) -> Admission:
-    """The deterministic admission of one upload (what every node computes), its update decoded densely."""
-    return admit_uploads([upload], window=window, deadline_s=deadline, hparams=v.hp, shapes=v.gm.shapes(),
-                         base_fingerprint=base_fp, num_train=v.num_train)[upload.uid]
-
-
-def admit_all(v: Validator, window: int, uploads: list[Upload], deadline: float, base_fp: str, *,
-              peer_uids: list[int], seed: bytes) -> Checked:
+def admit_all(aw: AdmissionWindow, uploads: list[Upload], spool: UploadSpool, state: ValidatorState, *,
+              peer_uids: list[int], seed: bytes, near_copy_key: bytes) -> Checked:
     """Admit every upload, one dense decode at a time, keeping per upload only its verdict, payload digest,
     tensor norms and a sketch of its kept positions (`gauntlet.sampling.sketch_indices`, keyed by the
     window's private `seed`); the uploads of `peer_uids` keep their exact indices for the gather set.
 
     Scoring adds this validator's history (replays; near-copies of earlier windows' updates, by count
-    sketch) and copies among all uploads (by index sketch); the gather set (`lead_gather`) judges copies
-    among the peers only, exactly, as every miner does. Each upload's bytes are read back from the window's
-    spool (`fetch_updates`) as it is admitted: one upload's at a time."""
-    rate = sketch_rate(v.gm.shapes(), topk=v.hp.topk, chunk_size=v.hp.chunk_size)
-    key = near_copy_key(v)
+    sketch keyed by `near_copy_key`) and copies among all uploads (by index sketch); the gather set
+    (`gauntlet.aggregate.gather_set`) judges copies among the peers only, exactly, as every miner does. Each
+    upload's bytes are read back from the window's `spool` as it is admitted: one upload's at a time."""
+    hp = aw.hparams
+    rate = sketch_rate(aw.shapes, topk=hp.topk, chunk_size=hp.chunk_size)
     on_list = set(peer_uids)
     base: dict[int, Admission] = {}
     norms: dict[int, dict[str, float]] = {}
     peers: dict[int, Admission] = {}
     sketches: dict[int, torch.Tensor] = {}
-    spool = upload_spool(v)
     for stub in uploads:
         up = spool.load(stub)
-        adm = admit_one(v, window, up, deadline, base_fp)
+        adm = aw.admit(up)
         if adm.ok and adm.update is not None:
             norms[up.uid] = {name: l2_norm(t) for name, t in adm.update.items()}
             if adm.indices is not None:
-                sketches[up.uid] = sketch_update(adm.update, adm.indices, key=key)
+                sketches[up.uid] = sketch_update(adm.update, adm.indices, key=near_copy_key)
         if up.uid in on_list:
             peers[up.uid] = replace(adm, update=None)
         sketch = None if adm.indices is None else sketch_indices(adm.indices, seed=seed, rate=rate)
         base[up.uid] = replace(adm, update=None, indices=sketch)
         del adm, up  # the dense update and the bytes go now
         release_freed_memory()
-    replays = mark_replays(base, set(v.run_state.get("seen", [])))
-    earlier = v.sketches.before(window, v.hp.near_copy_windows)
+    replays = mark_replays(base, set(state.seen))
+    earlier = state.sketches.before(aw.window, hp.near_copy_windows)
     hotkeys = {up.uid: up.hotkey for up in uploads}
     near, shares = find_near_copies({u: (hotkeys[u], s) for u, s in sketches.items() if replays[u].ok}, earlier,
-                                    threshold=v.hp.near_copy_threshold)
+                                    threshold=hp.near_copy_threshold)
     for uid, found in near.items():
         replays[uid] = replays[uid].reject(NEAR_COPY)
-        logger.bind(window=window).info(
+        logger.bind(window=aw.window).info(
             f"uid {uid}: near-copy, {found.explained:.0%} of its update is in earlier updates of "
             + ", ".join(f"uid {e.uid} (window {e.window})" for e in found.sources[:4]))
-    scored = reject_copies(replays, uploads, threshold=v.hp.copy_overlap_threshold)
+    scored = reject_copies(replays, uploads, threshold=hp.copy_overlap_threshold)
     release_freed_memory()  # the copy check's incidence matrix over every upload's sketch
     return Checked(scored=scored, norms=norms, peers=peers, sketches=sketches, near_copy=shares)
 
 
-def vanished_inputs(v: Validator, window: int, mg: Metagraph) -> set[int]:
+def vanished_inputs(peers: PeerBuckets, state: ValidatorState, window: int, mg: Metagraph, *,
+                    max_upload_bytes: int) -> set[int]:
     """The miners whose upload of `window - 1` that went into that window's gather set is gone or changed now
     (`not_found`, other bytes, or the sealed upload's key withdrawn): the record's inputs must stay
     fetchable (the lead's mirror keeps replay safe; this makes withdrawing them cost the miner a window).
     A read that fails for another reason (timeout, error) proves nothing and is not counted."""
-    gathered = v.run_state.get("gathered") or {}
-    if gathered.get("window") != window - 1 or not gathered.get("uploads"):
+    gathered = state.gathered
+    if gathered is None or gathered.window != window - 1 or not gathered.uploads:
         return set()
-    expected = {int(uid): (hotkey, sha) for uid, (hotkey, sha) in gathered["uploads"].items()
-                if int(uid) < mg.n and mg.hotkeys[int(uid)] == hotkey}  # a uid re-registered since is not judged
+    expected = {uid: (hotkey, sha) for uid, (hotkey, sha) in gathered.uploads.items()
+                if uid < mg.n and mg.hotkeys[uid] == hotkey}  # a uid re-registered since is not judged
     found = set()
-    for up in fetch_uploads(v.peers, {uid: hk for uid, (hk, _) in expected.items()}, window - 1,
-                            v.hp.max_upload_bytes):
+    for up in fetch_uploads(peers, {uid: hk for uid, (hk, _) in expected.items()}, window - 1, max_upload_bytes):
         changed = up.status is ReadStatus.OK and up.rejected is None and payload_sha(up.data) != expected[up.uid][1]
         if up.status is ReadStatus.NOT_FOUND or up.rejected == KEY_MISSING or changed:
             found.add(up.uid)
@@ -133,37 +145,34 @@ def vanished_inputs(v: Validator, window: int, mg: Metagraph) -> set[int]:
     return found
 
 
-def near_copy_key(v: Validator) -> bytes:
-    """This validator's private key for the near-copy sketches: drawn once, kept in the run state (sketches
-    of different windows must share it to compare), never published."""
-    key = v.run_state.get("near_copy_key")
-    if not key:
-        key = os.urandom(32).hex()
-        v.run_state["near_copy_key"] = key
-    return bytes.fromhex(key)
+def near_copy_key(state: ValidatorState, rng: random.Random) -> bytes:
+    """This validator's private key for the near-copy sketches: drawn once from `rng`, kept in the state
+    (sketches of different windows must share it to compare), never published."""
+    if not state.near_copy_key:
+        state.near_copy_key = rng.randbytes(32)
+    return state.near_copy_key
 
 
-def remember_sketches(v: Validator, window: int, mg: Metagraph, sketches: dict[int, torch.Tensor]) -> None:
-    """Keep `window`'s sketches for the near-copy checks of the next `near_copy_windows` windows."""
-    keep = v.hp.near_copy_windows
-    v.sketches = v.sketches.with_window(window, {u: (mg.hotkeys[u], s) for u, s in sketches.items()}
-                                        ).before(window + 1, keep)
+def remember_sketches(state: ValidatorState, window: int, mg: Metagraph, sketches: dict[int, torch.Tensor], *,
+                      keep_windows: int) -> None:
+    """Keep `window`'s sketches for the near-copy checks of the next `keep_windows` windows."""
+    state.sketches = state.sketches.with_window(window, {u: (mg.hotkeys[u], s) for u, s in sketches.items()}
+                                                ).before(window + 1, keep_windows)
 
 
-def remember_aggregate(v: Validator, window: int, theta_w: dict[str, torch.Tensor]) -> None:
-    """Keep the sketch of `window`'s applied aggregate step (theta_w -> the model now) for the near-copy checks of
+def remember_aggregate(state: ValidatorState, window: int, theta_w: dict[str, torch.Tensor], model: torch.nn.Module,
+                       *, lr: float, codec: CodecParams, key: bytes) -> None:
+    """Keep the sketch of `window`'s applied aggregate step (theta_w -> `model` now) for the near-copy checks of
     the next `AGGREGATE_KEEP_WINDOWS` windows: it is public, so echoing it is the cheapest copy there is."""
-    after = {n: p.detach() for n, p in v.gm.model.named_parameters()}
+    after = {n: p.detach() for n, p in model.named_parameters()}
     if all(torch.equal(theta_w[n], after[n].to("cpu", torch.float32)) for n in theta_w):
         return  # no step was applied (refused, rejected or empty)
-    sketch = aggregate_sketch(theta_w, after, lr=v.hp.outer_lr, codec=v.gm.codec, key=near_copy_key(v))
-    v.sketches = v.sketches.with_aggregate(window, sketch)
+    state.sketches = state.sketches.with_aggregate(window, aggregate_sketch(theta_w, after, lr=lr, codec=codec, key=key))
 
 
-def remember_gathered(v: Validator, window: int, mg: Metagraph, gathered: list[Upload]) -> None:
+def remember_gathered(state: ValidatorState, window: int, mg: Metagraph, gathered: list[Upload]) -> None:
     """Keep what `window`'s gather set held (uid -> hotkey, payload sha256), for `vanished_inputs` next window."""
-    v.run_state["gathered"] = {"window": window, "uploads": {
-        str(u.uid): [mg.hotkeys[u.uid], payload_sha(u.data)] for u in gathered}}
+    state.gathered = GatheredInputs(window, {u.uid: (mg.hotkeys[u.uid], payload_sha(u.data)) for u in gathered})
 
 
 @functools.cache

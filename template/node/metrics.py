@@ -14,6 +14,9 @@ The process-wide logger is a no-op until the entry point calls `configure_metric
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -190,3 +193,20 @@ def configure_metrics(cfg: NeuronConfig) -> MetricsLogger:
 def process_metrics() -> MetricsLogger:
     """The process-wide logger (`configure_metrics` replaces it; a no-op before)."""
     return _process_logger
+
+
+class PhaseTimer:
+    """Wall seconds of the named phases of one window, for its metrics row (`phase` as a context manager;
+    `seconds` holds name -> seconds rounded to the millisecond, the row's time keys)."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.clock() - start, 3)

@@ -1,7 +1,7 @@
 """The miner loop (DESIGN section 4): train H inner steps, compress, upload, follow the records.
 
 `run(cfg)` restores, then for each window calls `run_window`, a flat list of named steps.
-Hostile behaviours for incentive tests plug in through `UploadStrategy` (scripts/hostile_miner.py);
+Hostile behaviours for incentive tests plug in through `UploadStrategy` (template/sim/hostile_miner.py);
 the honest path below never branches on them.
 """
 
@@ -16,10 +16,9 @@ import torch
 from loguru import logger
 from tqdm import tqdm
 
-from gauntlet.aggregate import admit_uploads, gather_set, reject_copies
-from gauntlet.checks import Admission, Upload
+from gauntlet.aggregate import admit_for_gather, gather_set
+from gauntlet.checks import Admission
 from storage.peers import fetch_peer_list, fetch_record, fetch_uploads
-from template.chain.base import Metagraph
 from template.node import state as local_state
 from template.node import trust
 from template.node.distributed import (
@@ -51,11 +50,13 @@ from template.node.sync import (
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import data_receipt, loss_curve_ids, sample_ids
+from template.protocol.metagraph import Metagraph
 from template.protocol.model import autocast_context
 from template.protocol.outer_step import StreamedUpdates, l2_norm
 from template.protocol.reads import ReadStatus
 from template.protocol.sealing import reveal_bytes, seal
 from template.protocol.sparseloco import compress
+from template.protocol.uploads import Upload
 
 UNVERIFIED_WINDOWS_KEPT = 3  # a record that has not appeared after this many windows never will
 
@@ -198,7 +199,6 @@ def encode_update(m: Miner, delta: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 def build_artifact(m: Miner, plan: WindowPlan, wire: dict[str, torch.Tensor], base_fingerprint: str,
                    receipt_ids: list[int] | None = None) -> bytes:
-    codec = m.gm.codec
     return write_tensor_artifact(
         wire, kind="gradient", window=plan.window, keypair=m.hotkey,
         fields={
@@ -206,7 +206,7 @@ def build_artifact(m: Miner, plan: WindowPlan, wire: dict[str, torch.Tensor], ba
             "base_fingerprint": base_fingerprint,
             "data_receipt": data_receipt(plan.sample_ids if receipt_ids is None else receipt_ids),
             "num_inner_steps": m.hp.inner_steps,
-            "codec": {"chunk_size": codec.chunk_size, "topk": codec.topk, "bits": codec.bits},
+            "codec": m.gm.codec.manifest_field(),
         },
     )
 
@@ -235,22 +235,20 @@ def reveal_key(m: Miner, window: int) -> None:
         m.bucket.put_reveal(window, reveal_bytes(window, key))
 
 
-def wait_for_reveals(m: Miner, deadline: float) -> float | None:
-    """In a sealed run, wait until every key of the window may be out (deadline + reveal_grace_s, +1 s for
-    LastModified's resolution); returns the reveal limit keys are checked against (None: not sealed)."""
-    if not m.hp.sealed_uploads:
-        return None
-    until = deadline + m.hp.reveal_grace_s
-    while not m.stop.is_set() and time.time() < until + 1.0:
-        time.sleep(0.1)
-    return until
+def wait_for_reveals(m: Miner, window: int) -> float:
+    """Wait until every key of a sealed window may be out (`WindowClock.wait_past` the reveal deadline;
+    nothing to wait for in an unsealed run); returns the reveal deadline keys are checked against."""
+    reveal_by = m.clock.reveal_deadline(window)
+    if m.hp.sealed_uploads:
+        m.clock.wait_past(reveal_by, m.stop)
+    return reveal_by
 
 
 def follow_network(m: Miner, window: int) -> str:
     """After the deadline: check earlier records, then gather window `window` and step to theta_{w+1}.
 
-    Returns the sync status: "in_sync", "resynced" (a record disagreed with us and we reloaded
-    the lead's model), "no_validator" or "stopped".
+    Returns the sync status (`SyncStatus`): "in_sync", "resynced" (a record disagreed with us and we
+    reloaded the lead's model), "no_lead" (no validator leads: nothing is aggregated) or "stopped".
     """
     deadline = m.clock.wait_past_deadline(window, m.stop)
     if deadline is None:
@@ -317,7 +315,7 @@ def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, dead
         peer_uids = read.value
         hotkeys = {u: mg.hotkeys[u] for u in peer_uids if 0 <= u < mg.n}
         uploads = fetch_uploads(m.peers, hotkeys, window, m.hp.max_upload_bytes,
-                                reveal_by=wait_for_reveals(m, deadline) or deadline + m.hp.reveal_grace_s)
+                                reveal_by=wait_for_reveals(m, window))
         chosen, updates = gather_streamed(m, uploads, peer_uids, window, deadline)
     # the lead's guard, run here too: a step the lead refuses is one we refuse ourselves (no resync)
     stats = m.gm.guarded_step(updates, m.hp.outer_lr, m.dataset.batch(loss_curve_ids(m.num_train, len(m.dataset))))
@@ -329,12 +327,14 @@ def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, dead
 
 def gather_streamed(m: Miner, uploads: list[Upload], peer_uids: list[int], window: int, deadline: float
                     ) -> tuple[list[int], StreamedUpdates]:
-    """`gauntlet.aggregate.gather_admissions` and `gather_set` over `uploads`, keeping of each admitted
-    update only its norms (and its exact kept positions for the copy check): the outer step decodes each
-    chosen one again as it adds it, so at most one update is held (the same bits as the whole set)."""
+    """`gauntlet.aggregate.gather_set` over `uploads` (each admitted by `admit_for_gather`), keeping of each
+    admitted update only its norms (and its exact kept positions for the copy check): the outer step decodes
+    each chosen one again as it adds it, so at most one update is held (the same bits as the whole set)."""
+    base_fp = m.gm.fingerprint()  # theta_w: the outer step below changes the model only once all are added
+
     def admit(up: Upload) -> Admission:
-        return admit_uploads([up], window=window, deadline_s=deadline, hparams=m.hp, shapes=m.gm.shapes(),
-                             base_fingerprint=m.gm.fingerprint(), num_train=m.num_train)[up.uid]
+        return admit_for_gather(up, window=window, deadline_s=deadline, hparams=m.hp, shapes=m.gm.shapes(),
+                                base_fingerprint=base_fp, num_train=m.num_train)
 
     norms: dict[int, dict[str, float]] = {}
     compact: dict[int, Admission] = {}
@@ -344,8 +344,8 @@ def gather_streamed(m: Miner, uploads: list[Upload], peer_uids: list[int], windo
             norms[up.uid] = {name: l2_norm(t) for name, t in adm.update.items()}
         compact[up.uid] = replace(adm, update=None)
         del adm
-    admissions = reject_copies(compact, uploads, threshold=m.hp.copy_overlap_threshold)
-    chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=m.hp.num_peers)
+    chosen = gather_set(compact, uploads, peer_uids=peer_uids, max_peers=m.hp.num_peers,
+                        copy_threshold=m.hp.copy_overlap_threshold)
     by_uid = {up.uid: up for up in uploads}
 
     def load(i: int) -> dict[str, torch.Tensor]:

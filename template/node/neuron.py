@@ -1,7 +1,7 @@
 """What miners and validators share at run time: wallet, chain, buckets, peers, window clock.
 
 Everything here does I/O at the edges (chain, S3, disk); the decisions it feeds are pure
-functions elsewhere. Construction of the pieces is explicit: `build_runtime(cfg)` connects.
+functions elsewhere. Construction of the pieces is explicit: `build_node(cfg)` connects.
 """
 
 from __future__ import annotations
@@ -20,17 +20,28 @@ from loguru import logger
 from gauntlet.verify import rejected_leads
 from storage.credentials import BucketAccess
 from storage.dataset import fetch_dataset
-from storage.peers import OWN_WRITE_ATTEMPTS, OwnBucket, PeerBuckets, fetch_hparams
-from storage.s3 import S3Client, S3Error
+from storage.peers import OwnBucket, PeerBuckets, fetch_hparams, newest_record_before, open_own_bucket
+from storage.s3 import S3Error
 from template.chain import connect
-from template.chain.base import Chain, ChainError, Metagraph
+from template.chain.base import Chain, ChainError
 from template.node import trust
 from template.node.logging_setup import register_secret, setup_logging
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
-from template.protocol import layout
 from template.protocol.config import HParams, NeuronConfig, load_hparams
 from template.protocol.data import DatasetManifest, TokenDataset
-from template.protocol.windows import upload_deadline, window_first_block, window_last_block, window_of_block
+from template.protocol.lead import LEAD_STALE_WINDOWS as LEAD_STALE_WINDOWS  # re-exported: the rule is pure
+from template.protocol.lead import lead_validator as lead_validator
+from template.protocol.lead import miner_uids as miner_uids
+from template.protocol.lead import validator_uids as validator_uids
+from template.protocol.metagraph import Metagraph
+from template.protocol.windows import (
+    LAST_MODIFIED_RESOLUTION_S,
+    reveal_deadline,
+    upload_deadline,
+    window_first_block,
+    window_last_block,
+    window_of_block,
+)
 
 # Raised when storage or the chain stays unreachable past their own retries; the window loops
 # log them and carry on with the next window (nothing local is lost: state is on disk).
@@ -80,9 +91,7 @@ def load_own_bucket(cfg: NeuronConfig) -> OwnBucket:
         register_secret(s)
     access = BucketAccess(endpoint=endpoint, bucket=bucket, access_key_id=read_id, secret_access_key=read_secret,
                           region=cfg.storage.region, role=cfg.role)  # the role is declared on chain with it
-    # own writes retry for ~15 s (backoff 0.25 s doubling to 4 s): a storage restart must not cost a window
-    client = S3Client(endpoint, write_id, write_secret, cfg.storage.region, max_attempts=OWN_WRITE_ATTEMPTS)
-    return OwnBucket(access=access, client=client)
+    return open_own_bucket(access, write_id, write_secret)
 
 
 def peer_buckets(chain: Chain, netuid: int) -> PeerBuckets:
@@ -162,70 +171,17 @@ def publish_commitment(chain: Chain, hotkey: Keypair, netuid: int, access: Bucke
     return True
 
 
-LEAD_STALE_WINDOWS = 3  # a lead whose newest record is older than this many windows hands over
-
-
 def declared_validators(peers: PeerBuckets) -> set[str]:
     """Hotkeys whose bucket commitment declares the validator role (storage/credentials.py, "o": "v")."""
     return {hotkey for hotkey, acc in peers.access.items() if acc.role == "validator"}
 
 
-def validator_uids(mg: Metagraph, min_stake: float, declared: Collection[str]) -> list[int]:
-    """Uids that declared the validator role, hold a validator permit and at least `min_stake` alpha.
-
-    Declaration comes first: stake is anyone's to add (a coldkey can stake onto any hotkey), so
-    stake alone must never turn a miner into a validator - it would stop being judged, and as the
-    lead it would run no validator code and freeze the model. The stake floor matters too: a young
-    subnet gives a permit to every staked uid. Before a new subnet's first epoch (no permit anywhere
-    yet), every declared uid staked above the floor except the owner's, since permits go to those.
-    """
-    staked = [u for u in mg.uids if mg.stake[u] >= min_stake and mg.hotkeys[u] in declared]
-    if not any(mg.validator_permit):
-        return [u for u in staked if mg.hotkeys[u] != mg.owner_hotkey]
-    return [u for u in staked if mg.validator_permit[u]]
-
-
-def lead_validator(mg: Metagraph, min_stake: float, declared: Collection[str],
-                   newest_record: dict[str, int | None] | None = None, window: int = 0,
-                   rejected: Collection[str] = ()) -> int | None:
-    """The validator that signs records, peer lists and checkpoints for `window`.
-
-    Candidates: `validator_uids`, highest stake first (ties: lower uid). With `newest_record`
-    (hotkey -> newest window it published a record for, None if none), the lead is the first
-    candidate that published a record of a window >= window - LEAD_STALE_WINDOWS; when none has,
-    the candidates take turns, LEAD_STALE_WINDOWS windows each (window // LEAD_STALE_WINDOWS), until
-    one publishes. So a lead that stops is handed over after LEAD_STALE_WINDOWS windows, a dead
-    candidate's turn passes, and every node computes the same lead from public data. Candidates in
-    `rejected` (hotkeys whose records validators holding a stake majority rejected,
-    `gauntlet.verify.rejected_leads`) are passed over.
-    """
-    vals = sorted((u for u in validator_uids(mg, min_stake, declared) if mg.hotkeys[u] not in set(rejected)),
-                  key=lambda u: (-mg.stake[u], u))
-    if not vals:
-        return None
-    if newest_record is None:
-        return vals[0]
-    newest = {u: newest_record.get(mg.hotkeys[u]) for u in vals}
-    fresh = [u for u in vals if (w := newest[u]) is not None and w >= window - LEAD_STALE_WINDOWS]
-    if fresh:
-        return fresh[0]
-    return vals[(max(window, 0) // LEAD_STALE_WINDOWS) % len(vals)]
-
-
-def miner_uids(mg: Metagraph, min_stake: float, declared: Collection[str]) -> list[int]:
-    vals = set(validator_uids(mg, min_stake, declared))
-    return [u for u in mg.uids if u not in vals and mg.hotkeys[u] != mg.owner_hotkey]
-
-
 def find_lead(peers: PeerBuckets, mg: Metagraph, min_stake: float, window: int) -> int | None:
-    """`lead_validator` for `window` from the declarations in `peers` and the candidates' published records."""
+    """`lead_validator` for `window` from the declarations in `peers`, the candidates' published records and the
+    validators' signed rejections (`trust.rejections`, `gauntlet.verify.rejected_leads`)."""
     declared = declared_validators(peers)
-    newest = {}
-    vals = validator_uids(mg, min_stake, declared)
-    for uid in vals:
-        hotkey = mg.hotkeys[uid]
-        windows = peers.list_windows(hotkey, layout.record_key(0).rsplit("/", 1)[0] + "/")
-        newest[hotkey] = max((w for w in windows if w < window), default=None)
+    newest = {mg.hotkeys[uid]: newest_record_before(peers, mg.hotkeys[uid], window)
+              for uid in validator_uids(mg, min_stake, declared)}
     stake = validator_stake(mg, min_stake, declared)
     rejected = rejected_leads(trust.rejections(peers, list(stake), window), stake)
     return lead_validator(mg, min_stake, declared, newest, window, rejected)
@@ -259,10 +215,12 @@ def load_hparams_bytes(data: bytes, overrides: dict) -> HParams:
 
 @dataclass(frozen=True)
 class WindowClock:
-    """Chain blocks -> windows for one run."""
+    """Chain blocks -> windows for one run, and the node's wall clock (`now`, `sleep`: a test may put its own)."""
 
     chain: Chain
     hparams: HParams
+    now: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
 
     def current_window(self) -> int:
         return window_of_block(self.chain.block(), self.hparams.start_block, self.hparams.blocks_per_window)
@@ -281,7 +239,7 @@ class WindowClock:
         while not stop.is_set():
             if self.chain.block() >= block:
                 return True
-            time.sleep(0.5)
+            self.sleep(0.5)
         return False
 
     def block_time_s(self) -> float:
@@ -306,16 +264,25 @@ class WindowClock:
         produced always, after it until the deadline (miners check this before they send)."""
         if self.chain.block() <= self.last_block(window):
             return True
-        return time.time() < self.deadline(window)
+        return self.now() < self.deadline(window)
 
     def wait_past_deadline(self, window: int, stop: StopFlag) -> float | None:
         """Wait until the window's last block exists and its grace passed; return the deadline."""
         if not self.wait_for_block(self.last_block(window) + 1, stop):
             return None
         deadline = self.deadline(window)
-        while not stop.is_set() and time.time() < deadline + 1.0:  # +1 s: LastModified resolution
-            time.sleep(0.1)
-        return None if stop.is_set() else deadline
+        return deadline if self.wait_past(deadline, stop) else None
+
+    def reveal_deadline(self, window: int) -> float:
+        """Unix time by which the key of a sealed upload of `window` must be out (`reveal_deadline`)."""
+        return reveal_deadline(self.deadline(window), self.hparams.reveal_grace_s)
+
+    def wait_past(self, t: float, stop: StopFlag) -> bool:
+        """Wait until every storage write stamped on time against `t` is there (`t` plus LastModified's
+        resolution); False if asked to stop first."""
+        while not stop.is_set() and self.now() < t + LAST_MODIFIED_RESOLUTION_S:
+            self.sleep(0.1)
+        return not stop.is_set()
 
 
 class StopFlag:
@@ -356,16 +323,22 @@ def setup_runtime(cfg: NeuronConfig) -> None:
             raise SystemExit(f"cannot serve --metrics.port {cfg.metrics.port} on {cfg.metrics.host}: {e}") from e
 
 
+# What ends a neuron before its loop can run: a SetupError (no wallet, not registered, ...) or the chain or
+# storage out of reach past their own retries (the window loops catch these themselves once running).
+STARTUP_ERRORS = (SetupError, ChainError, S3Error)
+
+
 def run_neuron(cfg: NeuronConfig, label: str, runner: Callable[[NeuronConfig], None], suffix: str = "") -> int:
     """What every entry point does once its flags are parsed: logging named `label:wallet/hotkey{suffix}`, the
-    process-wide runtime, then `runner(cfg)`; a SetupError (no wallet, not registered, ...) is one
-    logged line and exit status 2, not a traceback."""
+    process-wide runtime, then `runner(cfg)`; an expected start-up failure (`STARTUP_ERRORS`) is one logged
+    line and exit status 2, not a traceback."""
     setup_logging(debug=cfg.logging.debug, trace=cfg.logging.trace, log_dir=cfg.logging.logging_dir,
                   name=f"{label}:{cfg.wallet.name}/{cfg.wallet.hotkey}{suffix}")
     setup_runtime(cfg)
     try:
         runner(cfg)
-    except SetupError as e:
-        logger.error(str(e))
+    except STARTUP_ERRORS as e:
+        what = "" if isinstance(e, SetupError) else ("chain: " if isinstance(e, ChainError) else "storage: ")
+        logger.error(f"cannot start: {what}{e}".replace("\n", " "))
         return 2
     return 0

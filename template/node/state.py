@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from gauntlet.nearcopy import SketchEntry, SketchHistory
 from gauntlet.ratings import Ratings
+from gauntlet.sampling import Rotation
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -145,3 +147,100 @@ def load_sketch_history(path: Path) -> SketchHistory:
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
         raise ValueError(f"near-copy sketches {path} are unreadable ({e}); move the file away to start afresh"
                          ) from e
+
+
+SEEN_PAYLOADS_KEPT = 4096  # payload digests remembered for replay detection
+
+
+@dataclass(frozen=True)
+class WindowSeed:
+    """A validator's private randomness for one window (eval sample, copy sketch), kept so judging the same
+    window again after a restart draws the same."""
+
+    window: int
+    seed: bytes
+
+
+@dataclass(frozen=True)
+class GatheredInputs:
+    """What one window's gather set held: uid -> (hotkey, payload sha256), for the next window's check that
+    the record's inputs are still there (`template.node.admission.vanished_inputs`)."""
+
+    window: int
+    uploads: dict[int, tuple[str, str]]
+
+
+@dataclass
+class ValidatorState:
+    """Everything a validator carries from one window to the next; saved after every window
+    (`save_validator_state`: run_state.json, ratings.json, near_copy.safetensors)."""
+
+    ratings: Ratings
+    sketches: SketchHistory = field(default_factory=SketchHistory.empty)  # earlier windows' updates (near-copies)
+    last_window: int | None = None  # the last window judged (a restart resumes after it)
+    last_weights_interval: int | None = None  # weights are set once per interval, never twice
+    seen: list[str] = field(default_factory=list)  # payload digests of earlier windows (replays), newest last
+    rotation: Rotation = field(default_factory=lambda: Rotation.from_state(None))  # who was evaluated when
+    near_copy_key: bytes | None = None  # the near-copy sketches' private key, drawn once
+    sample_seed: WindowSeed | None = None
+    gathered: GatheredInputs | None = None
+    restored_ratings: int = 0  # uids whose ratings were loaded from disk at start-up
+
+    def remember_seen(self, digests: list[str]) -> None:
+        self.seen = (self.seen + digests)[-SEEN_PAYLOADS_KEPT:]
+
+    def run_state_json(self) -> dict[str, Any]:
+        """run_state.json's body (the same keys as before the state was typed, so old files still load)."""
+        out: dict[str, Any] = {"seen": list(self.seen), "rotation": self.rotation.state_dict()}
+        if self.last_window is not None:
+            out["last_window"] = self.last_window
+        if self.last_weights_interval is not None:
+            out["last_weights_interval"] = self.last_weights_interval
+        if self.near_copy_key is not None:
+            out["near_copy_key"] = self.near_copy_key.hex()
+        if self.sample_seed is not None:
+            out["sample_seed"] = {"window": self.sample_seed.window, "seed": self.sample_seed.seed.hex()}
+        if self.gathered is not None:
+            out["gathered"] = {"window": self.gathered.window,
+                               "uploads": {str(u): [hk, sha] for u, (hk, sha) in self.gathered.uploads.items()}}
+        return out
+
+    def load_run_state_json(self, body: Any) -> None:
+        """Take run_state.json's body; ValueError names what is wrong with it."""
+        if not isinstance(body, dict):
+            raise ValueError("run state must be a JSON object")
+        try:
+            self.last_window = None if body.get("last_window") is None else int(body["last_window"])
+            interval = body.get("last_weights_interval")
+            self.last_weights_interval = None if interval is None else int(interval)
+            self.seen = [str(d) for d in body.get("seen", [])][-SEEN_PAYLOADS_KEPT:]
+            self.rotation = Rotation.from_state(body.get("rotation"))
+            key = body.get("near_copy_key")
+            self.near_copy_key = bytes.fromhex(key) if key else None
+            seed = body.get("sample_seed")
+            self.sample_seed = WindowSeed(int(seed["window"]), bytes.fromhex(seed["seed"])) if seed else None
+            gathered = body.get("gathered")
+            self.gathered = None if not gathered else GatheredInputs(int(gathered["window"]), {
+                int(u): (str(hk), str(sha)) for u, (hk, sha) in gathered["uploads"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"run state is unreadable ({e})") from e
+
+
+def load_validator_state(state_dir: Path, *, alpha: float) -> ValidatorState:
+    """The validator's state saved under `state_dir` (fresh where nothing is saved). Raises ValueError with
+    what to do when a file is unreadable."""
+    state = ValidatorState(ratings=load_ratings(state_dir / "ratings.json", alpha=alpha),
+                           sketches=load_sketch_history(state_dir / "near_copy.safetensors"))
+    path = state_dir / "run_state.json"
+    try:
+        state.load_run_state_json(read_json(path, default={}) or {})
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}; move it away to start afresh") from e
+    state.restored_ratings = len(state.ratings.state_dict()["ratings"])
+    return state
+
+
+def save_validator_state(state: ValidatorState, state_dir: Path) -> None:
+    save_ratings(state.ratings, state_dir / "ratings.json")
+    save_sketch_history(state.sketches, state_dir / "near_copy.safetensors")
+    atomic_write_json(state_dir / "run_state.json", state.run_state_json())

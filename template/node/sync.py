@@ -20,8 +20,8 @@ import torch
 from bittensor_wallet import Keypair
 from loguru import logger
 
-from gauntlet.aggregate import step_refused
-from gauntlet.checks import Admission, Upload, admit_upload
+from gauntlet.aggregate import admit_for_gather, step_refused
+from gauntlet.checks import Admission
 from gauntlet.evaluate import mean_loss
 from gauntlet.verify import entry_set_problem, refused_problem, settings_problem
 from storage.peers import (
@@ -37,12 +37,12 @@ from storage.peers import (
 from template.protocol.artifacts import tensors_digest, write_tensor_artifact
 from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields, parse_clip_ref
 from template.protocol.config import HParams
-from template.protocol.data import data_receipt, sample_ids
 from template.protocol.model import build_model, model_fingerprint
 from template.protocol.outer_step import StreamedUpdates, l2_norm, outer_step, outer_step_streamed
-from template.protocol.reads import ReadStatus
+from template.protocol.reads import Read, ReadStatus
 from template.protocol.records import AggregationRecord
 from template.protocol.sparseloco import CodecParams
+from template.protocol.uploads import Upload
 from template.protocol.verdicts import Verdict
 
 VERIFIED_KEPT = 64  # windows of verified fingerprints a node remembers (checkpoints come every few windows)
@@ -63,6 +63,8 @@ class GlobalModel:
     # leads whose record this node rejected: while one of them leads, a record built on its rejected theta is
     # no reason to resync onto its checkpoint (the window changes nothing here instead)
     distrusted: set[str] = field(default_factory=set)
+    version: int = 0  # bumped on every change of theta made through this object (the fingerprint cache's key)
+    _fingerprint: tuple[object, str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def initial(cls, hparams: HParams, device: torch.device) -> GlobalModel:
@@ -78,7 +80,12 @@ class GlobalModel:
         return {n: tuple(p.shape) for n, p in self.model.named_parameters()}
 
     def fingerprint(self) -> str:
-        return model_fingerprint(self.model)
+        """`model_fingerprint` of theta, hashed once per model state: cached under `version` and torch's own
+        in-place counters of the parameters (so a change made around this object is seen too)."""
+        key = (self.version, tuple((p._version, p.data_ptr()) for p in self.model.parameters()))
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            self._fingerprint = (key, model_fingerprint(self.model))
+        return self._fingerprint[1]
 
     def checkpoint_max_bytes(self) -> int:
         return sum(p.numel() for p in self.model.parameters()) * 4 + (4 << 20)
@@ -103,6 +110,7 @@ class GlobalModel:
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(cpu[n])
+        self.version += 1
         if stats["used"]:
             self.clip_ref = dict(stats["clip_norms"])
         return stats
@@ -141,6 +149,7 @@ class GlobalModel:
                 if tuple(tensors[n].shape) != tuple(p.shape):
                     raise ValueError(f"checkpoint tensor {n} has shape {tuple(tensors[n].shape)}")
                 p.copy_(tensors[n])
+        self.version += 1
         self.window = window
 
 
@@ -243,10 +252,8 @@ def _admit_record_entry(gm: GlobalModel, record: AggregationRecord, raws: list, 
         return f"uid {entry.uid}: file changed since the record was signed"
     upload = Upload(uid=entry.uid, hotkey=entry.hotkey, key=entry.key, data=raw.value,
                     last_modified=deadline if mirrored else raw.last_modified, status=raw.status)
-    ids = sample_ids(entry.uid, record.window, hp.data_seed, hp.samples_per_window, check.num_train)
-    adm = admit_upload(upload, window=record.window, deadline_s=deadline, hparams=hp, shapes=gm.shapes(),
-                       expected_receipt=data_receipt(ids), base_fingerprint=record.base_fingerprint,
-                       seen_payloads=set())
+    adm = admit_for_gather(upload, window=record.window, deadline_s=deadline, hparams=hp, shapes=gm.shapes(),
+                           base_fingerprint=record.base_fingerprint, num_train=check.num_train)
     if not adm.ok or adm.update is None:
         return f"uid {entry.uid}: {adm.reason}"
     return adm
@@ -430,6 +437,17 @@ def resync(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, target: int, d
     logger.info("no usable checkpoint: starting from theta_0")
 
 
+def wait_for_record(peers: PeerBuckets, lead_hotkey: str, window: int, wait_s: float,
+                    should_stop: Callable[[], bool]) -> Read[AggregationRecord]:
+    """The lead's record of `window`, read again every 0.5 s for up to `wait_s` while it is not there."""
+    read = fetch_record(peers, lead_hotkey, window)
+    until = time.time() + wait_s
+    while not read.ok and time.time() < until and not should_stop():
+        time.sleep(0.5)
+        read = fetch_record(peers, lead_hotkey, window)
+    return read
+
+
 def catch_up(
     gm: GlobalModel,
     target: int,
@@ -450,11 +468,8 @@ def catch_up(
     status = SyncStatus.IN_SYNC
     for _attempt in range(3):
         while gm.window < target and not should_stop():
-            read = fetch_record(peers, lead_hotkey, gm.window)
-            deadline = time.time() + (wait_last_s if gm.window == target - 1 else 0.0)
-            while not read.ok and time.time() < deadline and not should_stop():
-                time.sleep(0.5)
-                read = fetch_record(peers, lead_hotkey, gm.window)
+            read = wait_for_record(peers, lead_hotkey, gm.window, wait_last_s if gm.window == target - 1 else 0.0,
+                                   should_stop)
             if not read.ok and should_stop():
                 return SyncStatus.STOPPED
             if read.status is ReadStatus.INVALID:

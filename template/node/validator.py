@@ -2,12 +2,12 @@
 
 Works on window w after its deadline, while miners train w+1. Every decision is a pure
 function in gauntlet/; this module only moves bytes between the chain, the buckets, the
-model and those functions, and persists what must survive a restart.
+model and those functions, and persists what must survive a restart (`ValidatorState`).
+`run_window` is five named phases: judge, score, weigh, lead step or follow, remember.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import time
@@ -18,22 +18,19 @@ from typing import Any
 import torch
 from loguru import logger
 
-from gauntlet.aggregate import bootstrap_peers, gather_set, reject_copies, select_peers
+from gauntlet.aggregate import bootstrap_peers, gather_set, select_peers
 from gauntlet.checks import VANISHED, Admission, Upload
-from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
-from gauntlet.nearcopy import SketchHistory
-from gauntlet.ratings import Ratings
-from gauntlet.sampling import Rotation, draw_sample
+from gauntlet.evaluate import EvalResult, evaluate_update, is_compliant, match_scores, mean_loss
+from gauntlet.sampling import draw_sample
 from gauntlet.weights import compute_weights, final_scores, weights_due
 from storage.peers import fetch_peer_list, fetch_uploads
 from storage.s3 import S3Error
-from template.chain.base import Metagraph
-from template.node import state as local_state
 from template.node import trust
 from template.node.admission import (
+    AdmissionWindow,
     Checked,
     admit_all,
-    admit_one,
+    near_copy_key,
     payload_sha,
     release_freed_memory,
     remember_aggregate,
@@ -42,9 +39,11 @@ from template.node.admission import (
     upload_spool,
     vanished_inputs,
 )
+from template.node.metrics import PhaseTimer
 from template.node.neuron import (
     TRANSIENT_ERRORS,
     NeuronParts,
+    SetupError,
     StopFlag,
     append_metrics,
     build_node,
@@ -53,7 +52,7 @@ from template.node.neuron import (
     miner_uids,
     validator_stake,
 )
-from template.node.state import load_ratings, load_sketch_history, save_ratings, save_sketch_history
+from template.node.state import ValidatorState, WindowSeed, load_validator_state, save_validator_state
 from template.node.sync import (
     GlobalModel,
     RecordAdmission,
@@ -65,26 +64,24 @@ from template.node.sync import (
     restore_from_lead,
 )
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import eval_ids, loss_curve_ids, sample_ids
+from template.protocol.data import TokenDataset, eval_ids, loss_curve_ids, sample_ids
+from template.protocol.metagraph import Metagraph
 from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update
 from template.protocol.records import AggregationRecord, RecordEntry
 from template.protocol.verdicts import Verdict
 
-SEEN_PAYLOADS_KEPT = 4096
-
 
 @dataclass
 class Validator(NeuronParts):
-    """Long-lived parts of a running validator. Per-window values travel as arguments."""
+    """Long-lived parts of a running validator. Per-window values travel as arguments; what it remembers
+    from one window to the next is `state`."""
 
     num_train: int
     num_samples: int
     gm: GlobalModel
-    ratings: Ratings
-    run_state: dict = field(default_factory=dict)  # last_window, last_weights_interval, seen
-    restored_ratings: int = 0  # uids whose ratings were loaded from disk at start-up
-    sketches: SketchHistory = field(default_factory=SketchHistory.empty)  # earlier windows' updates (near-copies)
+    state: ValidatorState
     stop: StopFlag = field(default_factory=StopFlag)
+    rng: random.Random = field(default_factory=random.SystemRandom)  # private randomness; tests seed their own
 
     @property
     def hp(self) -> HParams:
@@ -94,25 +91,144 @@ class Validator(NeuronParts):
 def build_validator(cfg: NeuronConfig) -> Validator:
     node = build_node(cfg)
     hp = node.hparams
+    try:
+        state = load_validator_state(node.state_dir, alpha=hp.compliance_alpha)
+    except ValueError as e:
+        raise SetupError(str(e)) from e
     v = Validator(cfg=cfg, hotkey=node.hotkey, uid=node.uid, chain=node.chain, clock=node.clock, peers=node.peers,
                   bucket=node.bucket, dataset=node.dataset, num_train=node.manifest.heldout_start,
                   num_samples=node.manifest.num_samples, gm=GlobalModel.initial(hp, node.device),
-                  device=node.device, state_dir=node.state_dir,
-                  ratings=load_ratings(node.state_dir / "ratings.json", alpha=hp.compliance_alpha))
-    v.run_state = local_state.read_json(node.state_dir / "run_state.json", default={}) or {}
-    v.sketches = load_sketch_history(node.state_dir / "near_copy.safetensors")
-    v.restored_ratings = len(v.ratings.state_dict()["ratings"])
-    logger.info(f"validator uid {v.uid} on netuid {cfg.netuid}; ratings for {v.restored_ratings} uids restored")
+                  device=node.device, state_dir=node.state_dir, state=state)
+    logger.info(f"validator uid {v.uid} on netuid {cfg.netuid}; ratings for {state.restored_ratings} uids restored")
     return v
 
 
-def save_run_state(v: Validator) -> None:
-    save_ratings(v.ratings, v.state_dir / "ratings.json")
-    save_sketch_history(v.sketches, v.state_dir / "near_copy.safetensors")
-    local_state.atomic_write_json(v.state_dir / "run_state.json", v.run_state)
+def save_state(v: Validator) -> None:
+    save_validator_state(v.state, v.state_dir)
 
 
-# -- steps ---------------------------------------------------------------------------------------
+@dataclass
+class JudgedWindow:
+    """What judging one window found (the first phase); the later phases read it."""
+
+    aw: AdmissionWindow  # the window, its deadline, theta_w's fingerprint and what uploads are checked against
+    mg: Metagraph
+    heldout_loss: float  # theta_w on the run's loss-curve samples
+    uploads: list[Upload]  # every judged miner's upload (the gathered ones with their bytes: the record's mirrors)
+    checked: Checked
+    admissions: dict[int, Admission]  # for scoring: `checked.scored` with vanished inputs rejected
+    gather: tuple[list[int], StreamedUpdates]  # the gather set and its updates (`lead_gather`)
+    sample: list[int]  # the admitted uids evaluated this window
+    decode: Callable[[int], dict[str, torch.Tensor]]  # a sampled or gathered upload decoded again
+
+    @property
+    def window(self) -> int:
+        return self.aw.window
+
+
+# -- the window: five phases ---------------------------------------------------------------------
+
+
+def run_window(v: Validator, window: int) -> dict | None:
+    deadline = v.clock.wait_past_deadline(window, v.stop)
+    if deadline is None:
+        return None
+    timer = PhaseTimer()
+    judged = judge(v, window, deadline, timer)
+    with timer.phase("time/eval_s"):
+        evals = score(v, judged)
+    scores, successes, weights = weigh(v, judged, evals)
+    with timer.phase("time/aggregate_s"):
+        theta_w = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in v.gm.model.named_parameters()}
+        sync, outer = apply_outer_step(v, judged, successes)
+    remember(v, judged)
+    if v.gm.window == window + 1:  # the public step joins the near-copy history, kept long (issue 27)
+        remember_aggregate(v.state, window, theta_w, v.gm.model, lr=v.hp.outer_lr, codec=v.gm.codec,
+                           key=near_copy_key(v.state, v.rng))
+    del theta_w
+    return report(v, judged, evals, scores, weights, sync, outer, timer)
+
+
+def judge(v: Validator, window: int, deadline: float, timer: PhaseTimer) -> JudgedWindow:
+    """Fetch every judged miner's upload, admit each (deterministic checks, then this validator's history),
+    compute the gather set and draw the eval sample."""
+    v.peers.refresh()
+    mg = v.chain.metagraph(v.cfg.netuid)
+    ensure_peer_lists(v, [window + 1], mg)
+    aw = AdmissionWindow(window=window, deadline=deadline, base_fingerprint=v.gm.fingerprint(), hparams=v.hp,
+                         shapes=v.gm.shapes(), num_train=v.num_train)
+    loss = heldout_loss(v)
+    with timer.phase("fetch/s"):
+        uploads = fetch_updates(v, window, mg)
+    with timer.phase("time/checks_s"):
+        seed = window_seed(v.state, window, v.rng)
+        peer_uids = peers_in_force(v, window, mg)
+        spool = upload_spool(v.state_dir)
+        checked = admit_all(aw, uploads, spool, v.state, peer_uids=peer_uids, seed=seed,
+                            near_copy_key=near_copy_key(v.state, v.rng))
+        admissions = dict(checked.scored)
+        for uid in vanished_inputs(v.peers, v.state, window, mg, max_upload_bytes=v.hp.max_upload_bytes):
+            if uid in admissions:
+                admissions[uid] = admissions[uid].reject(VANISHED)
+        by_uid = {u.uid: u for u in uploads}
+
+        def decode(uid: int) -> dict[str, torch.Tensor]:
+            """A sampled or gathered upload decoded again from the spool (admitted before, so it decodes)."""
+            update = aw.admit(spool.load(by_uid[uid])).update
+            assert update is not None, "a sampled or gathered upload was admitted, so it decodes"
+            return update
+
+        gather = lead_gather(v.hp, uploads, checked, peer_uids, decode)
+        sample = draw_eval_sample(v.state, v.hp, mg, admissions, seed)
+        uploads = [spool.load(u) if u.uid in set(gather[0]) else u for u in uploads]  # the record's mirrors
+        release_freed_memory()
+    return JudgedWindow(aw=aw, mg=mg, heldout_loss=loss, uploads=uploads, checked=checked, admissions=admissions,
+                        gather=gather, sample=sample, decode=decode)
+
+
+def score(v: Validator, j: JudgedWindow) -> dict[int, EvalResult]:
+    """Loss-evaluate the sampled uploads, each clipped as aggregation would apply it."""
+    limits = scoring_limits(v.hp, v.gm.clip_ref, j.gather[1], j.checked.norms)
+    return score_updates(v.gm, v.dataset, v.device, v.rng, j.aw, j.admissions, limits, j.sample, j.decode)
+
+
+def weigh(v: Validator, j: JudgedWindow, evals: dict[int, EvalResult]
+          ) -> tuple[dict[int, float], list[int], list[float] | None]:
+    """Rate the window's match; set weights when an interval is due. Returns (scores, the uids eligible for
+    the next peer list, the weights set or None)."""
+    scores, successes = update_scores(v.state, v.hp, j.window, j.mg, j.admissions, evals)
+    return scores, successes, maybe_set_weights(v, j.window, j.mg, scores)
+
+
+def remember(v: Validator, j: JudgedWindow) -> None:
+    """What the next windows need from this one (sketches, the gathered inputs, payload digests), saved; own
+    objects past the run's retention and the window's spool go."""
+    remember_sketches(v.state, j.window, j.mg, j.checked.sketches, keep_windows=v.hp.near_copy_windows)
+    remember_gathered(v.state, j.window, j.mg, [u for u in j.uploads if u.uid in set(j.gather[0])])
+    v.state.remember_seen([a.payload_sha256 for a in j.admissions.values() if a.payload_sha256])
+    v.state.last_window = j.window
+    save_state(v)
+    v.bucket.prune(j.window, v.hp.retention_windows)
+    upload_spool(v.state_dir).clear()
+
+
+def report(v: Validator, j: JudgedWindow, evals: dict[int, EvalResult], scores: dict[int, float],
+           weights: list[float] | None, sync: str, outer: dict[str, Any], timer: PhaseTimer) -> dict:
+    """The window's metrics row, logged as a table and appended to the metrics sinks."""
+    row = window_row(v, j.window, j.mg, j.heldout_loss, j.admissions, evals, scores, weights, sync)
+    for uid, share in j.checked.near_copy.items():
+        row["miners"][str(uid)]["near_copy"] = round(share, 4)
+    row["fetch/s"] = timer.seconds["fetch/s"]
+    row.update({"time/checks_s": timer.seconds["time/checks_s"], "time/eval_s": timer.seconds["time/eval_s"],
+                "time/aggregate_s": timer.seconds["time/aggregate_s"], "eval/sampled": len(evals),
+                "eval/admitted": sum(1 for a in j.admissions.values() if a.ok)})
+    if outer:
+        row.update(outer_step_metrics(outer))
+    log_window(v, row)
+    return row
+
+
+# -- judge ---------------------------------------------------------------------------------------
 
 
 def judged_miners(v: Validator, mg: Metagraph) -> list[int]:
@@ -121,108 +237,136 @@ def judged_miners(v: Validator, mg: Metagraph) -> list[int]:
 
 
 def fetch_updates(v: Validator, window: int, mg: Metagraph) -> list[Upload]:
-    """Every judged miner's upload of `window`, sealed ones opened with keys revealed by deadline +
-    reveal_grace_s (in a sealed run, fetched only once that time has passed). The bytes are on disk
-    (`upload_spool(v).load` reads one back): memory does not hold N miners' uploads at once."""
+    """Every judged miner's upload of `window`, sealed ones opened with keys revealed by the reveal deadline
+    (in a sealed run, fetched only once that has passed). The bytes are on disk (`upload_spool(...).load`
+    reads one back): memory does not hold N miners' uploads at once."""
     hotkeys = {uid: mg.hotkeys[uid] for uid in judged_miners(v, mg)}
-    reveal_by = v.clock.deadline(window) + v.hp.reveal_grace_s
-    while v.hp.sealed_uploads and not v.stop.is_set() and time.time() < reveal_by + 1.0:  # +1 s: LastModified
-        time.sleep(0.1)
-    return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes, reveal_by=reveal_by, spool=upload_spool(v))
+    reveal_by = v.clock.reveal_deadline(window)
+    if v.hp.sealed_uploads:
+        v.clock.wait_past(reveal_by, v.stop)
+    return fetch_uploads(v.peers, hotkeys, window, v.hp.max_upload_bytes, reveal_by=reveal_by,
+                         spool=upload_spool(v.state_dir))
 
 
-def window_seed(v: Validator, window: int) -> bytes:
-    """This validator's private randomness for `window` (the eval sample, the copy sketch): drawn after the
-    deadline, never published, kept in the run state so judging the window again draws the same."""
-    saved = v.run_state.get("sample_seed") or {}
-    if saved.get("window") == window:
-        return bytes.fromhex(saved["seed"])
-    seed = os.urandom(32)
-    v.run_state["sample_seed"] = {"window": window, "seed": seed.hex()}
-    return seed
+def window_seed(state: ValidatorState, window: int, rng: random.Random) -> bytes:
+    """This validator's private randomness for `window` (the eval sample, the copy sketch): drawn from `rng`
+    after the deadline, never published, kept in the state so judging the window again draws the same."""
+    if state.sample_seed is not None and state.sample_seed.window == window:
+        return state.sample_seed.seed
+    state.sample_seed = WindowSeed(window, rng.randbytes(32))
+    return state.sample_seed.seed
 
 
-def draw_eval_sample(v: Validator, mg: Metagraph, scored: dict[int, Admission], seed: bytes) -> list[int]:
+def peers_in_force(v: Validator, window: int, mg: Metagraph) -> list[int]:
+    """The lead's peer list for `window` ([] with no lead or no list: nothing is aggregated)."""
+    lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
+    if lead is None:
+        return []
+    read = fetch_peer_list(v.peers, mg.hotkeys[lead], window)
+    if not read.ok or read.value is None:
+        logger.bind(window=window).warning(f"no peer list in force ({read.describe()}): nothing is aggregated")
+        return []
+    return read.value
+
+
+def lead_gather(hp: HParams, uploads: list[Upload], checked: Checked, peer_uids: list[int],
+                decode: Callable[[int], dict[str, torch.Tensor]]) -> tuple[list[int], StreamedUpdates]:
+    """Exactly what every miner computes for the window (`gauntlet.aggregate.gather_set` over the lead's peer
+    list and the deterministic admissions `checked.peers`): the uids, and the updates as norms and a loader
+    that decodes each again (the outer step adds them one at a time). Every validator computes it: its clip
+    limits are the ones scores use."""
+    chosen = gather_set(checked.peers, uploads, peer_uids=peer_uids, max_peers=hp.num_peers,
+                        copy_threshold=hp.copy_overlap_threshold)
+    return chosen, StreamedUpdates(norms=[checked.norms[u] for u in chosen], load=lambda i: decode(chosen[i]))
+
+
+def draw_eval_sample(state: ValidatorState, hp: HParams, mg: Metagraph, scored: dict[int, Admission],
+                     seed: bytes) -> list[int]:
     """The admitted uids this validator loss-evaluates this window (`gauntlet.sampling.draw_sample`)."""
     candidates = {uid: mg.hotkeys[uid] for uid, adm in scored.items() if adm.ok}
-    sample, rotation = draw_sample(candidates, Rotation.from_state(v.run_state.get("rotation")),
-                                   k=v.hp.eval_sample_size, seed=seed)
-    v.run_state["rotation"] = rotation.state_dict()
+    sample, state.rotation = draw_sample(candidates, state.rotation, k=hp.eval_sample_size, seed=seed)
     return sample
 
 
-def scoring_limits(v: Validator, gathered: StreamedUpdates, norms: dict[int, dict[str, float]]) -> dict[str, float]:
+# -- score ---------------------------------------------------------------------------------------
+
+
+def scoring_limits(hp: HParams, clip_ref: dict[str, float] | None, gathered: StreamedUpdates,
+                   norms: dict[int, dict[str, float]]) -> dict[str, float]:
     """The clip limits aggregation applies this window (those of the gather set; with no gather set, of
-    every admitted update), from the admitted updates' norms, so each update is scored as aggregation
-    would apply it."""
+    every admitted update), from the admitted updates' norms and the last step's limits `clip_ref`, so each
+    update is scored as aggregation would apply it."""
     rows = gathered.norms if len(gathered) else [n for _, n in sorted(norms.items())]
     if not rows:
         return {}
-    ref = v.gm.clip_ref or {}
-    return {name: clip_limit([n[name] for n in rows], ref.get(name), v.hp.clip_norm_growth)
+    ref = clip_ref or {}
+    return {name: clip_limit([n[name] for n in rows], ref.get(name), hp.clip_norm_growth)
             for name in sorted(rows[0])}
 
 
-def score_updates(v: Validator, window: int, admissions: dict, limits: dict[str, float], sample: list[int],
-                  decode: Callable[[int], dict[str, torch.Tensor]]) -> dict:
+def score_updates(gm: GlobalModel, dataset: TokenDataset, device: torch.device, rng: random.Random,
+                  aw: AdmissionWindow, admissions: dict[int, Admission], limits: dict[str, float], sample: list[int],
+                  decode: Callable[[int], dict[str, torch.Tensor]]) -> dict[int, EvalResult]:
     """uid -> EvalResult for the sampled admitted uploads, each decoded (`decode`) one at a time and clipped
     to `limits` (as aggregation applies it), on theta_w; the model is restored after each.
 
-    The random batch is drawn now, after the deadline, from this validator's private randomness, out of
-    the training range minus every id assigned to a judged miner this window: nobody could train on it
+    The random batch is drawn now, after the deadline, from this validator's private randomness (`rng`), out
+    of the training range minus every id assigned to a judged miner this window: nobody could train on it
     in advance, and the public held-out tail (the loss curve) never enters a score."""
-    rng = random.Random(int.from_bytes(os.urandom(8), "big"))  # miners cannot predict the batches
+    hp, window, num_train = aw.hparams, aw.window, aw.num_train
+    batches = random.Random(rng.getrandbits(64))  # miners cannot predict the batches
     assigned_all = {i for uid in admissions
-                    for i in sample_ids(uid, window, v.hp.data_seed, v.hp.samples_per_window, v.num_train)}
-    random_ids = eval_ids(rng.getrandbits(64), v.hp.num_eval_samples, v.num_train, assigned_all)
-    random_batch = v.dataset.batch(random_ids).to(v.device)
-    before_random = mean_loss(v.gm.model, random_batch)  # theta_w on the shared batch: once per window
+                    for i in sample_ids(uid, window, hp.data_seed, hp.samples_per_window, num_train)}
+    random_ids = eval_ids(batches.getrandbits(64), hp.num_eval_samples, num_train, assigned_all)
+    random_batch = dataset.batch(random_ids).to(device)
+    before_random = mean_loss(gm.model, random_batch)  # theta_w on the shared batch: once per window
     results = {}
     for uid in sorted(sample):
         if not admissions[uid].ok:
             continue
-        assigned = sample_ids(uid, window, v.hp.data_seed, v.hp.samples_per_window, v.num_train)
-        picked = rng.sample(assigned, min(v.hp.num_eval_samples, len(assigned)))
-        update = {k: t.to(v.device) for k, t in clip_update(decode(uid), limits).items()}
-        results[uid] = evaluate_update(v.gm.model, update, assigned_batch=v.dataset.batch(picked).to(v.device),
-                                       random_batch=random_batch, lr=v.hp.outer_lr,
-                                       loss_before_random=before_random)
+        assigned = sample_ids(uid, window, hp.data_seed, hp.samples_per_window, num_train)
+        picked = batches.sample(assigned, min(hp.num_eval_samples, len(assigned)))
+        update = {k: t.to(device) for k, t in clip_update(decode(uid), limits).items()}
+        results[uid] = evaluate_update(gm.model, update, assigned_batch=dataset.batch(picked).to(device),
+                                       random_batch=random_batch, lr=hp.outer_lr, loss_before_random=before_random)
         del update
     return results
 
 
-def update_scores(v: Validator, window: int, mg: Metagraph, admissions: dict, evals: dict) -> tuple[dict[int, float], list[int]]:
+# -- weigh ---------------------------------------------------------------------------------------
+
+
+def update_scores(state: ValidatorState, hp: HParams, window: int, mg: Metagraph, admissions: dict[int, Admission],
+                  evals: dict[int, EvalResult]) -> tuple[dict[int, float], list[int]]:
     """Rate the window's match; returns (final score per uid, uids eligible for the next peer list).
 
     The match: every rejected upload (a failure) and every evaluated one. An admitted miner that was not
     drawn for evaluation sits it out (rating and compliance unchanged) and stays eligible for the peer
     list if its last evaluation was a success (gauntlet/sampling.py, the carry-over rule)."""
     players = sorted({uid for uid, adm in admissions.items() if not adm.ok} | set(evals))
-    compliant = {uid: is_compliant(e.improvement_assigned, e.improvement_random, margin=v.hp.compliance_margin)
+    compliant = {uid: is_compliant(e.improvement_assigned, e.improvement_random, margin=hp.compliance_margin)
                  for uid, e in evals.items()}
     scores = match_scores(players, {uid: e.improvement_random for uid, e in evals.items()},
-                          min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio,
+                          min_improvement=hp.min_improvement, min_ratio_to_best=hp.min_improvement_ratio,
                           compliant=compliant)
-    v.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant)
+    state.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant)
     in_sync = {uid: adm.in_sync for uid, adm in admissions.items()}
-    final = final_scores(v.ratings.ordinals(), v.ratings.compliance(), in_sync,
-                         threshold=v.hp.compliance_threshold)
+    final = final_scores(state.ratings.ordinals(), state.ratings.compliance(), in_sync,
+                         threshold=hp.compliance_threshold)
     # The peer list takes updates that help (the same floors, compliance aside): one window's compliance
     # test is noisy for honest miners early in training (assigned ~ random), and it decides pay, not
     # whether an update is worth aggregating.
     useful = match_scores(players, {uid: e.improvement_random for uid, e in evals.items()},
-                          min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio)
-    rotation = Rotation.from_state(v.run_state.get("rotation")).after(
-        window, {uid: (mg.hotkeys[uid], useful[uid] is not None) for uid in evals})
-    v.run_state["rotation"] = rotation.state_dict()
-    carried = rotation.carried_successes({uid: mg.hotkeys[uid] for uid, adm in admissions.items()
-                                         if adm.ok and uid not in evals})
+                          min_improvement=hp.min_improvement, min_ratio_to_best=hp.min_improvement_ratio)
+    state.rotation = state.rotation.after(window, {uid: (mg.hotkeys[uid], useful[uid] is not None) for uid in evals})
+    carried = state.rotation.carried_successes({uid: mg.hotkeys[uid] for uid, adm in admissions.items()
+                                               if adm.ok and uid not in evals})
     return final, sorted({uid for uid, score in useful.items() if score is not None} | set(carried))
 
 
 def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int, float]) -> list[float] | None:
     interval = window // v.hp.weights_interval
-    if not weights_due(window, v.hp.weights_interval, v.run_state.get("last_weights_interval")):
+    if not weights_due(window, v.hp.weights_interval, v.state.last_weights_interval):
         return None
     owner_uid = mg.uid_of(mg.owner_hotkey)
     weights = compute_weights(scores, n=mg.n, owner_uid=owner_uid if owner_uid is not None else 0,
@@ -232,59 +376,40 @@ def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int
     version = int(v.chain.hyperparameters(v.cfg.netuid).get("weights_version", 0))
     res = v.chain.set_weights(v.hotkey, v.cfg.netuid, uids, [weights[u] for u in uids], version_key=version)
     if res.ok:
-        v.run_state["last_weights_interval"] = interval
-        save_run_state(v)  # at once: a restart must not set weights twice for one interval
+        v.state.last_weights_interval = interval
+        save_state(v)  # at once: a restart must not set weights twice for one interval
         logger.info(f"set weights on chain for interval {interval} at block {res.block}")
     else:
         logger.warning(f"set_weights refused: {res.error}")
     return weights
 
 
-def apply_outer_step(v: Validator, window: int, mg: Metagraph, uploads: list[Upload], base_fp: str,
-                     gather: tuple[list[int], StreamedUpdates], successes: list[int]) -> tuple[str, dict[str, Any]]:
-    """Lead: the gather set, the step, the signed record and peer list (and checkpoint). Others follow."""
-    lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
+# -- lead step or follow -------------------------------------------------------------------------
+
+
+def apply_outer_step(v: Validator, j: JudgedWindow, successes: list[int]) -> tuple[str, dict[str, Any]]:
+    """Lead: the step, the signed record and its mirrors, the peer list two windows ahead, the checkpoint.
+    Others follow the lead's record."""
+    lead = find_lead(v.peers, j.mg, v.hp.min_validator_stake, j.window)
     if lead != v.uid:
-        if lead is None:
-            v.gm.window = window + 1
-            return SyncStatus.NO_LEAD, {}
-        chosen_uids = list(gather[0])
-        return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device,
-                        wait_last_s=v.clock.window_s() * 0.6, should_stop=v.stop.is_set,
-                        check=validator_check(v, mg, {window: chosen_uids})), {}
-    chosen, updates = gather
-    stats = v.gm.guarded_step(updates, v.hp.outer_lr, heldout_batch(v))
-    log_outer_step(window, stats)
-    if stats["refused"]:
-        logger.bind(window=window).warning(
-            f"outer step refused: held-out loss {stats['loss_before']:.4f} -> {stats['loss_after']:.4f} "
-            f"(over +{v.hp.max_loss_rise:.1%}); theta_{{w+1}} = theta_w, the record says so")
-    v.gm.window = window + 1
-    by_uid = {u.uid: u for u in uploads}
-    record = AggregationRecord(
-        window=window, base_fingerprint=base_fp, next_fingerprint=v.gm.fingerprint(), outer_lr=v.hp.outer_lr,
-        included=tuple(RecordEntry(uid=u, hotkey=mg.hotkeys[u], key=mirror_input(v, window, by_uid[u]),
-                                   sha256=payload_sha(by_uid[u].data)) for u in chosen),
-        refused=stats["refused"])
-    publish_record(v, window, record, mg, uploads)
-    v.gm.lineage = v.gm.lineage.after_record(record)  # the next checkpoint lists it
+        return follow_lead(v, j.window, j.mg, lead, list(j.gather[0])), {}
+    chosen, updates = j.gather
+    stats = guarded_lead_step(v, j.window, updates)
     v.gm.mark_verified()
-    miners = set(judged_miners(v, mg))
-    v.bucket.put_peer_list(window + 2, select_peers(v.ratings.ordinals(), num_peers=v.hp.num_peers,
-                                                    eligible=[u for u in successes if u in miners]), v.hotkey)
-    if v.gm.window % v.hp.checkpoint_interval == 0:
-        nbytes = publish_checkpoint(v.gm, v.bucket, v.hotkey)
-        logger.info(f"published checkpoint of window {v.gm.window} ({nbytes} bytes)")
+    publish_record(v, j, refused=stats["refused"])
+    publish_next_peer_list(v, j.window, j.mg, successes)
+    maybe_publish_checkpoint(v)
     return f"lead:{len(chosen)}", stats
 
 
-def publish_record(v: Validator, window: int, record: AggregationRecord, mg: Metagraph, uploads: list[Upload]) -> None:
-    """Lead: sign and upload the window's record, and its own verdict attesting it (the stake its word carries for
-    a late joiner's checkpoint, `gauntlet.verify.checkpoint_accepted`). `mg` and `uploads` are what a rogue lead
-    (template/sim/protocol_attacks.py) needs to forge one; the honest lead signs `record` as it is."""
-    v.bucket.put_record(window, record, v.hotkey)
-    v.bucket.put_verdict(Verdict(window=window, lead_hotkey=v.hotkey.ss58_address,
-                                 next_fingerprint=record.next_fingerprint, valid=True), v.hotkey)
+def follow_lead(v: Validator, window: int, mg: Metagraph, lead: int | None, chosen: list[int]) -> str:
+    """Not the lead: replay the lead's record of `window` (waiting for it a while), verified against our own
+    gather set `chosen` and guard, and publish our verdict of it; no lead: theta stays."""
+    if lead is None:
+        v.gm.window = window + 1
+        return SyncStatus.NO_LEAD
+    return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device, wait_last_s=v.clock.window_s() * 0.6,
+                    should_stop=v.stop.is_set, check=validator_check(v, mg, {window: chosen}))
 
 
 def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] | None = None) -> RecordAdmission:
@@ -303,30 +428,58 @@ def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] 
                               guard_batch=lambda: heldout_batch(v), on_verdict=on_verdict)
 
 
-def peers_in_force(v: Validator, window: int, mg: Metagraph) -> list[int]:
-    """The lead's peer list for `window` ([] with no lead or no list: nothing is aggregated)."""
-    lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
-    if lead is None:
-        return []
-    read = fetch_peer_list(v.peers, mg.hotkeys[lead], window)
-    if not read.ok or read.value is None:
-        logger.bind(window=window).warning(f"no peer list in force ({read.describe()}): nothing is aggregated")
-        return []
-    return read.value
+def guarded_lead_step(v: Validator, window: int, updates: StreamedUpdates) -> dict[str, Any]:
+    """The outer step over the gather set, refused when it raises the held-out loss too far; theta goes to
+    window + 1 either way (a refused step is recorded as such)."""
+    stats = v.gm.guarded_step(updates, v.hp.outer_lr, heldout_batch(v))
+    log_outer_step(window, stats)
+    if stats["refused"]:
+        logger.bind(window=window).warning(
+            f"outer step refused: held-out loss {stats['loss_before']:.4f} -> {stats['loss_after']:.4f} "
+            f"(over +{v.hp.max_loss_rise:.1%}); theta_{{w+1}} = theta_w, the record says so")
+    v.gm.window = window + 1
+    return stats
 
 
-def lead_gather(v: Validator, uploads: list[Upload], checked: Checked, peer_uids: list[int],
-                decode: Callable[[int], dict[str, torch.Tensor]]) -> tuple[list[int], StreamedUpdates]:
-    """Exactly what every miner computes for the window: the lead's peer list x deterministic admission
-    (`checked.peers`), copies judged among the peers (uids, and the updates as norms and a loader that
-    decodes each again: the outer step adds them one at a time). Every validator computes it: its clip
-    limits are the ones scores use."""
-    if not peer_uids:
-        return [], StreamedUpdates(norms=[], load=lambda i: {})
-    admissions = reject_copies({u: a for u, a in checked.peers.items() if u in set(peer_uids)}, uploads,
-                               threshold=v.hp.copy_overlap_threshold)
-    chosen = gather_set(admissions, peer_uids=peer_uids, max_peers=v.hp.num_peers)
-    return chosen, StreamedUpdates(norms=[checked.norms[u] for u in chosen], load=lambda i: decode(chosen[i]))
+def publish_record(v: Validator, j: JudgedWindow, *, refused: bool) -> None:
+    """Sign and publish the window's aggregation record, each gathered update mirrored into our bucket."""
+    by_uid = {u.uid: u for u in j.uploads}
+    record = AggregationRecord(
+        window=j.window, base_fingerprint=j.aw.base_fingerprint, next_fingerprint=v.gm.fingerprint(),
+        outer_lr=v.hp.outer_lr, refused=refused,
+        included=tuple(RecordEntry(uid=u, hotkey=j.mg.hotkeys[u], key=mirror_input(v, j.window, by_uid[u]),
+                                   sha256=payload_sha(by_uid[u].data)) for u in j.gather[0]))
+    sign_record(v, j.window, record, j.mg, j.uploads)
+    v.gm.lineage = v.gm.lineage.after_record(record)  # the next checkpoint lists it
+
+
+def sign_record(v: Validator, window: int, record: AggregationRecord, mg: Metagraph, uploads: list[Upload]) -> None:
+    """Lead: sign and upload the window's record, and its own verdict attesting it (the stake its word carries for
+    a late joiner's checkpoint, `gauntlet.verify.checkpoint_accepted`). `mg` and `uploads` are what a rogue lead
+    (template/sim/rogue_validator.py) needs to forge one; the honest lead signs `record` as it is."""
+    v.bucket.put_record(window, record, v.hotkey)
+    v.bucket.put_verdict(Verdict(window=window, lead_hotkey=v.hotkey.ss58_address,
+                                 next_fingerprint=record.next_fingerprint, valid=True), v.hotkey)
+
+
+def publish_next_peer_list(v: Validator, window: int, mg: Metagraph, successes: list[int]) -> None:
+    """The peer list of window + 2: the best-rated judged miners whose update of this window counted."""
+    miners = set(judged_miners(v, mg))
+    v.bucket.put_peer_list(window + 2, select_peers(v.state.ratings.ordinals(), num_peers=v.hp.num_peers,
+                                                    eligible=[u for u in successes if u in miners]), v.hotkey)
+
+
+def maybe_publish_checkpoint(v: Validator) -> None:
+    if v.gm.window % v.hp.checkpoint_interval == 0:
+        nbytes = publish_checkpoint(v.gm, v.bucket, v.hotkey)
+        logger.info(f"published checkpoint of window {v.gm.window} ({nbytes} bytes)")
+
+
+def mirror_input(v: Validator, window: int, upload: Upload) -> str:
+    """Lead: copy an update it aggregates into its own bucket, content-addressed (`layout.input_key`), and
+    return that key for the record, so the record's inputs stay fetchable whatever the miner does later."""
+    assert upload.data is not None, "an upload in the gather set was admitted, so it has its bytes"
+    return v.bucket.put_input(window, upload.data)
 
 
 def ensure_peer_lists(v: Validator, windows: list[int], mg: Metagraph) -> None:
@@ -353,76 +506,11 @@ def heldout_loss(v: Validator) -> float:
     return mean_loss(v.gm.model, heldout_batch(v).to(v.device))
 
 
-def run_window(v: Validator, window: int) -> dict | None:
-    deadline = v.clock.wait_past_deadline(window, v.stop)
-    if deadline is None:
-        return None
-    v.peers.refresh()
-    mg = v.chain.metagraph(v.cfg.netuid)
-    ensure_peer_lists(v, [window + 1], mg)
-    base_fp = v.gm.fingerprint()
-    loss = heldout_loss(v)
-    fetch_start = time.perf_counter()
-    uploads = fetch_updates(v, window, mg)
-    fetch_s = time.perf_counter() - fetch_start
-    seed = window_seed(v, window)
-    peer_uids = peers_in_force(v, window, mg)
-    spool = upload_spool(v)
-    checked = admit_all(v, window, uploads, deadline, base_fp, peer_uids=peer_uids, seed=seed)
-    admissions = dict(checked.scored)
-    for uid in vanished_inputs(v, window, mg):
-        if uid in admissions:
-            admissions[uid] = admissions[uid].reject(VANISHED)
-    by_uid = {u.uid: u for u in uploads}
-
-    def decode(uid: int) -> dict[str, torch.Tensor]:
-        """A sampled or gathered upload decoded again from the spool (admitted before, so it decodes)."""
-        adm = admit_one(v, window, spool.load(by_uid[uid]), deadline, base_fp)
-        assert adm.update is not None, "a sampled or gathered upload was admitted, so it decodes"
-        return adm.update
-
-    gather = lead_gather(v, uploads, checked, peer_uids, decode)
-    sample = draw_eval_sample(v, mg, admissions, seed)
-    uploads = [spool.load(u) if u.uid in set(gather[0]) else u for u in uploads]  # the record's mirrors
-    release_freed_memory()
-    checks_s = time.perf_counter() - fetch_start - fetch_s
-
-    eval_start = time.perf_counter()
-    evals = score_updates(v, window, admissions, scoring_limits(v, gather[1], checked.norms), sample, decode)
-    eval_s = time.perf_counter() - eval_start
-    scores, successes = update_scores(v, window, mg, admissions, evals)
-    weights = maybe_set_weights(v, window, mg, scores)
-    agg_start = time.perf_counter()
-    theta_w = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in v.gm.model.named_parameters()}
-    sync, outer = apply_outer_step(v, window, mg, uploads, base_fp, gather, successes)
-    agg_s = time.perf_counter() - agg_start
-    remember_sketches(v, window, mg, checked.sketches)
-    if v.gm.window == window + 1:
-        remember_aggregate(v, window, theta_w)  # the public step joins the near-copy history, kept long
-    del theta_w
-    remember_gathered(v, window, mg, [u for u in uploads if u.uid in set(gather[0])])
-    seen = v.run_state.setdefault("seen", [])
-    seen.extend(a.payload_sha256 for a in admissions.values() if a.payload_sha256)
-    v.run_state["seen"] = seen[-SEEN_PAYLOADS_KEPT:]
-    v.run_state["last_window"] = window
-    save_run_state(v)
-    v.bucket.prune(window, v.hp.retention_windows)  # own objects past the run's retention
-    spool.clear()
-    row = window_row(v, window, mg, loss, admissions, evals, scores, weights, sync)
-    for uid, share in checked.near_copy.items():
-        row["miners"][str(uid)]["near_copy"] = round(share, 4)
-    row["fetch/s"] = round(fetch_s, 3)
-    row.update({"time/checks_s": round(checks_s, 3), "time/eval_s": round(eval_s, 3),
-                "time/aggregate_s": round(agg_s, 3), "eval/sampled": len(evals),
-                "eval/admitted": sum(1 for a in admissions.values() if a.ok)})
-    if outer:
-        row.update(outer_step_metrics(outer))
-    log_window(v, row)
-    return row
+# -- report and the loop -------------------------------------------------------------------------
 
 
 def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weights, sync) -> dict:
-    ordinals = v.ratings.ordinals()
+    ordinals = v.state.ratings.ordinals()
     miners = {}
     for uid, adm in sorted(admissions.items()):
         ev = evals.get(uid)
@@ -434,7 +522,7 @@ def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weight
         }
     return {"role": "validator", "uid": v.uid, "window": window, "eval/heldout_loss": loss,
             "sync/status": sync, "weights_set": weights is not None,
-            "weights/interval": window // v.hp.weights_interval, "ratings/restored": v.restored_ratings,
+            "weights/interval": window // v.hp.weights_interval, "ratings/restored": v.state.restored_ratings,
             "miners": miners}
 
 
@@ -467,7 +555,7 @@ def run(cfg: NeuronConfig) -> None:
     v = build_validator(cfg)
     signal.signal(signal.SIGTERM, v.stop.set)
     signal.signal(signal.SIGINT, v.stop.set)
-    last = v.run_state.get("last_window")
+    last = v.state.last_window
     # resume where we stopped if those uploads can still be judged, else at the window now open
     window = max(v.clock.current_window(), 0) if last is None else max(last + 1, v.clock.current_window() - 1)
     restore_model(v, window)
@@ -489,12 +577,5 @@ def run(cfg: NeuronConfig) -> None:
         done += 1
         if cfg.max_windows and done >= cfg.max_windows:
             break
-    save_run_state(v)
+    save_state(v)
     logger.info("validator stopped cleanly")
-
-
-def mirror_input(v: Validator, window: int, upload: Upload) -> str:
-    """Lead: copy an update it aggregates into its own bucket, content-addressed (`layout.input_key`), and
-    return that key for the record, so the record's inputs stay fetchable whatever the miner does later."""
-    assert upload.data is not None, "an upload in the gather set was admitted, so it has its bytes"
-    return v.bucket.put_input(window, upload.data)

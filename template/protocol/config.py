@@ -43,8 +43,9 @@ class HParams(BaseModel):
     model_seed: int = Field(1234, description="seed of the deterministic initial weights")
     data_seed: int = Field(7, description="seed of the (uid, window) -> sample ids assignment")
     heldout_fraction: float = Field(
-        0.05, gt=0, lt=0.5, description="tail share of samples no miner is ever assigned (random eval batches)"
-    )
+        0.05, gt=0, lt=0.5,
+        description="share of samples the dataset's preparation keeps out of training (the public held-out tail: "
+                    "the loss curve); nodes read the split from the dataset manifest")
 
     # -- inner optimisation (miner)
     inner_steps: int = Field(8, gt=0, le=10_000, description="H: AdamW steps per window")

@@ -88,6 +88,10 @@ class CodecParams:
     def from_hparams(cls, hp: HParams) -> CodecParams:
         return cls(chunk_size=hp.chunk_size, topk=hp.topk, bits=hp.quant_bits)
 
+    def manifest_field(self) -> dict[str, int]:
+        """The `codec` field of a gradient manifest: what a miner writes and admission compares with the run's."""
+        return {"chunk_size": self.chunk_size, "topk": self.topk, "bits": self.bits}
+
 
 class CodecError(ValueError):
     """A malformed wire payload; ``code`` names the failed check (stable, used in admission results)."""

@@ -31,6 +31,17 @@ def upload_deadline(last_block_timestamp_s: float, upload_grace_s: float) -> flo
     return last_block_timestamp_s + upload_grace_s
 
 
+def reveal_deadline(upload_deadline_s: float, reveal_grace_s: float) -> float:
+    """The one reveal deadline of a sealed run: a miner's key for its sealed upload counts when the storage's
+    LastModified of the key is on time (`on_time`) against the upload deadline plus `reveal_grace_s`."""
+    return upload_deadline_s + reveal_grace_s
+
+
+# S3 LastModified has one-second resolution: a node waits this long past a deadline before it reads, so every
+# write stamped on time is already there
+LAST_MODIFIED_RESOLUTION_S = 1.0
+
+
 def on_time(last_modified_s: float | None, deadline_s: float) -> bool:
     """S3 LastModified has one-second resolution, so its floor is compared (the same on every backend);
     a missing or non-finite time is never on time."""

@@ -29,7 +29,7 @@ from template.sim.protocol_attacks import ROGUE_FLAGS, corrupt_record, forged_ch
 
 
 def rogue_publish_record(flag: str):
-    honest = validator.publish_record
+    honest = validator.sign_record
 
     def publish(v: validator.Validator, window: int, record: AggregationRecord, mg: Metagraph,
                 uploads: list[Upload]) -> None:
@@ -65,7 +65,7 @@ def run_rogue(cfg, flag: str) -> None:
     if flag == "forge":
         validator.publish_checkpoint = rogue_publish_checkpoint
     else:
-        validator.publish_record = rogue_publish_record(flag)
+        validator.sign_record = rogue_publish_record(flag)
     validator.run(cfg)
 
 

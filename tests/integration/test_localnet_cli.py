@@ -94,12 +94,22 @@ def test_owner_session_costs_stake_hyperparameters_income_and_verify(net: Net) -
     assert reg["uid"] == 1 and 0.0005 <= reg["paid_tao"] <= 1.01
     assert "as uid 2 on netuid 1" in net.ok("subnet", "register", "--netuid", "1", *net.W("miner"), *net.E, "--yes")
 
-    # a young pool: 500 TAO would lose a third to slippage, refused at the default 0.5% tolerance
+    # a young pool: 500 TAO would more than double the price, refused at btcli's default 5% rate tolerance
     line = net.fails("stake", "add", "--netuid", "1", "--amount", "500", *net.W("val"), *net.E, "--yes")
-    assert "slippage" in line and "--tolerance" in line
-    staked = net.json("stake", "add", "--netuid", "1", "--amount", "500", "--tolerance", "0.4", *net.W("val"),
-                      *net.E, "--yes")
-    assert 0.3 < staked["slippage"] < 0.4 and staked["received_alpha"] == pytest.approx(staked["expected_alpha"])
+    assert "move the pool price" in line and "--rate-tolerance 0.05" in line
+    dry = net.json("stake", "add", "--netuid", "1", "--amount", "500", "--unsafe", "--dry-run", *net.W("val"), *net.E)
+    assert dry["dry_run"] and "Stake 500.0000 TAO" in dry["would"]
+    staked = net.json("stake", "add", "--netuid", "1", "--amount", "500", "--unsafe", *net.W("val"), *net.E, "-y")
+    assert 0.3 < staked["slippage"] < 0.4 and staked["price_move"] > 1.0
+    assert staked["bought_exact"] and staked["bought_alpha"] == pytest.approx(staked["expected_alpha"])
+    # btcli's --hotkey takes an address too: stake onto the miner's hotkey from val's coldkey, then sell all of it
+    miner_hotkey = net.json("wallet", "create", *net.W("miner"))["hotkey"]
+    nominated = net.json("stake", "add", "--netuid", "1", "--amount", "1", "--hotkey", miner_hotkey,
+                         "--rate-tolerance", "0.05", *net.W("val"), *net.E, "--no-prompt")
+    assert nominated["hotkey"] == miner_hotkey and nominated["bought_alpha"] > 0
+    sold = net.json("stake", "remove", "--netuid", "1", "--amount", "all", "--hotkey", miner_hotkey, *net.W("val"),
+                    *net.E, "-y")
+    assert sold["stake_left_alpha"] == 0 and sold["sold_alpha"] >= nominated["bought_alpha"]
     out = net.ok("stake", "list", *net.W("val"), *net.E)
     assert "alpha" in out and "value if sold" in out
     back = net.json("stake", "remove", "--netuid", "1", "--amount", "1", "--tolerance", "0.05", *net.W("val"),
@@ -136,6 +146,9 @@ def test_owner_session_costs_stake_hyperparameters_income_and_verify(net: Net) -
     assert "owner income" in net.ok("wallet", "overview", *net.W("owner"), *net.E)
 
     bal = net.json("wallet", "balance", *net.W("val"), *net.E)
+    dry = net.ok("wallet", "transfer", "--dest", ALICE, "--amount", "1.5", *net.W("val"), *net.E, "--dry-run")
+    assert dry.startswith("dry run, nothing sent: Transfer 1.5000 TAO")
+    assert net.json("wallet", "balance", *net.W("val"), *net.E)["free_tao"] == bal["free_tao"]
     sent = net.json("wallet", "transfer", "--dest", ALICE, "--amount", "1.5", *net.W("val"), *net.E, "--yes")
     assert sent["balance_before_tao"] - sent["balance_after_tao"] >= 1.5
     assert sent["balance_before_tao"] == pytest.approx(bal["free_tao"])
@@ -143,6 +156,20 @@ def test_owner_session_costs_stake_hyperparameters_income_and_verify(net: Net) -
     assert "{1: 0.2500, 2: 0.7500}" in out and "set in block" in out
     out = net.ok("verify", "--db", str(net.db))
     assert out.startswith("verified") and "matches" in out
+
+
+def test_stake_receipt_counts_only_what_was_bought_when_an_epoch_pays_in_the_same_block(net: Net) -> None:
+    # val has weights set and the subnet's stake: every epoch (tempo 10) pays it dividends onto its stake. Small
+    # stakes until one lands across an epoch: the receipt must still say what the TAO bought, and the payout apart.
+    for _ in range(40):
+        got = net.json("stake", "add", "--netuid", "1", "--amount", "0.5", *net.W("val"), *net.E, "-y")
+        if got["epoch_payout_alpha"] > 0:
+            break
+    else:
+        pytest.fail("no stake landed across an epoch in 40 tries")
+    assert got["bought_exact"] and got["bought_alpha"] == pytest.approx(got["expected_alpha"], rel=1e-6)
+    assert got["stake_change_alpha"] == pytest.approx(got["bought_alpha"] + got["epoch_payout_alpha"], abs=1e-8)
+    assert got["epoch_payout_alpha"] > 10 * got["bought_alpha"]  # 0.5 TAO buys ~0.1 alpha; an epoch pays ~4
 
 
 def test_old_command_names_still_work(net: Net) -> None:
@@ -185,6 +212,8 @@ MISTAKES = [
     ("subnet register --netuid 77 {W:val} {E} --yes", "subnet 77 does not exist"),
     ("stake add --netuid 1 --amount abc {W:val} {E}", "must be a number of TAO/alpha, got 'abc'"),
     ("stake add --netuid 1 --amount nan {W:val} {E}", "finite number > 0"),
+    ("stake add --netuid 1 --amount 1 --subtensor.network finney {W:val}", "use btcli there"),
+    ("weights set --netuid 1 --uids 1 --weights 1 --hotkey " + ALICE + " {W:val} {E}", "is an address"),
     ("stake add --netuid one --amount 1 {W:val} {E}", "must be a subnet number"),
     ("stake remove --netuid 1 --amount 1000000 {W:val} {E} --yes", "NotEnoughStakeToWithdraw"),
     ("wallet transfer --dest not-an-address --amount 1 {W:owner} {E} --yes", "is not an SS58 address"),

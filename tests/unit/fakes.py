@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from storage.s3 import GetResult, ObjectInfo, Status
 from template.chain.base import ChainError, Metagraph, TxResult, weights_to_u16
 from template.node.miner import Miner
 from template.node.neuron import WindowClock
+from template.node.state import ValidatorState
 from template.node.sync import GlobalModel, publish_checkpoint
 from template.node.validator import Validator
 from template.protocol import layout
@@ -303,7 +305,9 @@ class FakeNet:
                      dataset=self.dataset, num_train=self.heldout_start, gm=gm, device=torch.device("cpu"),
                      state_dir=self.root / f"miner-{name}", optimizer=opt)
 
-    def validator(self, name: str) -> Validator:
+    def validator(self, name: str, *, seed: int = 20) -> Validator:
+        """A validator whose private randomness (eval batches, sample seeds, sketch keys) is `random.Random(seed)`,
+        so a test run is reproducible."""
         from gauntlet.ratings import Ratings
 
         node = self.neurons[name]
@@ -311,7 +315,9 @@ class FakeNet:
                          clock=WindowClock(self.chain, self.hp), peers=self.peers(), bucket=node.bucket,
                          dataset=self.dataset, num_train=self.heldout_start, num_samples=self.num_samples,
                          gm=GlobalModel.initial(self.hp, torch.device("cpu")), device=torch.device("cpu"),
-                         state_dir=self.root / f"validator-{name}", ratings=Ratings(alpha=self.hp.compliance_alpha))
+                         state_dir=self.root / f"validator-{name}",
+                         state=ValidatorState(ratings=Ratings(alpha=self.hp.compliance_alpha)),
+                         rng=random.Random(seed))
 
 
 class Lead:

@@ -222,3 +222,27 @@ def test_apply_record_outcomes(net):
     assert apply_record(fresh, swapped, peers) is ApplyOutcome.MISSING_UPDATE  # bytes changed since signing
     assert apply_record(fresh, lead.records[0], peers) is ApplyOutcome.OK
     assert fresh.window == 1 and fresh.fingerprint() == lead.fingerprints[1]
+
+
+def test_the_fingerprint_is_hashed_once_per_model_state(monkeypatch):
+    """Issue 26: theta is hashed once per state (not once per gathered upload); any change of theta, through
+    the GlobalModel or in place around it, gives the new state's fingerprint."""
+    from template.node import sync
+    from template.protocol.model import model_fingerprint
+    from tests.unit.fakes import tiny_hparams
+
+    hashed: list[int] = []
+    monkeypatch.setattr(sync, "model_fingerprint", lambda model: hashed.append(1) or model_fingerprint(model))
+    gm = GlobalModel.initial(tiny_hparams(), torch.device("cpu"))
+    first = gm.fingerprint()
+    assert gm.fingerprint() == first and len(hashed) == 1
+    update = {n: torch.full(s, 1e-3) for n, s in gm.shapes().items()}
+    gm.apply_updates([update], 1.0)
+    stepped = gm.fingerprint()
+    assert stepped != first and stepped == model_fingerprint(gm.model) and len(hashed) == 2
+    with torch.no_grad():
+        next(gm.model.parameters()).add_(1.0)  # a change made around the GlobalModel
+    assert gm.fingerprint() == model_fingerprint(gm.model) != stepped
+    fresh = GlobalModel.initial(tiny_hparams(), torch.device("cpu"))
+    gm.load_state({n: p.detach() for n, p in fresh.model.named_parameters()}, 0)
+    assert gm.fingerprint() == first

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from template.protocol.config import HParams, load_hparams, parse_neuron_args
 from template.protocol.windows import (
     on_time,
+    reveal_deadline,
     upload_deadline,
     window_first_block,
     window_last_block,
@@ -87,3 +88,24 @@ def test_deadline_at_one_second_resolution(ts, grace, offset):
 def test_window_rejects_bad_length():
     with pytest.raises(ValueError, match="blocks_per_window"):
         window_of_block(5, 0, 0)
+
+
+def test_one_reveal_deadline_and_one_wait_on_the_nodes_clock():
+    """Issue 26: the reveal deadline is defined once (`reveal_deadline`), and a node waits past a time on its
+    own clock (`WindowClock.now` / `sleep`, which a test replaces), + LastModified's 1 s resolution."""
+    from template.node.neuron import StopFlag, WindowClock
+    from tests.unit.fakes import FakeChain, tiny_hparams
+
+    assert reveal_deadline(100.0, 30.0) == 130.0
+    now = [1000.0]
+    chain = FakeChain(genesis_s=0.0)
+    clock = WindowClock(chain, tiny_hparams(upload_grace_s=2.0, reveal_grace_s=30.0),
+                        now=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    last = clock.last_block(3)
+    assert clock.reveal_deadline(3) == clock.deadline(3) + 30.0 == upload_deadline(last * 12.0, 2.0) + 30.0
+    assert clock.wait_past(1010.0, StopFlag()) and 1011.0 <= now[0] < 1011.2
+    stopped = StopFlag()
+    stopped.set()
+    assert not clock.wait_past(now[0] + 100.0, stopped)
+    chain.advance_to(clock.last_block(0) + 1)
+    assert clock.wait_past_deadline(0, StopFlag()) == clock.deadline(0)  # long past on this clock: at once

@@ -27,6 +27,7 @@ from gauntlet.checks import Admission, Upload, admit_upload, check_decoded, dete
 from template.protocol.artifacts import canonical_json, tensors_digest, write_tensor_artifact
 from template.protocol.config import PROTOCOL_VERSION, HParams
 from template.protocol.data import data_receipt
+from template.protocol.reads import ReadStatus
 from template.protocol.sparseloco import CodecParams, compress, decompress
 from template.protocol.windows import on_time
 
@@ -504,3 +505,23 @@ def test_index_overlap_is_bit_identical_to_the_sparse_product(rows):
             for i, (a, b) in enumerate(rows)]
     got, want = checks.index_overlap(fake), sparse_product_overlap(fake)
     assert got.dtype == torch.float64 and torch.equal(got, want)
+
+
+def test_an_uploads_payload_state_says_where_its_bytes_are():
+    from template.protocol.uploads import Payload
+
+    def make(data: bytes | None, status: ReadStatus = ReadStatus.OK, **kw: object) -> Upload:
+        return Upload(uid=1, hotkey="h", key="k", data=data, last_modified=1.0, status=status, **kw)  # type: ignore[arg-type]
+
+    assert make(b"x").payload is Payload.IN_MEMORY
+    assert make(None, ReadStatus.NOT_FOUND).payload is Payload.FAILED
+    assert make(None, payload=Payload.SPOOLED).payload is Payload.SPOOLED
+    with pytest.raises(ValueError):
+        make(b"x", payload=Payload.SPOOLED)  # bytes in memory are not spooled
+    with pytest.raises(ValueError):
+        make(None, payload=Payload.IN_MEMORY)
+    spooled = make(None, payload=Payload.SPOOLED)
+    hp = HParams()
+    adm = admit_upload(spooled, window=0, deadline_s=10.0, hparams=hp, shapes={}, expected_receipt="r",
+                       base_fingerprint="b", seen_payloads=set())
+    assert adm.reason == "fetch_error"  # a spooled upload must be loaded before it is judged

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gauntlet.aggregate import bootstrap_peers, gather_set, parse_peer_list, select_peers
-from gauntlet.checks import Admission
+from gauntlet.aggregate import bootstrap_peers, gather_set, select_peers
+from gauntlet.checks import Admission, Upload
 from gauntlet.evaluate import (
     EvalResult,
     RestoreError,
@@ -26,6 +27,8 @@ from gauntlet.weights import compute_weights, final_scores, ramp, weights_due
 from template.node.state import load_ratings, save_ratings
 from template.protocol.config import HParams
 from template.protocol.model import build_model
+from template.protocol.peer_lists import parse_peer_list
+from template.protocol.reads import ReadStatus
 
 ALPHA = HParams().compliance_alpha  # the one compliance EMA step of the run
 
@@ -424,13 +427,27 @@ def test_bootstrap_peers_are_not_the_lowest_uids_and_follow_the_seed():
 
 
 def test_gather_set_is_admitted_peers_sorted_by_uid():
-    admissions = {u: adm(u, ok=u != 4) for u in range(7)}
-    assert gather_set(admissions, peer_uids=[5, 1, 4, 2], max_peers=10) == [1, 2, 5]
-    assert gather_set(admissions, peer_uids=[5, 1, 4, 2], max_peers=2) == [1, 2]
-    assert gather_set(admissions, peer_uids=[], max_peers=3) == []
-    assert gather_set(admissions, peer_uids=[9], max_peers=3) == []
+    admissions = {u: replace(adm(u, ok=u != 4), payload_sha256=f"{u:064x}") for u in range(7)}
+
+    def gather(peer_uids: list[int], max_peers: int) -> list[int]:
+        return gather_set(admissions, [], peer_uids=peer_uids, max_peers=max_peers, copy_threshold=0.9)
+
+    assert gather([5, 1, 4, 2], 10) == [1, 2, 5]
+    assert gather([5, 1, 4, 2], 2) == [1, 2]
+    assert gather([], 3) == []
+    assert gather([9], 3) == []
     with pytest.raises(ValueError):
-        gather_set(admissions, peer_uids=[1], max_peers=0)
+        gather([1], 0)
+
+
+def test_gather_set_rejects_copies_among_the_peers_only():
+    """Two peers with the same payload: the later upload (by LastModified second) is a copy and out; the
+    same payload from a uid off the peer list takes no part (copies are judged among the peers)."""
+    admissions = {u: replace(adm(u), payload_sha256="ab" * 32 if u in (1, 3, 5) else f"{u:064x}") for u in range(6)}
+    uploads = [Upload(uid=u, hotkey=f"h{u}", key="k", data=b"x", last_modified=100.0 + u, status=ReadStatus.OK)
+               for u in range(6)]
+    assert gather_set(admissions, uploads, peer_uids=[1, 2, 3], max_peers=8, copy_threshold=0.9) == [1, 2]
+    assert gather_set(admissions, uploads, peer_uids=[2, 3, 4], max_peers=8, copy_threshold=0.9) == [2, 3, 4]
 
 
 @pytest.mark.parametrize("body", [None, [], {"window": 3}, {"window": 2, "peers": [1]},
@@ -452,7 +469,7 @@ def test_parse_peer_list_accepts_valid():
 def test_gauntlet_pipeline_ranks_honest_above_negator_and_rejects_copy(model):
     from bittensor_wallet import Keypair
 
-    from gauntlet.checks import Upload, admit_upload, detect_copies
+    from gauntlet.checks import admit_upload, detect_copies
     from template.protocol.artifacts import write_tensor_artifact
     from template.protocol.model import model_fingerprint
     from template.protocol.sparseloco import CodecParams, compress
@@ -489,7 +506,7 @@ def test_gauntlet_pipeline_ranks_honest_above_negator_and_rejects_copy(model):
         scores = match_scores(list(admissions), {u: e.improvement_random for u, e in evals.items()})
         compliant = {uid: e.improvement_assigned > e.improvement_random for uid, e in evals.items()}
         ratings.update(window, scores, {u: keys[u].ss58_address for u in admissions}, compliant=compliant)
-        assert gather_set(admissions, peer_uids=[1, 2, 3, 4], max_peers=8) == [1, 2, 3]
+        assert gather_set(admissions, uploads, peer_uids=[1, 2, 3, 4], max_peers=8, copy_threshold=0.9) == [1, 2, 3]
     successes = [u for u, sc in scores.items() if sc is not None]
     assert sorted(select_peers(ratings.ordinals(), num_peers=8, eligible=successes)) == [1, 2]  # negator, copier out
     final = final_scores(ratings.ordinals(), ratings.compliance(), {u: a.in_sync for u, a in admissions.items()},

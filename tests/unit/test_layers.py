@@ -14,6 +14,7 @@ Layers, lowest first (a module may import its own layer and the ones below, neve
     neurons, scripts    entry points (scripts/ are thin CLIs over template.harness and the layers below)
 
 `template.chain` sits beside `storage`: it imports neither storage nor gauntlet, and they don't import it.
+`storage` and `gauntlet` are siblings too: neither imports the other.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED: dict[str, set[str]] = {
     "template.protocol": set(),
     "gauntlet": {"template.protocol"},
-    "storage": {"template.protocol", "gauntlet"},
+    "storage": {"template.protocol"},  # a sibling of gauntlet: what both need (Upload, the peer list) is protocol
     "template.chain": {"template.protocol"},
     "template.node": {"template.protocol", "gauntlet", "storage", "template.chain"},
     "template.sim": {"template.protocol", "gauntlet", "storage", "template.chain", "template.node"},

@@ -39,13 +39,65 @@ def test_parse_args_accepts_btcli_spellings_and_refuses_bad_amounts_in_one_line(
     args = parse_args(["subnets", "list", "--network", "local"])
     assert (args.group, args.cmd, args.endpoint) == ("subnet", "list", "http://127.0.0.1:9946")
     args = parse_args(["stake", "add", "--netuid", "1", "--amount", "2", "--wallet-name", "v", "--hotkey", "h"])
-    assert (args.wallet_name, args.wallet_hotkey, args.tolerance, args.unsafe) == ("v", "h", 0.005, False)
+    assert (args.wallet_name, args.wallet_hotkey, args.tolerance, args.unsafe) == ("v", "h", 0.05, False)
     for bad in (["stake", "add", "--netuid", "1", "--amount", "-1"], ["wallet", "fund", "--amount", "inf"]):
         with pytest.raises(SystemExit) as e:
             parse_args(bad)
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: argument --amount")
+
+
+def test_btcli_flags_parse_with_btcli_meanings(capsys) -> None:
+    args = parse_args(["stake", "add", "--subtensor.network", "local", "--netuid", "1", "--amount", "all", "-y",
+                       "--rate-tolerance", "0.1", "--dry-run"])
+    assert (args.endpoint, args.amount, args.yes, args.tolerance, args.dry_run) == (
+        "http://127.0.0.1:9946", "all", True, 0.1, True)
+    args = parse_args(["stake", "remove", "--netuid", "1", "--amount", "ALL", "--no-prompt", "--no-safe-staking",
+                       "--network", "http://127.0.0.1:9950"])
+    assert (args.amount, args.yes, args.unsafe, args.endpoint) == ("all", True, True, "http://127.0.0.1:9950")
+    # --subtensor.chain_endpoint wins over --subtensor.network, as in btcli
+    args = parse_args(["subnet", "list", "--subtensor.network", "local", "--subtensor.chain_endpoint",
+                       "http://127.0.0.1:9951"])
+    assert args.endpoint == "http://127.0.0.1:9951"
+    for bad, why in ((["subnet", "list", "--subtensor.network", "finney"], "subtensor network"),
+                     (["subnet", "list", "--network", "ws://127.0.0.1:9944"], "subtensor network"),
+                     (["stake", "add", "--netuid", "1", "--amount", "1", "--rate-tolerance", "1"], "[0, 1)")):
+        with pytest.raises(SystemExit) as e:
+            parse_args(bad)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and why in err
+
+
+def test_hotkey_flag_takes_a_name_or_an_address() -> None:
+    from template.chain.localnet.cli import context as ctx
+
+    address = Keypair.create_from_uri("//Bob").ss58_address
+    args = parse_args(["stake", "add", "--netuid", "1", "--amount", "1", "--hotkey", address])
+    assert ctx.hotkey_is_address(args) and ctx.target_hotkey(args, None) == address
+    with pytest.raises(CliError, match="is an address"):
+        ctx.signing_hotkey(args, None)
+    assert not ctx.hotkey_is_address(parse_args(["stake", "add", "--netuid", "1", "--amount", "1", "--hotkey", "h"]))
+
+
+def test_bought_alpha_is_the_pool_drop_never_an_epoch_payout() -> None:
+    from template.chain.localnet.cli.stake_cmds import bought_alpha
+
+    # an epoch paid 29.5 alpha onto the stake in the block the 1.24 alpha purchase landed: only 1.24 was bought
+    assert bought_alpha(1000 * RAO, 1000 * RAO - 1_240_000_000, 30_760_000_000, other_swaps=0, epochs_ran=1,
+                        quote=1_240_000_000) == (1_240_000_000, True)
+    assert bought_alpha(10, 5, 7, other_swaps=2, epochs_ran=0, quote=4) == (7, True)  # no epoch: the growth
+    assert bought_alpha(10, 5, 7, other_swaps=2, epochs_ran=1, quote=4) == (4, False)  # both: the quote
+
+
+def test_price_move_is_what_btcli_rate_tolerance_bounds() -> None:
+    sub = {"subnet_tao_rao": 1000 * RAO, "alpha_in_rao": 1000 * RAO}
+    # 1000 TAO into a 1000 TAO pool: price 1 -> about 4 (+300%), while half the value is lost to slippage
+    assert pool.price_move_buy(sub, 1000 * RAO) == pytest.approx(3.0, rel=0.01)
+    assert pool.slippage_buy(sub, 1000 * RAO) == pytest.approx(0.5, abs=0.001)
+    # 10 TAO: +2% price move (btcli's default 5% lets it through), 1% slippage
+    assert pool.price_move_buy(sub, 10 * RAO) == pytest.approx(0.0201, abs=0.0005)
+    assert 0 < pool.price_move_sell(sub, 10 * RAO) == pytest.approx(0.0199, abs=0.0005)
 
 
 def test_values_parse_by_the_parameter_type_and_print_in_their_unit() -> None:
@@ -71,6 +123,13 @@ def test_pool_quotes_are_the_chains_and_slippage_grows_with_the_amount() -> None
     assert pool.slippage_buy(sub, 1000 * RAO) == pytest.approx(0.5, abs=0.001)  # 1000 TAO into a 1000 TAO pool
     assert pool.slippage_buy(sub, RAO) == pytest.approx(0.0015, abs=0.0002)  # the 0.05% fee plus 0.1% impact
     assert pool.slippage_sell(sub, 10 * RAO) < pool.slippage_sell(sub, 100 * RAO)
+
+
+def test_dry_run_stops_before_asking_or_sending() -> None:
+    from template.chain.localnet.cli.output import DryRun
+
+    with pytest.raises(DryRun, match="Lock 1000 TAO"):
+        confirm("Lock 1000 TAO?", assume_yes=True, stdin=io.StringIO("y\n"), dry_run=True)
 
 
 def test_confirm_reads_a_piped_answer_and_gives_one_line_otherwise(capsys) -> None:

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from gauntlet.aggregate import admit_uploads
+from gauntlet.aggregate import admit_for_gather
 from storage.peers import fetch_record, fetch_uploads
 from storage.spool import UploadSpool
-from template.node import validator as validator_module
 from template.node.miner import gather_and_step, honest_upload, plan_window, reveal_key, upload_update
 from template.node.sync import ApplyOutcome, GlobalModel, apply_record
 from template.node.validator import ensure_peer_lists, run_window
@@ -29,11 +26,6 @@ GRACE_S = 30.0  # reveal grace; a block is 12 s on the fake chain
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
-
-
-@pytest.fixture(autouse=True)
-def fixed_eval_batches(monkeypatch):
-    monkeypatch.setattr(validator_module, "random", SimpleNamespace(Random=lambda _seed: random.Random(20)))
 
 
 @pytest.fixture
@@ -103,8 +95,9 @@ def test_revealed_in_time_is_admitted_late_or_wrong_key_is_rejected(net):
     uploads = {u.hotkey: u for u in read_all(net, reveal_by=deadline + GRACE_S)}
     assert uploads[net.hotkey("bob")].rejected is None and uploads[net.hotkey("bob")].data == plain
     assert uploads[net.hotkey("charlie")].rejected == "late_key"
-    adm = admit_uploads(list(uploads.values()), window=0, deadline_s=deadline, hparams=net.hp,
-                        shapes=bob.gm.shapes(), base_fingerprint=bob.gm.fingerprint(), num_train=net.heldout_start)
+    adm = {u.uid: admit_for_gather(u, window=0, deadline_s=deadline, hparams=net.hp, shapes=bob.gm.shapes(),
+                                   base_fingerprint=bob.gm.fingerprint(), num_train=net.heldout_start)
+           for u in uploads.values()}
     assert adm[bob.uid].ok and adm[charlie.uid].reason == "late_key"
     net.neurons["charlie"].bucket.put_reveal(0, reveal_bytes(0, os.urandom(32)))  # on time, but not its key
     net.chain.head = bob.clock.last_block(0) + 1

@@ -4,25 +4,16 @@ per upload only its verdict, norms and index sketch (the peers' uploads whole)."
 
 from __future__ import annotations
 
-import random
-from types import SimpleNamespace
-
 import pytest
 
-from gauntlet.sampling import Rotation
 from storage.peers import fetch_record
-from template.node import validator as validator_module
-from template.node.admission import admit_all, upload_spool
+from template.node.admission import AdmissionWindow, admit_all, upload_spool
 from template.node.validator import fetch_updates, run_window
+from template.protocol.uploads import Payload
 from tests.unit.fakes import FakeNet, tiny_hparams
 from tests.unit.test_validator_window import upload
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
-
-
-@pytest.fixture(autouse=True)
-def fixed_eval_batches(monkeypatch):
-    monkeypatch.setattr(validator_module, "random", SimpleNamespace(Random=lambda _seed: random.Random(20)))
 
 
 @pytest.fixture
@@ -51,7 +42,7 @@ def test_one_evaluated_per_window_the_other_sits_out_and_comes_next(net):
         assert row["miners"][str(other)]["improvement_random"] is None
         assert row["miners"]["4"]["reason"] == "missing" and not row["miners"]["4"]["evaluated"]
         evaluated.append(uid)
-        ordinals.append(v.ratings.ordinals())
+        ordinals.append(v.state.ratings.ordinals())
     # window 0 drew one of the two newcomers, window 1 the other
     assert sorted(evaluated) == [2, 3]
     first, second = evaluated
@@ -59,7 +50,7 @@ def test_one_evaluated_per_window_the_other_sits_out_and_comes_next(net):
     assert second not in ordinals[0] and 4 in ordinals[0]
     assert ordinals[1][first] == ordinals[0][first]
     assert ordinals[1][4] != ordinals[0][4]  # it played window 1 too (a sitter-out is unchanged)
-    rotation = Rotation.from_state(v.run_state["rotation"])
+    rotation = v.state.rotation
     assert set(rotation.evaluated) == {2, 3} and rotation.evaluated[second][1] == 1
     # aggregation does not depend on the sample: window 1's record names both bootstrap peers' updates
     record = fetch_record(net.peers(), net.hotkey("alice"), 1).value
@@ -73,7 +64,10 @@ def test_admission_keeps_only_the_compact_form_except_the_peers(net):
     net.chain.advance_to(v.clock.last_block(0) + 1)
     mg = net.chain.metagraph(net.netuid)
     uploads = fetch_updates(v, 0, mg)
-    checked = admit_all(v, 0, uploads, v.clock.deadline(0), v.gm.fingerprint(), peer_uids=[2], seed=b"s" * 32)
+    aw = AdmissionWindow(window=0, deadline=v.clock.deadline(0), base_fingerprint=v.gm.fingerprint(), hparams=v.hp,
+                         shapes=v.gm.shapes(), num_train=v.num_train)
+    checked = admit_all(aw, uploads, upload_spool(v.state_dir), v.state, peer_uids=[2], seed=b"s" * 32,
+                        near_copy_key=b"k" * 32)
     assert {u: a.ok for u, a in checked.scored.items()} == {2: True, 3: True, 4: False}
     assert all(a.update is None for a in checked.scored.values())
     assert set(checked.peers) == {2} and checked.peers[2].update is None  # decoded again when gathered
@@ -90,10 +84,12 @@ def test_uploads_wait_on_disk_between_fetch_and_admission(net):
     upload(net, "charlie", 0)
     net.chain.advance_to(v.clock.last_block(0) + 1)
     uploads = fetch_updates(v, 0, net.chain.metagraph(net.netuid))
-    spool = upload_spool(v)
+    spool = upload_spool(v.state_dir)
     assert all(u.data is None for u in uploads)
+    assert {u.uid: u.payload for u in uploads} == {2: Payload.SPOOLED, 3: Payload.SPOOLED, 4: Payload.FAILED}
     assert sorted(p.name for p in spool.folder.iterdir()) == ["2.upload", "3.upload"]
     assert spool.load(uploads[0]).data == spool.path(2).read_bytes()
+    assert spool.load(uploads[0]).payload is Payload.IN_MEMORY
     row = run_window(v, 0)
     assert row["eval/admitted"] == 2
     assert list(spool.folder.iterdir()) == []
@@ -123,6 +119,6 @@ def test_an_update_that_helps_reaches_the_peer_list_even_when_its_window_is_not_
     evals = {2: result(0.0186, 0.0185),  # helps, but not clearly more on its own samples this window
              3: result(0.0190, 0.0230),  # helps and compliant
              4: result(-0.0120, -0.0110)}  # hurts
-    _, eligible = update_scores(v, 0, mg, admissions, evals)
+    _, eligible = update_scores(v.state, v.hp, 0, mg, admissions, evals)
     assert eligible == [2, 3]
-    assert v.ratings.ordinals()[3] > v.ratings.ordinals()[2]  # the compliant one still wins the match
+    assert v.state.ratings.ordinals()[3] > v.state.ratings.ordinals()[2]  # the compliant one still wins the match

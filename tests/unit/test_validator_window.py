@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from storage.peers import fetch_peer_list, fetch_record, fetch_verdict
-from template.node import validator as validator_module
 from template.node.miner import gather_and_step, honest_upload, plan_window, upload_update, verify_records
 from template.node.sync import ApplyOutcome, GlobalModel, SyncStatus, apply_record
 from template.node.validator import ensure_peer_lists, run_window
@@ -24,12 +21,6 @@ from template.sim.adversaries import noise
 from tests.unit.fakes import FakeNet, tiny_hparams
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
-
-
-@pytest.fixture(autouse=True)
-def fixed_eval_batches(monkeypatch):
-    """The validator draws its eval batches from private randomness; fixed here, so a run is reproducible."""
-    monkeypatch.setattr(validator_module, "random", SimpleNamespace(Random=lambda _seed: random.Random(20)))
 
 
 @pytest.fixture
@@ -75,9 +66,9 @@ def test_lead_window_admits_rates_weighs_and_records(net):
     assert miners["3"]["improvement_random"] < 0.2 * miners["2"]["improvement_random"]
     assert miners["2"]["improvement_assigned"] > miners["2"]["improvement_random"]  # trained on its own data
     # rate: the honest miner won the window's match
-    ordinals = v.ratings.ordinals()
+    ordinals = v.state.ratings.ordinals()
     assert ordinals[2] > 0 > ordinals[3]
-    assert v.ratings.compliance()[2] > v.ratings.compliance()[3]
+    assert v.state.ratings.compliance()[2] > v.state.ratings.compliance()[3]
     assert miners["2"]["score"] > 0 and miners["3"]["score"] == 0.0
     # weigh: one call, with the chain's weights_version; burn to the owner, the rest to the honest miner
     assert row["weights_set"] is True
@@ -85,7 +76,7 @@ def test_lead_window_admits_rates_weighs_and_records(net):
     assert call.hotkey == net.hotkey("alice") and call.version_key == 7
     weights = dict(zip(call.uids, call.weights, strict=True))
     assert weights == pytest.approx({0: v.hp.burn_rate, 2: 1 - v.hp.burn_rate})
-    assert v.run_state["last_weights_interval"] == 0
+    assert v.state.last_weights_interval == 0
 
     # record: the bootstrap peers' admitted uploads, by uid, with the digests of what was uploaded
     assert row["sync/status"] == "lead:2"
@@ -136,7 +127,7 @@ def test_late_missing_and_uncommitted_uploads_are_scored_not_aggregated(net):
     record = fetch_record(net.peers(), net.hotkey("alice"), 0).value
     assert [e.uid for e in record.included] == [2]
     assert fetch_peer_list(net.peers(), net.hotkey("alice"), 2).value == [2]
-    ordinals = v.ratings.ordinals()
+    ordinals = v.state.ratings.ordinals()
     assert all(ordinals[2] > ordinals[u] for u in (3, 4, 5))
     [call] = net.chain.weights_calls
     assert max(zip(call.weights, call.uids, strict=True))[1] == 2 and 3 not in call.uids
@@ -183,4 +174,4 @@ def test_weights_once_per_interval_and_empty_windows_record_no_change(tmp_path):
     # interval 0 spans windows 0 and 1: set once; nobody scored, so all weight goes to the owner's uid
     [call] = net.chain.weights_calls
     assert call.uids == [0] and call.weights == [1.0]
-    assert v.run_state["last_window"] == 1 and v.run_state["last_weights_interval"] == 0
+    assert v.state.last_window == 1 and v.state.last_weights_interval == 0

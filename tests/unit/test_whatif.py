@@ -108,3 +108,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "chain.sqlite is missing" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--grid", "burn_rate=0.1"])  # neither --run nor --sweep
+
+
+def _point(settings, validators):
+    return {"settings": settings, "alpha": {"owner": 1.0, "validators": sum(validators.values()), "honest": 2.0,
+                                            "hostile": 0.0, "burned": 0.0},
+            "by_kind": {}, "honest_share": 1.0, "gini_honest": 0.0, "best_hostile_over_worst_honest": 0.0,
+            "by_validator": validators}
+
+
+def test_table_shows_each_validator_only_where_a_setting_moves_them():
+    from template.harness.whatif import format_table, moved_validators
+
+    same = [_point({}, {"validator0": 3.0, "validator1": 1.0}), _point({"kappa": 0.5}, {"validator0": 3.0,
+                                                                                          "validator1": 1.0})]
+    assert moved_validators(same) == [] and "validator0" not in format_table(same)
+    moved = [*same, _point({"kappa": 0.9}, {"validator0": 2.5, "validator1": 1.5})]
+    assert moved_validators(moved) == ["validator0", "validator1"]
+    lines = format_table(moved).splitlines()
+    assert lines[0].rstrip(" |").endswith("validator0 | validator1")
+    assert lines[-1].rstrip(" |").endswith("2.50 |       1.50") and lines[-1].count("4.00") == 1  # sum unchanged
+    assert moved_validators([_point({}, {"validator0": 4.0}), _point({"x": 1}, {"validator0": 3.0})]) == []

@@ -98,6 +98,23 @@ def test_chain_settings_change_the_split(run, truth):
     assert delayed.earned != truth.earned
 
 
+def test_yuma_and_bond_settings_move_dividends_between_validators_and_the_table_shows_it(tmp_path, capsys):
+    """The validators' total is the same 41% of emission under yuma3 on or off and any bonds EMA; what moves is
+    the split between them. Each validator gets a column then, so such rows no longer read as "no effect"."""
+    argv = ["--run", str(FIXTURE), "--grid", "yuma3_enabled=true,false", "bonds_moving_average=0.9,0.975",
+            "--png", str(tmp_path / "w.png")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    points = json.loads(out[-1])["points"]
+    run_row, yuma2 = points[0], next(p for p in points if p["settings"] == {"yuma3_enabled": False,
+                                                                             "bonds_moving_average": 0.9})
+    assert yuma2["alpha"]["validators"] == pytest.approx(run_row["alpha"]["validators"])
+    assert sum(yuma2["by_validator"].values()) == pytest.approx(yuma2["alpha"]["validators"])
+    moved = {v: yuma2["by_validator"][v] - run_row["by_validator"][v] for v in run_row["by_validator"]}
+    assert max(abs(d) for d in moved.values()) > 0.5 and sum(moved.values()) == pytest.approx(0, abs=1e-6)
+    assert out[0].rstrip(" |").endswith("| validator0 | validator1")
+
+
 def test_grid_cli_prints_table_png_and_a_json_last_line(tmp_path, capsys):
     png = tmp_path / "whatif.png"
     assert main(["--run", str(FIXTURE), "--grid", "burn_rate=0.1,0.5", "top_n_miners=4,8", "--png", str(png)]) == 0

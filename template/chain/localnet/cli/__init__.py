@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from template.chain.base import ChainError
 from template.chain.localnet.cli.context import chain_error
-from template.chain.localnet.cli.output import Aborted, CliError
+from template.chain.localnet.cli.output import Aborted, CliError, DryRun, emit_json
 from template.chain.localnet.cli.parser import parse_args
 
 
@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return _handler(args)(args)
+    except DryRun as e:
+        if getattr(args, "json", False):
+            emit_json({"dry_run": True, "would": e.question})
+        else:
+            print(f"dry run, nothing sent: {e.question.rstrip('?')}")
+        return 0
     except Aborted as e:
         print(str(e), file=sys.stderr)
         return 1

@@ -92,6 +92,8 @@ def wallet(args: argparse.Namespace, coldkey: bool = True, hotkey: bool = True):
     create = f"`python -m template.chain.localnet wallet create --wallet.name {args.wallet_name}"
     if not (path / args.wallet_name).is_dir():
         raise CliError(f"no wallet {args.wallet_name!r} in {path}; create it with {create}` or pass --wallet.path")
+    if hotkey and hotkey_is_address(args):
+        hotkey = False  # --hotkey names an address: no hotkey file is needed (or read)
     cold_file = w.coldkey_file if coldkey else w.coldkeypub_file
     if not cold_file.exists_on_device():
         raise CliError(f"wallet {args.wallet_name!r} has no {'coldkey' if coldkey else 'coldkeypub.txt'} at "
@@ -100,6 +102,35 @@ def wallet(args: argparse.Namespace, coldkey: bool = True, hotkey: bool = True):
         raise CliError(f"wallet {args.wallet_name!r} has no hotkey {args.wallet_hotkey!r} at {w.hotkey_file.path}; "
                        f"create it with {create} --wallet.hotkey {args.wallet_hotkey}`")
     return w
+
+
+def is_ss58(text: str) -> bool:
+    """True when `text` is an SS58 address (prefix 42 or any other the wallet library decodes)."""
+    from bittensor_wallet import Keypair
+
+    try:
+        Keypair(ss58_address=text)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def hotkey_is_address(args: argparse.Namespace) -> bool:
+    """--hotkey / --wallet.hotkey holds an SS58 address rather than a hotkey name (btcli takes either)."""
+    return is_ss58(getattr(args, "wallet_hotkey", "") or "")
+
+
+def target_hotkey(args: argparse.Namespace, w) -> str:
+    """The hotkey address a coldkey-signed call names: --hotkey as an address, else the wallet's hotkey."""
+    return args.wallet_hotkey if hotkey_is_address(args) else hotkey_ss58(w)
+
+
+def signing_hotkey(args: argparse.Namespace, w) -> Any:
+    """The hotkey keypair for a hotkey-signed call; an address in --hotkey cannot sign."""
+    if hotkey_is_address(args):
+        raise CliError(f"--hotkey {args.wallet_hotkey} is an address: this call is signed by the hotkey itself, so "
+                       "pass the name of a hotkey of the wallet (its key file signs)")
+    return hotkey(w)
 
 
 def keypair(load) -> Any:

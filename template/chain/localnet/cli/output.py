@@ -22,6 +22,14 @@ class Aborted(CliError):
     """The user answered no to a confirmation: nothing was sent."""
 
 
+class DryRun(Exception):
+    """--dry-run reached the point of sending: the preview was shown, nothing is sent (exit status 0)."""
+
+    def __init__(self, question: str) -> None:
+        super().__init__(question)
+        self.question = question
+
+
 def tao(rao: int | float) -> str:
     """rao -> "1,234.5678 TAO"."""
     return f"{rao / RAO:,.4f} TAO"
@@ -82,12 +90,15 @@ def emit_json(obj: Any, out: TextIO | None = None) -> None:
     (out or sys.stdout).write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
-def confirm(question: str, assume_yes: bool, stdin: TextIO | None = None) -> None:
-    """Ask `question [y/N]` on stderr unless `assume_yes`. Raises Aborted on no, CliError without an answer.
+def confirm(question: str, assume_yes: bool, stdin: TextIO | None = None, dry_run: bool = False) -> None:
+    """Ask `question [y/N]` on stderr unless `assume_yes`. Raises Aborted on no, CliError without an answer,
+    DryRun (before asking) when `dry_run`.
 
     On a terminal the question is asked first; from a pipe the answer is read first, so a closed stdin gives one
     error line, and the question is then echoed with its answer (the preview stays in logs).
     """
+    if dry_run:
+        raise DryRun(question)
     if assume_yes:
         return
     stdin = stdin or sys.stdin

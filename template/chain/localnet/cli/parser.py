@@ -31,7 +31,10 @@ LEGACY = {
     "hyperparameters": ("subnet", "hyperparameters", False),
 }
 STAKE_COMMANDS = ("add", "remove", "list")
-DEFAULT_TOLERANCE = 0.005  # btcli's default rate tolerance
+# btcli's default rate tolerance: the pool price may move 5% against you before a safe stake is refused
+DEFAULT_RATE_TOLERANCE = 0.05
+SUBTENSOR_NETWORKS = ("finney", "test", "archive")
+ALL = "all"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -73,9 +76,15 @@ def positive_amount(text: str) -> float:
                          "a finite number > 0"))
 
 
-def fraction(text: str) -> float:
-    return float(_parsed(text, float, "a fraction such as 0.005 (0.5%)", lambda v: math.isfinite(v) and 0 <= v <= 1,
-                         "a fraction in [0, 1]"))
+def amount_or_all(text: str) -> float | str:
+    """An amount of TAO or alpha, or `all` (btcli's `--amount all`)."""
+    return ALL if text.strip().lower() == ALL else positive_amount(text)
+
+
+def rate_tolerance(text: str) -> float:
+    """btcli's rate tolerance: a fraction in [0, 1) (0.05 = the price may move 5%)."""
+    return float(_parsed(text, float, "a fraction such as 0.05 (5%)", lambda v: math.isfinite(v) and 0 <= v < 1,
+                         "a fraction in [0, 1)"))
 
 
 def netuid(text: str) -> int:
@@ -83,9 +92,31 @@ def netuid(text: str) -> int:
 
 
 def _endpoint(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--subtensor.chain_endpoint", "--network", dest="endpoint", default=DEFAULT_ENDPOINT,
-                   type=lambda s: DEFAULT_ENDPOINT if s == "local" else s,
+    p.add_argument("--subtensor.chain_endpoint", "--chain", dest="endpoint", default=None,
                    help=f"URL of the localnet node (default {DEFAULT_ENDPOINT}; 'local' means that)")
+    p.add_argument("--subtensor.network", "--network", dest="network", default=None,
+                   help="btcli's network: 'local' (the localnet node at the default endpoint) or a node's http(s) URL; "
+                        "finney, test and archive are subtensor networks, which this CLI does not drive")
+
+
+def resolve_endpoint(network: str | None, endpoint: str | None) -> str:
+    """The node URL from btcli's two flags: --subtensor.chain_endpoint wins, then --subtensor.network.
+
+    Raises ValueError for a subtensor network (finney, test, archive, a ws(s):// URL): this CLI drives the localnet.
+    """
+    for value in (endpoint, network):
+        if value is None:
+            continue
+        v = value.strip()
+        if v.lower() in ("local", "localnet"):
+            return DEFAULT_ENDPOINT
+        if v.lower() in SUBTENSOR_NETWORKS or v.startswith(("ws://", "wss://")):
+            raise ValueError(f"{value!r} is a subtensor network: this CLI drives the localnet only; use btcli there "
+                             "(scripts/publish_run.py publishes a run's hparams and dataset on any network)")
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"network must be local or a localnet node's http(s):// URL, got {value!r}")
+        return v
+    return DEFAULT_ENDPOINT
 
 
 def _wallet(p: argparse.ArgumentParser, hotkey: bool = True) -> None:
@@ -104,7 +135,10 @@ def _json(p: argparse.ArgumentParser) -> None:
 
 
 def _yes(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--yes", "-y", "--no-prompt", "--no_prompt", dest="yes", action="store_true",
+                   help="do not ask for confirmation (btcli's -y / --no-prompt)")
+    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                   help="show what would be sent, send nothing (exit 0)")
 
 
 def _netuid(p: argparse.ArgumentParser) -> None:
@@ -209,24 +243,35 @@ def _sudo_commands(s) -> None:
 
 
 def _stake_commands(s) -> None:
-    for name, what in (("add", "TAO to stake"), ("remove", "alpha to unstake")):
+    for name, what in (("add", "TAO to stake, or `all` (the free balance less a fee reserve)"),
+                       ("remove", "alpha to unstake, or `all` (your whole stake on the hotkey)")):
         p = _cmd(s, name, f"{'buy' if name == 'add' else 'sell'} alpha; previews price and slippage", wallet="hotkey",
                  net=True, yes=True)
         amount = p.add_mutually_exclusive_group(required=True)
-        amount.add_argument("--amount", type=positive_amount, help=what)
+        amount.add_argument("--amount", type=amount_or_all, help=what)
         if name == "remove":
             amount.add_argument("--all", action="store_true", help="all of your stake on the hotkey")
-        p.add_argument("--hotkey-ss58", help="stake on this hotkey address instead of the wallet's hotkey")
-        p.add_argument("--tolerance", type=fraction, default=DEFAULT_TOLERANCE,
-                       help="largest slippage accepted, as a fraction (default 0.005 = 0.5%%)")
-        p.add_argument("--unsafe", action="store_true", help="send whatever the slippage")
+        p.add_argument("--hotkey-ss58", "--hotkey-ss58-address", dest="hotkey_ss58",
+                       help="stake on this hotkey address instead of the wallet's hotkey (--hotkey takes one too)")
+        p.add_argument("--rate-tolerance", "--tolerance", "--slippage", "--slippage-tolerance", dest="tolerance",
+                       type=rate_tolerance, default=DEFAULT_RATE_TOLERANCE,
+                       help="btcli's rate tolerance: refuse when the pool price would move more than this fraction "
+                            "against you (default 0.05 = 5%%)")
+        p.add_argument("--unsafe", "--no-safe-staking", dest="unsafe", action="store_true",
+                       help="send whatever the price move (btcli's --unsafe)")
     p = _cmd(s, "list", "the coldkey's stakes with their value", wallet="coldkey")
     p.add_argument("--ss58", help="any coldkey address instead of the wallet's")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     argv = rewrite_legacy(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.group == "subnets":
         args.group = "subnet"
+    if hasattr(args, "network"):
+        try:
+            args.endpoint = resolve_endpoint(args.network, args.endpoint)
+        except ValueError as e:
+            parser.error(str(e))
     return args

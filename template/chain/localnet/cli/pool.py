@@ -45,6 +45,29 @@ def slippage_sell(sub: dict[str, Any], alpha_rao: int) -> float:
     return 1.0 - quote_sell(sub, alpha_rao) / ideal if ideal else 1.0
 
 
+def price_move_buy(sub: dict[str, Any], tao_rao: int) -> float:
+    """How far buying alpha with `tao_rao` moves the pool price up, as a fraction of the spot price.
+
+    This is what btcli's rate tolerance bounds: a safe stake sets the limit price spot x (1 + tolerance), and
+    the chain refuses a swap that would leave the pool above it (subtensor's add_stake_limit, SlippageTooHigh).
+    """
+    r = _reserves(sub)
+    left = r.alpha_in - quote_buy(sub, tao_rao)
+    if not r.alpha_in or left <= 0:
+        return float("inf")
+    return (r.subnet_tao + tao_rao) / left / price(sub) - 1.0
+
+
+def price_move_sell(sub: dict[str, Any], alpha_rao: int) -> float:
+    """How far selling `alpha_rao` moves the pool price down, as a fraction of the spot price (the limit of a
+    safe unstake is spot x (1 - tolerance))."""
+    r = _reserves(sub)
+    left = r.subnet_tao - quote_sell(sub, alpha_rao)
+    if not r.alpha_in or left <= 0:
+        return 1.0
+    return 1.0 - left / (r.alpha_in + alpha_rao) / price(sub)
+
+
 def owner_cut_per_epoch(sub: dict[str, Any]) -> int:
     """Owner cut (alpha rao) one epoch pays at the current emission rate: per-block cut x tempo (0 if not started
     or the cut is off)."""

@@ -48,8 +48,8 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise ctx.CliError(f"creating a subnet locks {tao(cost)} but the coldkey {owner} holds {tao(before)} "
                            f"(CannotAffordLockCost)")
     confirm(f"Create a subnet owned by {owner}, locking {tao(cost)} plus fees (balance {tao(before)} -> about "
-            f"{tao(before - cost)})?", args.yes)
-    hotkey = ctx.hotkey_ss58(w)
+            f"{tao(before - cost)})?", args.yes, dry_run=args.dry_run)
+    hotkey = ctx.target_hotkey(args, w)
     try:
         netuid = c.register_network(ctx.coldkey(w), hotkey)
     except ctx.ChainError as e:
@@ -89,14 +89,14 @@ def cmd_register(args: argparse.Namespace) -> int:
     w = ctx.wallet(args)
     c = ctx.client(args)
     sub = ctx.subnet(c, args.netuid)
-    payer, hotkey = ctx.coldkey_ss58(w), ctx.hotkey_ss58(w)
+    payer, hotkey = ctx.coldkey_ss58(w), ctx.target_hotkey(args, w)
     before = c.account(payer)["balance_rao"]
     burn = int(sub["burn_rao"])
     if before < burn:
         raise ctx.CliError(f"registering on netuid {args.netuid} burns {tao(burn)} but the coldkey holds "
                            f"{tao(before)} (NotEnoughBalanceToStake)")
     confirm(f"Register hotkey {hotkey} on netuid {args.netuid}, burning about {tao(burn)} (the burn decays every "
-            f"block and rises 26% per registration)?", args.yes)
+            f"block and rises 26% per registration)?", args.yes, dry_run=args.dry_run)
     res = ctx.check(c.burned_register(ctx.coldkey(w), hotkey, args.netuid))
     uid = c.metagraph(args.netuid).uid_of(hotkey)
     after = c.account(payer)["balance_rao"]

@@ -122,7 +122,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     block_time = float(c.read("/block").get("block_time", 12.0))
     old = before.get(hp.name)
     change = f"{hp.name}: {explain(hp.unit, old, before, block_time)} -> {explain(hp.unit, value, before, block_time)}"
-    confirm(f"Set {change} on netuid {args.netuid}{' as root' if args.sudo else ''}?", args.yes)
+    confirm(f"Set {change} on netuid {args.netuid}{' as root' if args.sudo else ''}?", args.yes, dry_run=args.dry_run)
     res = ctx.check(c.set_hyperparameter(signer, args.netuid, hp.name, value))
     now = c.hyperparameters(args.netuid).get(hp.name)
     if args.json:

@@ -179,7 +179,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     amount = tao_to_rao(args.amount)
     if amount > before:
         raise ctx.CliError(f"cannot send {tao(amount)}: the coldkey {src} holds {tao(before)} (InsufficientBalance)")
-    confirm(f"Transfer {tao(amount)} from {src} to {dest}?", args.yes)
+    confirm(f"Transfer {tao(amount)} from {src} to {dest}?", args.yes, dry_run=args.dry_run)
     res = ctx.check(c.transfer(ctx.coldkey(w), dest, args.amount))
     after = c.account(src)["balance_rao"]
     if args.json:

@@ -40,7 +40,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     ctx.subnet(c, args.netuid)
     hp = c.hyperparameters(args.netuid)
     committed = bool(hp.get("commit_reveal_weights_enabled"))
-    hotkey = ctx.hotkey(w)
+    hotkey = ctx.signing_hotkey(args, w)
     res = ctx.check(c.set_weights(hotkey, args.netuid, uids, weights, version_key=args.version_key))
     norm = {u: round(v / sum(weights), 6) for u, v in zip(uids, weights, strict=True)}
     if args.json:
