@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from gauntlet.aggregate import admit_for_gather, gather_set
 from gauntlet.checks import Admission
+from gauntlet.verify import refused_problem
 from storage.peers import fetch_peer_list, fetch_record, fetch_uploads
 from template.node import state as local_state
 from template.node import trust
@@ -284,6 +285,8 @@ def verify_records(m: Miner, lead_hotkey: str, window: int) -> str:
             continue
         check = miner_check(m)
         why = record_problem(m.gm, read.value, m.peers, check, lead_hotkey)
+        if why is None and read.value.refused and w in m.gm.guard_losses:  # a veto of a step our guard took
+            why = refused_problem(True, *m.gm.guard_losses[w], max_rise=m.hp.max_loss_rise)
         if why is not None:  # the lead's record is wrong, our own step is the valid one: keep it
             logger.bind(window=w).warning(f"the lead's record is invalid, keeping our own step: {why}")
             m.gm.distrusted.add(lead_hotkey)

@@ -63,6 +63,9 @@ class GlobalModel:
     # leads whose record this node rejected: while one of them leads, a record built on its rejected theta is
     # no reason to resync onto its checkpoint (the window changes nothing here instead)
     distrusted: set[str] = field(default_factory=set)
+    # window -> (guard loss before, after) of this node's own guarded step of it: a lead's refusal is checked
+    # against it (`gauntlet.verify.refused_problem`)
+    guard_losses: dict[int, tuple[float, float]] = field(default_factory=dict)
     version: int = 0  # bumped on every change of theta made through this object (the fingerprint cache's key)
     _fingerprint: tuple[object, str] | None = field(default=None, repr=False, compare=False)
 
@@ -132,6 +135,10 @@ class GlobalModel:
         if refused:
             self.load_state(saved, self.window)
             self.clip_ref = saved_ref
+        if stats["used"]:
+            self.guard_losses[self.window] = (before, after)
+            for w in sorted(self.guard_losses)[:-VERIFIED_KEPT]:
+                del self.guard_losses[w]
         return {**stats, "refused": refused, "loss_before": before, "loss_after": after}
 
     def mark_verified(self) -> None:
@@ -211,6 +218,10 @@ class RecordAdmission:
     guard_batch: Callable[[], torch.Tensor] | None = None
     accept_checkpoint: Callable[[int, str], bool] | None = None
     on_verdict: Callable[[Verdict], None] | None = None
+    # when the lead's record of a window is rejected: the node's own step of that window (its own gather set,
+    # the hparams' outer_lr, its own guard: what every honest node computes), True when it took it (theta and
+    # window advanced); None or False: the window changes nothing
+    own_step: Callable[[int], bool] | None = None
 
 
 def admit_record_entries(gm: GlobalModel, record: AggregationRecord, raws: list, check: RecordAdmission
@@ -478,13 +489,14 @@ def catch_up(
                 gm.window += 1
                 continue
             outcome = apply_record(gm, read.value, peers, check, lead_hotkey)
-            if outcome in (ApplyOutcome.INADMISSIBLE, ApplyOutcome.INVALID):  # rejected: like no record
-                gm.window += 1
-                continue
+            rejected = outcome in (ApplyOutcome.INADMISSIBLE, ApplyOutcome.INVALID)
             if outcome is ApplyOutcome.BASE_MISMATCH and lead_hotkey in gm.distrusted and check is not None \
                     and check.verify:  # built on a theta we rejected: not ours to resync onto
                 logger.bind(window=gm.window).warning("the record builds on a rejected record: not applied")
-                gm.window += 1
+                rejected = True
+            if rejected:  # our own step of the window where we have one (what every honest node computes), else none
+                if check is None or check.own_step is None or not check.own_step(gm.window):
+                    gm.window += 1
                 continue
             if outcome is not ApplyOutcome.OK:
                 logger.bind(window=read.value.window).warning(f"{outcome}; resyncing from a checkpoint")

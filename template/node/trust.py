@@ -64,7 +64,8 @@ def attesters(peers: PeerBuckets, validators: list[str], window: int, fingerprin
 def record_check(num_train: int, deadline_of: Callable[[int], float], gm: GlobalModel, peers: PeerBuckets,
                  stake: dict[str, float], *, admitted_of: Callable[[int], Collection[int] | None] = lambda _w: None,
                  guard_batch: Callable[[], torch.Tensor] | None = None,
-                 on_verdict: Callable[[Verdict], None] | None = None) -> RecordAdmission:
+                 on_verdict: Callable[[Verdict], None] | None = None,
+                 own_step: Callable[[int], bool] | None = None) -> RecordAdmission:
     """The full check of the lead's word (issue 27) for a node: deterministic admission of every entry, the record
     checks of `gauntlet/verify.py`, and checkpoints accepted only when they match this node's verified replay
     or validators holding a stake majority (`stake`: validator hotkey -> stake) attest them."""
@@ -73,4 +74,4 @@ def record_check(num_train: int, deadline_of: Callable[[int], float], gm: Global
                                    attesters=attesters(peers, list(stake), window, fingerprint), stake=stake)
 
     return RecordAdmission(num_train, deadline_of, verify=True, admitted_of=admitted_of, guard_batch=guard_batch,
-                           accept_checkpoint=accept, on_verdict=on_verdict)
+                           accept_checkpoint=accept, on_verdict=on_verdict, own_step=own_step)

@@ -392,7 +392,7 @@ def apply_outer_step(v: Validator, j: JudgedWindow, successes: list[int]) -> tup
     Others follow the lead's record."""
     lead = find_lead(v.peers, j.mg, v.hp.min_validator_stake, j.window)
     if lead != v.uid:
-        return follow_lead(v, j.window, j.mg, lead, list(j.gather[0])), {}
+        return follow_lead(v, j.window, j.mg, lead, list(j.gather[0]), j.gather[1]), {}
     chosen, updates = j.gather
     stats = guarded_lead_step(v, j.window, updates)
     v.gm.mark_verified()
@@ -402,21 +402,32 @@ def apply_outer_step(v: Validator, j: JudgedWindow, successes: list[int]) -> tup
     return f"lead:{len(chosen)}", stats
 
 
-def follow_lead(v: Validator, window: int, mg: Metagraph, lead: int | None, chosen: list[int]) -> str:
+def follow_lead(v: Validator, window: int, mg: Metagraph, lead: int | None, chosen: list[int],
+                updates: StreamedUpdates) -> str:
     """Not the lead: replay the lead's record of `window` (waiting for it a while), verified against our own
-    gather set `chosen` and guard, and publish our verdict of it; no lead: theta stays."""
+    gather set `chosen` and guard, and publish our verdict of it; a rejected record: our own guarded step over
+    `updates` (the honest step every honest node computes, as miners do); no lead: theta stays."""
     if lead is None:
         v.gm.window = window + 1
         return SyncStatus.NO_LEAD
     return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device, wait_last_s=v.clock.window_s() * 0.6,
-                    should_stop=v.stop.is_set, check=validator_check(v, mg, {window: chosen}))
+                    should_stop=v.stop.is_set, check=validator_check(v, mg, {window: chosen}, (window, updates)))
 
 
-def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] | None = None) -> RecordAdmission:
+def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] | None = None,
+                    own: tuple[int, StreamedUpdates] | None = None) -> RecordAdmission:
     """The checks this validator runs on the lead's records (`trust.record_check`): `admitted` holds the gather sets
-    it computed itself (window -> uids); its verdicts go to its own bucket, signed."""
+    it computed itself (window -> uids), `own` the window it gathered and the updates, for its own step when the
+    lead's record is rejected; its verdicts go to its own bucket, signed."""
     stake = validator_stake(mg, v.hp.min_validator_stake, declared_validators(v.peers))
     known = admitted or {}
+
+    def own_step(window: int) -> bool:
+        if own is None or own[0] != window or v.gm.window != window:
+            return False
+        logger.bind(window=window).warning("the lead's record was rejected: taking our own step of the window")
+        guarded_lead_step(v, window, own[1])
+        return True
 
     def on_verdict(verdict: Verdict) -> None:
         try:
@@ -425,7 +436,7 @@ def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] 
             logger.bind(window=verdict.window).warning(f"cannot publish our verdict: {e}")
 
     return trust.record_check(v.num_train, v.clock.deadline, v.gm, v.peers, stake, admitted_of=known.get,
-                              guard_batch=lambda: heldout_batch(v), on_verdict=on_verdict)
+                              guard_batch=lambda: heldout_batch(v), on_verdict=on_verdict, own_step=own_step)
 
 
 def guarded_lead_step(v: Validator, window: int, updates: StreamedUpdates) -> dict[str, Any]:
