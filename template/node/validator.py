@@ -141,11 +141,11 @@ def run_window(v: Validator, window: int) -> dict | None:
     with timer.phase("time/aggregate_s"):
         theta_w = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in v.gm.model.named_parameters()}
         sync, outer = apply_outer_step(v, judged, successes)
-    remember(v, judged)
     if v.gm.window == window + 1:  # the public step joins the near-copy history, kept long (issue 27)
         remember_aggregate(v.state, window, theta_w, v.gm.model, lr=v.hp.outer_lr, codec=v.gm.codec,
                            key=near_copy_key(v.state, v.rng))
     del theta_w
+    remember(v, judged)
     return report(v, judged, evals, scores, weights, sync, outer, timer)
 
 
