@@ -200,11 +200,11 @@ def setup_chain(chain: LocalnetClient, neurons: list[Neuron], args) -> int:
     chain.start_call(owner.wallet.coldkey, netuid).raise_for_error()
     for n in neurons[1:]:
         chain.burned_register(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid).raise_for_error()
-    for i, n in enumerate(n for n in neurons if n.role == "validator" and not rogue_flag(n.kind)):
-        chain.add_stake(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid, 2000.0 - 100.0 * i).raise_for_error()
-    for n in neurons:
+    for n in neurons:  # first: stake buys alpha through the pool, whose price rises with each purchase
         if rogue_flag(n.kind):
             chain.add_stake(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid, ROGUE_STAKE).raise_for_error()
+    for i, n in enumerate(n for n in neurons if n.role == "validator" and not rogue_flag(n.kind)):
+        chain.add_stake(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid, 2000.0 - 100.0 * i).raise_for_error()
     return netuid
 
 
