@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection
 
 import torch
 
-from gauntlet.verify import checkpoint_accepted
+from gauntlet.verify import checkpoint_accepted, rejected_leads
 from storage.peers import PeerBuckets, fetch_verdict
 from template.node.sync import GlobalModel, RecordAdmission
 from template.protocol import layout
@@ -18,12 +18,19 @@ from template.protocol.verdicts import Verdict
 # anyway; a lead passed over that keeps publishing bad records is rejected again at once)
 REJECTION_MEMORY_WINDOWS = 32
 
-_verdicts: dict[tuple[str, int], Verdict] = {}  # (validator hotkey, window) -> its verdict (fetched once)
+def _cache(peers: PeerBuckets) -> dict[tuple[str, int], Verdict]:
+    """(validator hotkey, window) -> its verdict, fetched once per `peers` (a verdict is written once)."""
+    cache = getattr(peers, "_verdict_cache", None)
+    if cache is None:
+        cache = {}
+        object.__setattr__(peers, "_verdict_cache", cache)
+    return cache
 
 
 def verdicts_of(peers: PeerBuckets, hotkey: str, windows: range) -> dict[int, Verdict]:
-    """The validator's valid signed verdicts of `windows` (window -> verdict), cached per process."""
+    """The validator's valid signed verdicts of `windows` (window -> verdict)."""
     listed = set(peers.list_windows(hotkey, layout.verdict_key(0).rsplit("/", 1)[0] + "/"))
+    _verdicts = _cache(peers)
     out = {}
     for w in windows:
         if w not in listed:
@@ -68,10 +75,14 @@ def record_check(num_train: int, deadline_of: Callable[[int], float], gm: Global
                  own_step: Callable[[int], bool] | None = None) -> RecordAdmission:
     """The full check of the lead's word (issue 27) for a node: deterministic admission of every entry, the record
     checks of `gauntlet/verify.py`, and checkpoints accepted only when they match this node's verified replay
-    or validators holding a stake majority (`stake`: validator hotkey -> stake) attest them."""
+    or validators holding a stake majority (`stake`: validator hotkey -> stake) attest them; a lead passed over
+    for a rejected record (`rejected_leads`) counts for nothing there."""
     def accept(window: int, fingerprint: str) -> bool:
+        # a lead passed over for a rejected record has lost its word here too: its stake attests nothing
+        deposed = rejected_leads(rejections(peers, list(stake), window + 1), stake)
+        trusted = {h: s for h, s in stake.items() if h not in deposed}
         return checkpoint_accepted(fingerprint, replayed=gm.verified.get(window),
-                                   attesters=attesters(peers, list(stake), window, fingerprint), stake=stake)
+                                   attesters=attesters(peers, list(trusted), window, fingerprint), stake=trusted)
 
     return RecordAdmission(num_train, deadline_of, verify=True, admitted_of=admitted_of, guard_batch=guard_batch,
                            accept_checkpoint=accept, on_verdict=on_verdict, own_step=own_step)

@@ -201,3 +201,22 @@ def test_an_off_list_entry_helper_needs_an_entry():
     assert corrupt_record(record, "offlist", offlist=extra).included == (extra,)
     with pytest.raises(ValueError):
         corrupt_record(record, "nonsense")
+
+
+def test_a_deposed_rogues_stake_attests_nothing_so_the_honest_checkpoint_is_accepted(net):
+    """alice holds most of the stake and forges; once frank's rejection deposes her, frank's attestation alone
+    (all the stake left) lets a joiner load the honest checkpoint, and alice's attestation of her forgery counts
+    for nothing."""
+    for w in range(2):
+        peer_list(net, w, ("bob", "charlie"))
+    lead = Lead(net)
+    lead.run(2, w1={"checkpoint": True})
+    alice, frank = net.neurons["alice"], net.neurons["frank"]
+    alice.bucket.put_verdict(Verdict(1, net.hotkey("alice"), "ee" * 32, valid=True), alice.keypair)
+    frank.bucket.put_verdict(Verdict(1, net.hotkey("alice"), lead.fingerprints[2], valid=True), frank.keypair)
+    joiner = GlobalModel.initial(net.hp, CPU)
+    assert not checker(net, joiner).accept_checkpoint(2, lead.fingerprints[2])  # 6k of 16k
+    frank.bucket.put_verdict(Verdict(0, net.hotkey("alice"), "ab" * 32, valid=False, reason="outer_lr 100.0"),
+                             frank.keypair)
+    assert checker(net, joiner).accept_checkpoint(2, lead.fingerprints[2])  # 6k of 6k
+    assert not checker(net, joiner).accept_checkpoint(2, "ee" * 32)
