@@ -19,4 +19,14 @@ if ! command -v chromium >/dev/null; then
     echo "setup: chromium missing (needs root and apt-get to install); the browser test will skip"
   fi
 fi
+# The alert rules' unit tests (promtool) and the real-Prometheus test use Debian's prometheus package;
+# installed when missing and we may (root with apt-get), else those tests skip with the reason.
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } \
+      >/dev/null || echo "setup: could not install prometheus; the alert rule tests will skip"
+  else
+    echo "setup: promtool missing (needs root and apt-get to install); the alert rule tests will skip"
+  fi
+fi
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

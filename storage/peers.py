@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 import torch
 from bittensor_wallet import Keypair
@@ -89,6 +89,10 @@ class PeerReader(Protocol):
         ...
 
     def list(self, bucket: str, prefix: str = "", *, page_size: int | None = None) -> list[ObjectInfo]:
+        ...
+
+    def get_range(self, bucket: str, key: str, offset: int, length: int, sink: BinaryIO, *,
+                  budget: FetchBudget | None = None) -> GetResult:
         ...
 
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import boto3
 import urllib3.exceptions
@@ -158,6 +158,9 @@ def _shared_session() -> boto3.session.Session:
     return _SESSION[0]
 
 
+MULTIPART_BYTES = 16 << 20  # one part of a multipart upload
+
+
 class S3Client:
     """Thread-safe S3 client for one endpoint and one set of keys.
 
@@ -245,6 +248,48 @@ class S3Client:
             server_time = time.time()
         return ObjectInfo(key=key, size=len(data), last_modified=server_time,
                           etag=str(response.get("ETag", "")).strip('"'))
+
+    def put_multipart(self, bucket: str, key: str, chunks: Iterable[bytes], *, part_bytes: int = MULTIPART_BYTES) -> int:
+        """Store the concatenation of `chunks` at bucket/key as one multipart upload, holding at most about
+        one part in memory (parts of `part_bytes`, >= 5 MiB as S3 requires but the last). An aborted upload
+        leaves no object. Returns the bytes stored. Raises S3Error."""
+        if part_bytes < 5 << 20:
+            raise ValueError(f"part_bytes must be >= 5 MiB, got {part_bytes}")
+        where = f"{bucket}/{key}"
+        try:
+            upload = self._call(f"create multipart {where}",
+                                lambda: self._client.create_multipart_upload(Bucket=bucket, Key=key))
+        except Exception as exc:
+            raise S3Error(f"multipart upload of {where} failed to start: {_describe(exc)}") from exc
+        upload_id, total, pending = upload["UploadId"], 0, bytearray()
+        parts: list[dict[str, Any]] = []
+
+        def send(data: bytes) -> None:
+            number = len(parts) + 1
+            response = self._call(f"upload part {number} of {where}", lambda: self._client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data))
+            parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+        try:
+            for chunk in chunks:
+                pending += chunk
+                total += len(chunk)
+                while len(pending) >= part_bytes:
+                    send(bytes(pending[:part_bytes]))
+                    del pending[:part_bytes]
+            if pending or not parts:
+                send(bytes(pending))
+            self._call(f"complete multipart {where}", lambda: self._client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}))
+        except Exception as exc:
+            try:
+                self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except Exception:  # noqa: BLE001 - the upload failed already; report that
+                pass
+            if isinstance(exc, S3Error):
+                raise
+            raise S3Error(f"multipart upload of {where} failed: {_describe(exc)}") from exc
+        return total
 
     def delete(self, bucket: str, key: str) -> None:
         """Delete bucket/key (no error if it does not exist). Raises S3Error on failure."""
@@ -338,6 +383,42 @@ class S3Client:
             return info, None
         return info, data
 
+    def get_range(self, bucket: str, key: str, offset: int, length: int, sink: BinaryIO, *,
+                  budget: FetchBudget | None = None) -> GetResult:
+        """Stream bytes [offset, offset + length) of bucket/key into `sink` as they arrive (one range GET;
+        a retry rewinds and truncates `sink`). Never raises for expected outcomes: OK with `data` None
+        once exactly `length` bytes were written, else the failure's status (a short or long body is
+        ERROR). A bounded client ends the read within its budget (TIMEOUT otherwise), as `get` does."""
+        if offset < 0 or length <= 0:
+            raise ValueError(f"need offset >= 0 and length > 0, got {offset}, {length}")
+        where = f"{bucket}/{key} bytes {offset}-{offset + length - 1}"
+
+        def read() -> int:
+            sink.seek(0)
+            sink.truncate()
+            response = self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+            body, written = response["Body"], 0
+            try:
+                while written <= length and (chunk := body.read(min(1 << 20, length + 1 - written))):
+                    sink.write(chunk)
+                    written += len(chunk)
+            finally:
+                body.close()
+            return written
+
+        budget = budget or current_budget() or self.budget
+        try:
+            if budget is None or self.budget is None:
+                written = self._call(f"get {where}", read)
+            else:
+                with deadline(time.monotonic() + budget.total_s, budget):
+                    written = self._call(f"get {where}", read)
+        except Exception as exc:
+            return GetResult(_classify(exc), None, None, f"get {where}: {_describe(exc)}")
+        if written != length:
+            return GetResult(Status.ERROR, None, None, f"{where}: {written} bytes arrived, expected {length}")
+        return GetResult(Status.OK, None, None, None)
+
     def get_many(self, bucket: str, keys: Iterable[str], *, max_bytes: int | None = None) -> dict[str, GetResult]:
         """`get` for many keys of one bucket in parallel (up to `max_workers` at a time)."""
         unique = list(dict.fromkeys(keys))
@@ -380,6 +461,11 @@ class IdentityClient:
             budget: FetchBudget | None = None) -> GetResult:
         with as_identity(self.identity):
             return self.shared.get(bucket, key, max_bytes=max_bytes, sha256=sha256, budget=budget)
+
+    def get_range(self, bucket: str, key: str, offset: int, length: int, sink: BinaryIO, *,
+                  budget: FetchBudget | None = None) -> GetResult:
+        with as_identity(self.identity):
+            return self.shared.get_range(bucket, key, offset, length, sink, budget=budget)
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         with as_identity(self.identity):

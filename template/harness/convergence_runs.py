@@ -112,7 +112,8 @@ def load_prepared_shakespeare(seq_len: int, vocab_size: int, cache_dir: Path) ->
         return None
     out_dir = cache_dir / f"dataset_v{vocab_size}_s{seq_len}"
     manifest = prepare_dataset(out_dir, seq_len=seq_len, vocab_size=vocab_size, cache_dir=cache_dir / "source")
-    arrays = [np.load(out_dir / shard.key) for shard in manifest.shards]
+    arrays = [np.fromfile(out_dir / shard.key, dtype=np.dtype(manifest.dtype).newbyteorder("<"))
+              for shard in manifest.shards]
     return np.concatenate(arrays).reshape(-1, seq_len + 1)
 
 

@@ -51,22 +51,78 @@ def neuron_rows(run_dir: Path) -> dict[str, list[dict]]:
     return {p.stem: read_rows(p) for p in sorted((run_dir / "metrics").glob("*.jsonl"))}
 
 
-def leaderboard(report: dict | None, lead_rows: list[dict], rows_by_name: dict[str, list[dict]]) -> list[dict]:
-    """One entry per neuron, best rating first: the final report's numbers when the run ended, else
-    what the lead validator's latest row says (rating, score, weight last set)."""
-    if report:
-        return sorted(({k: n[k] for k in ("uid", "name", "role", "kind", "rating", "weight", "incentive",
-                                          "emission_alpha")} for n in report["neurons"]),
-                      key=lambda n: (-n["rating"], n["uid"]))
-    names = {str(r[-1]["uid"]): name for name, r in rows_by_name.items() if r}
-    weights: dict[str, float] = {}
-    for row in lead_rows:  # weights are set every few windows: keep the last ones set
-        weights.update({u: m["weight"] for u, m in row["miners"].items() if m.get("weight") is not None})
-    latest = lead_rows[-1]["miners"] if lead_rows else {}
-    out = [{"uid": int(u), "name": names.get(u, f"uid {u}"), "role": "miner",
-            "kind": kind_of(names[u]) if u in names else "?", "rating": m.get("rating") or 0.0,
-            "weight": weights.get(u), "incentive": None, "emission_alpha": None} for u, m in latest.items()]
-    return sorted(out, key=lambda n: (-n["rating"], n["uid"]))
+def miner_names(rows_by_name: dict[str, list[dict]]) -> dict[str, str]:
+    """uid (as the validators' rows key it) -> the miner's localnet name, from the miners' own rows."""
+    return {str(r[-1]["uid"]): name for name, r in rows_by_name.items()
+            if r and r[-1].get("role", "miner") == "miner"}
+
+
+def leaderboard_window(lead_rows: list[dict]) -> dict | None:
+    """The lead validator's row the leaderboard shows: the last window it set weights in (rating, score
+    and weight then all belong to that one window), else its latest window."""
+    with_weights = [r for r in lead_rows if r.get("weights_set")]
+    rows = with_weights or lead_rows
+    return rows[-1] if rows else None
+
+
+def leaderboard(lead_rows: list[dict], rows_by_name: dict[str, list[dict]]) -> dict:
+    """The lead validator's view of the miners at one window, best rating first: every number of a row
+    from that same window (`leaderboard_window`); `window`, `latest_window` and `weights_set` label it."""
+    row = leaderboard_window(lead_rows)
+    if row is None:
+        return {"window": None, "latest_window": None, "weights_set": False, "rows": []}
+    names = miner_names(rows_by_name)
+    out = [{"uid": int(u), "name": names.get(u, f"uid {u}"), "kind": kind_of(names[u]) if u in names else "?",
+            "hotkey": m.get("hotkey"), "rating": m.get("rating"), "score": m.get("score"),
+            "weight": m.get("weight"), "reason": m.get("reason")} for u, m in row["miners"].items()]
+    out.sort(key=lambda n: (-(n["rating"] if n["rating"] is not None else float("-inf")), n["uid"]))
+    return {"window": row["window"], "latest_window": lead_rows[-1]["window"], "weights_set": bool(row.get("weights_set")),
+            "rows": out}
+
+
+def chain_table(report: dict | None, status: dict) -> dict:
+    """What the chain paid, read once at the run's end (report.json): each neuron's weight (the mean of
+    the validators' weights on chain), incentive and alpha earned. Empty while the run goes on."""
+    if not report:
+        return {"block": None, "rows": []}
+    rows = sorted(({k: n[k] for k in ("uid", "name", "role", "kind", "weight", "incentive", "emission_alpha")}
+                   for n in report["neurons"]), key=lambda n: (-n["emission_alpha"], n["uid"]))
+    return {"block": status.get("block"), "rows": rows}
+
+
+def miner_series(lead_rows: list[dict], rows_by_name: dict[str, list[dict]]) -> dict[str, dict[str, list]]:
+    """Per-miner series over windows, keyed by metric then miner name: the lead validator's rating, score
+    and weight (weights only in windows it set them), the miner's own tokens/s and upload seconds."""
+    names = miner_names(rows_by_name)
+    out: dict[str, dict[str, list]] = {k: {} for k in ("rating", "score", "weight", "tokens_per_s", "upload_s")}
+    for row in lead_rows:
+        for uid, m in row["miners"].items():
+            for key in ("rating", "score", "weight"):
+                if m.get(key) is not None:
+                    out[key].setdefault(names.get(uid, f"uid {uid}"), []).append((row["window"], m[key]))
+    for name, rows in rows_by_name.items():
+        for r in rows:
+            if r.get("role", "miner") != "miner":
+                continue
+            if r.get("train/tokens_per_s") is not None:
+                out["tokens_per_s"].setdefault(name, []).append((r["window"], r["train/tokens_per_s"]))
+            if r.get("upload/bytes"):
+                out["upload_s"].setdefault(name, []).append((r["window"], r["upload/s"]))
+    return out
+
+
+# the lead validator's per-window stage times (row key -> label)
+STAGES = {"fetch/s": "fetch", "time/checks_s": "checks", "time/eval_s": "eval", "time/aggregate_s": "aggregate"}
+
+
+def window_timing(lead_rows: list[dict]) -> dict[str, list]:
+    """stage label -> [(window, seconds)] from the lead validator's rows."""
+    out: dict[str, list] = {}
+    for row in lead_rows:
+        for key, label in STAGES.items():
+            if row.get(key) is not None:
+                out.setdefault(label, []).append((row["window"], row[key]))
+    return out
 
 
 def neuron_status(status: dict | None, rows_by_name: dict[str, list[dict]]) -> list[dict]:
@@ -92,10 +148,14 @@ def collect(run_dir: Path) -> dict:
         rejections.update(m["reason"] for m in r["miners"].values() if m.get("reason"))
     loss = [(r["window"], r["eval/heldout_loss"]) for r in lead_rows if r.get("eval/heldout_loss") is not None]
     checkpoints = (report or {}).get("checkpoints") or status.get("checkpoints") or []
+    board, series, timing = leaderboard(lead_rows, rows_by_name), miner_series(lead_rows, rows_by_name), \
+        window_timing(lead_rows)
+    miners = sorted({name for by_name in series.values() for name in by_name})  # one colour per miner
     return {
         "run": run_dir.name, "finished": report is not None, "windows_total": status.get("windows_total"),
         "loss": [{"window": w, "loss": x} for w, x in loss],
-        "leaderboard": leaderboard(report, lead_rows, rows_by_name),
+        "leaderboard": board, "chain_table": chain_table(report, status),
+        "miner_series": series, "window_timing": timing,
         "rejections": dict(sorted(rejections.items())),
         "records": sum(1 for r in lead_rows if str(r.get("sync/status", "")).startswith("lead")),
         "checkpoints": checkpoints,
@@ -103,6 +163,9 @@ def collect(run_dir: Path) -> dict:
         "neurons": neuron_status(status, rows_by_name),
         "loss_svg": line_chart_svg(loss, "window", "held-out loss"),
         "rejections_svg": bar_chart_svg(sorted(rejections.items())),
+        "miner_svgs": {k: multi_line_chart_svg(series[k], "window", label, f"miner-{k}", color_order=miners)
+                       for k, label in SERIES_LABELS.items()},
+        "timing_svg": multi_line_chart_svg(timing, "window", "seconds", "timing-chart"),
     }
 
 
@@ -138,6 +201,57 @@ def line_chart_svg(points: list[tuple[int, float]], xlabel: str, ylabel: str, wi
             f'<path d="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>{dots}</svg>')
 
 
+SERIES_LABELS = {"rating": "rating", "score": "score", "weight": "weight set", "tokens_per_s": "tokens/s",
+                 "upload_s": "upload seconds"}
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+
+
+def multi_line_chart_svg(series: dict[str, list[tuple[int, float]]], xlabel: str, ylabel: str, chart_id: str,
+                         width: int = 420, height: int = 220, color_order: list[str] | None = None) -> str:
+    """One line per named series on shared axes, with a legend; each point has a <title>
+    "name, x: y" and data-series/data-x/data-y attributes. A name's colour is its place in
+    `color_order` (default: the sorted names), so several charts can colour one miner alike."""
+    points = [p for pts in series.values() for p in pts]
+    if not points:
+        return f'<svg class="chart" id="{chart_id}" width="{width}" height="40"><text x="20" y="24">no data yet</text></svg>'
+    order = color_order or sorted(series)
+    names = sorted(series, key=lambda n: (order.index(n) if n in order else len(order), n))
+    left, right, top, bottom = 56, 110, 12, 34
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+
+    def sx(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * (width - left - right)
+
+    def sy(y: float) -> float:
+        return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
+
+    body = []
+    for i, name in enumerate(names):
+        slot = order.index(name) if name in order else len(order) + i
+        color, pts = PALETTE[slot % len(PALETTE)], sorted(series[name])
+        path = " ".join(f"{'M' if j == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for j, (x, y) in enumerate(pts))
+        body.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+        body.extend(f'<circle class="pt" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}" '
+                    f'data-series="{html.escape(name)}" data-x="{x}" data-y="{y:.4f}">'
+                    f"<title>{html.escape(name)}, {xlabel} {x}: {y:.4f}</title></circle>" for x, y in pts)
+        body.append(f'<text class="legend" x="{width - right + 8}" y="{top + 10 + 14 * i}" fill="{color}">'
+                    f"{html.escape(name)}</text>")
+    axes = (f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#888"/>'
+            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#888"/>'
+            f'<text x="{left - 4}" y="{sy(y1) + 4:.1f}" text-anchor="end">{y1:.3g}</text>'
+            f'<text x="{left - 4}" y="{sy(y0) + 4:.1f}" text-anchor="end">{y0:.3g}</text>'
+            f'<text x="{sx(x0):.1f}" y="{height - bottom + 14}" text-anchor="middle">{x0}</text>'
+            f'<text x="{sx(x1):.1f}" y="{height - bottom + 14}" text-anchor="middle">{x1}</text>'
+            f'<text x="{(left + width - right) / 2:.0f}" y="{height - 4}" text-anchor="middle">{xlabel}</text>'
+            f'<text x="12" y="{(top + height - bottom) / 2:.0f}" text-anchor="middle" '
+            f'transform="rotate(-90 12 {(top + height - bottom) / 2:.0f})">{html.escape(ylabel)}</text>')
+    return (f'<svg class="chart" id="{chart_id}" width="{width}" height="{height}" font-size="11">{axes}'
+            + "".join(body) + "</svg>")
+
+
 def bar_chart_svg(items: list[tuple[str, int]], width: int = 360, bar_h: int = 18) -> str:
     """Horizontal bars, one per (label, count)."""
     if not items:
@@ -159,6 +273,7 @@ PAGE = """<!doctype html>
 body { font-family: sans-serif; margin: 16px; color: #222; }
 h1 { font-size: 20px; } h2 { font-size: 15px; margin: 18px 0 6px; }
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 8px 32px; }
+.grid3 { display: grid; grid-template-columns: 1fr 1fr 1fr; gap: 8px 24px; } h3 { font-size: 13px; margin: 8px 0 4px; }
 table { border-collapse: collapse; font-size: 12px; } td, th { padding: 2px 8px; text-align: right; }
 th { border-bottom: 1px solid #888; } td.l, th.l { text-align: left; } tr.hostile td { color: #b00; }
 #meta { font-size: 13px; color: #555; }
@@ -168,10 +283,17 @@ th { border-bottom: 1px solid #888; } td.l, th.l { text-align: left; } tr.hostil
 <div><h2>Held-out loss per window</h2><div id="loss"></div></div>
 <div><h2>Rejections by reason</h2><div id="rejections"></div>
 <h2>Records and checkpoints</h2><div id="artifacts"></div></div>
-<div><h2>Leaderboard</h2><table id="leaderboard"></table></div>
+<div><h2 id="leaderboard-title">Leaderboard</h2><table id="leaderboard"></table></div>
+<div><h2 id="chain-title">On chain</h2><table id="chain"></table></div>
 <div><h2>Neurons</h2><table id="neurons"></table></div>
+<div><h2>Window timing: the lead validator's stages</h2><div id="timing"></div></div>
 </div>
+<h2>Per miner, per window</h2>
+<div class="grid3" id="miner-charts"></div>
 <script>
+const SERIES = [["rating", "Rating (lead validator)"], ["score", "Score (lead validator)"],
+  ["weight", "Weight set (lead validator)"], ["tokens_per_s", "Tokens/s (the miner's own)"],
+  ["upload_s", "Upload seconds (the miner's own)"]];
 function fmt(x, d) { return (x === null || x === undefined) ? "-" : (typeof x === "number" ? x.toFixed(d) : x); }
 function esc(s) { return String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]); }
 function table(el, cols, rows, cls) {
@@ -179,6 +301,7 @@ function table(el, cols, rows, cls) {
     rows.map(r => `<tr class="${cls ? cls(r) : ""}">` +
       cols.map(c => `<td class="${c[2] || ""}">${esc(c[1](r))}</td>`).join("") + "</tr>").join("");
 }
+const hostile = r => ["honest", "validator", "owner", "?"].includes(r.kind) ? "" : "hostile";
 async function refresh() {
   const s = await (await fetch("api/state")).json();
   document.getElementById("run").textContent = s.run + (s.finished ? " (finished)" : " (running)");
@@ -188,13 +311,26 @@ async function refresh() {
     `, next at block ${fmt(c.next_epoch_block, 0)} (tempo ${fmt(c.tempo, 0)})`;
   document.getElementById("loss").innerHTML = s.loss_svg;
   document.getElementById("rejections").innerHTML = s.rejections_svg;
+  document.getElementById("timing").innerHTML = s.timing_svg;
   document.getElementById("artifacts").textContent =
     `${s.records} records published by the lead; ${s.checkpoints.length} checkpoints` +
     (s.checkpoints.length ? ": " + s.checkpoints.join(", ") : "");
+  const b = s.leaderboard;
+  document.getElementById("leaderboard-title").textContent = b.window === null ? "Leaderboard: no window yet" :
+    `Leaderboard after window ${b.window}: the lead validator's rating, score and weight of that window` +
+    (b.weights_set ? " (the last it set weights in" : " (no weights set yet") + `; latest window ${b.latest_window})`;
   table(document.getElementById("leaderboard"), [["uid", r => r.uid], ["name", r => r.name, "l"],
-    ["kind", r => r.kind, "l"], ["rating", r => fmt(r.rating, 2)], ["weight", r => fmt(r.weight, 3)],
-    ["incentive", r => fmt(r.incentive, 3)], ["alpha", r => fmt(r.emission_alpha, 2)]], s.leaderboard,
-    r => ["honest", "validator", "owner", "?"].includes(r.kind) ? "" : "hostile");
+    ["kind", r => r.kind, "l"], ["rating", r => fmt(r.rating, 2)], ["score", r => fmt(r.score, 3)],
+    ["weight", r => fmt(r.weight, 3)], ["rejected", r => fmt(r.reason), "l"]], b.rows, hostile);
+  const ch = s.chain_table;
+  document.getElementById("chain-title").textContent = s.finished ?
+    `On chain at the run's end (block ${fmt(ch.block, 0)}): mean weight from validators, incentive, alpha earned` :
+    "On chain: read once the run ends";
+  table(document.getElementById("chain"), [["uid", r => r.uid], ["name", r => r.name, "l"],
+    ["kind", r => r.kind, "l"], ["weight", r => fmt(r.weight, 3)], ["incentive", r => fmt(r.incentive, 3)],
+    ["alpha", r => fmt(r.emission_alpha, 2)]], ch.rows, hostile);
+  document.getElementById("miner-charts").innerHTML = SERIES.map(([k, t]) =>
+    `<div><h3>${t}</h3>${s.miner_svgs[k]}</div>`).join("");
   table(document.getElementById("neurons"), [["name", r => r.name, "l"], ["kind", r => r.kind, "l"],
     ["process", r => r.state, "l"], ["restarts", r => r.restarts], ["last window", r => fmt(r.last_window, 0)],
     ["sync", r => fmt(r.sync), "l"]], s.neurons);

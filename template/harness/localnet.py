@@ -97,6 +97,7 @@ class Neuron:
     restarts: int = 0
     log: Path | None = None
     cmd: list[str] = field(default_factory=list)
+    metrics_port: int = 0  # its Prometheus exporter on 127.0.0.1 (0: none)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,6 +129,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads per neuron")
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the live dashboard page")
     p.add_argument("--dashboard-port", type=int, default=0, help="dashboard port on 127.0.0.1 (0: a free one)")
+    p.add_argument("--metrics-port-base", type=int, default=0,
+                   help="serve each neuron's Prometheus metrics on 127.0.0.1 from this port up, and write "
+                        "RUN_DIR/prometheus.yml scraping them (0: off)")
     args = p.parse_args(argv)
     kinds = list(STRATEGIES) if args.adversaries == "all" else [k for k in args.adversaries.split(",") if k]
     unknown = [k for k in kinds if k not in STRATEGIES and rogue_flag(k) not in ROGUE_FLAGS]
@@ -213,7 +217,7 @@ def publish_dataset(chain, seaweed_endpoint, idents, owner: Neuron, netuid, hp: 
     client = S3Client(seaweed_endpoint, write.access_key, write.secret_key)
     client.ensure_bucket("dataset")
     manifest = prepare_dataset(data_dir, seq_len=hp.seq_len, vocab_size=hp.vocab_size, cache_dir=cache_dir,
-                               heldout_fraction=hp.heldout_fraction)
+                               heldout_fraction=hp.heldout_fraction, samples_per_window=hp.samples_per_window)
     upload_dataset(client, "dataset", data_dir, manifest)
     return manifest
 
@@ -242,7 +246,27 @@ def launch(n: Neuron, args, run_dir: Path, endpoint: str, netuid: int) -> None:
              "--storage.credentials_file", str(n.creds_file), "--state_dir", str(run_dir / "state"),
              "--metrics_file", str(run_dir / "metrics" / f"{n.name}.jsonl"), "--device", "cpu",
              "--num_threads", str(args.threads)]
+    if n.metrics_port:
+        n.cmd += ["--metrics.port", str(n.metrics_port)]
     start_process(n, run_dir)
+
+
+def write_prometheus_config(run_dir: Path, neurons: list[Neuron], base_port: int) -> Path:
+    """Give each neuron a metrics port from `base_port` up and write RUN_DIR/prometheus.yml: one job per
+    role, a target per neuron labelled with its name, and deploy/prometheus/alerts.yml as the rules."""
+    jobs: dict[str, list[dict]] = {}
+    for i, n in enumerate(neurons):
+        n.metrics_port = base_port + i
+        role = "validator" if n.role == "validator" else "miner"
+        jobs.setdefault(role, []).append({"targets": [f"127.0.0.1:{n.metrics_port}"], "labels": {"name": n.name}})
+    config = {"global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+              "rule_files": [str(ROOT / "deploy" / "prometheus" / "alerts.yml")],
+              "scrape_configs": [{"job_name": f"sparseloco-{role}", "static_configs": targets}
+                                 for role, targets in sorted(jobs.items())]}
+    path = run_dir / "prometheus.yml"
+    path.write_text(json.dumps(config, indent=1) + "\n")  # JSON is YAML
+    logger.info(f"metrics on 127.0.0.1:{base_port}-{base_port + len(neurons) - 1}; scrape config {path}")
+    return path
 
 
 def start_process(n: Neuron, run_dir: Path) -> None:
@@ -346,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         seaweed = stack.enter_context(SeaweedServer(run_dir / "seaweed", [admin_identity()] +
                                                     [i for pair in idents.values() for i in pair]))
-        endpoint, _ = stack.enter_context(start_localnet_process(run_dir / "chain.sqlite", block_time=args.block_time))
+        endpoint, _ = stack.enter_context(start_localnet_process(run_dir / "chain.sqlite", block_time=args.block_time,
+                                                                  new=True))
         chain = LocalnetClient(endpoint)
         chain.connect()
         write_credentials(run_dir, neurons, seaweed.endpoint, idents)
@@ -380,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         save_run_state(run_dir, argv=sys.argv[1:] if argv is None else argv, netuid=netuid,
                        chain_port=int(endpoint.rsplit(":", 1)[1]), seaweed_ports=seaweed.ports,
                        block_time=args.block_time, baseline=baseline)
+        if args.metrics_port_base:
+            write_prometheus_config(run_dir, neurons[1:], args.metrics_port_base)
         for n in neurons[1:]:
             if n.kind != "external":
                 launch(n, args, run_dir, endpoint, netuid)

@@ -69,12 +69,15 @@ def build_report(mg, baseline, neurons, run_dir: Path, args, events: list[dict],
         weights = [dict(mg.weights.get(v, [])).get(uid, 0.0) / (sum(w for _, w in mg.weights.get(v, [])) or 1.0)
                    for v in validator_uids if v is not None]
         rating = last_miners.get(str(uid), {}).get("rating")
+        fetched = [r["data/bytes"] for r in read_metrics(run_dir, n.name) if "data/bytes" in r] \
+            if n.role == "miner" else []
         out.append({
             "uid": uid, "hotkey": hk, "name": n.name, "role": n.role, "kind": n.kind,
             "weight": sum(weights) / len(weights) if weights else 0.0,
             "incentive": mg.incentive[uid], "dividends": mg.dividends[uid],
             "emission_alpha": mg.stake[uid] - base_stake.get(hk, 0.0),
             "rating": rating if rating is not None else 0.0, "restarts": n.restarts,
+            "data_bytes_per_window": round(sum(fetched) / len(fetched)) if fetched else None,
         })
     for e in events:
         e["outcome"] = event_outcome(e, run_dir, rows)
@@ -104,6 +107,10 @@ def format_report(report: dict) -> str:
     lines.append("")
     lines.append("rejections: " + (", ".join(f"{k}={v}" for k, v in sorted(report["rejections"].items())) or "none"))
     lines.append(f"checkpoints: {len(report['checkpoints'])}")
+    data = [f"{n['name']} {n['data_bytes_per_window'] / 1024:.1f} KiB" for n in report["neurons"]
+            if n.get("data_bytes_per_window") is not None]
+    if data:
+        lines.append("data fetched per miner per window (mean): " + ", ".join(data))
     for e in report["events"]:
         lines.append(f"event: {e['what']}: {e['outcome']}")
     return "\n".join(lines)
@@ -164,6 +171,10 @@ def format_markdown(report: dict) -> str:
                      f"{n['incentive']:.3f} | {n['dividends']:.3f} | {n['emission_alpha']:.3f} | {n['rating']:.2f} |")
     lines += ["", "Rejections by reason: " + (", ".join(f"`{k}` {v}" for k, v in sorted(report["rejections"].items()))
                                               or "none") + f"; checkpoints published: {len(report['checkpoints'])}."]
+    data = [f"{n['name']} {n['data_bytes_per_window'] / 1024:.1f} KiB" for n in report["neurons"]
+            if n.get("data_bytes_per_window") is not None]
+    if data:
+        lines += ["", "Data fetched per miner per window (mean, pages of the paged corpus): " + ", ".join(data) + "."]
     lines += [f"- {e['what']}: {e['outcome']}" for e in report["events"]]
     return "\n".join(lines)
 

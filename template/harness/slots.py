@@ -147,7 +147,7 @@ def resume(args) -> int:
     seaweed = SeaweedServer(run_dir / "seaweed", idents)
     seaweed.ports = dict(state["seaweed_ports"])  # the endpoint named in commitments and credentials
     with seaweed, start_localnet_process(run_dir / "chain.sqlite", block_time=state["block_time"],
-                                         port=state["chain_port"]) as (endpoint, _):
+                                         port=state["chain_port"], new=False) as (endpoint, _):
         chain = LocalnetClient(endpoint)
         chain.connect()
         logger.info(f"resumed {run_dir}: chain at block {chain.block()} on {endpoint}, storage {seaweed.endpoint}")

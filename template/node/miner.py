@@ -19,6 +19,7 @@ from tqdm import tqdm
 from gauntlet.aggregate import admit_for_gather, gather_set
 from gauntlet.checks import Admission
 from gauntlet.verify import refused_problem
+from storage.dataset import PagedDataset
 from storage.peers import fetch_peer_list, fetch_record, fetch_uploads
 from template.node import state as local_state
 from template.node import trust
@@ -144,6 +145,8 @@ def save_local_state(m: Miner) -> None:
 
 def plan_window(m: Miner, window: int) -> WindowPlan:
     ids = sample_ids(m.uid, window, m.hp.data_seed, m.hp.samples_per_window, m.num_train)
+    m.dataset.prefetch(ids)  # usually read already, during the previous window
+    m.dataset.prefetch(sample_ids(m.uid, window + 1, m.hp.data_seed, m.hp.samples_per_window, m.num_train))
     return WindowPlan(window=window, uid=m.uid, sample_ids=ids, deadline_block=m.clock.last_block(window))
 
 
@@ -304,8 +307,8 @@ def miner_check(m: Miner) -> RecordAdmission:
     published (a miner's word carries no stake)."""
     mg = m.chain.metagraph(m.cfg.netuid)
     stake = validator_stake(mg, m.hp.min_validator_stake, declared_validators(m.peers))
-    guard = m.dataset.batch(loss_curve_ids(m.num_train, len(m.dataset)))
-    return trust.record_check(m.num_train, m.clock.deadline, m.gm, m.peers, stake, guard_batch=lambda: guard)
+    return trust.record_check(m.num_train, m.clock.deadline, m.gm, m.peers, stake,
+                              guard_batch=lambda: m.dataset.batch(loss_curve_ids(m.num_train, len(m.dataset))))
 
 
 def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, deadline: float) -> int:
@@ -381,12 +384,16 @@ def run_window(m: Miner, window: int, strategy: UploadStrategy = honest_upload,
     m.bucket.prune(window, m.hp.retention_windows)  # own objects past the run's retention
     sync = follow(m, window)
     row = {
-        "role": "miner", "uid": m.uid, "window": window,
+        "role": "miner", "uid": m.uid, "hotkey": m.hotkey.ss58_address, "window": window,
         "train/loss": result.mean_loss if result else None,
         "train/tokens_per_s": (result.tokens / result.seconds) if result and result.seconds else None,
         "upload/bytes": upload.nbytes, "upload/s": round(upload.seconds, 3), "upload/on_time": upload.on_time,
         "sync/status": sync, "sync/window": m.gm.window, "sync/fingerprint": m.gm.fingerprint(),
     }
+    if isinstance(m.dataset, PagedDataset):  # what the data path read this window (pages, refusals)
+        stats = m.dataset.take_stats()
+        row |= {"data/bytes": stats.fetched_bytes, "data/pages": stats.fetched_pages,
+                "data/refused": stats.refused_pages, "data/wait_s": round(stats.wait_s, 3)}
     log_window(m, row)
     return row
 
@@ -398,6 +405,7 @@ def log_window(m: Miner, row: dict) -> None:
         f"window {row['window']} | loss {loss if loss is None else f'{loss:.4f}'} | "
         f"tok/s {tps if tps is None else f'{tps:.0f}'} | upload {row['upload/bytes']} B in {row['upload/s']} s | "
         f"sync {row['sync/status']} (model at window {row['sync/window']})"
+        + (f" | data {row['data/bytes']} B, waited {row['data/wait_s']} s" if "data/bytes" in row else "")
     )
     append_metrics(m.cfg.metrics_file, row)
 

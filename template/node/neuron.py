@@ -19,16 +19,16 @@ from loguru import logger
 
 from gauntlet.verify import rejected_leads
 from storage.credentials import BucketAccess
-from storage.dataset import fetch_dataset
+from storage.dataset import PAGE_BUDGET, DataSource, fetch_dataset
 from storage.peers import OwnBucket, PeerBuckets, fetch_hparams, newest_record_before, open_own_bucket
-from storage.s3 import S3Error
+from storage.s3 import S3Client, S3Error
 from template.chain import connect
 from template.chain.base import Chain, ChainError
 from template.node import trust
 from template.node.logging_setup import register_secret, setup_logging
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
 from template.protocol.config import HParams, NeuronConfig, load_hparams
-from template.protocol.data import DatasetManifest, TokenDataset
+from template.protocol.data import DatasetError, DatasetManifest, SampleSource
 from template.protocol.lead import LEAD_STALE_WINDOWS as LEAD_STALE_WINDOWS  # re-exported: the rule is pure
 from template.protocol.lead import lead_validator as lead_validator
 from template.protocol.lead import miner_uids as miner_uids
@@ -45,7 +45,8 @@ from template.protocol.windows import (
 
 # Raised when storage or the chain stays unreachable past their own retries; the window loops
 # log them and carry on with the next window (nothing local is lost: state is on disk).
-TRANSIENT_ERRORS = (S3Error, ChainError)
+# a corpus page no endpoint serves verified (DatasetError) loses the window, like storage being away
+TRANSIENT_ERRORS = (S3Error, ChainError, DatasetError)
 
 
 class SetupError(RuntimeError):
@@ -110,7 +111,7 @@ class NeuronParts:
     clock: WindowClock
     peers: PeerBuckets
     bucket: OwnBucket
-    dataset: TokenDataset
+    dataset: SampleSource
     state_dir: Path
     device: torch.device
 
@@ -151,7 +152,8 @@ def build_node(cfg: NeuronConfig, device: torch.device | None = None) -> NodeBas
     if found is None:
         why = peers.refused.get(mg.owner_hotkey, "published no dataset commitment")
         raise SetupError(f"the subnet owner's dataset bucket is not usable ({why}); cannot load data")
-    manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset")
+    manifest, dataset = fetch_dataset(found[0], found[1], state_dir / "dataset", cache_gb=cfg.data.cache_gb,
+                                      mirrors=data_mirrors(cfg))
     if manifest.seq_len != hp.seq_len or manifest.vocab_size > hp.vocab_size:
         raise SetupError(f"dataset (seq_len {manifest.seq_len}, vocab {manifest.vocab_size}) does not fit hparams")
     return NodeBase(cfg=cfg, hotkey=hotkey, uid=uid, chain=chain, clock=WindowClock(chain, hp), peers=peers,
@@ -237,7 +239,9 @@ class WindowClock:
 
     def wait_for_block(self, block: int, stop: StopFlag) -> bool:
         while not stop.is_set():
-            if self.chain.block() >= block:
+            head = self.chain.block()
+            process_metrics().chain_head(head)  # a live head for the "chain head stalled" alert
+            if head >= block:
                 return True
             self.sleep(0.5)
         return False
@@ -342,3 +346,18 @@ def run_neuron(cfg: NeuronConfig, label: str, runner: Callable[[NeuronConfig], N
         logger.error(f"cannot start: {what}{e}".replace("\n", " "))
         return 2
     return 0
+
+
+def data_mirrors(cfg: NeuronConfig) -> list[DataSource]:
+    """The second dataset endpoint of --data.mirror_endpoint / --data.mirror_bucket (keys from the env),
+    read within the page budget. Raises SetupError when half-configured."""
+    endpoint, bucket = cfg.data.mirror_endpoint, cfg.data.mirror_bucket
+    if endpoint is None and bucket is None:
+        return []
+    key_id, secret = os.environ.get("DATA_MIRROR_KEY_ID"), os.environ.get("DATA_MIRROR_SECRET")
+    if not (endpoint and bucket and key_id and secret):
+        raise SetupError("a dataset mirror needs --data.mirror_endpoint, --data.mirror_bucket and env "
+                         "DATA_MIRROR_KEY_ID / DATA_MIRROR_SECRET")
+    register_secret(secret)
+    client = S3Client(endpoint, key_id, secret, cfg.storage.region, budget=PAGE_BUDGET)
+    return [DataSource(client, bucket, f"mirror {endpoint}")]

@@ -79,7 +79,11 @@ def check_dataset(reader: S3Client, bucket: str, hp: HParams) -> tuple[DatasetMa
     if manifest.seq_len != hp.seq_len or manifest.vocab_size > hp.vocab_size:
         raise PublishError(f"the dataset (seq_len {manifest.seq_len}, vocab {manifest.vocab_size}) does not fit the "
                            f"hparams (seq_len {hp.seq_len}, vocab_size {hp.vocab_size}): nodes would refuse it")
-    objects = [(manifest.tokenizer.key, manifest.tokenizer.bytes)] + [(s.key, s.bytes) for s in manifest.shards]
+    # each shard holds whole samples; its index one sha256 (32 bytes) per page, the last page maybe short
+    objects = [(manifest.tokenizer.key, manifest.tokenizer.bytes)]
+    for shard in manifest.shards:
+        num_pages = -(-shard.num_samples // manifest.page_samples)
+        objects += [(shard.key, shard.num_samples * manifest.sample_bytes), (shard.index_key, 32 * num_pages)]
     for obj_key, size in objects:
         try:
             info = reader.head(bucket, obj_key)

@@ -233,7 +233,8 @@ def load_validator_state(state_dir: Path, *, alpha: float) -> ValidatorState:
                            sketches=load_sketch_history(state_dir / "near_copy.safetensors"))
     path = state_dir / "run_state.json"
     try:
-        state.load_run_state_json(read_json(path, default={}) or {})
+        body = read_json(path, default=None)
+        state.load_run_state_json({} if body is None else body)
     except ValueError as e:
         raise ValueError(f"{path}: {e}; move it away to start afresh") from e
     state.restored_ratings = len(state.ratings.state_dict()["ratings"])

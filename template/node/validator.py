@@ -64,7 +64,7 @@ from template.node.sync import (
     restore_from_lead,
 )
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import TokenDataset, eval_ids, loss_curve_ids, sample_ids
+from template.protocol.data import SampleSource, eval_ids, loss_curve_ids, sample_ids
 from template.protocol.metagraph import Metagraph
 from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update
 from template.protocol.records import AggregationRecord, RecordEntry
@@ -304,7 +304,7 @@ def scoring_limits(hp: HParams, clip_ref: dict[str, float] | None, gathered: Str
             for name in sorted(rows[0])}
 
 
-def score_updates(gm: GlobalModel, dataset: TokenDataset, device: torch.device, rng: random.Random,
+def score_updates(gm: GlobalModel, dataset: SampleSource, device: torch.device, rng: random.Random,
                   aw: AdmissionWindow, admissions: dict[int, Admission], limits: dict[str, float], sample: list[int],
                   decode: Callable[[int], dict[str, torch.Tensor]]) -> dict[int, EvalResult]:
     """uid -> EvalResult for the sampled admitted uploads, each decoded (`decode`) one at a time and clipped
@@ -531,8 +531,11 @@ def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weight
             "improvement_assigned": ev.improvement_assigned if ev else None, "evaluated": ev is not None,
             "weight": weights[uid] if weights is not None else None,
         }
-    return {"role": "validator", "uid": v.uid, "window": window, "eval/heldout_loss": loss,
-            "sync/status": sync, "weights_set": weights is not None,
+    return {"role": "validator", "uid": v.uid, "hotkey": v.hotkey.ss58_address, "window": window,
+            "eval/heldout_loss": loss, "sync/status": sync, "weights_set": weights is not None,
+            # the chain as read at the window's start: head block, block of this validator's last weights
+            "chain/block": mg.block,
+            "chain/weights_block": mg.last_update[v.uid] if v.uid < len(mg.last_update) else None,
             "weights/interval": window // v.hp.weights_interval, "ratings/restored": v.state.restored_ratings,
             "miners": miners}
 

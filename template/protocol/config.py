@@ -283,6 +283,15 @@ class MetricsConfig(BaseModel):
     host: str = Field("127.0.0.1", min_length=1, description="address the metrics port binds (0.0.0.0: all)")
 
 
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cache_gb: float = Field(10.0, gt=0, le=1 << 20, description="disk for cached corpus pages (GiB), LRU out")
+    mirror_endpoint: str | None = Field(
+        None, description="a second dataset endpoint (a verified mirror) read when the owner's fails; keys from "
+                          "env DATA_MIRROR_KEY_ID / DATA_MIRROR_SECRET")
+    mirror_bucket: str | None = Field(None, description="the mirror's bucket")
+
+
 class NeuronConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["miner", "validator"]
@@ -299,6 +308,7 @@ class NeuronConfig(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
 
 
 _DOTTED: dict[str, tuple[str, type, str]] = {}

@@ -1,28 +1,37 @@
-"""Token data: the dataset manifest, memory-mapped shards, and the deterministic sample assignment.
+"""Token data: the paged corpus format, its manifest, and the deterministic sample assignment.
 
-The dataset is a sequence of fixed-length samples, each `seq_len + 1` tokens (inputs plus the
-shifted targets), stored in `.npy` shards in the dataset bucket. Global sample ids run over the
-shards in manifest order. Samples [0, heldout_start) are the training range assigned to miners;
-[heldout_start, num_samples) is the held-out range no miner is ever assigned (validators' random
-eval batches).
+The corpus is a sequence of fixed-length samples, each `seq_len + 1` tokens (inputs plus the shifted
+targets), stored in raw little-endian token shards (`uint16` while the vocabulary fits, else `uint32`)
+in the dataset bucket. Every shard is cut into pages of `page_samples` whole samples; one page is one
+HTTP range GET, and each shard has an index object holding the sha256 of each of its pages, so a page
+read alone is verified (32 bytes per page: 32 MB per TB of tokens at 1 MiB pages). The manifest lists
+shards, not samples (about 150 bytes per shard). Global sample ids run over the shards in manifest
+order. Samples [0, heldout_start) are the training range assigned to miners; [heldout_start,
+num_samples) is the held-out range no miner is ever assigned (the loss curve, held-out checks).
 
-`sample_ids` is the assignment rule every node recomputes to check a miner's data receipt: it is
-a pure function of (uid, window, seed, n, num_train) that gives the same answer on every machine.
+`sample_ids` is the assignment rule every node recomputes to check a miner's data receipt: a pure
+function of (uid, window, seed, n, num_train). Its cost does not grow with the corpus: the training
+range is cut into slots of `n` consecutive samples, a schedule picks the active span of slots of
+window w (every span once per epoch, in a keyed order), and a keyed Feistel permutation of the span
+(cycle-walking to its exact size) gives each uid its slot. So a uid's samples are whole pages when
+`n` is a multiple of `page_samples`, and any node computes any uid's ids in microseconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-_MANIFEST_VERSION = 1
+if TYPE_CHECKING:  # torch is imported where a batch is made: the assignment alone stays small (no torch)
+    import torch
+
+PAGE_DIGEST_BYTES = 32  # sha256 per page in a shard's index object
+SPAN_SLOTS = 4096  # slots of one active span: uids below it never share samples in a window
 
 
 class DatasetError(RuntimeError):
@@ -41,25 +50,26 @@ class TokenizerInfo(BaseModel):
 
 
 class ShardInfo(BaseModel):
-    """One `.npy` shard: a (num_samples, seq_len + 1) array."""
+    """One raw token shard: num_samples rows of seq_len + 1 tokens, and its index of page digests."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    key: str = Field(description="object key, e.g. shards/train/000003.npy")
+    key: str = Field(description="object key, e.g. shards/train/000003.bin")
     num_samples: int = Field(gt=0, description="rows in this shard")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the .npy file bytes")
-    bytes: int = Field(gt=0, description="size of the .npy file in bytes")
+    index_key: str = Field(description="object key of the shard's page index (sha256 of each page, in order)")
+    index_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the index object")
 
 
 class DatasetManifest(BaseModel):
     """Everything a node needs to fetch and verify the dataset (stored at `layout.dataset_manifest_key()`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    version: int = Field(_MANIFEST_VERSION, description="manifest format version")
+    version: Literal[2] = Field(2, description="manifest format version")
     source: str = Field(description="where the text came from (e.g. 'shakespeare')")
     tokenizer: TokenizerInfo
     vocab_size: int = Field(gt=0, le=1 << 32, description="tokenizer vocabulary size; every token id is below it")
     seq_len: int = Field(gt=0, description="model context; each stored sample holds seq_len + 1 tokens")
-    dtype: Literal["uint16", "uint32"] = Field(description="token dtype in the shards")
+    dtype: Literal["uint16", "uint32"] = Field(description="token dtype in the shards (little-endian)")
+    page_samples: int = Field(gt=0, description="samples per page: one page is one range GET, verified alone")
     num_samples: int = Field(gt=0, description="total samples over all shards")
     heldout_start: int = Field(gt=0, description="samples [heldout_start, num_samples) are never assigned")
     shards: list[ShardInfo] = Field(min_length=1, description="train shards first, then held-out shards")
@@ -70,8 +80,14 @@ class DatasetManifest(BaseModel):
             raise ValueError("num_samples must equal the sum of the shards' num_samples")
         if not 0 < self.heldout_start <= self.num_samples:
             raise ValueError(f"heldout_start must be in (0, num_samples], got {self.heldout_start}")
-        if len({s.key for s in self.shards}) != len(self.shards):
-            raise ValueError("shard keys must be unique")
+        if self.heldout_start % self.page_samples and self.heldout_start != self.num_samples:
+            raise ValueError(f"heldout_start {self.heldout_start} must be a multiple of page_samples "
+                             f"{self.page_samples}")
+        if any(s.num_samples % self.page_samples for s in self.shards[:-1]):
+            raise ValueError(f"every shard but the last must hold whole pages of {self.page_samples} samples")
+        keys = [s.key for s in self.shards] + [s.index_key for s in self.shards]
+        if len(set(keys)) != len(keys):
+            raise ValueError("shard and index keys must be unique")
         if self.dtype == "uint16" and self.vocab_size > 1 << 16:
             raise ValueError(f"vocab_size {self.vocab_size} does not fit dtype uint16")
         return self
@@ -81,12 +97,89 @@ class DatasetManifest(BaseModel):
         """Size of the assignable training range [0, num_train)."""
         return self.heldout_start
 
+    @property
+    def sample_bytes(self) -> int:
+        """Bytes of one stored sample."""
+        return (self.seq_len + 1) * (2 if self.dtype == "uint16" else 4)
+
+    @property
+    def num_pages(self) -> int:
+        return sum(pages_in(s.num_samples, self.page_samples) for s in self.shards)
+
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(), indent=1, sort_keys=True).encode()
 
 
+def pages_in(num_samples: int, page_samples: int) -> int:
+    """Pages of a shard of `num_samples` samples (the last one may be short)."""
+    return -(-num_samples // page_samples)
+
+
+class PageMap:
+    """Where sample ids live: global page number <-> (shard, byte range). Pure; O(shards) memory.
+
+    Pages are numbered globally over the shards in order; shard i's pages start at `first_page[i]`."""
+
+    def __init__(self, manifest: DatasetManifest) -> None:
+        self.manifest = manifest
+        self.page_samples = manifest.page_samples
+        self.sample_bytes = manifest.sample_bytes
+        counts = [s.num_samples for s in manifest.shards]
+        self.first_sample = np.cumsum([0] + counts)  # (shards + 1,)
+        self.first_page = np.cumsum([0] + [pages_in(c, self.page_samples) for c in counts])  # (shards + 1,)
+
+    def page_of(self, sample_id: int) -> int:
+        """Global page holding `sample_id`. Raises IndexError outside [0, num_samples)."""
+        if not 0 <= sample_id < self.manifest.num_samples:
+            raise IndexError(f"sample id {sample_id} out of range [0, {self.manifest.num_samples})")
+        shard = int(np.searchsorted(self.first_sample, sample_id, side="right")) - 1
+        return int(self.first_page[shard]) + (sample_id - int(self.first_sample[shard])) // self.page_samples
+
+    def locate(self, page: int) -> tuple[int, int, int, int]:
+        """(shard index, page number within the shard, first sample id, samples in the page)."""
+        if not 0 <= page < int(self.first_page[-1]):
+            raise IndexError(f"page {page} out of range [0, {int(self.first_page[-1])})")
+        shard = int(np.searchsorted(self.first_page, page, side="right")) - 1
+        local = page - int(self.first_page[shard])
+        first = int(self.first_sample[shard]) + local * self.page_samples
+        count = min(self.page_samples, int(self.first_sample[shard + 1]) - first)
+        return shard, local, first, count
+
+    def byte_range(self, page: int) -> tuple[int, int]:
+        """(offset, length) of `page` in its shard object."""
+        _, local, _, count = self.locate(page)
+        return local * self.page_samples * self.sample_bytes, count * self.sample_bytes
+
+
+def page_digests(index: bytes) -> list[bytes]:
+    """The page digests of a shard index object. Raises DatasetError on a malformed index."""
+    if len(index) % PAGE_DIGEST_BYTES:
+        raise DatasetError(f"shard index of {len(index)} bytes is not whole {PAGE_DIGEST_BYTES}-byte digests")
+    return [index[i:i + PAGE_DIGEST_BYTES] for i in range(0, len(index), PAGE_DIGEST_BYTES)]
+
+
+def page_digest(page: bytes) -> bytes:
+    return hashlib.sha256(page).digest()
+
+
+class SampleSource(Protocol):
+    """What training and evaluation read samples from: local shards (`TokenDataset`) or the paged corpus
+    fetched from the dataset bucket (`storage.dataset.PagedDataset`)."""
+
+    def __len__(self) -> int:
+        ...
+
+    def batch(self, ids: list[int]) -> torch.Tensor:
+        """Samples `ids` as a LongTensor (len(ids), seq_len + 1)."""
+        ...
+
+    def prefetch(self, ids: list[int]) -> None:
+        """Start reading samples `ids` in the background (no-op when they are local)."""
+        ...
+
+
 class TokenDataset:
-    """Samples from memory-mapped `.npy` shards; sample ids are global over the shards in order."""
+    """Samples from local memory-mapped `.npy` shards (benchmarks, tests); ids are global over the shards."""
 
     def __init__(self, shard_paths: list[Path], seq_len: int) -> None:
         self.seq_len = seq_len
@@ -100,8 +193,13 @@ class TokenDataset:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
+    def prefetch(self, ids: list[int]) -> None:
+        """Nothing to fetch: every shard is local."""
+
     def batch(self, ids: list[int]) -> torch.Tensor:
         """Samples `ids` as a LongTensor of shape (len(ids), seq_len + 1). Raises IndexError on a bad id."""
+        import torch
+
         rows = np.empty((len(ids), self.seq_len + 1), dtype=np.int64)
         for row, sample_id in enumerate(ids):
             if not 0 <= sample_id < len(self):
@@ -128,26 +226,104 @@ def _seed_int(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
 
 
-@lru_cache(maxsize=8)
-def _window_permutation(window: int, seed: int, num_train: int) -> np.ndarray:
-    # Cached: a validator recomputes the assignment of every uid of one window.
-    perm = np.random.Generator(np.random.PCG64(_seed_int("assign", seed, window))).permutation(num_train)
-    perm.setflags(write=False)
-    return perm
+_ROUNDS = 6
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on uint64 (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    out: np.ndarray = x ^ (x >> np.uint64(31))
+    return out
+
+
+def _feistel_keys(size: int, key: tuple[object, ...]) -> tuple[int, list[int]]:
+    """(bits per half, round keys) of the Feistel permutation of [0, size) under `key`."""
+    half = max(1, ((size - 1).bit_length() + 1) // 2)
+    seed = _seed_int("feistel", size, *key)
+    return half, [((seed >> (64 * (i % 4))) & _MASK64) ^ i for i in range(_ROUNDS)]
+
+
+def _mix64_int(x: int) -> int:
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _permute_one(position: int, size: int, half: int, keys: list[int]) -> int:
+    """`permute` of one position with Python ints (same values as the numpy path)."""
+    mask = (1 << half) - 1
+    v = position
+    while True:
+        left, right = v >> half, v & mask
+        for k in keys:
+            left, right = right, left ^ (_mix64_int(right ^ k) & mask)
+        v = (left << half) | right
+        if v < size:
+            return v
+
+
+def permute(positions: np.ndarray | list[int], size: int, *key: object) -> np.ndarray:
+    """A keyed bijection of [0, size) applied to `positions`: int64 array of the same length.
+
+    A balanced Feistel network on the smallest even-bit domain holding `size` (at most 4 * size),
+    cycle-walking values that land outside [0, size) until they are inside. Stateless: O(len(positions))
+    time and memory whatever `size` is; the same on every machine. Raises ValueError on a bad input."""
+    x = np.asarray(positions, dtype=np.int64)
+    if size <= 0 or size > 1 << 62:
+        raise ValueError(f"size must be in [1, 2^62], got {size}")
+    if x.size and (x.min() < 0 or x.max() >= size):
+        raise ValueError(f"positions must be in [0, {size})")
+    half, keys = _feistel_keys(size, key)
+    if x.size <= 8:  # a few positions (one uid's slot): Python ints beat numpy's per-call overhead
+        return np.asarray([_permute_one(int(p), size, half, keys) for p in x], dtype=np.int64)
+    mask = np.uint64((1 << half) - 1)
+    round_keys = [np.uint64(k) for k in keys]
+    out = x.astype(np.uint64)
+    todo = np.ones(out.shape, dtype=bool)
+    with np.errstate(over="ignore"):
+        while todo.any():
+            v = out[todo]
+            left, right = v >> np.uint64(half), v & mask
+            for k in round_keys:
+                left, right = right, left ^ (_mix64(right ^ k) & mask)
+            v = (left << np.uint64(half)) | right
+            out[todo] = v
+            todo[todo] = v >= np.uint64(size)  # cycle-walk: permute again until inside
+    return out.astype(np.int64)
+
+
+def active_span(window: int, seed: int, num_slots: int) -> tuple[int, int]:
+    """(first slot, slots) of the span of slots active in `window`: the schedule of which part of the
+    training range is read. Spans of SPAN_SLOTS (the last absorbs the remainder) are visited once per
+    epoch of `num_spans` windows, in an order keyed by (seed, epoch)."""
+    span = min(num_slots, SPAN_SLOTS)
+    num_spans = num_slots // span
+    epoch, turn = divmod(window, num_spans)
+    k = int(permute([turn], num_spans, "span", seed, epoch)[0])
+    return k * span, span if k < num_spans - 1 else num_slots - k * span
 
 
 def sample_ids(uid: int, window: int, seed: int, n: int, num_train: int) -> list[int]:
     """The `n` training sample ids assigned to `uid` in `window`, all in [0, num_train).
 
-    One permutation of [0, num_train) per (seed, window); uid gets slice [uid*n, (uid+1)*n).
-    So uids do not overlap as long as (uid+1)*n <= num_train. Beyond that the slice wraps around
-    the permutation cyclically: ids stay valid but overlap other uids' (and repeat if n > num_train).
+    The training range is cut into slots of `n` consecutive ids; window w's active span of slots
+    (`active_span`) is permuted by a Feistel bijection keyed by (seed, w) and uid gets the slot at
+    position uid. So uids below the span size (SPAN_SLOTS, or all slots of a small corpus) never
+    overlap; beyond it uids share slots. If n > num_train the ids wrap around the training range.
     """
     if uid < 0 or window < 0 or n < 0 or num_train <= 0:
         raise ValueError(f"need uid >= 0, window >= 0, n >= 0, num_train > 0; got {uid}, {window}, {n}, {num_train}")
-    perm = _window_permutation(window, seed, num_train)
-    positions = (uid * n + np.arange(n, dtype=np.int64)) % num_train
-    return [int(i) for i in perm[positions]]
+    if n == 0:
+        return []
+    num_slots = num_train // n
+    if num_slots == 0:  # fewer training samples than one slot: wrap from a keyed start
+        start = int(permute([uid % num_train], num_train, "wrap", seed, window)[0])
+        return [(start + j) % num_train for j in range(n)]
+    first, size = active_span(window, seed, num_slots)
+    slot = first + int(permute([uid % size], size, "slot", seed, window)[0])
+    return list(range(slot * n, slot * n + n))
 
 
 def heldout_ids(window: int, seed: int, n: int, heldout_start: int, num_samples: int) -> list[int]:
@@ -156,8 +332,7 @@ def heldout_ids(window: int, seed: int, n: int, heldout_start: int, num_samples:
     if window < 0 or n < 0 or heldout_start < 0 or size <= 0:
         raise ValueError(f"need window >= 0, n >= 0 and 0 <= heldout_start < num_samples; got {window}, {n}, "
                          f"{heldout_start}, {num_samples}")
-    rng = np.random.Generator(np.random.PCG64(_seed_int("heldout", seed, window)))
-    picked = rng.choice(size, size=min(n, size), replace=False)
+    picked = permute(np.arange(min(n, size)), size, "heldout", seed, window)
     return [heldout_start + int(i) for i in picked]
 
 

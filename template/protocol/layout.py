@@ -92,12 +92,19 @@ def parse_window(key: str) -> int | None:
 
 
 def shard_key(split: str, index: int) -> str:
-    """Key of dataset shard `index` of `split` (``train``/``heldout``...), e.g. ``shards/train/000003.npy``."""
+    """Key of dataset shard `index` of `split` (``train``/``heldout``...), e.g. ``shards/train/000003.bin``
+    (raw little-endian tokens, whole samples)."""
     if not re.fullmatch(r"[a-z0-9_-]+", split):
         raise ValueError(f"split must match [a-z0-9_-]+, got {split!r}")
     if not isinstance(index, int) or not 0 <= index < 10**_SHARD_DIGITS:
         raise ValueError(f"shard index must be an int in [0, 1e{_SHARD_DIGITS}), got {index!r}")
-    return f"shards/{split}/{index:0{_SHARD_DIGITS}d}.npy"
+    return f"shards/{split}/{index:0{_SHARD_DIGITS}d}.bin"
+
+
+def shard_index_key(split: str, index: int) -> str:
+    """Key of the page index of dataset shard `index` of `split` (the sha256 of each page, in order), e.g.
+    ``shards/train/000003.idx``."""
+    return shard_key(split, index)[: -len(".bin")] + ".idx"
 
 
 def dataset_manifest_key() -> str:

@@ -52,15 +52,29 @@ def test_dashboard_shows_the_runs_loss_and_leaderboard(browser, dashboard_url, t
     shown = [float(y) for y in page.eval_on_selector_all("#loss-chart circle.pt", "els => els.map(e => e.dataset.y)")]
     assert shown == pytest.approx(report["loss"], abs=1e-4)
     assert f"{report['loss'][-1]:.4f}" in page.inner_text("#meta")
-    # the leaderboard: every neuron, best rating first, with its rating, weight and alpha
+    # the leaderboard: one window of the lead validator (the last it set weights in), best rating first
+    lead = {json.loads(line)["window"]: json.loads(line)
+            for line in (RUN / "metrics" / "validator0.jsonl").read_text().splitlines()}
+    assert "Leaderboard after window 8" in page.inner_text("#leaderboard-title")
+    assert "latest window 9" in page.inner_text("#leaderboard-title")
     cells = page.eval_on_selector_all("#leaderboard tr", "rows => rows.slice(1).map(r => "
                                       "[...r.querySelectorAll('td')].map(td => td.innerText))")
-    best = max(report["neurons"], key=lambda n: n["rating"])
-    assert len(cells) == len(report["neurons"])
-    assert cells[0][:4] == [str(best["uid"]), best["name"], best["kind"], f"{best['rating']:.2f}"]
-    assert cells[0][6] == f"{best['emission_alpha']:.2f}"
+    uid, best = max(lead[8]["miners"].items(), key=lambda um: um[1]["rating"])
+    assert len(cells) == len(lead[8]["miners"])
+    assert cells[0][0] == uid and cells[0][3:6] == [f"{best['rating']:.2f}", f"{best['score']:.3f}",
+                                                    f"{best['weight']:.3f}"]
     hostile = page.eval_on_selector_all("#leaderboard tr.hostile td:nth-child(2)", "els => els.map(e => e.innerText)")
     assert sorted(hostile) == ["copycat1", "noise0"]
+    # the chain's payout: its own table, labelled with the block it was read at, richest first
+    assert "block 412" in page.inner_text("#chain-title")
+    chain = page.eval_on_selector_all("#chain tr", "rows => rows.slice(1).map(r => "
+                                      "[...r.querySelectorAll('td')].map(td => td.innerText))")
+    richest = max(report["neurons"], key=lambda n: n["emission_alpha"])
+    assert len(chain) == len(report["neurons"]) and chain[0][1] == richest["name"]
+    assert chain[0][5] == f"{richest['emission_alpha']:.2f}"
+    # per-miner charts: a line per miner over the windows
+    assert len(page.query_selector_all("#miner-rating circle.pt")) == 10 * len(lead[8]["miners"])
+    assert len(page.query_selector_all("#miner-tokens_per_s circle.pt")) > 0
     assert "copy" in page.inner_text("#rejections") and "11" in page.inner_text("#rejections")
     assert "chain head 412" in page.inner_text("#meta")
     shot = DOCS_SCREENSHOT if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path / "dashboard.png"

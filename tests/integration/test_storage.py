@@ -192,7 +192,7 @@ def test_dataset_upload_and_fetch(tmp_path, seaweed):
     corpus.mkdir()
     for i in range(4):
         (corpus / f"doc{i}.txt").write_text(f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * 60)
-    manifest = prepare_dataset(tmp_path / "out", seq_len=16, vocab_size=300, source=str(corpus))
+    manifest = prepare_dataset(tmp_path / "out", seq_len=16, vocab_size=300, source=str(corpus), page_samples=4)
     admin = seaweed.client(seaweed.admin)
     admin.ensure_bucket("dataset-test")
     upload_dataset(admin, "dataset-test", tmp_path / "out", manifest)
@@ -201,14 +201,18 @@ def test_dataset_upload_and_fetch(tmp_path, seaweed):
     fetched, dataset = fetch_dataset(reader, "dataset-test", tmp_path / "cache")
     assert fetched == manifest and len(dataset) == manifest.num_samples
     assert tuple(dataset.batch([0, manifest.num_samples - 1]).shape) == (2, 17)
+    dataset.close()
 
     gets = _count_calls(reader, "GetObject")
-    fetch_dataset(reader, "dataset-test", tmp_path / "cache")
-    assert gets[0] == 1  # only the manifest: the verified cache is reused
+    _, again = fetch_dataset(reader, "dataset-test", tmp_path / "cache")
+    assert gets[0] == 1  # only the manifest: the verified tokenizer is reused
+    assert tuple(again.batch([0]).shape) == (1, 17) and gets[0] == 1  # and the cached page
+    again.close()
 
     shard = manifest.shards[0].key
     admin.put("dataset-test", shard, b"tampered")  # the bucket no longer matches its manifest
-    (tmp_path / "cache" / shard).unlink()
-    with pytest.raises(DatasetError, match="TOO_LARGE|ERROR"):
-        fetch_dataset(reader, "dataset-test", tmp_path / "cache2")
+    _, fresh = fetch_dataset(reader, "dataset-test", tmp_path / "cache2")
+    with pytest.raises(DatasetError, match="could not be read and verified"):
+        fresh.batch([0])
+    fresh.close()
     assert layout.parse_window(shard) is None

@@ -125,7 +125,7 @@ def test_paid_calls_pay_a_fee_even_when_they_fail_and_hotkey_calls_are_free() ->
 
 
 def test_the_pool_refuses_unfunded_unregistered_oversized_and_far_future_extrinsics(tmp_path: Path) -> None:
-    node = LocalnetNode(tmp_path / "chain.sqlite", genesis=Genesis(timestamp=0.0))
+    node = LocalnetNode(tmp_path / "chain.sqlite", genesis=Genesis(timestamp=0.0), new=True)
     try:
         g = node.genesis_hash
         with pytest.raises(InvalidTransaction, match="Payment"):
@@ -164,7 +164,7 @@ def test_extrinsics_are_mortal(tmp_path: Path) -> None:
     assert apply_signed(c.state, late)[1].startswith("Outdated")
     early = sign_extrinsic(ALICE, "transfer", args, 0, c.genesis, birth=50, period=4)
     assert apply_signed(c.state, early)[1].startswith("BadEra")
-    node = LocalnetNode(tmp_path / "chain.sqlite", genesis=Genesis(timestamp=0.0))
+    node = LocalnetNode(tmp_path / "chain.sqlite", genesis=Genesis(timestamp=0.0), new=True)
     try:
         parked = sign_extrinsic(ALICE, "transfer", args, 1, node.genesis_hash, birth=0, period=4)
         node.submit(parked)  # waits behind nonce 0, then expires in the pool

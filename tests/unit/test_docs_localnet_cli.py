@@ -80,7 +80,7 @@ def _params(route: str) -> str:
 
 
 def test_route_table_matches_the_node(tmp_path: Path) -> None:
-    node = LocalnetNode(tmp_path / "chain.sqlite")
+    node = LocalnetNode(tmp_path / "chain.sqlite", new=True)
     try:
         routes = {_params(f"{sorted(r.methods)[0]} {r.path}") for r in build_app(node).routes
                   if getattr(r, "methods", None) and r.path.startswith("/") and "HEAD" not in r.methods}

@@ -23,7 +23,7 @@ def test_key_format_is_pinned():
     assert layout.peers_key(12) == "v1/peers/00000012.json"
     assert layout.checkpoint_prefix() == "v1/checkpoints/"
     assert layout.checkpoint_key(12) == "v1/checkpoints/00000012/model.safetensors"
-    assert layout.shard_key("train", 3) == "shards/train/000003.npy"
+    assert layout.shard_key("train", 3) == "shards/train/000003.bin"
     assert layout.dataset_manifest_key() == "shards/manifest.json"
     assert layout.tokenizer_key() == "shards/tokenizer.json"
     assert layout.hparams_key() == "hparams.json"
@@ -52,7 +52,7 @@ def test_parse_window_of_other_text_is_none_or_a_valid_window(text):
 
 @pytest.mark.parametrize("key", [
     "v1/gradients/12.safetensors", "v2/gradients/00000012.safetensors", "v1/gradients/00000012.json",
-    "v1/records/00000012.json.bak", "v1/checkpoints/00000012/", "shards/train/000003.npy", "hparams.json",
+    "v1/records/00000012.json.bak", "v1/checkpoints/00000012/", "shards/train/000003.bin", "hparams.json",
     "v1/gradients/0000001x.safetensors", "", "v1/gradients/000000012.safetensors",
 ])
 def test_parse_window_rejects_foreign_keys(key):

@@ -30,3 +30,11 @@ def test_markdown_report_has_a_row_per_neuron():
     assert "9.000 -> 8.100 (10.0% lower)" in md
     assert "| 2 | miner0 | miner | honest | 0.900 |" in md
     assert "`copy` 2" in md and "- kill -9 of miner0: rejoined in sync" in md
+
+
+def test_both_forms_show_the_data_each_miner_fetched_per_window():
+    neurons = [dict(REPORT["neurons"][0], data_bytes_per_window=13_210), REPORT["neurons"][1]]
+    report = dict(REPORT, neurons=neurons)
+    assert "data fetched per miner per window (mean): miner0 12.9 KiB" in format_report(report)
+    assert "per window (mean, pages of the paged corpus): miner0 12.9 KiB." in format_markdown(report)
+    assert "data fetched" not in format_report(REPORT)  # older reports have no such field

@@ -443,7 +443,7 @@ def test_epoch_pays_owner_cut_miners_and_validator_and_burns_the_owners_miner() 
 
 # ---- the node: pool ordering, replays, persistence ---------------------------------------------------------------
 def test_node_orders_out_of_order_nonces_rejects_replays_and_resumes_after_reopen(tmp_path) -> None:
-    node = LocalnetNode(tmp_path / "chain.sqlite", genesis=Genesis(timestamp=100.0))
+    node = LocalnetNode(tmp_path / "chain.sqlite", genesis=Genesis(timestamp=100.0), new=True)
     g = node.genesis_hash
     first = sign_extrinsic(ALICE, "transfer", {"dest": BOB.ss58_address, "amount": RAO}, 0, g)
     second = sign_extrinsic(ALICE, "transfer", {"dest": BOB.ss58_address, "amount": 2 * RAO}, 1, g)
@@ -472,7 +472,7 @@ def test_node_orders_out_of_order_nonces_rejects_replays_and_resumes_after_reope
 
 def test_replay_from_genesis_reproduces_every_state_root_and_detects_tampering(tmp_path) -> None:
     db = tmp_path / "chain.sqlite"
-    node = LocalnetNode(db, genesis=Genesis(timestamp=100.0))
+    node = LocalnetNode(db, genesis=Genesis(timestamp=100.0), new=True)
     g = node.genesis_hash
     nonces: dict[str, int] = {}
 

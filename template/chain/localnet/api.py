@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from template.chain.localnet.node import (
     MAX_BATCH_BODY_BYTES,
     MAX_BLOCK_NUMBER,
     MAX_BODY_BYTES,
+    MAX_FUTURE,
+    MAX_POOL,
     LocalnetNode,
 )
 from template.chain.localnet.state import CallError, Genesis
@@ -159,15 +162,24 @@ def build_app(node: LocalnetNode):
     return app
 
 
-def serve(db_path: Path, port: int, block_time: float, genesis: Genesis | None = None) -> None:
-    """Run a node until SIGTERM/SIGINT: block producer thread + uvicorn on 127.0.0.1:`port`."""
+def serve(db_path: Path, port: int, block_time: float, genesis: Genesis | None = None, new: bool = False,
+          pool_limits: tuple[int, int] = (MAX_POOL, MAX_FUTURE)) -> None:
+    """Run a node until SIGTERM/SIGINT: block producer thread + uvicorn on 127.0.0.1:`port`. `new`: start a
+    chain in `db_path` (which must not exist) instead of resuming the one in it; `pool_limits`: (extrinsics in the
+    pool, of those behind a nonce gap). Raises ChainDatabaseError."""
     import uvicorn
 
-    node = LocalnetNode(db_path, block_time=block_time, genesis=genesis)
+    node = LocalnetNode(db_path, block_time=block_time, genesis=genesis, new=new, max_pool=pool_limits[0],
+                        max_future=pool_limits[1])
 
     def produce() -> None:
         try:
             node.run_producer()
+        except sqlite3.Error as e:  # disk full, file removed or damaged under the node: one line, exit 2
+            logger.error(f"error: database {db_path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                         f"; the node stopped at block {node.head['number']}: fix the disk or file and start it "
+                         f"again (it resumes from the last committed block; `verify --db {db_path}` checks it)")
+            os._exit(2)
         except Exception:
             # memory may now be ahead of the database: die, so that a restart resumes from the last commit
             logger.exception("block production failed; exiting")

@@ -15,6 +15,7 @@ registered on that subnet; every extrinsic is mortal (`extrinsic.check_era`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from template.chain.localnet import coinbase, hparams
@@ -143,11 +144,14 @@ def extrinsic_fee(genesis: Genesis, call: str, size: int) -> int:
     return 0 if call in HOTKEY_CALLS else genesis.fee_base_rao + genesis.fee_per_byte_rao * size
 
 
-def check_admission(state: ChainState, payload: dict[str, Any], size: int, queued_fees: int) -> int:
-    """Pool-entry checks against the current state; returns the fee. Raises InvalidTransaction.
+def check_admission(state: ChainState, payload: dict[str, Any], size: int, queued_fees: int,
+                    queued_free: QueuedFreeCalls | None = None) -> tuple[int, int]:
+    """Pool-entry checks against the current state; returns (fee, commitment space). Raises InvalidTransaction.
 
     The extrinsic must be includable in the next block (era), its arguments valid, and either its fee payable
-    on top of the signer's fees already queued, or (a free hotkey call) its signer registered on the subnet.
+    on top of the signer's fees already queued, or (a free hotkey call) its signer registered on the subnet and
+    every check the call can fail before dispatch passing in the next block after the signer's queued free
+    calls (`check_free_call`): a free call that would fail never enters a block, as on subtensor.
     """
     try:
         check_era(payload, state.block + 1)
@@ -161,10 +165,15 @@ def check_admission(state: ChainState, payload: dict[str, Any], size: int, queue
         if sub is None or sub.uid_of(signer) is None:
             raise InvalidTransaction("NotRegistered: hotkey calls are free only for a hotkey registered on "
                                      "that subnet")
-    elif state.balance(signer) < queued_fees + fee:
+        try:
+            return fee, check_free_call(state, signer, payload["call"], payload["args"], state.block + 1,
+                                        queued_free)
+        except CallError as e:
+            raise InvalidTransaction(str(e.args[0])) from e
+    if state.balance(signer) < queued_fees + fee:
         raise InvalidTransaction(f"Payment: balance {state.balance(signer)} rao cannot pay the fee {fee} rao "
                                  f"(plus {queued_fees} rao queued)")
-    return fee
+    return fee, 0
 
 
 # ---- dispatch ------------------------------------------------------------------------------------------------
@@ -342,8 +351,8 @@ def _weights_args(args: dict[str, Any]) -> tuple[int, list[int], list[int], int]
     return _int_arg(args, "netuid"), list(args["uids"]), list(args["weights"]), _int_arg(args, "version_key")
 
 
-def set_weights(state: ChainState, signer: str, args: dict[str, Any]) -> None:
-    """subtensor's do_set_weights checks, in its order (SUBTENSOR.md section 3)."""
+def _check_set_weights(state: ChainState, signer: str, args: dict[str, Any], now: int) -> tuple[Subnet, int]:
+    """subtensor's do_set_weights checks, in its order (SUBTENSOR.md section 3); the subnet and the signer's uid."""
     netuid, uids, values, version_key = _weights_args(args)
     sub = state.subnets.get(str(netuid))
     if sub is not None and sub.hparams["commit_reveal_weights_enabled"]:
@@ -354,17 +363,19 @@ def set_weights(state: ChainState, signer: str, args: dict[str, Any]) -> None:
         raise CallError("WeightVecNotEqualSize")
     if sub is None:
         raise CallError("MechanismDoesNotExist")
-    uid = state.check_weights(sub, signer, uids, values, version_key)
+    return sub, state.check_weights(sub, signer, uids, values, version_key, now=now)
+
+
+def set_weights(state: ChainState, signer: str, args: dict[str, Any]) -> None:
+    sub, uid = _check_set_weights(state, signer, args, state.block)
     neuron = sub.neurons[uid]
-    state.store_weights(neuron, uids, values, None)
+    state.store_weights(neuron, list(args["uids"]), list(args["weights"]), None)
     neuron.last_update = state.block
+    # weights set directly supersede any commit still waiting: a later reveal must not overwrite them
+    sub.weight_commits = [c for c in sub.weight_commits if c[0] != signer]
 
 
-def commit_weights(state: ChainState, signer: str, args: dict[str, Any]) -> None:
-    """Commit-reveal (CRv4 semantics): store the weights hidden; `ChainState.reveal_commits` applies them at
-    the epoch where commit_reveal_period tempos have passed. The localnet is its own beacon: the commit is the
-    plaintext row, which no view shows before the reveal. The set_weights checks run now (a friendlier early
-    error than mainnet's silent drop at reveal) and again at the reveal."""
+def _check_commit_weights(state: ChainState, signer: str, args: dict[str, Any], now: int) -> tuple[Subnet, int]:
     netuid, uids, values, version_key = _weights_args(args)
     sub = state.subnet(netuid)
     if not sub.hparams["commit_reveal_weights_enabled"]:
@@ -373,40 +384,98 @@ def commit_weights(state: ChainState, signer: str, args: dict[str, Any]) -> None
     if uid is None:
         raise CallError("HotKeyNotRegisteredInSubNet")
     neuron = sub.neurons[uid]
-    if neuron.last_update != 0 and state.block - neuron.last_update < sub.hparams["weights_rate_limit"]:
+    if neuron.last_update != 0 and now - neuron.last_update < sub.hparams["weights_rate_limit"]:
         raise CallError("CommittingWeightsTooFast")
     if sum(1 for c in sub.weight_commits if c[0] == signer) >= MAX_UNREVEALED_COMMITS:
         raise CallError("TooManyUnrevealedCommits")
     state.check_weights(sub, signer, uids, values, version_key, rate_limit=False)
-    sub.weight_commits.append([signer, sub.epoch_index, state.block, uids, values, version_key])
-    neuron.last_update = state.block
+    return sub, uid
 
 
-def set_commitment(state: ChainState, signer: str, args: dict[str, Any]) -> None:
-    """Commitments pallet: fields [{"Raw": hex} | {"BigRaw": hex}], size and per-epoch space limits."""
+def commit_weights(state: ChainState, signer: str, args: dict[str, Any]) -> None:
+    """Commit-reveal (CRv4 semantics): store the weights hidden; `ChainState.reveal_commits` applies them at
+    the epoch fixed now, commit_reveal_period tempos ahead (a later change of the period does not move it:
+    `set_hyperparameter` shifts the pending commits' stored epoch by the change).
+    The localnet is its own beacon: the commit is the plaintext row, which no view shows before the reveal.
+    The set_weights checks run now (a friendlier early error than mainnet's silent drop at reveal) and again
+    at the reveal."""
+    sub, uid = _check_commit_weights(state, signer, args, state.block)
+    sub.weight_commits.append([signer, sub.epoch_index, state.block, list(args["uids"]), list(args["weights"]),
+                               _int_arg(args, "version_key")])
+    sub.neurons[uid].last_update = state.block
+
+
+def _check_set_commitment(state: ChainState, signer: str, args: dict[str, Any]) -> tuple[Subnet, int, int]:
+    """Commitments pallet checks; the subnet, the space already used this epoch and the space this one costs."""
     sub = state.subnets.get(str(_int_arg(args, "netuid")))
     if sub is None or sub.uid_of(signer) is None:
         raise CallError("AccountNotAllowedCommit")
     fields_in = args["fields"]
     if len(fields_in) > COMMIT_MAX_FIELDS:
         raise CallError("TooManyFieldsInCommitmentInfo")
-    decoded: list[dict[str, str]] = []
     total = 0
     for f in fields_in:
         (kind, hexdata), = f.items()
-        size = len(bytes.fromhex(hexdata))
+        size = len(hexdata) // 2
         if size > COMMIT_FIELD_LIMITS[kind]:
             raise CallError(f"{kind}TooLarge")  # the real chain cannot even encode it (BoundedVec)
         total += size
-        decoded.append({kind: hexdata})
     epoch, used = sub.used_space.get(signer, [sub.epoch_index, 0])
     if epoch != sub.epoch_index:
         used = 0
     cost = max(COMMIT_MIN_SPACE, total)
     if used + cost > COMMIT_SPACE_PER_EPOCH:
         raise CallError("SpaceLimitExceeded")
+    return sub, used, cost
+
+
+def set_commitment(state: ChainState, signer: str, args: dict[str, Any]) -> None:
+    """Commitments pallet: fields [{"Raw": hex} | {"BigRaw": hex}], size and per-epoch space limits."""
+    sub, used, cost = _check_set_commitment(state, signer, args)
+    decoded = [dict([next(iter(f.items()))]) for f in args["fields"]]
     sub.used_space[signer] = [sub.epoch_index, used + cost]
     sub.commitments[signer] = {"fields": decoded, "block": state.block}
+
+
+@dataclass
+class QueuedFreeCalls:
+    """What one hotkey's free calls already waiting in the pool will use on one subnet (pool admission)."""
+
+    weights: int = 0  # set_weights and commit_weights
+    commits: int = 0  # commit_weights
+    space: int = 0  # commitment bytes
+
+    def add(self, call: str, cost: int, sign: int = 1) -> None:
+        if call in ("set_weights", "commit_weights"):
+            self.weights += sign
+        if call == "commit_weights":
+            self.commits += sign
+        if call == "set_commitment":
+            self.space += sign * cost
+
+
+def check_free_call(state: ChainState, signer: str, call: str, args: dict[str, Any], now: int,
+                    queued: QueuedFreeCalls | None = None) -> int:
+    """Run every check a free hotkey call can fail before it changes anything, as if dispatched in block `now`
+    after the signer's `queued` free calls; returns the commitment space it uses (0 for weights). Raises
+    CallError with the chain's error name (subtensor's transaction extensions refuse these in the pool)."""
+    queued = queued or QueuedFreeCalls()
+    if call == "set_weights":
+        sub, _ = _check_set_weights(state, signer, args, now)
+        if queued.weights and sub.hparams["weights_rate_limit"]:
+            raise CallError("SettingWeightsTooFast")  # the queued weights call sets last_update first
+        return 0
+    if call == "commit_weights":
+        sub, _ = _check_commit_weights(state, signer, args, now)
+        if queued.weights and sub.hparams["weights_rate_limit"]:
+            raise CallError("CommittingWeightsTooFast")
+        if sum(1 for c in sub.weight_commits if c[0] == signer) + queued.commits >= MAX_UNREVEALED_COMMITS:
+            raise CallError("TooManyUnrevealedCommits")
+        return 0
+    _, used, cost = _check_set_commitment(state, signer, args)
+    if used + queued.space + cost > COMMIT_SPACE_PER_EPOCH:
+        raise CallError("SpaceLimitExceeded")
+    return cost
 
 
 def _blocks_until_next_epoch(state: ChainState, sub: Subnet) -> int:
@@ -438,7 +507,12 @@ def set_hyperparameter(state: ChainState, signer: str, args: dict[str, Any]) -> 
         if name in sub.hparam_last_set and state.block - sub.hparam_last_set[name] < limit:
             raise CallError("TxRateLimitExceeded")
     _check_hparam_consistency(sub, name, value)
+    if name == "commit_reveal_period":  # pending commits keep the reveal epoch they were made with
+        shift = int(sub.hparams[name]) - int(value)
+        sub.weight_commits = [[c[0], c[1] + shift, *c[2:]] for c in sub.weight_commits]
     sub.hparams[name] = value
+    if name == "commit_reveal_weights_enabled" and not value:
+        sub.weight_commits = []  # commits still waiting are dropped, never revealed over later direct weights
     if not root:
         sub.hparam_last_set[name] = state.block
     if name == "tempo":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from bittensor_wallet import Keypair
@@ -40,13 +41,21 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range (not a finite float)")
+    return value
+
+
 def parse_json(data: bytes | str) -> Any:
-    """Strict JSON: NaN/Infinity refused, nesting bounded. Raises ValueError with the reason."""
+    """Strict JSON: NaN/Infinity and numbers that overflow a float (1e999) refused, nesting bounded. Raises
+    ValueError with the reason."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH:
         _check_depth(text)
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError as e:  # pragma: no cover - _check_depth stops this first
         raise ValueError("JSON nested too deeply") from e
 
@@ -139,13 +148,20 @@ def verify_encoded(ext: Any, genesis: str) -> tuple[dict[str, Any], bytes]:
     if payload["genesis"] != genesis:
         raise InvalidTransaction("BadGenesis: signed for another chain")
     try:
-        check_address(signer, "signer")
         encoded = canonical_json(ext)
-        size = len(encoded)
-        signature = bytes.fromhex(ext["signature"]) if isinstance(ext["signature"], str) else b""
+    except ValueError as e:  # e.g. 1e999 in the args: a float JSON cannot carry (NaN or infinite)
+        raise InvalidTransaction("BadFormat: the extrinsic holds a number that is not finite (NaN or out of "
+                                 "range, e.g. 1e999)") from e
+    size = len(encoded)
+    try:
+        check_address(signer, "signer")
         public = Keypair(ss58_address=signer)
     except ValueError as e:
         raise InvalidTransaction(f"BadSigner: {e}" if "BadAddress" not in str(e) else str(e)) from e
+    try:
+        signature = bytes.fromhex(ext["signature"]) if isinstance(ext["signature"], str) else b""
+    except ValueError:
+        signature = b""  # not hex: cannot match, refused below as BadProof
     if size > MAX_EXTRINSIC_BYTES:
         raise InvalidTransaction(f"ExhaustsResources: extrinsic is {size} bytes, limit {MAX_EXTRINSIC_BYTES}")
     if len(signature) != 64 or not public.verify(canonical_json(payload), signature):

@@ -106,8 +106,11 @@ class Subnet:
     commitments: dict[str, dict[str, Any]] = field(default_factory=dict)  # hotkey -> {fields, block}
     used_space: dict[str, list[int]] = field(default_factory=dict)  # hotkey -> [epoch_index, bytes used]
     hparam_last_set: dict[str, int] = field(default_factory=dict)
-    # commit-reveal: [hotkey, commit epoch_index, commit block, uids, u16 values, version_key]; hidden from
-    # every view until revealed at the epoch where epoch_index >= commit epoch + commit_reveal_period
+    # commit-reveal: [hotkey, base epoch, commit block, uids, u16 values, version_key], revealed at the epoch
+    # base + commit_reveal_period, hidden from every view until then. The base is the commit's epoch_index; a
+    # change of the period shifts it by the change, so the reveal epoch stays the one fixed at commit time
+    # (and a recording made before that rule replays to the same state roots). Dropped when the hotkey sets
+    # weights directly or commit-reveal is turned off.
     weight_commits: list[list[Any]] = field(default_factory=list)
 
     def uid_of(self, hotkey: str) -> int | None:
@@ -115,6 +118,23 @@ class Subnet:
             if n.hotkey == hotkey:
                 return uid
         return None
+
+
+def pick_pruning_victim(non_immune: list[tuple[int, int, int]], immune: list[tuple[int, int, int]],
+                        max_uids: int) -> int | None:
+    """The uid a full subnet of `max_uids` replaces, from (emission, registered_at, uid) keys of its prunable
+    neurons: the lowest key of the group chosen.
+
+    Subtensor's floor: above MinNonImmuneUids non-immune uids a non-immune one goes, at or below it an immune
+    one first. A subnet with max_allowed_uids <= MinNonImmuneUids + 1 can never rise above that floor, so
+    there the floor would refuse every registration once all are past immunity: it takes the lowest non-immune
+    uid whenever there is one, and an immune one only when all are immune. None (NoNeuronIdAvailable) only
+    when nothing is prunable.
+    """
+    small = max_uids <= MIN_NON_IMMUNE_UIDS + 1
+    if non_immune and (len(non_immune) > MIN_NON_IMMUNE_UIDS or small or not immune):
+        return min(non_immune)[2]
+    return min(immune)[2] if immune else None
 
 
 def canonical(obj: Any) -> bytes:
@@ -311,10 +331,7 @@ class ChainState:
                 continue
             key = (n.emission, n.registered_at, uid)
             (immune if self.block - n.registered_at < immunity else non_immune).append(key)
-        # a floor of non-immune uids is kept; below it an immune uid goes first (or none: NoNeuronIdAvailable)
-        if len(non_immune) > MIN_NON_IMMUNE_UIDS:
-            return min(non_immune)[2]
-        return min(immune)[2] if immune else None
+        return pick_pruning_victim(non_immune, immune, int(sub.hparams["max_allowed_uids"]))
 
     def _owner_immortal_uids(self, sub: Subnet) -> set[int]:
         uids = []
@@ -328,8 +345,9 @@ class ChainState:
 
     # ---- weights: subtensor's do_set_weights checks, shared by set_weights, commits and reveals ----------------
     def check_weights(self, sub: Subnet, hotkey: str, uids: list[int], values: list[int], version_key: int,
-                      rate_limit: bool = True) -> int:
-        """Run set_weights checks 2-14 (SUBTENSOR.md section 3) for `hotkey`; return its uid. Raises CallError."""
+                      rate_limit: bool = True, now: int | None = None) -> int:
+        """Run set_weights checks 2-14 (SUBTENSOR.md section 3) for `hotkey` as in block `now` (default: this
+        block); return its uid. Raises CallError."""
         if len(uids) != len(values):
             raise CallError("WeightVecNotEqualSize")
         hp, n = sub.hparams, len(sub.neurons)
@@ -344,7 +362,8 @@ class ChainState:
         if hp["weights_version"] != 0 and version_key < hp["weights_version"]:
             raise CallError("IncorrectWeightVersionKey")
         neuron = sub.neurons[uid]
-        if rate_limit and neuron.last_update != 0 and self.block - neuron.last_update < hp["weights_rate_limit"]:
+        now = self.block if now is None else now
+        if rate_limit and neuron.last_update != 0 and now - neuron.last_update < hp["weights_rate_limit"]:
             raise CallError("SettingWeightsTooFast")
         self_weight = len(uids) == 1 and uids[0] == uid
         if not neuron.permit and uid != owner_uid and not self_weight:
@@ -366,7 +385,7 @@ class ChainState:
         neuron.weights_commit_block = commit_block
 
     def reveal_commits(self, sub: Subnet) -> None:
-        """Reveal every commit whose period has passed (epoch_index >= commit epoch + commit_reveal_period), in
+        """Reveal every commit whose reveal epoch (fixed at commit time, see `Subnet.weight_commits`) has come, in
         commit order; a reveal that fails the set_weights checks is dropped, as the chain drops it."""
         period = int(sub.hparams["commit_reveal_period"])
         due = [c for c in sub.weight_commits if c[1] + period <= sub.epoch_index]

@@ -1,6 +1,6 @@
 """Command line of the localnet, shaped like btcli (see docs/subnet-owner.md for a full session).
 
-    python -m template.chain.localnet serve --db runs/chain.sqlite --port 9946 --block-time 1
+    python -m template.chain.localnet serve --db runs/chain.sqlite --new --port 9946   # a new chain; later starts drop --new
     python -m template.chain.localnet wallet create --wallet.name owner
     python -m template.chain.localnet wallet fund --wallet.name owner --amount 5000        # from //Alice
     python -m template.chain.localnet subnet create --wallet.name owner                    # shows the lock cost
@@ -12,7 +12,8 @@
     python -m template.chain.localnet verify --db runs/chain.sqlite  # replay from genesis, name the first bad block
 
 Every mistake ends in one line on stderr (`error: ...`) and a non-zero exit status: 2 for a command line that
-does not parse, 1 for anything refused (missing wallet, no node, unknown subnet, a chain error), 130 on Ctrl-C.
+does not parse or a node database that cannot be used (missing, empty, foreign, damaged: the line names the file
+and what to do), 1 for anything refused (missing wallet, no node, unknown subnet, a chain error), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from template.chain.base import ChainError
 from template.chain.localnet.cli.context import chain_error
 from template.chain.localnet.cli.output import Aborted, CliError, DryRun, emit_json
 from template.chain.localnet.cli.parser import parse_args
+from template.chain.localnet.errors import ChainDatabaseError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -42,7 +44,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       network_rate_limit=args.network_rate_limit, stake_threshold_rao=int(args.stake_threshold * RAO),
                       owner_hparam_rate_limit_tempos=args.owner_hparam_rate_limit,
                       admin_freeze_window=args.admin_freeze_window, timestamp=time.time())
-    serve(args.db, args.port, args.block_time, genesis)
+    serve(args.db, args.port, args.block_time, genesis, new=args.new,
+          pool_limits=(args.pool_limit, args.pool_future_limit))
     return 0
 
 
@@ -98,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except ChainError as e:
         print(f"error: {chain_error(e)}", file=sys.stderr)
         return 1
+    except ChainDatabaseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (OSError, sqlite3.Error, ValueError) as e:
         print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
         return 1

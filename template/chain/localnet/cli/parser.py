@@ -186,7 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _node_commands(sub) -> None:
     p = _cmd(sub, "serve", "run a node (blocks on a timer, SQLite-persisted, HTTP on 127.0.0.1)", endpoint=False,
              json=False)
-    p.add_argument("--db", type=Path, required=True, help="SQLite file; reused on restart")
+    p.add_argument("--db", type=Path, required=True,
+                   help="SQLite file holding the chain; resumed on every start (an empty, foreign or damaged file is "
+                        "an error)")
+    p.add_argument("--new", action="store_true",
+                   help="start a new chain in --db, which must not exist yet (the genesis flags below apply)")
     p.add_argument("--port", type=int, default=int(DEFAULT_ENDPOINT.rsplit(":", 1)[1]))
     p.add_argument("--block-time", type=positive_amount, default=1.0, help="seconds per block (finney: 12)")
     p.add_argument("--dev-balance", type=float, default=1_000_000.0, help="TAO for each //Alice.. dev account")
@@ -197,6 +201,9 @@ def _node_commands(sub) -> None:
                    help="tempos between two owner changes of one hyperparameter (mainnet 2)")
     p.add_argument("--admin-freeze-window", type=int, default=10,
                    help="blocks before an epoch in which owners may not change hyperparameters")
+    p.add_argument("--pool-limit", type=int, default=50_000, help="extrinsics the pool holds (substrate's --pool-limit)")
+    p.add_argument("--pool-future-limit", type=int, default=2048,
+                   help="of those, how many may wait behind a nonce gap (their own budget, oldest evicted first)")
     p.add_argument("--log-level", default="INFO", help="loguru level (DEBUG logs every block with extrinsics)")
     p = _cmd(sub, "verify", "replay a node database from genesis; name the first block that differs and why",
              endpoint=False)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from template.chain.localnet.calls import apply_signed
-from template.chain.localnet.cli.output import CliError, emit_json
+from template.chain.localnet.cli.output import emit_json
+from template.chain.localnet.errors import ChainDatabaseError
 from template.chain.localnet.extrinsic import extrinsic_hash
 from template.chain.localnet.node import block_hash
 from template.chain.localnet.state import ChainState, Genesis
@@ -25,15 +26,27 @@ MAX_REASONS = 5
 
 
 def open_db(path: Path) -> sqlite3.Connection:
-    """Read-only connection to a node database; CliError when it is missing or not one."""
+    """Read-only connection to a node database; ChainDatabaseError (exit 2) when it is missing or not one."""
     if not path.is_file():
-        raise CliError(f"no node database at {path} (the --db a `serve` wrote)")
+        raise ChainDatabaseError(f"no node database at {path} (the --db a `serve` wrote): check the path")
+    if path.stat().st_size == 0:
+        raise ChainDatabaseError(f"{path} is empty (0 bytes), so it is not a localnet node database: restore it "
+                                 f"from a backup")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         db.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()[0]
     except (sqlite3.DatabaseError, TypeError) as e:
         db.close()
-        raise CliError(f"{path} is not a localnet node database ({type(e).__name__}: {e})") from e
+        raise ChainDatabaseError(f"{path} is not a localnet node database ({type(e).__name__}: {e}): check --db, "
+                                 f"or restore the file from a backup") from e
+    try:  # pages the replay never reads (an index) are damage too
+        problems = [r[0] for r in db.execute("PRAGMA quick_check(5)").fetchall()]
+    except sqlite3.DatabaseError as e:
+        problems = [str(e)]
+    if problems != ["ok"]:
+        db.close()
+        found = " ".join(problems[0].replace("*** in database main ***", "").split())[:120]
+        raise ChainDatabaseError(f"{path} is damaged (SQLite's integrity check: {found}): restore it from a backup")
     return db
 
 
@@ -115,9 +128,16 @@ def audit(path: Path) -> dict[str, Any]:
                 first = first or {"block": header[0], "reasons": reasons[:MAX_REASONS]}
             parent, head = header[1], header[0]
         snap = db.execute("SELECT block, body FROM state WHERE id = 0").fetchone()
-        snapshot = []
-        if snap is not None and snap[0] == head:
-            snapshot = diff_states(json.loads(snap[1]), json.loads(state.dump()))
+        # always compared, also when blocks are missing at the end: the replay stops at the last stored block
+        if snap is None:
+            snapshot = ["no state snapshot: the `state` row is gone"]
+        else:
+            snapshot = [] if snap[0] == head else [f"the snapshot is at block {snap[0]} but the stored blocks end "
+                                                   f"at {head} (blocks missing at the end, or the snapshot edited)"]
+            snapshot += diff_states(json.loads(snap[1]), json.loads(state.dump()), limit=MAX_REASONS)
+    except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as e:
+        raise ChainDatabaseError(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+                                 f": restore it from a backup") from e
     finally:
         db.close()
     return {"blocks": len(headers), "head": head, "mismatches": mismatches, "first": first, "snapshot": snapshot}
