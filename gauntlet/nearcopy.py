@@ -46,9 +46,15 @@ import numpy as np
 import torch
 
 from gauntlet.sampling import keyed_hash
+from template.protocol.sparseloco import CodecParams, compress, decompress_with_indices
 
 SKETCH_DIM = 4096  # buckets per sketch: 16 KiB of fp32, cosine error about 1/64
 MAX_TERMS = 8  # earlier updates a near-copy may combine
+# each window's applied aggregate step joins the history as this pseudo-uid and hotkey (no miner's), and stays
+# AGGREGATE_KEEP_WINDOWS windows: it is public (anyone can echo it), one sketch (16 KiB) a window
+AGGREGATE_UID = -1
+AGGREGATE_HOTKEY = "aggregate"
+AGGREGATE_KEEP_WINDOWS = 64
 
 
 def _salt(key: bytes, name: str) -> int:
@@ -146,19 +152,41 @@ class SketchHistory:
         if self.sketches.ndim != 2 or self.sketches.shape[0] != len(self.entries):
             raise ValueError(f"sketch history: {tuple(self.sketches.shape)} sketches for {len(self.entries)} entries")
 
-    def before(self, window: int, keep_windows: int) -> SketchHistory:
-        """Only the sketches of windows in [window - keep_windows, window)."""
-        rows = [i for i, e in enumerate(self.entries) if window - keep_windows <= e.window < window]
+    def before(self, window: int, keep_windows: int,
+               keep_aggregate_windows: int = AGGREGATE_KEEP_WINDOWS) -> SketchHistory:
+        """Only the sketches of windows in [window - keep_windows, window), and the aggregate steps' of windows in
+        [window - keep_aggregate_windows, window)."""
+        rows = [i for i, e in enumerate(self.entries)
+                if window - (keep_aggregate_windows if e.uid == AGGREGATE_UID else keep_windows) <= e.window < window]
         return SketchHistory(sketches=self.sketches[rows], entries=tuple(self.entries[i] for i in rows))
 
+    def with_aggregate(self, window: int, sketch: torch.Tensor) -> SketchHistory:
+        """This history plus the sketch of `window`'s applied aggregate step (`aggregate_sketch`)."""
+        keep = [i for i, e in enumerate(self.entries) if not (e.window == window and e.uid == AGGREGATE_UID)]
+        rows = torch.cat([self.sketches[keep], sketch.to(torch.float32).reshape(1, -1)])
+        entries = tuple(self.entries[i] for i in keep) + (SketchEntry(window, AGGREGATE_UID, AGGREGATE_HOTKEY),)
+        return SketchHistory(sketches=rows, entries=entries)
+
     def with_window(self, window: int, sketches: Mapping[int, tuple[str, torch.Tensor]]) -> SketchHistory:
-        """This history plus `window`'s sketches (uid -> (hotkey, sketch)), replacing any it held of it."""
-        keep = [i for i, e in enumerate(self.entries) if e.window != window]
+        """This history plus `window`'s sketches (uid -> (hotkey, sketch)), replacing any it held of it (the
+        window's aggregate step stays)."""
+        keep = [i for i, e in enumerate(self.entries) if e.window != window or e.uid == AGGREGATE_UID]
         uids = sorted(sketches)
         new = [sketches[u][1].to(torch.float32).reshape(1, -1) for u in uids]
         rows = torch.cat([self.sketches[keep], *new]) if new else self.sketches[keep]
         entries = tuple(self.entries[i] for i in keep) + tuple(SketchEntry(window, u, sketches[u][0]) for u in uids)
         return SketchHistory(sketches=rows, entries=entries)
+
+
+def aggregate_sketch(before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor], *, lr: float,
+                     codec: CodecParams, key: bytes, dim: int = SKETCH_DIM) -> torch.Tensor:
+    """The sketch of a window's applied aggregate step as a miner would echo it: (theta_w - theta_{w+1}) / lr (a
+    miner's delta), encoded by the protocol codec (no error feedback), over the positions the codec keeps."""
+    delta = {n: (before[n].detach().to("cpu", torch.float32) - after[n].detach().to("cpu", torch.float32)) / lr
+             for n in before}
+    wire, _ = compress(delta, None, codec, 0.0)
+    dense, indices = decompress_with_indices(wire, {n: tuple(t.shape) for n, t in delta.items()}, codec)
+    return sketch_update(dense, indices, key=key, dim=dim)
 
 
 def find_near_copies(sketches: Mapping[int, tuple[str, torch.Tensor]], history: SketchHistory, *, threshold: float,

@@ -53,6 +53,7 @@ from template.protocol.sealing import (
 )
 from template.protocol.sparseloco import CodecError, CodecParams, decompress
 from template.protocol.uploads import Payload, Upload
+from template.protocol.verdicts import Verdict
 from template.protocol.windows import on_time
 
 PEER_READ_ATTEMPTS = 6
@@ -252,6 +253,11 @@ class OwnBucket:
                  write_json_artifact({"window": window, "peers": peer_uids}, kind="peers", window=window,
                                      keypair=keypair))
 
+    def put_verdict(self, verdict: Verdict, keypair: Keypair) -> None:
+        """This validator's signed verdict on the lead's record of `verdict.window`."""
+        self.put(layout.verdict_key(verdict.window),
+                 write_json_artifact(verdict.to_body(), kind="verdict", window=verdict.window, keypair=keypair))
+
     def put_checkpoint(self, window: int, data: bytes) -> None:
         self.put(layout.checkpoint_key(window), data)
 
@@ -322,6 +328,18 @@ def fetch_peer_list(peers: PeerBuckets, lead_hotkey: str, window: int) -> Read[l
         return Read.success(parse_peer_list(art.body, window=window), raw.last_modified)
     except (ArtifactError, ValueError) as e:
         return Read.failure(ReadStatus.INVALID, f"peer list of window {window}: {e}")
+
+
+def fetch_verdict(peers: PeerBuckets, validator_hotkey: str, window: int) -> Read[Verdict]:
+    """A validator's signed verdict on the lead's record of `window`."""
+    raw = peers.get(validator_hotkey, layout.verdict_key(window), max_bytes=PEERS_MAX_BYTES)
+    if not raw.ok or raw.value is None:
+        return Read.failure(raw.status, raw.reason)
+    try:
+        art = read_json_artifact(raw.value, kind="verdict", signer_ss58=validator_hotkey, window=window)
+        return Read.success(Verdict.from_body(art.body, window=window), raw.last_modified)
+    except (ArtifactError, ValueError) as e:
+        return Read.failure(ReadStatus.INVALID, f"verdict of window {window}: {e}")
 
 
 def open_sealed_reads(peers: PeerBuckets, hotkeys: list[str], window: int, reads: list[Read[bytes]],

@@ -55,6 +55,11 @@ class Chain(Protocol):
         """Unix time in seconds at which `block` was produced."""
         ...
 
+    def block_hash(self, block: int) -> str:
+        """The hash of `block` (hex, no 0x): randomness nobody controls before the block is produced.
+        Raises ChainError when the block is not there yet."""
+        ...
+
     def metagraph(self, netuid: int) -> Metagraph:
         """The subnet's metagraph at the current block."""
         ...

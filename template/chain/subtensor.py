@@ -1,7 +1,8 @@
 """`Chain` over the real subtensor through the bittensor v11 SDK ("lean SDK": intents and typed reads).
 
 Mapping (SUBTENSOR.md section 8):
-* block: `client.block`; block time: `client.timestamp(block)` (the `Timestamp.Now` storage item).
+* block: `client.block`; block time: `client.timestamp(block)` (the `Timestamp.Now` storage item); block hash:
+  `client.block_info(block).hash`.
 * metagraph: `client.subnets.metagraph(netuid, commitments=False)` -> our `Metagraph` (alpha units);
   weights from `client.read("weights", netuid=..., mechid=0)` when the read answers.
 * commitments: `client.subnets.commitments(netuid)` (hotkey -> `NeuronCommitment.data`); writes go through the
@@ -239,6 +240,13 @@ class SubtensorChain:
 
     def block_timestamp(self, block: int) -> float:
         return float(self._call("timestamp", lambda c: c.timestamp(block=block)).timestamp())
+
+    def block_hash(self, block: int) -> str:
+        info = self._call("block_info", lambda c: c.block_info(block))
+        digest = getattr(info, "hash", None)
+        if not isinstance(digest, str) or not digest:
+            raise ChainError(f"block {block} has no hash (not produced yet?)")
+        return digest.removeprefix("0x")
 
     def metagraph(self, netuid: int) -> Metagraph:
         mg = self._call("metagraph", lambda c: c.subnets.metagraph(netuid, commitments=False))

@@ -43,6 +43,7 @@ from template.node.publish import hparams_bytes, publish_run
 from template.protocol import layout
 from template.protocol.config import HParams, parse_hparam_overrides
 from template.sim.adversaries import DEFAULT_KINDS, STRATEGIES
+from template.sim.protocol_attacks import ROGUE_FLAGS
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root
 
@@ -60,7 +61,15 @@ OWNER_HPARAMS = {
 
 # hostile kinds that train a model (CPU-heavy); the window is sized to the number of trainers
 TRAINING_ADVERSARIES = {"lazy", "late", "negator", "poisoner", "scaler", "heldout", "timed", "copymix", "nearcopy",
-                        "vanisher", "equivocator"}
+                        "vanisher", "equivocator", "stall", "staleecho"}
+ROGUE_LEAD = "roguelead"  # a hostile validator (template/sim/rogue_validator.py): `roguelead` or `roguelead:FLAG`
+ROGUE_STAKE = 2500.0  # above every honest validator's (2000 - 100 i): it leads until it is passed over
+
+
+def rogue_flag(kind: str) -> str | None:
+    """The flag of a `roguelead[:FLAG]` kind (default `lr`), None for any other kind."""
+    name, _, flag = kind.partition(":")
+    return (flag or "lr") if name == ROGUE_LEAD else None
 
 
 def reveal_blocks(args: argparse.Namespace) -> int:
@@ -125,9 +134,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "RUN_DIR/prometheus.yml scraping them (0: off)")
     args = p.parse_args(argv)
     kinds = list(STRATEGIES) if args.adversaries == "all" else [k for k in args.adversaries.split(",") if k]
-    unknown = [k for k in kinds if k not in STRATEGIES]
+    unknown = [k for k in kinds if k not in STRATEGIES and rogue_flag(k) not in ROGUE_FLAGS]
     if unknown:
-        p.error(f"unknown adversaries {unknown}; choose from {sorted(STRATEGIES)}")
+        p.error(f"unknown adversaries {unknown}; choose from {sorted(STRATEGIES)} or "
+                f"{ROGUE_LEAD}[:{'|'.join(ROGUE_FLAGS)}]")
     args.adversary_kinds = kinds
     try:
         args.slot_counts = parse_slots(args.slots)
@@ -160,7 +170,9 @@ def plan_neurons(args, wallets_dir: Path) -> list[Neuron]:
     for i in range(args.miners):
         neurons.append(Neuron(f"miner{i}", "miner", "honest", make_wallet(wallets_dir, f"miner{i}"), f"miner{i}"))
     for i, kind in enumerate(args.adversary_kinds):
-        neurons.append(Neuron(f"{kind}{i}", "miner", kind, make_wallet(wallets_dir, f"{kind}{i}"), f"{kind}{i}"))
+        name = f"{kind.replace(':', '-')}{i}"
+        role = "validator" if rogue_flag(kind) else "miner"
+        neurons.append(Neuron(name, role, kind, make_wallet(wallets_dir, name), name))
     for name, role in slot_names(args.slot_counts):  # started by the user (--slots), never by this script
         neurons.append(Neuron(name, role, "external", make_wallet(wallets_dir, name), name))
     return neurons
@@ -192,7 +204,10 @@ def setup_chain(chain: LocalnetClient, neurons: list[Neuron], args) -> int:
     chain.start_call(owner.wallet.coldkey, netuid).raise_for_error()
     for n in neurons[1:]:
         chain.burned_register(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid).raise_for_error()
-    for i, n in enumerate(n for n in neurons if n.role == "validator"):
+    for n in neurons:  # first: stake buys alpha through the pool, whose price rises with each purchase
+        if rogue_flag(n.kind):
+            chain.add_stake(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid, ROGUE_STAKE).raise_for_error()
+    for i, n in enumerate(n for n in neurons if n.role == "validator" and not rogue_flag(n.kind)):
         chain.add_stake(n.wallet.coldkey, n.wallet.hotkey.ss58_address, netuid, 2000.0 - 100.0 * i).raise_for_error()
     return netuid
 
@@ -221,6 +236,8 @@ def launch(n: Neuron, args, run_dir: Path, endpoint: str, netuid: int) -> None:
     script = "validator.py" if n.role == "validator" else "miner.py"
     if n.role == "miner" and n.kind != "honest":  # hostile kinds run from the simulation package
         entry = ["-m", "template.sim.hostile_miner", "--mode", n.kind]
+    elif (flag := rogue_flag(n.kind)) is not None:
+        entry = ["-m", "template.sim.rogue_validator", "--flag", flag]
     else:
         entry = [str(ROOT / "neurons" / script)]
     n.cmd = [sys.executable, *entry, "--wallet.name", n.wallet.name, "--wallet.hotkey",

@@ -22,7 +22,7 @@ from loguru import logger
 
 from gauntlet.aggregate import admit_for_gather, reject_copies
 from gauntlet.checks import NEAR_COPY, VANISHED, Admission, Upload, mark_replays
-from gauntlet.nearcopy import find_near_copies, sketch_update
+from gauntlet.nearcopy import aggregate_sketch, find_near_copies, sketch_update
 from gauntlet.sampling import sketch_indices, sketch_rate
 from storage.peers import PeerBuckets, fetch_uploads
 from storage.spool import UploadSpool
@@ -32,6 +32,7 @@ from template.protocol.metagraph import Metagraph
 from template.protocol.outer_step import l2_norm
 from template.protocol.reads import ReadStatus
 from template.protocol.sealing import KEY_MISSING
+from template.protocol.sparseloco import CodecParams
 
 
 def upload_spool(state_dir: Path) -> UploadSpool:
@@ -157,6 +158,16 @@ def remember_sketches(state: ValidatorState, window: int, mg: Metagraph, sketche
     """Keep `window`'s sketches for the near-copy checks of the next `keep_windows` windows."""
     state.sketches = state.sketches.with_window(window, {u: (mg.hotkeys[u], s) for u, s in sketches.items()}
                                                 ).before(window + 1, keep_windows)
+
+
+def remember_aggregate(state: ValidatorState, window: int, theta_w: dict[str, torch.Tensor], model: torch.nn.Module,
+                       *, lr: float, codec: CodecParams, key: bytes) -> None:
+    """Keep the sketch of `window`'s applied aggregate step (theta_w -> `model` now) for the near-copy checks of
+    the next `AGGREGATE_KEEP_WINDOWS` windows: it is public, so echoing it is the cheapest copy there is."""
+    after = {n: p.detach() for n, p in model.named_parameters()}
+    if all(torch.equal(theta_w[n], after[n].to("cpu", torch.float32)) for n in theta_w):
+        return  # no step was applied (refused, rejected or empty)
+    state.sketches = state.sketches.with_aggregate(window, aggregate_sketch(theta_w, after, lr=lr, codec=codec, key=key))
 
 
 def remember_gathered(state: ValidatorState, window: int, mg: Metagraph, gathered: list[Upload]) -> None:

@@ -18,9 +18,11 @@ from tqdm import tqdm
 
 from gauntlet.aggregate import admit_for_gather, gather_set
 from gauntlet.checks import Admission
+from gauntlet.verify import refused_problem
 from storage.dataset import PagedDataset
 from storage.peers import fetch_peer_list, fetch_record, fetch_uploads
 from template.node import state as local_state
+from template.node import trust
 from template.node.distributed import (
     DistContext,
     TrainingGroup,
@@ -35,10 +37,19 @@ from template.node.neuron import (
     StopFlag,
     append_metrics,
     build_node,
+    declared_validators,
     find_lead,
+    validator_stake,
 )
 from template.node.preflight import require_version
-from template.node.sync import GlobalModel, RecordAdmission, SyncStatus, log_outer_step, restore_from_lead
+from template.node.sync import (
+    GlobalModel,
+    RecordAdmission,
+    SyncStatus,
+    log_outer_step,
+    record_problem,
+    restore_from_lead,
+)
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import data_receipt, loss_curve_ids, sample_ids
@@ -274,14 +285,31 @@ def verify_records(m: Miner, lead_hotkey: str, window: int) -> str:
             continue
         ours = m.unverified.pop(w)
         if read.value.next_fingerprint == ours:
+            m.gm.verified[w + 1] = ours  # our own step, and the lead's record agrees: a checkpoint must match it
+            continue
+        check = miner_check(m)
+        why = record_problem(m.gm, read.value, m.peers, check, lead_hotkey)
+        if why is None and read.value.refused and w in m.gm.guard_losses:  # a veto of a step our guard took
+            why = refused_problem(True, *m.gm.guard_losses[w], max_rise=m.hp.max_loss_rise)
+        if why is not None:  # the lead's record is wrong, our own step is the valid one: keep it
+            logger.bind(window=w).warning(f"the lead's record is invalid, keeping our own step: {why}")
+            m.gm.distrusted.add(lead_hotkey)
             continue
         logger.warning(f"window {w}: our model differs from the lead's record; resyncing")
         m.unverified.clear()
         restore_from_lead(m.gm, window, m.peers, lead_hotkey, m.device, wait_last_s=m.clock.window_s() * 0.2,
-                          should_stop=m.stop.is_set, check=RecordAdmission(m.num_train, m.clock.deadline),
-                          force_resync=True)
+                          should_stop=m.stop.is_set, check=check, force_resync=True)
         return SyncStatus.RESYNCED
     return SyncStatus.IN_SYNC
+
+
+def miner_check(m: Miner) -> RecordAdmission:
+    """The checks a miner runs on the lead's records and checkpoints (`trust.record_check`); its verdicts are not
+    published (a miner's word carries no stake)."""
+    mg = m.chain.metagraph(m.cfg.netuid)
+    stake = validator_stake(mg, m.hp.min_validator_stake, declared_validators(m.peers))
+    return trust.record_check(m.num_train, m.clock.deadline, m.gm, m.peers, stake,
+                              guard_batch=lambda: m.dataset.batch(loss_curve_ids(m.num_train, len(m.dataset))))
 
 
 def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, deadline: float) -> int:
@@ -454,6 +482,6 @@ def sync_to_window(m: Miner, window: int) -> None:
         return
     status = restore_from_lead(m.gm, window, m.peers, mg.hotkeys[lead], m.device,
                                wait_last_s=m.clock.window_s() * 0.3, should_stop=m.stop.is_set,
-                               check=RecordAdmission(m.num_train, m.clock.deadline), force_resync=m.gm.window > window)
+                               check=miner_check(m), force_resync=m.gm.window > window)
     m.unverified.clear()
     logger.info(f"synced to window {m.gm.window} ({status})")

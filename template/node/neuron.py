@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +17,14 @@ import torch
 from bittensor_wallet import Keypair, Wallet
 from loguru import logger
 
+from gauntlet.verify import rejected_leads
 from storage.credentials import BucketAccess
 from storage.dataset import PAGE_BUDGET, DataSource, fetch_dataset
 from storage.peers import OwnBucket, PeerBuckets, fetch_hparams, newest_record_before, open_own_bucket
 from storage.s3 import S3Client, S3Error
 from template.chain import connect
 from template.chain.base import Chain, ChainError
+from template.node import trust
 from template.node.logging_setup import register_secret, setup_logging
 from template.node.metrics import JsonlSink, configure_metrics, process_metrics
 from template.node.preflight import preflight_main, require_preflight
@@ -198,11 +200,19 @@ def declared_validators(peers: PeerBuckets) -> set[str]:
 
 
 def find_lead(peers: PeerBuckets, mg: Metagraph, min_stake: float, window: int) -> int | None:
-    """`lead_validator` for `window` from the declarations in `peers` and the candidates' published records."""
+    """`lead_validator` for `window` from the declarations in `peers`, the candidates' published records and the
+    validators' signed rejections (`trust.rejections`, `gauntlet.verify.rejected_leads`)."""
     declared = declared_validators(peers)
     newest = {mg.hotkeys[uid]: newest_record_before(peers, mg.hotkeys[uid], window)
               for uid in validator_uids(mg, min_stake, declared)}
-    return lead_validator(mg, min_stake, declared, newest, window)
+    stake = validator_stake(mg, min_stake, declared)
+    rejected = rejected_leads(trust.rejections(peers, list(stake), window), stake)
+    return lead_validator(mg, min_stake, declared, newest, window, rejected)
+
+
+def validator_stake(mg: Metagraph, min_stake: float, declared: Collection[str]) -> dict[str, float]:
+    """hotkey -> stake of the validators (`validator_uids`): whose verdicts count, and by how much."""
+    return {mg.hotkeys[u]: mg.stake[u] for u in validator_uids(mg, min_stake, declared)}
 
 
 def fetch_run_hparams(cfg: NeuronConfig, peers: PeerBuckets, owner_hotkey: str) -> HParams:

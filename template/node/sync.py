@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -23,10 +23,12 @@ from loguru import logger
 from gauntlet.aggregate import admit_for_gather, step_refused
 from gauntlet.checks import Admission
 from gauntlet.evaluate import mean_loss
+from gauntlet.verify import entry_set_problem, refused_problem, settings_problem
 from storage.peers import (
     OwnBucket,
     PeerBuckets,
     fetch_checkpoint,
+    fetch_peer_list,
     fetch_record,
     fetch_record_inputs,
     fetch_record_updates,
@@ -41,6 +43,9 @@ from template.protocol.reads import Read, ReadStatus
 from template.protocol.records import AggregationRecord
 from template.protocol.sparseloco import CodecParams
 from template.protocol.uploads import Upload
+from template.protocol.verdicts import Verdict
+
+VERIFIED_KEPT = 64  # windows of verified fingerprints a node remembers (checkpoints come every few windows)
 
 
 @dataclass
@@ -52,6 +57,15 @@ class GlobalModel:
     hparams: HParams
     lineage: Lineage = field(default_factory=Lineage)  # parent checkpoint and records since (theta_0: none)
     clip_ref: dict[str, float] | None = None  # clip limits of the last outer step: the norm history (none yet)
+    # window -> fingerprint of theta_window as this node reached it by replaying verified records (or its own
+    # gather): a checkpoint of that window is accepted when it matches (`gauntlet.verify.checkpoint_accepted`)
+    verified: dict[int, str] = field(default_factory=dict)
+    # leads whose record this node rejected: while one of them leads, a record built on its rejected theta is
+    # no reason to resync onto its checkpoint (the window changes nothing here instead)
+    distrusted: set[str] = field(default_factory=set)
+    # window -> (guard loss before, after) of this node's own guarded step of it: a lead's refusal is checked
+    # against it (`gauntlet.verify.refused_problem`)
+    guard_losses: dict[int, tuple[float, float]] = field(default_factory=dict)
     version: int = 0  # bumped on every change of theta made through this object (the fingerprint cache's key)
     _fingerprint: tuple[object, str] | None = field(default=None, repr=False, compare=False)
 
@@ -121,7 +135,17 @@ class GlobalModel:
         if refused:
             self.load_state(saved, self.window)
             self.clip_ref = saved_ref
+        if stats["used"]:
+            self.guard_losses[self.window] = (before, after)
+            for w in sorted(self.guard_losses)[:-VERIFIED_KEPT]:
+                del self.guard_losses[w]
         return {**stats, "refused": refused, "loss_before": before, "loss_after": after}
+
+    def mark_verified(self) -> None:
+        """Remember theta_window's fingerprint as reached by verified steps (the newest VERIFIED_KEPT windows)."""
+        self.verified[self.window] = self.fingerprint()
+        for w in sorted(self.verified)[:-VERIFIED_KEPT]:
+            del self.verified[w]
 
     def load_state(self, tensors: dict[str, torch.Tensor], window: int) -> None:
         params = dict(self.model.named_parameters())
@@ -174,6 +198,7 @@ class ApplyOutcome(StrEnum):
     NEXT_MISMATCH = "next_mismatch"  # replayed, but the result is not the record's next fingerprint
     WRONG_WINDOW = "wrong_window"  # the record's body names another window than theta's
     INADMISSIBLE = "inadmissible"  # an entry fails deterministic admission: the record is rejected
+    INVALID = "invalid"  # the record disagrees with what this node recomputes (gauntlet/verify.py): rejected
 
 
 @dataclass(frozen=True)
@@ -183,6 +208,20 @@ class RecordAdmission:
 
     num_train: int
     deadline_of: Callable[[int], float]
+    # issue 27: with `verify`, a record is also checked against what the node recomputes (`gauntlet/verify.py`):
+    # outer_lr, the entry set against the lead's signed peer list (and `admitted_of(window)`, the peers this
+    # node admitted itself, None when it did not gather that window), and `refused` against the node's own
+    # guard on `guard_batch()`; a checkpoint is loaded only when `accept_checkpoint(window, fingerprint)`.
+    # `on_verdict` publishes the node's signed verdict of each record it checked (validators).
+    verify: bool = False
+    admitted_of: Callable[[int], Collection[int] | None] = lambda _w: None
+    guard_batch: Callable[[], torch.Tensor] | None = None
+    accept_checkpoint: Callable[[int, str], bool] | None = None
+    on_verdict: Callable[[Verdict], None] | None = None
+    # when the lead's record of a window is rejected: the node's own step of that window (its own gather set,
+    # the hparams' outer_lr, its own guard: what every honest node computes), True when it took it (theta and
+    # window advanced); None or False: the window changes nothing
+    own_step: Callable[[int], bool] | None = None
 
 
 def admit_record_entries(gm: GlobalModel, record: AggregationRecord, raws: list, check: RecordAdmission
@@ -231,17 +270,62 @@ def _admit_record_entry(gm: GlobalModel, record: AggregationRecord, raws: list, 
     return adm
 
 
+def record_problem(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets, check: RecordAdmission,
+                   lead_hotkey: str | None) -> str | None:
+    """Why the record disagrees with what this node can recompute before stepping (settings, entry set); None
+    when it agrees. The refusal is checked with the step (`_verified_step`)."""
+    why = settings_problem(record, gm.hparams)
+    if why is not None:
+        return why
+    peer_uids = None
+    if lead_hotkey is not None:
+        read = fetch_peer_list(peers, lead_hotkey, record.window)
+        peer_uids = read.value if read.ok else None
+    return entry_set_problem([e.uid for e in record.included], peer_uids=peer_uids,
+                             admitted_uids=check.admitted_of(record.window), max_peers=gm.hparams.num_peers)
+
+
+def _reject(gm: GlobalModel, record: AggregationRecord, check: RecordAdmission, lead_hotkey: str | None,
+            why: str, problems: list[str] | None) -> ApplyOutcome:
+    logger.bind(window=record.window).warning(f"the lead's record is invalid, not applied: {why}")
+    if lead_hotkey is not None:
+        gm.distrusted.add(lead_hotkey)
+        if check.on_verdict is not None:
+            check.on_verdict(Verdict(window=record.window, lead_hotkey=lead_hotkey,
+                                     next_fingerprint=record.next_fingerprint, valid=False, reason=why[:300]))
+    if problems is not None:
+        problems.append(why)
+    return ApplyOutcome.INVALID
+
+
 def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
-                 check: RecordAdmission | None = None, lead_hotkey: str | None = None) -> ApplyOutcome:
+                 check: RecordAdmission | None = None, lead_hotkey: str | None = None,
+                 problems: list[str] | None = None) -> ApplyOutcome:
     """Advance theta_w -> theta_{w+1} by the record (a refused record leaves theta and the norm history).
 
     With `check`, every entry must pass deterministic admission first (`admit_record_entries`), else
     INADMISSIBLE and theta is untouched; the updates are then added one at a time. `lead_hotkey` (the
-    record's signer) is where mirrored inputs are read from when an original is gone (`fetch_record_inputs`)."""
+    record's signer) is where mirrored inputs are read from when an original is gone (`fetch_record_inputs`).
+    With `check.verify`, a record that disagrees with what the node recomputes is INVALID (theta untouched,
+    the reason appended to `problems`, a signed rejection through `check.on_verdict`)."""
     if record.window != gm.window:  # the body's window must be the one the signed manifest was fetched for
         return ApplyOutcome.WRONG_WINDOW
     if record.base_fingerprint != gm.fingerprint():
         return ApplyOutcome.BASE_MISMATCH
+    if check is not None and check.verify:
+        why = record_problem(gm, record, peers, check, lead_hotkey)
+        if why is not None:
+            return _reject(gm, record, check, lead_hotkey, why, problems)
+        if record.included:
+            raws = fetch_record_inputs(peers, list(record.included), record.window, lead_hotkey,
+                                       gm.hparams.max_upload_bytes)
+            checked, inadmissible = admit_record_entries(gm, record, raws, check)
+            if inadmissible is not None:
+                logger.bind(window=record.window).warning(f"the lead's record fails admission: {inadmissible}")
+                return ApplyOutcome.INADMISSIBLE
+        else:
+            checked = StreamedUpdates(norms=[], load=lambda _i: {})
+        return _verified_step(gm, record, checked, check, lead_hotkey, problems)
     if record.refused:
         gm.window = record.window + 1
         gm.lineage = gm.lineage.after_record(record)
@@ -266,6 +350,39 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
     return _step_by_record(gm, record, updates)
 
 
+def _verified_step(gm: GlobalModel, record: AggregationRecord, updates: StreamedUpdates, check: RecordAdmission,
+                   lead_hotkey: str | None, problems: list[str] | None) -> ApplyOutcome:
+    """The record's step with this node's own guard: the record's `refused` must agree with it (within the
+    margin, `refused_problem`); theta_{w+1} must then be the record's. A disagreeing record leaves theta as it
+    was and is rejected; an agreeing one is attested (`check.on_verdict`)."""
+    saved = {n: p.detach().clone() for n, p in gm.model.named_parameters()}
+    saved_ref = gm.clip_ref
+    stats: dict[str, Any] = {"used": 0}
+    before = after = float("nan")
+    if len(updates):
+        batch = check.guard_batch().to(next(gm.model.parameters()).device) if check.guard_batch else None
+        before = mean_loss(gm.model, batch) if batch is not None else float("nan")
+        stats = gm.apply_updates(updates, record.outer_lr)
+        after = mean_loss(gm.model, batch) if batch is not None and stats["used"] else before
+    why = None
+    if check.guard_batch is not None and stats["used"]:
+        why = refused_problem(record.refused, before, after, max_rise=gm.hparams.max_loss_rise)
+    if why is not None or record.refused:
+        gm.load_state(saved, gm.window)
+        gm.clip_ref = saved_ref
+    if why is not None:
+        return _reject(gm, record, check, lead_hotkey, why, problems)
+    gm.window = record.window + 1
+    gm.lineage = gm.lineage.after_record(record)
+    if gm.fingerprint() != record.next_fingerprint:
+        return ApplyOutcome.NEXT_MISMATCH
+    gm.mark_verified()
+    if check.on_verdict is not None and lead_hotkey is not None:
+        check.on_verdict(Verdict(window=record.window, lead_hotkey=lead_hotkey,
+                                 next_fingerprint=record.next_fingerprint, valid=True))
+    return ApplyOutcome.OK
+
+
 def _step_by_record(gm: GlobalModel, record: AggregationRecord,
                     updates: list[dict[str, torch.Tensor]] | StreamedUpdates) -> ApplyOutcome:
     gm.apply_updates(updates, record.outer_lr)
@@ -276,13 +393,21 @@ def _step_by_record(gm: GlobalModel, record: AggregationRecord,
     return ApplyOutcome.OK
 
 
-def load_checkpoint(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, window: int) -> bool:
-    """Load the lead's checkpoint of `window` into gm; False (logged) when absent or unusable."""
+def load_checkpoint(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, window: int,
+                    accept: Callable[[int, str], bool] | None = None) -> bool:
+    """Load the lead's checkpoint of `window` into gm; False (logged) when absent, unusable or, with `accept`,
+    not accepted (`accept(window, fingerprint)`: its fingerprint is neither our verified replay's nor attested
+    by a stake majority; gm is then untouched)."""
     read = fetch_checkpoint(peers, lead_hotkey, window, gm.checkpoint_max_bytes())
     if not read.ok or read.value is None:
         logger.bind(window=window).warning(f"checkpoint of window {window}: {read.describe()}")
         return False
     art = read.value
+    claimed = art.manifest.get("fingerprint")
+    if accept is not None and (not isinstance(claimed, str) or not accept(window, claimed)):
+        logger.bind(window=window).warning(f"checkpoint of window {window} is neither our verified replay nor "
+                                           f"attested by a stake majority: not loaded")
+        return False
     try:
         clip_ref = parse_clip_ref(art.manifest.get("clip_ref"), set(gm.shapes()))
         gm.load_state(art.tensors, window)
@@ -294,6 +419,8 @@ def load_checkpoint(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, windo
         return False
     gm.lineage = Lineage(parent=ArtifactRef(window, art.manifest["payload_sha256"]))
     gm.clip_ref = clip_ref
+    if accept is not None:
+        gm.mark_verified()
     return True
 
 
@@ -307,10 +434,11 @@ def publish_checkpoint(gm: GlobalModel, bucket: OwnBucket, keypair: Keypair) -> 
     return len(data)
 
 
-def resync(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, target: int, device: torch.device) -> None:
-    """Start over from the newest usable checkpoint <= target (or theta_0)."""
+def resync(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, target: int, device: torch.device,
+           accept: Callable[[int, str], bool] | None = None) -> None:
+    """Start over from the newest usable (with `accept`: accepted) checkpoint <= target (or theta_0)."""
     ckpt = newest_checkpoint(peers, lead_hotkey, target)
-    if ckpt is not None and load_checkpoint(gm, peers, lead_hotkey, ckpt):
+    if ckpt is not None and load_checkpoint(gm, peers, lead_hotkey, ckpt, accept):
         logger.info(f"loaded checkpoint of window {ckpt}")
         return
     fresh = GlobalModel.initial(gm.hparams, device)
@@ -361,8 +489,14 @@ def catch_up(
                 gm.window += 1
                 continue
             outcome = apply_record(gm, read.value, peers, check, lead_hotkey)
-            if outcome is ApplyOutcome.INADMISSIBLE:  # rejected: like no record, the window changed nothing
-                gm.window += 1
+            rejected = outcome in (ApplyOutcome.INADMISSIBLE, ApplyOutcome.INVALID)
+            if outcome is ApplyOutcome.BASE_MISMATCH and lead_hotkey in gm.distrusted and check is not None \
+                    and check.verify:  # built on a theta we rejected: not ours to resync onto
+                logger.bind(window=gm.window).warning("the record builds on a rejected record: not applied")
+                rejected = True
+            if rejected:  # our own step of the window where we have one (what every honest node computes), else none
+                if check is None or check.own_step is None or not check.own_step(gm.window):
+                    gm.window += 1
                 continue
             if outcome is not ApplyOutcome.OK:
                 logger.bind(window=read.value.window).warning(f"{outcome}; resyncing from a checkpoint")
@@ -372,7 +506,7 @@ def catch_up(
         if should_stop():
             return SyncStatus.STOPPED
         status = SyncStatus.RESYNCED
-        resync(gm, peers, lead_hotkey, target, device)
+        resync(gm, peers, lead_hotkey, target, device, None if check is None else check.accept_checkpoint)
     return SyncStatus.DIVERGED
 
 
@@ -383,6 +517,6 @@ def restore_from_lead(gm: GlobalModel, window: int, peers: PeerBuckets, lead_hot
     when `force_resync`: we are ahead of the window), then its records (`catch_up`)."""
     ckpt = newest_checkpoint(peers, lead_hotkey, window)
     if force_resync or (ckpt is not None and ckpt > gm.window):
-        resync(gm, peers, lead_hotkey, window, device)
+        resync(gm, peers, lead_hotkey, window, device, check.accept_checkpoint)
     return catch_up(gm, window, peers, lead_hotkey, device, wait_last_s=wait_last_s, should_stop=should_stop,
                     check=check)

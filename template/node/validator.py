@@ -24,6 +24,8 @@ from gauntlet.evaluate import EvalResult, evaluate_update, is_compliant, match_s
 from gauntlet.sampling import draw_sample
 from gauntlet.weights import compute_weights, final_scores, weights_due
 from storage.peers import fetch_peer_list, fetch_uploads
+from storage.s3 import S3Error
+from template.node import trust
 from template.node.admission import (
     AdmissionWindow,
     Checked,
@@ -31,6 +33,7 @@ from template.node.admission import (
     near_copy_key,
     payload_sha,
     release_freed_memory,
+    remember_aggregate,
     remember_gathered,
     remember_sketches,
     upload_spool,
@@ -47,6 +50,7 @@ from template.node.neuron import (
     declared_validators,
     find_lead,
     miner_uids,
+    validator_stake,
 )
 from template.node.preflight import require_version
 from template.node.state import ValidatorState, WindowSeed, load_validator_state, save_validator_state
@@ -65,6 +69,7 @@ from template.protocol.data import SampleSource, eval_ids, loss_curve_ids, sampl
 from template.protocol.metagraph import Metagraph
 from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update
 from template.protocol.records import AggregationRecord, RecordEntry
+from template.protocol.verdicts import Verdict
 from template.protocol.version import VERSION_KEY
 
 
@@ -136,7 +141,12 @@ def run_window(v: Validator, window: int) -> dict | None:
         evals = score(v, judged)
     scores, successes, weights = weigh(v, judged, evals)
     with timer.phase("time/aggregate_s"):
+        theta_w = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in v.gm.model.named_parameters()}
         sync, outer = apply_outer_step(v, judged, successes)
+    if v.gm.window == window + 1:  # the public step joins the near-copy history, kept long (issue 27)
+        remember_aggregate(v.state, window, theta_w, v.gm.model, lr=v.hp.outer_lr, codec=v.gm.codec,
+                           key=near_copy_key(v.state, v.rng))
+    del theta_w
     remember(v, judged)
     return report(v, judged, evals, scores, weights, sync, outer, timer)
 
@@ -384,22 +394,51 @@ def apply_outer_step(v: Validator, j: JudgedWindow, successes: list[int]) -> tup
     Others follow the lead's record."""
     lead = find_lead(v.peers, j.mg, v.hp.min_validator_stake, j.window)
     if lead != v.uid:
-        return follow_lead(v, j.window, j.mg, lead), {}
+        return follow_lead(v, j.window, j.mg, lead, list(j.gather[0]), j.gather[1]), {}
     chosen, updates = j.gather
     stats = guarded_lead_step(v, j.window, updates)
+    v.gm.mark_verified()
     publish_record(v, j, refused=stats["refused"])
     publish_next_peer_list(v, j.window, j.mg, successes)
     maybe_publish_checkpoint(v)
     return f"lead:{len(chosen)}", stats
 
 
-def follow_lead(v: Validator, window: int, mg: Metagraph, lead: int | None) -> str:
-    """Not the lead: replay the lead's record of `window` (waiting for it a while); no lead: theta stays."""
+def follow_lead(v: Validator, window: int, mg: Metagraph, lead: int | None, chosen: list[int],
+                updates: StreamedUpdates) -> str:
+    """Not the lead: replay the lead's record of `window` (waiting for it a while), verified against our own
+    gather set `chosen` and guard, and publish our verdict of it; a rejected record: our own guarded step over
+    `updates` (the honest step every honest node computes, as miners do); no lead: theta stays."""
     if lead is None:
         v.gm.window = window + 1
         return SyncStatus.NO_LEAD
     return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device, wait_last_s=v.clock.window_s() * 0.6,
-                    should_stop=v.stop.is_set, check=RecordAdmission(v.num_train, v.clock.deadline))
+                    should_stop=v.stop.is_set, check=validator_check(v, mg, {window: chosen}, (window, updates)))
+
+
+def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] | None = None,
+                    own: tuple[int, StreamedUpdates] | None = None) -> RecordAdmission:
+    """The checks this validator runs on the lead's records (`trust.record_check`): `admitted` holds the gather sets
+    it computed itself (window -> uids), `own` the window it gathered and the updates, for its own step when the
+    lead's record is rejected; its verdicts go to its own bucket, signed."""
+    stake = validator_stake(mg, v.hp.min_validator_stake, declared_validators(v.peers))
+    known = admitted or {}
+
+    def own_step(window: int) -> bool:
+        if own is None or own[0] != window or v.gm.window != window:
+            return False
+        logger.bind(window=window).warning("the lead's record was rejected: taking our own step of the window")
+        guarded_lead_step(v, window, own[1])
+        return True
+
+    def on_verdict(verdict: Verdict) -> None:
+        try:
+            v.bucket.put_verdict(verdict, v.hotkey)
+        except S3Error as e:  # a verdict is advice to others; our own theta is already decided
+            logger.bind(window=verdict.window).warning(f"cannot publish our verdict: {e}")
+
+    return trust.record_check(v.num_train, v.clock.deadline, v.gm, v.peers, stake, admitted_of=known.get,
+                              guard_batch=lambda: heldout_batch(v), on_verdict=on_verdict, own_step=own_step)
 
 
 def guarded_lead_step(v: Validator, window: int, updates: StreamedUpdates) -> dict[str, Any]:
@@ -423,8 +462,17 @@ def publish_record(v: Validator, j: JudgedWindow, *, refused: bool) -> None:
         outer_lr=v.hp.outer_lr, refused=refused,
         included=tuple(RecordEntry(uid=u, hotkey=j.mg.hotkeys[u], key=mirror_input(v, j.window, by_uid[u]),
                                    sha256=payload_sha(by_uid[u].data)) for u in j.gather[0]))
-    v.bucket.put_record(j.window, record, v.hotkey)
+    sign_record(v, j.window, record, j.mg, j.uploads)
     v.gm.lineage = v.gm.lineage.after_record(record)  # the next checkpoint lists it
+
+
+def sign_record(v: Validator, window: int, record: AggregationRecord, mg: Metagraph, uploads: list[Upload]) -> None:
+    """Lead: sign and upload the window's record, and its own verdict attesting it (the stake its word carries for
+    a late joiner's checkpoint, `gauntlet.verify.checkpoint_accepted`). `mg` and `uploads` are what a rogue lead
+    (template/sim/rogue_validator.py) needs to forge one; the honest lead signs `record` as it is."""
+    v.bucket.put_record(window, record, v.hotkey)
+    v.bucket.put_verdict(Verdict(window=window, lead_hotkey=v.hotkey.ss58_address,
+                                 next_fingerprint=record.next_fingerprint, valid=True), v.hotkey)
 
 
 def publish_next_peer_list(v: Validator, window: int, mg: Metagraph, successes: list[int]) -> None:
@@ -515,7 +563,7 @@ def restore_model(v: Validator, window: int) -> None:
         v.gm.window = window
         return
     status = restore_from_lead(v.gm, window, v.peers, mg.hotkeys[lead], v.device, should_stop=v.stop.is_set,
-                               check=RecordAdmission(v.num_train, v.clock.deadline))
+                               check=validator_check(v, mg))
     logger.info(f"model at window {v.gm.window} ({status})")
 
 

@@ -29,7 +29,7 @@ from safetensors.torch import save as st_save
 
 from template.protocol.config import PROTOCOL_VERSION
 
-KINDS = ("gradient", "checkpoint", "record", "peers", "sealed")
+KINDS = ("gradient", "checkpoint", "record", "peers", "sealed", "verdict")
 MAX_HEADER_BYTES = 4 << 20  # a safetensors header larger than this is hostile, not a model
 ALLOWED_DTYPES = {"U8", "I8", "U16", "I16", "I32", "I64", "F16", "BF16", "F32", "F64", "BOOL"}
 REQUIRED_FIELDS = ("protocol", "kind", "window", "hotkey", "payload_sha256", "signature")

@@ -22,7 +22,8 @@ _WINDOW_KEY = re.compile(
     rf"|peers/(?P<p>\d{{{_WINDOW_DIGITS}}})\.json"
     rf"|checkpoints/(?P<c>\d{{{_WINDOW_DIGITS}}})/[^/]+"
     rf"|inputs/(?P<i>\d{{{_WINDOW_DIGITS}}})/[0-9a-f]{{64}}\.safetensors"
-    rf"|keys/(?P<k>\d{{{_WINDOW_DIGITS}}})\.json)$"
+    rf"|keys/(?P<k>\d{{{_WINDOW_DIGITS}}})\.json"
+    rf"|verdicts/(?P<v>\d{{{_WINDOW_DIGITS}}})\.json)$"
 )
 _INPUT_KEY = re.compile(rf"^{_ROOT}/inputs/\d{{{_WINDOW_DIGITS}}}/[0-9a-f]{{64}}\.safetensors$")
 
@@ -46,6 +47,11 @@ def record_key(window: int) -> str:
 def peers_key(window: int) -> str:
     """Key of the peer list in force for `window`."""
     return f"{_ROOT}/peers/{_window_part(window)}.json"
+
+
+def verdict_key(window: int) -> str:
+    """Key of a validator's signed verdict on the lead's record of `window` (template/protocol/verdicts.py)."""
+    return f"{_ROOT}/verdicts/{_window_part(window)}.json"
 
 
 def checkpoint_prefix() -> str:

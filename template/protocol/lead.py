@@ -27,7 +27,8 @@ def validator_uids(mg: Metagraph, min_stake: float, declared: Collection[str]) -
 
 
 def lead_validator(mg: Metagraph, min_stake: float, declared: Collection[str],
-                   newest_record: dict[str, int | None] | None = None, window: int = 0) -> int | None:
+                   newest_record: dict[str, int | None] | None = None, window: int = 0,
+                   rejected: Collection[str] = ()) -> int | None:
     """The validator that signs records, peer lists and checkpoints for `window`.
 
     Candidates: `validator_uids`, highest stake first (ties: lower uid). With `newest_record`
@@ -35,9 +36,13 @@ def lead_validator(mg: Metagraph, min_stake: float, declared: Collection[str],
     candidate that published a record of a window >= window - LEAD_STALE_WINDOWS; when none has,
     the candidates take turns, LEAD_STALE_WINDOWS windows each (window // LEAD_STALE_WINDOWS), until
     one publishes. So a lead that stops is handed over after LEAD_STALE_WINDOWS windows, a dead
-    candidate's turn passes, and every node computes the same lead from public data.
+    candidate's turn passes, and every node computes the same lead from public data. Candidates in
+    `rejected` (hotkeys whose records validators holding a stake majority of the others rejected,
+    `gauntlet.verify.rejected_leads`) are passed over.
     """
-    vals = sorted(validator_uids(mg, min_stake, declared), key=lambda u: (-mg.stake[u], u))
+    passed_over = set(rejected)
+    vals = sorted((u for u in validator_uids(mg, min_stake, declared) if mg.hotkeys[u] not in passed_over),
+                  key=lambda u: (-mg.stake[u], u))
     if not vals:
         return None
     if newest_record is None:

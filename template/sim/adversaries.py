@@ -12,7 +12,8 @@ lazy       trains on samples other than its assignment (claims the right receipt
 late       an honest update, uploaded after the deadline
 malformed  a broken payload (cycling through truncation, garbage, NaN values)
 negator    the negated honest update
-(and the kinds of template/sim/attacks.py: poisoner, scaler, heldout, timed, stakejack)
+(and the kinds of template/sim/attacks.py: poisoner, scaler, heldout, timed, stakejack; of
+template/sim/protocol_attacks.py: stall, staleecho)
 tarpit     commits its own endpoint (template/sim/hostile_s3.py on 127.0.0.1) that answers HEAD at
            once and trickles GET bodies one byte every 2 s, serving a signed noise update
 backdater  commits its own endpoint that forges Last-Modified; after the deadline it re-signs an
@@ -50,6 +51,7 @@ from template.protocol.data import sample_ids
 from template.protocol.sparseloco import compress
 from template.sim.attacks import ATTACKS, MODEL_LESS_ATTACKS
 from template.sim.hostile_s3 import HostileS3
+from template.sim.protocol_attacks import PROTOCOL_ATTACKS
 from template.sim.storage_attacks import FOLLOWS, STORAGE_ATTACKS
 
 _memory: dict[str, Any] = {}  # per-process state of a hostile strategy (its replayed wire, its server)
@@ -215,6 +217,7 @@ STRATEGIES = {f.__name__: f for f in (idle, noise, copycat, replay, lazy, late, 
 MODEL_LESS = {"idle", "noise", "copycat", "replay", "malformed", "tarpit", "backdater"}  # no model of their own
 STRATEGIES.update(ATTACKS)  # poisoner, scaler, heldout, timed, stakejack (template/sim/attacks.py)
 STRATEGIES.update(STORAGE_ATTACKS)  # vanisher, copymix, nearcopy, equivocator (template/sim/storage_attacks.py)
+STRATEGIES.update(PROTOCOL_ATTACKS)  # stall, staleecho (template/sim/protocol_attacks.py)
 MODEL_LESS |= MODEL_LESS_ATTACKS
 # what `make localnet` launches when --adversaries is not given: one of each basic kind, light enough for
 # two cores; `--adversaries all` launches one of every kind

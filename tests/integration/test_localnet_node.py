@@ -55,6 +55,8 @@ def test_client_calls_and_restart_after_kill_keep_height_and_state(tmp_path: Pat
         bad = chain.set_weights(kp("miner"), netuid, [2], [1.0])
         assert (bad.ok, bad.error) == (False, "NeuronNoValidatorPermit")
         assert chain.block_timestamp(2) > chain.block_timestamp(1)
+        hashes = {chain.block_hash(1), chain.block_hash(2)}  # the guard batch's seed (gauntlet/progress.py)
+        assert len(hashes) == 2 and all(len(h) == 64 and int(h, 16) >= 0 for h in hashes)
         with pytest.raises(ChainError, match="SubnetNotExists"):
             chain.metagraph(77)
 

@@ -69,6 +69,8 @@ def owner_net(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedFixture)
         (corpus / f"doc{i}.txt").write_text(f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * 60)
     manifest = prepare_dataset(tmp / "data", seq_len=SEQ_LEN, vocab_size=VOCAB, source=str(corpus))
     upload_dataset(seaweed.writer("alice"), "alice", tmp / "data", manifest)
+    # bob is the "no dataset" bucket here; another module of the session may have mirrored one into it
+    seaweed.writer("bob").delete("bob", layout.dataset_manifest_key())
     node = LocalnetProcess(tmp / "chain.sqlite", block_time=0.2)
     node.start()
     try:

@@ -29,7 +29,7 @@ from gauntlet.checks import expected_codec_field
 from storage.credentials import BucketAccess
 from storage.peers import OwnBucket, PeerBuckets
 from storage.s3 import GetResult, ObjectInfo, Status
-from template.chain.base import Metagraph, TxResult, weights_to_u16
+from template.chain.base import ChainError, Metagraph, TxResult, weights_to_u16
 from template.node.miner import Miner
 from template.node.neuron import WindowClock
 from template.node.state import ValidatorState
@@ -153,6 +153,11 @@ class FakeChain:
 
     def block(self) -> int:
         return self.head
+
+    def block_hash(self, block: int) -> str:
+        if block > self.head:
+            raise ChainError(f"block {block} is not produced yet")
+        return hashlib.sha256(f"fake-block:{self.netuid}:{block}".encode()).hexdigest()
 
     def block_timestamp(self, block: int) -> float:
         return self.genesis_s + block * self.block_time_s
@@ -350,6 +355,10 @@ class Lead:
         assert self.gm.window == window
         base = self.gm.fingerprint()
         names = sorted(miners, key=lambda name: self.net.neurons[name].uid)  # records list uids in order
+        if publish and (self.lead.bucket.access.bucket, layout.peers_key(window)) not in self.net.store.objects:
+            # the peer list in force, as the lead published it two windows before: replaying nodes check the
+            # record's entries against it (issue 27)
+            self.lead.bucket.put_peer_list(window, [self.net.neurons[n].uid for n in names], self.lead.keypair)
         sent = [self.upload(name, window) for name in names]
         entries = tuple(RecordEntry(uid=self.net.neurons[name].uid, hotkey=self.net.hotkey(name),
                                     key=self.lead.bucket.put_input(window, data) if mirror else layout.gradient_key(window),

@@ -11,9 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gauntlet.nearcopy import (
+    AGGREGATE_KEEP_WINDOWS,
+    AGGREGATE_UID,
     SKETCH_DIM,
     SketchEntry,
     SketchHistory,
+    aggregate_sketch,
     explained_fraction,
     find_near_copies,
     sketch_update,
@@ -150,3 +153,25 @@ def test_history_survives_a_restart_and_a_broken_file_is_named(tmp_path):
     path.write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="near-copy sketches"):
         load_sketch_history(path)
+
+
+def test_an_echo_of_an_old_aggregate_step_is_explained_by_the_long_memory_of_public_steps():
+    """staleecho: the aggregate step of window w-k (k up to 16) over the outer lr, plus a little own work."""
+    lr = 1.25
+    before = {n: torch.randn(s, generator=torch.Generator().manual_seed(1)) for n, s in SHAPES.items()}
+    step = {n: sum(random_delta(10 + i)[n] for i in range(4)) / 4 for n in SHAPES}  # the mean of four updates
+    after = {n: before[n] - lr * step[n] for n in SHAPES}
+    history = SketchHistory.empty().with_aggregate(3, aggregate_sketch(before, after, lr=lr, codec=CODEC, key=KEY))
+    for w in range(4, 19):  # miners' updates of later windows come and go; the aggregate stays
+        history = history.with_window(w, {1: ("hk1", sketch_update(*encoded(random_delta(100 + w)), key=KEY))}
+                                      ).before(w + 1, 4)
+    assert [e.window for e in history.entries] == [3, 15, 16, 17, 18]
+    own = random_delta(999)
+    echo = {n: step[n] + 0.3 * own[n] for n in SHAPES}
+    suspect = sketch_update(*encoded(echo), key=KEY)
+    found, shares = find_near_copies({7: ("hk7", suspect)}, history.before(19, 4), threshold=0.2)
+    assert shares[7] >= 0.3 and found[7].sources[0].uid == AGGREGATE_UID
+    honest = sketch_update(*encoded(random_delta(5000)), key=KEY)
+    _, shares = find_near_copies({8: ("hk8", honest)}, history.before(19, 4), threshold=0.2)
+    assert shares[8] < 0.2
+    assert [e.uid for e in history.before(19 + AGGREGATE_KEEP_WINDOWS, 4).entries] == []  # gone after its memory

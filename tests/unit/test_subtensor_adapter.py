@@ -328,3 +328,13 @@ def test_sdk_errors_become_chain_errors_and_failed_results() -> None:
 def test_the_metagraph_carries_weights_in_the_sdk_shape() -> None:
     chain, _ = flaky_chain(0, OSError())
     assert chain.metagraph(3).weights == {0: [(1, 1.0), (2, pytest.approx(1 / 3))]}
+
+
+def test_block_hash_comes_from_block_info_without_0x() -> None:
+    fake = FakeClient()
+    fake.block_info = lambda block=None: SimpleNamespace(hash="0x" + "ab" * 32) if block <= 1234 else None
+    chain = SubtensorChain("finney", client_factory=lambda target: fake)
+    chain.connect()
+    assert chain.block_hash(1000) == "ab" * 32
+    with pytest.raises(ChainError):
+        chain.block_hash(2000)

@@ -45,9 +45,11 @@ def test_a_tweaked_copy_of_last_windows_updates_is_a_near_copy(tmp_path):
     assert reasons == {"2": None, "3": None, "4": "near_copy"}
     assert shares["4"] >= v.hp.near_copy_threshold > 0.15 > max(shares["2"], shares["3"])
     assert row["miners"]["4"]["evaluated"] is False and row["miners"]["4"]["score"] == 0.0
-    # the history a restart reloads: both windows' admitted updates, under this validator's private key
+    # the history a restart reloads: both windows' admitted updates and applied aggregate steps (uid -1, kept
+    # far longer: gauntlet.nearcopy.AGGREGATE_KEEP_WINDOWS), under this validator's private key
     saved = load_sketch_history(v.state_dir / "near_copy.safetensors")
-    assert sorted((e.window, e.uid) for e in saved.entries) == [(0, 2), (0, 3), (0, 4), (1, 2), (1, 3), (1, 4)]
+    assert sorted((e.window, e.uid) for e in saved.entries) == [(0, -1), (0, 2), (0, 3), (0, 4), (1, -1), (1, 2),
+                                                                 (1, 3), (1, 4)]
     assert v.state.near_copy_key is not None and len(v.state.near_copy_key) == 32
 
 

@@ -12,8 +12,10 @@ import json
 import pytest
 import torch
 
-from storage.peers import fetch_peer_list, fetch_record
+from storage.peers import fetch_peer_list, fetch_record, fetch_verdict
+from template.node import validator as validator_module
 from template.node.miner import gather_and_step, honest_upload, plan_window, upload_update, verify_records
+from template.node.neuron import find_lead
 from template.node.sync import ApplyOutcome, GlobalModel, SyncStatus, apply_record
 from template.node.validator import ensure_peer_lists, run_window
 from template.protocol import layout
@@ -150,7 +152,11 @@ def test_follower_validator_replays_the_leads_record_and_publishes_nothing(net):
     assert row["sync/status"] == SyncStatus.IN_SYNC
     assert follower.gm.window == 1 and follower.gm.fingerprint() == lead.gm.fingerprint()
     assert set(row["miners"]) == {"2", "3", "4"}  # validators are not judged as miners
-    assert not [k for b, k in net.store.objects if b == "bucket-frank"]
+    # the follower checked the record (issue 27) and publishes only its signed verdict attesting it
+    assert [k for b, k in net.store.objects if b == "bucket-frank"] == [layout.verdict_key(0)]
+    verdict = fetch_verdict(net.peers(), net.hotkey("frank"), 0).value
+    assert verdict is not None and verdict.valid and verdict.next_fingerprint == lead.gm.fingerprint()
+    assert verdict.lead_hotkey == net.hotkey("alice")
     assert [c.hotkey for c in net.chain.weights_calls] == [net.hotkey("alice"), net.hotkey("frank")]
 
 
@@ -173,3 +179,27 @@ def test_weights_once_per_interval_and_empty_windows_record_no_change(tmp_path):
     [call] = net.chain.weights_calls
     assert call.uids == [0] and call.weights == [1.0]
     assert v.state.last_window == 1 and v.state.last_weights_interval == 0
+
+
+@pytest.mark.parametrize("flag", ["lr", "veto"])
+def test_a_rogue_leads_record_is_rejected_the_follower_takes_the_honest_step_and_the_lead_is_passed_over(
+        net, monkeypatch, flag):
+    """roguelead (template/sim/rogue_validator.py): alice, the top-stake lead, signs a wrong record; frank rejects it,
+    publishes a signed rejection, takes the honest step itself (what the miners compute) and leads the next window."""
+    from template.sim.rogue_validator import rogue_publish_record
+    net.add("frank", stake=5_000.0, permit=True)
+    rogue, follower = net.validator("alice"), net.validator("frank")
+    ensure_peer_lists(rogue, [0], net.chain.metagraph(net.netuid))
+    upload(net, "bob", 0)
+    upload(net, "charlie", 0)
+    net.chain.advance_to(rogue.clock.last_block(0) + 1)
+    monkeypatch.setattr(validator_module, "sign_record", rogue_publish_record(flag))
+    assert run_window(rogue, 0)["sync/status"] == "lead:2"
+    monkeypatch.undo()
+    row = run_window(follower, 0)
+    verdict = fetch_verdict(net.peers(), net.hotkey("frank"), 0).value
+    assert verdict is not None and not verdict.valid and verdict.lead_hotkey == net.hotkey("alice")
+    assert follower.gm.window == 1 and row["sync/status"] == SyncStatus.IN_SYNC
+    assert follower.gm.fingerprint() == rogue.gm.fingerprint()  # the honest step (the rogue stepped honestly itself)
+    mg = net.chain.metagraph(net.netuid)
+    assert find_lead(net.peers(), mg, net.hp.min_validator_stake, 1) == net.neurons["frank"].uid

@@ -180,6 +180,13 @@ class LocalnetClient:
             self._timestamps[block] = float(info["timestamp"])
         return self._timestamps[block]
 
+    def block_hash(self, block: int) -> str:
+        info = self._request("GET", f"/block/{int(block)}", params={"extrinsics": False})
+        digest = info.get("hash")
+        if not isinstance(digest, str) or not digest:
+            raise ChainError(f"block {block} has no hash")
+        return digest.removeprefix("0x")
+
     def metagraph(self, netuid: int) -> Metagraph:
         d = self._request("GET", f"/metagraph/{int(netuid)}")
         n = d["n"]

@@ -1,0 +1,107 @@
+"""Steps must make progress (issue 27): the guard batch nobody can predict, the progress test of a gather set,
+a clip limit small hostile updates cannot pull down, and sticky exclusion from peer lists.
+
+Why. The step guard refuses a step that raises the loss on a guard batch; it cannot see a step that does
+nothing. A coalition on the peer list that sends the negated honest direction (split over disjoint positions so
+the copy check sees nothing) cancels the honest work, and, when the guard batch is the public fixed loss-curve
+set, adds a delta trained on that batch so the guard loss still falls. The parts here close that:
+
+- `guard_ids`: the guard batch drawn after the upload deadline from a seed nobody controls in advance (the hash
+  of the first block after the reveal deadline) out of the training ids no judged miner was assigned;
+- `no_gain_members`: the members whose own step does not lower the guard loss: measured
+  (scripts/bench_progress.py, docs/benchmarks.md) against `opposed_members` (pairwise cosine votes: inert on
+  codec-sparse updates, whose cosines are all near 0) and refusing a step whose guard gain is far below its
+  members' own gains (never fired: the diluted step still gains); it alone restored the progress;
+- `floored_clip_limit`: the clip limit cannot fall below a floor from the history of accepted limits, so a
+  coalition of small updates cannot shrink the honest ones window after window;
+- `Probation`: a miner that failed is off the peer list until it has succeeded `reentry` windows in a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from template.protocol.data import eval_ids
+from template.protocol.outer_step import lower_median
+
+OPPOSED_COSINE = -0.05  # a cosine below this is a vote against (opposed_members)
+CLIP_FLOOR_FRACTION = 0.5  # the limit stays >= this share of the median of the accepted limits
+REENTRY_SUCCESSES = 3  # successes in a row a failed miner needs before it is back on peer lists
+
+
+def guard_ids(block_hash: str, window: int, n: int, num_train: int, assigned: Collection[int]) -> list[int]:
+    """The guard batch of `window`: `n` training ids outside the window's assignments, drawn from the hash of a
+    block produced after the reveal deadline (unknown to anyone when the updates were made)."""
+    if not block_hash:
+        raise ValueError("guard_ids needs the hash of a block after the deadline")
+    seed = int.from_bytes(hashlib.sha256(f"guard:{block_hash}:{window}".encode()).digest(), "big")
+    return eval_ids(seed, n, num_train, exclude=set(assigned))
+
+
+def _flat(update: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([update[n].reshape(-1).to(torch.float64) for n in sorted(update)])
+
+
+def opposed_members(updates: Sequence[Mapping[str, torch.Tensor]], *, min_cosine: float = OPPOSED_COSINE) -> list[int]:
+    """Indices of the updates that point against most of the others: cosine below `min_cosine` with more than
+    half of the other updates (fewer than three updates: none).
+
+    Pairwise votes, not the cosine to the sum of the rest: a coalition that cancels the honest sum makes that sum
+    point against every honest member too. With votes, a coalition that is a strict minority of the gather set
+    is dropped and no honest member is (each honest member opposes only the coalition's members); a near-zero
+    cosine (two sparse updates that barely share positions) casts no vote."""
+    n = len(updates)
+    if n < 3:
+        return []
+    flats = torch.stack([_flat(u) for u in updates])
+    norms = flats.norm(dim=1)
+    gram = flats @ flats.T
+    denom = torch.outer(norms, norms)
+    cos = torch.where(denom > 0, gram / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(gram))
+    against = (cos < min_cosine).sum(dim=1) - (torch.diagonal(cos) < min_cosine).long()
+    return [i for i in range(n) if 2 * int(against[i]) > n - 1]
+
+
+def no_gain_members(gains: Sequence[float]) -> list[int]:
+    """Indices of the members whose own step (alone, at the outer lr) does not lower the guard loss (`gains[i]` =
+    guard loss before - after; a non-finite gain counts as none). Measured the progress test that works
+    (docs/benchmarks.md, "Steps must make progress"): it drops the cancelling members and no honest one."""
+    return [i for i, g in enumerate(gains) if not g > 0]
+
+
+def floored_clip_limit(norms: Sequence[float], history: Sequence[float], *,
+                       floor_fraction: float = CLIP_FLOOR_FRACTION) -> float:
+    """The lower median of `norms`, but at least `floor_fraction` x the median of `history` (the limits of the
+    accepted steps so far; empty: no floor)."""
+    limit = lower_median(list(norms))
+    if history:
+        limit = max(limit, floor_fraction * sorted(history)[len(history) // 2])
+    return limit
+
+
+@dataclass
+class Probation:
+    """uid -> successes in a row it still needs before it may be on a peer list again."""
+
+    needs: dict[int, int] = field(default_factory=dict)
+
+    def after_window(self, successes: Collection[int], failures: Collection[int],
+                     reentry: int = REENTRY_SUCCESSES) -> Probation:
+        """The probation after a window: a failure (re)starts it at `reentry`, a success counts one off."""
+        needs = dict(self.needs)
+        for uid in successes:
+            if uid in needs:
+                needs[uid] -= 1
+                if needs[uid] <= 0:
+                    del needs[uid]
+        for uid in failures:
+            needs[uid] = reentry
+        return Probation(needs)
+
+    def eligible(self, successes: Collection[int]) -> list[int]:
+        """The successes that may go on the next peer list."""
+        return sorted(u for u in successes if u not in self.needs)
