@@ -169,13 +169,10 @@ def collect(run_dir: Path) -> dict:
     }
 
 
-def line_chart_svg(points: list[tuple[int, float]], xlabel: str, ylabel: str, width: int = 560,
-                   height: int = 240) -> str:
-    """A line chart with point markers and min/max labels; each point has a <title> "x: y"."""
-    if not points:
-        return f'<svg class="chart" width="{width}" height="{height}"><text x="20" y="40">no data yet</text></svg>'
-    left, right, top, bottom = 56, 12, 12, 34
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
+def chart_axes(xs: list[int], ys: list[float], box: tuple[int, int, int, int], width: int, height: int):
+    """(x0, x1, y0, y1, sx, sy): the data ranges (widened by 1 when flat) and the maps from data to pixels
+    inside `box` = (left, right, top, bottom) margins."""
+    left, right, top, bottom = box
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
 
@@ -184,6 +181,17 @@ def line_chart_svg(points: list[tuple[int, float]], xlabel: str, ylabel: str, wi
 
     def sy(y: float) -> float:
         return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
+
+    return x0, x1, y0, y1, sx, sy
+
+def line_chart_svg(points: list[tuple[int, float]], xlabel: str, ylabel: str, width: int = 560,
+                   height: int = 240) -> str:
+    """A line chart with point markers and min/max labels; each point has a <title> "x: y"."""
+    if not points:
+        return f'<svg class="chart" width="{width}" height="{height}"><text x="20" y="40">no data yet</text></svg>'
+    left, right, top, bottom = 56, 12, 12, 34
+    x0, x1, y0, y1, sx, sy = chart_axes([p[0] for p in points], [p[1] for p in points], (left, right, top, bottom),
+                                        width, height)
 
     path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(points))
     dots = "".join(f'<circle class="pt" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" data-x="{x}" data-y="{y:.4f}">'
@@ -218,15 +226,8 @@ def multi_line_chart_svg(series: dict[str, list[tuple[int, float]]], xlabel: str
     order = color_order or sorted(series)
     names = sorted(series, key=lambda n: (order.index(n) if n in order else len(order), n))
     left, right, top, bottom = 56, 110, 12, 34
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-
-    def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * (width - left - right)
-
-    def sy(y: float) -> float:
-        return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
+    x0, x1, y0, y1, sx, sy = chart_axes([p[0] for p in points], [p[1] for p in points], (left, right, top, bottom),
+                                        width, height)
 
     body = []
     for i, name in enumerate(names):
