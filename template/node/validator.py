@@ -22,9 +22,10 @@ from gauntlet.aggregate import bootstrap_peers, gather_set, reject_copies, selec
 from gauntlet.checks import VANISHED, Admission, Upload
 from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
 from gauntlet.nearcopy import SketchHistory
+from gauntlet.pay import horizon_step, pay_scores, why_zero
 from gauntlet.ratings import Ratings
 from gauntlet.sampling import Rotation, draw_sample
-from gauntlet.weights import compute_weights, final_scores, weights_due
+from gauntlet.weights import compute_weights, rank_positive, weights_due
 from storage.peers import fetch_peer_list, fetch_uploads
 from template.chain.base import Metagraph
 from template.node import state as local_state
@@ -198,10 +199,11 @@ def update_scores(v: Validator, window: int, mg: Metagraph, admissions: dict, ev
     scores = match_scores(players, {uid: e.improvement_random for uid, e in evals.items()},
                           min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio,
                           compliant=compliant)
-    v.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant)
+    v.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant,
+                     contribution_step=horizon_step(v.hp.pay_horizon))
     in_sync = {uid: adm.in_sync for uid, adm in admissions.items()}
-    final = final_scores(v.ratings.ordinals(), v.ratings.compliance(), in_sync,
-                         threshold=v.hp.compliance_threshold)
+    final = pay_scores(v.hp.pay_score, ordinals=v.ratings.ordinals(), contribution=v.ratings.contribution(),
+                       compliance=v.ratings.compliance(), in_sync=in_sync, threshold=v.hp.compliance_threshold)
     # The peer list takes updates that help (the same floors, compliance aside): one window's compliance
     # test is noisy for honest miners early in training (assigned ~ random), and it decides pay, not
     # whether an update is worth aggregating.
@@ -387,6 +389,7 @@ def run_window(v: Validator, window: int) -> dict | None:
 
 def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weights, sync) -> dict:
     ordinals = v.ratings.ordinals()
+    why = explain_pay(v, admissions, evals, scores)
     miners = {}
     for uid, adm in sorted(admissions.items()):
         ev = evals.get(uid)
@@ -394,20 +397,46 @@ def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weight
             "hotkey": mg.hotkeys[uid], "reason": adm.reason, "score": scores.get(uid, 0.0),
             "rating": ordinals.get(uid), "improvement_random": ev.improvement_random if ev else None,
             "improvement_assigned": ev.improvement_assigned if ev else None, "evaluated": ev is not None,
-            "weight": weights[uid] if weights is not None else None,
+            "weight": weights[uid] if weights is not None else None, **why[uid],
         }
     return {"role": "validator", "uid": v.uid, "window": window, "eval/heldout_loss": loss,
-            "sync/status": sync, "weights_set": weights is not None,
+            "pay_score": v.hp.pay_score, "sync/status": sync, "weights_set": weights is not None,
             "weights/interval": window // v.hp.weights_interval, "ratings/restored": v.restored_ratings,
             "miners": miners}
 
 
+def explain_pay(v: Validator, admissions: dict, evals: dict, scores: dict[int, float]) -> dict[int, dict]:
+    """uid -> why it earns what it earns this window: the window's compliance test and whether its gain
+    counted, its contribution and compliance averages, its rank among the paid, and the reason for a 0."""
+    compliant = {uid: is_compliant(e.improvement_assigned, e.improvement_random, margin=v.hp.compliance_margin)
+                 for uid, e in evals.items()}
+    counted = match_scores(sorted(admissions), {uid: e.improvement_random for uid, e in evals.items()},
+                           min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio,
+                           compliant=compliant)
+    contribution, compliance = v.ratings.contribution(), v.ratings.compliance()
+    ranked = rank_positive(scores, n=max(scores, default=0) + 1)
+    out = {}
+    for uid, adm in admissions.items():
+        out[uid] = {"compliant": compliant.get(uid), "counted": counted.get(uid) is not None,
+                    "contribution": contribution.get(uid, 0.0), "compliance": compliance.get(uid, 0.0),
+                    "rank": ranked.index(uid) + 1 if uid in ranked else None,
+                    "why": why_zero(reason=adm.reason, evaluated=uid in evals, compliant=compliant.get(uid),
+                                    counted=counted.get(uid) is not None, compliance=compliance.get(uid, 0.0),
+                                    threshold=v.hp.compliance_threshold, in_sync=adm.in_sync,
+                                    final=scores.get(uid, 0.0))}
+    return out
+
+
 def log_window(v: Validator, row: dict) -> None:
-    lines = [f"{'uid':>4} {'hotkey':<12} {'score':>8} {'rating':>8} {'weight':>7}  reason"]
+    lines = [f"{'uid':>4} {'hotkey':<12} {'score':>8} {'rating':>8} {'weight':>7} {'rank':>4} {'gain':>8} "
+             f"{'cmpl':>4}  why"]
     for uid, m in row["miners"].items():
         w = "" if m["weight"] is None else f"{m['weight']:.3f}"
         r = "" if m["rating"] is None else f"{m['rating']:.2f}"
-        lines.append(f"{uid:>4} {m['hotkey'][:12]:<12} {m['score']:>8.4f} {r:>8} {w:>7}  {m['reason'] or ''}")
+        gain = "" if m["improvement_random"] is None else f"{m['improvement_random']:.4f}"
+        ok = {True: "yes", False: "no", None: "-"}[m.get("compliant")]
+        lines.append(f"{uid:>4} {m['hotkey'][:12]:<12} {m['score']:>8.4f} {r:>8} {w:>7} {m.get('rank') or '-':>4} "
+                     f"{gain:>8} {ok:>4}  {m.get('why') or ''}")
     logger.bind(window=row["window"]).info(
         f"window {row['window']} | heldout loss {row['eval/heldout_loss']:.4f} | {row['sync/status']} | "
         f"weights {'set' if row['weights_set'] else '-'}\n" + "\n".join(lines))

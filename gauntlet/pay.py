@@ -1,0 +1,92 @@
+"""What a miner is paid for (issue 31): measured contribution over a horizon, not rank luck.
+
+Two pay scores, chosen by the hparam `pay_score`:
+- contribution (default): the miner's per-window contribution in the Gauntlet's own units, the clipped
+  update's relative loss drop on the validator's private random batch (`EvalResult.improvement_random`),
+  counted only when the window's update was compliant and cleared the noise floors
+  (`evaluate.match_scores` with compliance); a failed, rejected or non-compliant window counts 0.
+  The contributions are averaged over `pay_horizon` windows by an exponential moving average (step
+  2 / (horizon + 1): the centre of mass of a plain average over the last `pay_horizon` windows), so a
+  zero costs pay in the window it happens (the average drops by the step at once) and equal workers,
+  whose per-window gains differ by a few percent of noise, earn alike. A miner the validator did not
+  evaluate this window (the rotating sample) keeps its average.
+- rating: today's before issue 31, the OpenSkill ordinal (mu - 3 sigma) of the per-window matches.
+
+Either pay score then passes the gates of `weights.final_scores` (x compliance EMA, compliance EMA >=
+threshold, in sync this window) and the weight curve (`weights.compute_weights`). OpenSkill ratings stay
+where order matters: the lead's peer selection ranks by ordinal (`aggregate.select_peers`).
+
+`why_zero` names the reason a miner's final score is 0 in a window, for its log, metrics and dashboard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from gauntlet.weights import final_scores
+
+PAY_SCORES = ("contribution", "rating")
+
+# Reasons for a zero final score (besides the admission's own reasons: missing, copy, out_of_sync, ...)
+NOT_COMPLIANT = "not_compliant"  # evaluated, but its update did not help its assigned samples more than random
+NO_GAIN = "no_gain"  # evaluated and compliant, but under the noise floor or the share of the window's best
+COMPLIANCE_GATE = "compliance_gate"  # this window may be fine, but the compliance average is under the threshold
+NOTHING_EARNED = "nothing_earned"  # its pay score is 0: no counted contribution (in the horizon) yet
+OUT_OF_SYNC = "out_of_sync"
+
+
+def horizon_step(horizon: int) -> float:
+    """The EMA step whose centre of mass equals a plain average over `horizon` windows: 2 / (horizon + 1)."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    return 2.0 / (horizon + 1)
+
+
+def window_contribution(score: float | None) -> float:
+    """A window's contribution from its compliance-gated match score (None: a failure) -> 0 or the gain."""
+    if score is None or not math.isfinite(score) or score <= 0:
+        return 0.0
+    return float(score)
+
+
+def accumulate(previous: Mapping[int, float], window: Mapping[int, float], *, step: float) -> dict[int, float]:
+    """EMA update: uids in `window` move by `step` towards their contribution (from 0 when new); others keep."""
+    if not 0 < step <= 1:
+        raise ValueError(f"step must be in (0, 1], got {step}")
+    out = dict(previous)
+    for uid, value in window.items():
+        out[uid] = (1 - step) * previous.get(uid, 0.0) + step * value
+    return out
+
+
+def pay_scores(pay_score: str, *, ordinals: Mapping[int, float], contribution: Mapping[int, float],
+               compliance: Mapping[int, float], in_sync: Mapping[int, bool], threshold: float) -> dict[int, float]:
+    """uid -> final (gated) score under `pay_score` (one of PAY_SCORES), for every rated uid."""
+    if pay_score == "rating":
+        return final_scores(dict(ordinals), dict(compliance), dict(in_sync), threshold=threshold)
+    if pay_score == "contribution":
+        base = {uid: contribution.get(uid, 0.0) for uid in ordinals}
+        return final_scores(base, dict(compliance), dict(in_sync), threshold=threshold)
+    raise ValueError(f"pay_score must be one of {', '.join(PAY_SCORES)}, got {pay_score!r}")
+
+
+def why_zero(*, reason: str | None, evaluated: bool, compliant: bool | None, counted: bool, compliance: float,
+             threshold: float, in_sync: bool, final: float) -> str | None:
+    """Why a miner's final score is 0 this window (None when it is positive).
+
+    `reason` is the admission's rejection reason (None: admitted); `compliant` this window's compliance
+    test (None: not evaluated); `counted` whether the window's contribution counted (a success)."""
+    if final > 0:
+        return None
+    if reason:
+        return reason
+    if not in_sync:
+        return OUT_OF_SYNC
+    if evaluated and compliant is False:
+        return NOT_COMPLIANT
+    if evaluated and not counted:
+        return NO_GAIN
+    if compliance < threshold:
+        return COMPLIANCE_GATE
+    return NOTHING_EARNED
