@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
+from gauntlet.evaluate import is_compliant, match_scores
+from gauntlet.ratings import Ratings
 from gauntlet.weights import final_scores
 
 PAY_SCORES = ("contribution", "rating")
@@ -41,23 +44,6 @@ def horizon_step(horizon: int) -> float:
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     return 2.0 / (horizon + 1)
-
-
-def window_contribution(score: float | None) -> float:
-    """A window's contribution from its compliance-gated match score (None: a failure) -> 0 or the gain."""
-    if score is None or not math.isfinite(score) or score <= 0:
-        return 0.0
-    return float(score)
-
-
-def accumulate(previous: Mapping[int, float], window: Mapping[int, float], *, step: float) -> dict[int, float]:
-    """EMA update: uids in `window` move by `step` towards their contribution (from 0 when new); others keep."""
-    if not 0 < step <= 1:
-        raise ValueError(f"step must be in (0, 1], got {step}")
-    out = dict(previous)
-    for uid, value in window.items():
-        out[uid] = (1 - step) * previous.get(uid, 0.0) + step * value
-    return out
 
 
 def pay_scores(pay_score: str, *, ordinals: Mapping[int, float], contribution: Mapping[int, float],
@@ -90,3 +76,53 @@ def why_zero(*, reason: str | None, evaluated: bool, compliant: bool | None, cou
     if compliance < threshold:
         return COMPLIANCE_GATE
     return NOTHING_EARNED
+
+
+# -- re-deriving a run's scores under other pay settings (the what-if replay) ---------------------
+
+
+@dataclass(frozen=True)
+class MinerOutcome:
+    """What a validator recorded about one miner in one window (its metrics row), enough to rate it again."""
+
+    hotkey: str
+    reason: str | None  # the admission's rejection reason; None = admitted
+    evaluated: bool
+    improvement_random: float | None
+    improvement_assigned: float | None
+    in_sync: bool
+
+
+@dataclass(frozen=True)
+class PaySettings:
+    """The hparams that turn outcomes into final scores (a subset of HParams, same names and meanings)."""
+
+    pay_score: str
+    pay_horizon: int
+    compliance_alpha: float
+    compliance_margin: float
+    compliance_threshold: float
+    min_improvement: float
+    min_improvement_ratio: float
+
+
+def rescore(windows: list[tuple[int, dict[int, MinerOutcome]]], settings: PaySettings) -> list[dict[int, float]]:
+    """Final scores per window, as the validator computes them (`update_scores`), from recorded outcomes."""
+    ratings = Ratings(alpha=settings.compliance_alpha)
+    step = horizon_step(settings.pay_horizon)
+    out = []
+    for window, miners in windows:
+        evaluated = {u: m for u, m in miners.items() if m.evaluated and m.improvement_random is not None}
+        players = sorted({u for u, m in miners.items() if m.reason} | set(evaluated))
+        compliant = {u: is_compliant(m.improvement_assigned if m.improvement_assigned is not None else math.nan,
+                                     m.improvement_random or 0.0, margin=settings.compliance_margin)
+                     for u, m in evaluated.items()}
+        scores = match_scores(players, {u: m.improvement_random or 0.0 for u, m in evaluated.items()},
+                              min_improvement=settings.min_improvement,
+                              min_ratio_to_best=settings.min_improvement_ratio, compliant=compliant)
+        ratings.update(window, scores, {u: miners[u].hotkey for u in players}, compliant=compliant,
+                       contribution_step=step)
+        out.append(pay_scores(settings.pay_score, ordinals=ratings.ordinals(), contribution=ratings.contribution(),
+                              compliance=ratings.compliance(), in_sync={u: m.in_sync for u, m in miners.items()},
+                              threshold=settings.compliance_threshold))
+    return out

@@ -20,12 +20,11 @@ match score (the update's gain on the private random batch; 0 for a failure): th
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from loguru import logger
 from openskill.models import PlackettLuce
-
-from gauntlet.pay import accumulate, window_contribution
 
 INITIAL_COMPLIANCE = 0.5  # unknown: one non-compliant window drops a new miner below a 0.5 gate
 
@@ -139,3 +138,20 @@ def match_ranks(scores: list[float | None]) -> list[int]:
     rank_of = {s: i + 1 for i, s in enumerate(valid)}
     last = len(valid) + 1
     return [rank_of[s] if s is not None and not math.isnan(s) else last for s in scores]
+
+
+def window_contribution(score: float | None) -> float:
+    """A window's contribution from its compliance-gated match score (None: a failure) -> 0 or the gain."""
+    if score is None or not math.isfinite(score) or score <= 0:
+        return 0.0
+    return float(score)
+
+
+def accumulate(previous: Mapping[int, float], window: Mapping[int, float], *, step: float) -> dict[int, float]:
+    """EMA update: uids in `window` move by `step` towards their contribution (from 0 when new); others keep."""
+    if not 0 < step <= 1:
+        raise ValueError(f"step must be in (0, 1], got {step}")
+    out = dict(previous)
+    for uid, value in window.items():
+        out[uid] = (1 - step) * previous.get(uid, 0.0) + step * value
+    return out
