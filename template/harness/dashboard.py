@@ -51,12 +51,22 @@ def neuron_rows(run_dir: Path) -> dict[str, list[dict]]:
     return {p.stem: read_rows(p) for p in sorted((run_dir / "metrics").glob("*.jsonl"))}
 
 
+def why_of(lead_rows: list[dict]) -> dict[int, dict]:
+    """uid -> why it earns what it earns, from the lead validator's latest row: its pay score, rank among
+    the paid, this window's gain and compliance test, and the reason for a zero (gauntlet/pay.py)."""
+    latest = lead_rows[-1]["miners"] if lead_rows else {}
+    return {int(u): {"score": m.get("score"), "rank": m.get("rank"), "gain": m.get("improvement_random"),
+                     "compliant": m.get("compliant"), "why": m.get("why") or m.get("reason") or ""}
+            for u, m in latest.items()}
+
+
 def leaderboard(report: dict | None, lead_rows: list[dict], rows_by_name: dict[str, list[dict]]) -> list[dict]:
     """One entry per neuron, best rating first: the final report's numbers when the run ended, else
-    what the lead validator's latest row says (rating, score, weight last set)."""
+    what the lead validator's latest row says (rating, score, weight last set); both with the why."""
+    why = why_of(lead_rows)
     if report:
-        return sorted(({k: n[k] for k in ("uid", "name", "role", "kind", "rating", "weight", "incentive",
-                                          "emission_alpha")} for n in report["neurons"]),
+        return sorted(({**{k: n[k] for k in ("uid", "name", "role", "kind", "rating", "weight", "incentive",
+                                             "emission_alpha")}, **why.get(n["uid"], {})} for n in report["neurons"]),
                       key=lambda n: (-n["rating"], n["uid"]))
     names = {str(r[-1]["uid"]): name for name, r in rows_by_name.items() if r}
     weights: dict[str, float] = {}
@@ -65,7 +75,8 @@ def leaderboard(report: dict | None, lead_rows: list[dict], rows_by_name: dict[s
     latest = lead_rows[-1]["miners"] if lead_rows else {}
     out = [{"uid": int(u), "name": names.get(u, f"uid {u}"), "role": "miner",
             "kind": kind_of(names[u]) if u in names else "?", "rating": m.get("rating") or 0.0,
-            "weight": weights.get(u), "incentive": None, "emission_alpha": None} for u, m in latest.items()]
+            "weight": weights.get(u), "incentive": None, "emission_alpha": None, **why.get(int(u), {})}
+           for u, m in latest.items()]
     return sorted(out, key=lambda n: (-n["rating"], n["uid"]))
 
 
@@ -193,7 +204,10 @@ async function refresh() {
     (s.checkpoints.length ? ": " + s.checkpoints.join(", ") : "");
   table(document.getElementById("leaderboard"), [["uid", r => r.uid], ["name", r => r.name, "l"],
     ["kind", r => r.kind, "l"], ["rating", r => fmt(r.rating, 2)], ["weight", r => fmt(r.weight, 3)],
-    ["incentive", r => fmt(r.incentive, 3)], ["alpha", r => fmt(r.emission_alpha, 2)]], s.leaderboard,
+    ["incentive", r => fmt(r.incentive, 3)], ["alpha", r => fmt(r.emission_alpha, 2)],
+    ["pay score", r => fmt(r.score, 4)], ["rank", r => fmt(r.rank, 0)], ["gain", r => fmt(r.gain, 4)],
+    ["compliant", r => r.compliant === true ? "yes" : r.compliant === false ? "no" : "-"],
+    ["why", r => r.why || "", "l"]], s.leaderboard,
     r => ["honest", "validator", "owner", "?"].includes(r.kind) ? "" : "hostile");
   table(document.getElementById("neurons"), [["name", r => r.name, "l"], ["kind", r => r.kind, "l"],
     ["process", r => r.state, "l"], ["restarts", r => r.restarts], ["last window", r => fmt(r.last_window, 0)],

@@ -92,6 +92,20 @@ class PrometheusSink:
         self.score = Gauge("miner_score", "a miner's score in the window", ["uid"], namespace=ns, registry=r)
         self.weight = Gauge("miner_weight", "the weight last set for a miner", ["uid"], namespace=ns, registry=r)
         self.weights_set = Counter("weights_set", "times this validator set weights", namespace=ns, registry=r)
+        # why a miner earns what it earns (gauntlet/pay.py)
+        self.gain = Gauge("miner_gain", "a miner's relative loss drop on the private random batch in the window",
+                          ["uid"], namespace=ns, registry=r)
+        self.compliant = Gauge("miner_compliant", "1 if the window's update passed the compliance test, 0 if not, "
+                               "-1 when it was not evaluated", ["uid"], namespace=ns, registry=r)
+        self.contribution = Gauge("miner_contribution", "a miner's contribution average (its pay score under "
+                                  "pay_score=contribution)", ["uid"], namespace=ns, registry=r)
+        self.compliance = Gauge("miner_compliance", "a miner's compliance average (gates and scales its pay)",
+                                ["uid"], namespace=ns, registry=r)
+        self.rank = Gauge("miner_rank", "a miner's rank among the positive final scores (0: not paid)", ["uid"],
+                          namespace=ns, registry=r)
+        self.zero_reason = Gauge("miner_zero_reason", "1 for the reason a miner's final score is 0 this window",
+                                 ["uid", "reason"], namespace=ns, registry=r)
+        self._zero_reasons: dict[str, str] = {}  # uid -> the reason label set now (removed when it changes)
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP exporter on host:port; return the port it listens on."""
@@ -139,6 +153,25 @@ class PrometheusSink:
             self.score.labels(uid=uid).set(m.get("score") or 0.0)
             if m.get("weight") is not None:
                 self.weight.labels(uid=uid).set(m["weight"])
+            self._log_why(uid, m)
+
+    def _log_why(self, uid: str, m: dict[str, Any]) -> None:
+        if m.get("improvement_random") is not None:
+            self.gain.labels(uid=uid).set(m["improvement_random"])
+        if "compliant" in m:
+            self.compliant.labels(uid=uid).set(-1.0 if m["compliant"] is None else float(bool(m["compliant"])))
+        for gauge, key in ((self.contribution, "contribution"), (self.compliance, "compliance")):
+            if m.get(key) is not None:
+                gauge.labels(uid=uid).set(m[key])
+        if "rank" in m:
+            self.rank.labels(uid=uid).set(m["rank"] or 0)
+        reason = m.get("why") or ""
+        previous = self._zero_reasons.pop(uid, None)
+        if previous is not None and previous != reason:
+            self.zero_reason.remove(uid, previous)
+        if reason:
+            self.zero_reason.labels(uid=uid, reason=reason).set(1)
+            self._zero_reasons[uid] = reason
 
     def close(self) -> None:
         if self._server is not None:

@@ -417,7 +417,7 @@ def explain_pay(v: Validator, admissions: dict, evals: dict, scores: dict[int, f
     ranked = rank_positive(scores, n=max(scores, default=0) + 1)
     out = {}
     for uid, adm in admissions.items():
-        out[uid] = {"compliant": compliant.get(uid), "counted": counted.get(uid) is not None,
+        out[uid] = {"in_sync": adm.in_sync, "compliant": compliant.get(uid), "counted": counted.get(uid) is not None,
                     "contribution": contribution.get(uid, 0.0), "compliance": compliance.get(uid, 0.0),
                     "rank": ranked.index(uid) + 1 if uid in ranked else None,
                     "why": why_zero(reason=adm.reason, evaluated=uid in evals, compliant=compliant.get(uid),
