@@ -3,6 +3,8 @@
     python scripts/whatif.py --run runs/demo --grid burn_rate=0.1,0.5 top_n_miners=4,8
     python scripts/whatif.py --run runs/demo --grid weight_curve=linear,proportional,softmax \\
         yuma3_enabled=true,false liquid_alpha_enabled=false,true commit_reveal_delay=0,2
+    python scripts/whatif.py --run runs/demo --grid pay_score=rating,contribution \\
+        weight_curve=linear,proportional pay_horizon=4,8,16
     python scripts/whatif.py --sweep blocks_per_window=20,30 topk=32,64 \\
         --localnet-args "--miners 3 --windows 8 --adversaries noise,copycat"
 
