@@ -24,10 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from gauntlet.evaluate import is_compliant, match_scores
+from gauntlet.checks import Admission
+from gauntlet.evaluate import EvalResult, is_compliant, match_scores
 from gauntlet.ratings import Ratings
-from gauntlet.weights import final_scores
+from gauntlet.weights import final_scores, rank_positive
+from template.protocol.config import HParams
 
 PAY_SCORES = ("contribution", "rating")
 
@@ -55,6 +58,30 @@ def pay_scores(pay_score: str, *, ordinals: Mapping[int, float], contribution: M
         base = {uid: contribution.get(uid, 0.0) for uid in ordinals}
         return final_scores(base, dict(compliance), dict(in_sync), threshold=threshold)
     raise ValueError(f"pay_score must be one of {', '.join(PAY_SCORES)}, got {pay_score!r}")
+
+
+def explain_window(hp: HParams, ratings: Ratings, admissions: Mapping[int, Admission],
+                   evals: Mapping[int, EvalResult], scores: Mapping[int, float]) -> dict[int, dict[str, Any]]:
+    """uid -> why it earns what it earns this window (the validator's row and log): in_sync, the window's
+    compliance test and whether its gain counted, its contribution and compliance averages after the
+    window (`ratings` already updated), its rank among the positive final `scores`, the reason for a 0."""
+    compliant = {uid: is_compliant(e.improvement_assigned, e.improvement_random, margin=hp.compliance_margin)
+                 for uid, e in evals.items()}
+    counted = match_scores(sorted(admissions), {uid: e.improvement_random for uid, e in evals.items()},
+                           min_improvement=hp.min_improvement, min_ratio_to_best=hp.min_improvement_ratio,
+                           compliant=compliant)
+    contribution, compliance = ratings.contribution(), ratings.compliance()
+    ranked = rank_positive(dict(scores), n=max(scores, default=0) + 1)
+    out = {}
+    for uid, adm in admissions.items():
+        out[uid] = {"in_sync": adm.in_sync, "compliant": compliant.get(uid), "counted": counted.get(uid) is not None,
+                    "contribution": contribution.get(uid, 0.0), "compliance": compliance.get(uid, 0.0),
+                    "rank": ranked.index(uid) + 1 if uid in ranked else None,
+                    "why": why_zero(reason=adm.reason, evaluated=uid in evals, compliant=compliant.get(uid),
+                                    counted=counted.get(uid) is not None, compliance=compliance.get(uid, 0.0),
+                                    threshold=hp.compliance_threshold, in_sync=adm.in_sync,
+                                    final=scores.get(uid, 0.0))}
+    return out
 
 
 def why_zero(*, reason: str | None, evaluated: bool, compliant: bool | None, counted: bool, compliance: float,

@@ -22,10 +22,10 @@ from gauntlet.aggregate import bootstrap_peers, gather_set, reject_copies, selec
 from gauntlet.checks import VANISHED, Admission, Upload
 from gauntlet.evaluate import evaluate_update, is_compliant, match_scores, mean_loss
 from gauntlet.nearcopy import SketchHistory
-from gauntlet.pay import horizon_step, pay_scores, why_zero
+from gauntlet.pay import explain_window, horizon_step, pay_scores
 from gauntlet.ratings import Ratings
 from gauntlet.sampling import Rotation, draw_sample
-from gauntlet.weights import compute_weights, rank_positive, weights_due
+from gauntlet.weights import compute_weights, weights_due
 from storage.peers import fetch_peer_list, fetch_uploads
 from template.chain.base import Metagraph
 from template.node import state as local_state
@@ -389,7 +389,7 @@ def run_window(v: Validator, window: int) -> dict | None:
 
 def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weights, sync) -> dict:
     ordinals = v.ratings.ordinals()
-    why = explain_pay(v, admissions, evals, scores)
+    why = explain_window(v.hp, v.ratings, admissions, evals, scores)
     miners = {}
     for uid, adm in sorted(admissions.items()):
         ev = evals.get(uid)
@@ -403,28 +403,6 @@ def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weight
             "pay_score": v.hp.pay_score, "sync/status": sync, "weights_set": weights is not None,
             "weights/interval": window // v.hp.weights_interval, "ratings/restored": v.restored_ratings,
             "miners": miners}
-
-
-def explain_pay(v: Validator, admissions: dict, evals: dict, scores: dict[int, float]) -> dict[int, dict]:
-    """uid -> why it earns what it earns this window: the window's compliance test and whether its gain
-    counted, its contribution and compliance averages, its rank among the paid, and the reason for a 0."""
-    compliant = {uid: is_compliant(e.improvement_assigned, e.improvement_random, margin=v.hp.compliance_margin)
-                 for uid, e in evals.items()}
-    counted = match_scores(sorted(admissions), {uid: e.improvement_random for uid, e in evals.items()},
-                           min_improvement=v.hp.min_improvement, min_ratio_to_best=v.hp.min_improvement_ratio,
-                           compliant=compliant)
-    contribution, compliance = v.ratings.contribution(), v.ratings.compliance()
-    ranked = rank_positive(scores, n=max(scores, default=0) + 1)
-    out = {}
-    for uid, adm in admissions.items():
-        out[uid] = {"in_sync": adm.in_sync, "compliant": compliant.get(uid), "counted": counted.get(uid) is not None,
-                    "contribution": contribution.get(uid, 0.0), "compliance": compliance.get(uid, 0.0),
-                    "rank": ranked.index(uid) + 1 if uid in ranked else None,
-                    "why": why_zero(reason=adm.reason, evaluated=uid in evals, compliant=compliant.get(uid),
-                                    counted=counted.get(uid) is not None, compliance=compliance.get(uid, 0.0),
-                                    threshold=v.hp.compliance_threshold, in_sync=adm.in_sync,
-                                    final=scores.get(uid, 0.0))}
-    return out
 
 
 def log_window(v: Validator, row: dict) -> None:
