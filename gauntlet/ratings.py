@@ -11,11 +11,16 @@ miner's admitted update improved its assigned samples more than a random batch" 
 failed admission counts 0), starting at `INITIAL_COMPLIANCE`. It gates the final score, so
 an idle miner loses its weight within two windows (a lazy one in most windows) while its
 Plackett-Luce ordinal (mu - 3 sigma), earned over many windows, falls only slowly.
+
+Contribution is an exponential moving average, over the same windows, of the window's compliance-gated
+match score (the update's gain on the private random batch; 0 for a failure): the pay score of
+`gauntlet/pay.py`. It starts at 0 and is reset with the rating when the hotkey changes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from loguru import logger
@@ -41,6 +46,7 @@ class Ratings:
         self.model = PlackettLuce()
         self._ratings: dict[int, Rating] = {}
         self._compliance: dict[int, float] = {}
+        self._contribution: dict[int, float] = {}
         self.last_window: int | None = None
 
     # -- persistence ---------------------------------------------------------------------------
@@ -49,6 +55,7 @@ class Ratings:
         return {
             "ratings": {str(uid): dict(r) for uid, r in sorted(self._ratings.items())},
             "compliance": {str(uid): c for uid, c in sorted(self._compliance.items())},
+            "contribution": {str(uid): c for uid, c in sorted(self._contribution.items())},
             "last_window": self.last_window,
         }
 
@@ -56,6 +63,7 @@ class Ratings:
         self._ratings = {int(uid): {"mu": float(r["mu"]), "sigma": float(r["sigma"]), "hotkey": str(r["hotkey"])}
                          for uid, r in (state.get("ratings") or {}).items()}
         self._compliance = {int(uid): float(c) for uid, c in (state.get("compliance") or {}).items()}
+        self._contribution = {int(uid): float(c) for uid, c in (state.get("contribution") or {}).items()}
         last = state.get("last_window")
         self.last_window = None if last is None else int(last)
 
@@ -68,10 +76,13 @@ class Ratings:
                 logger.info(f"uid {uid} has a new hotkey; its rating and compliance start over")
                 del self._ratings[uid]
                 self._compliance.pop(uid, None)
+                self._contribution.pop(uid, None)
 
     def update(self, window: int, scores: dict[int, float | None], hotkeys: dict[int, str], *,
-               compliant: dict[int, bool]) -> None:
-        """Rate window `window` as one match; a window at or before the last rated one is ignored."""
+               compliant: dict[int, bool], contribution_step: float = 2 / 9) -> None:
+        """Rate window `window` as one match; a window at or before the last rated one is ignored.
+
+        `contribution_step`: the EMA step of the contribution average (`pay.horizon_step(pay_horizon)`)."""
         if self.last_window is not None and window <= self.last_window:
             logger.debug(f"window {window} already rated (last {self.last_window}); ignored")
             return
@@ -90,6 +101,8 @@ class Ratings:
             ok = scores[uid] is not None and compliant.get(uid, False)
             prev = self._compliance.get(uid, INITIAL_COMPLIANCE)
             self._compliance[uid] = (1 - self.alpha) * prev + self.alpha * (1.0 if ok else 0.0)
+        self._contribution = accumulate(self._contribution, {uid: window_contribution(scores[uid]) for uid in players},
+                                        step=contribution_step)
         self.last_window = window
 
     def _fresh(self, hotkey: str) -> Rating:
@@ -114,6 +127,10 @@ class Ratings:
     def compliance(self) -> dict[int, float]:
         return dict(self._compliance)
 
+    def contribution(self) -> dict[int, float]:
+        """uid -> contribution EMA (relative loss drop per window, 0 for a fresh uid)."""
+        return dict(self._contribution)
+
 
 def match_ranks(scores: list[float | None]) -> list[int]:
     """Dense ranks, 1 = best: higher score ranks higher, equal scores tie, None/NaN share the last rank."""
@@ -121,3 +138,20 @@ def match_ranks(scores: list[float | None]) -> list[int]:
     rank_of = {s: i + 1 for i, s in enumerate(valid)}
     last = len(valid) + 1
     return [rank_of[s] if s is not None and not math.isnan(s) else last for s in scores]
+
+
+def window_contribution(score: float | None) -> float:
+    """A window's contribution from its compliance-gated match score (None: a failure) -> 0 or the gain."""
+    if score is None or not math.isfinite(score) or score <= 0:
+        return 0.0
+    return float(score)
+
+
+def accumulate(previous: Mapping[int, float], window: Mapping[int, float], *, step: float) -> dict[int, float]:
+    """EMA update: uids in `window` move by `step` towards their contribution (from 0 when new); others keep."""
+    if not 0 < step <= 1:
+        raise ValueError(f"step must be in (0, 1], got {step}")
+    out = dict(previous)
+    for uid, value in window.items():
+        out[uid] = (1 - step) * previous.get(uid, 0.0) + step * value
+    return out

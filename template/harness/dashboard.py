@@ -74,7 +74,11 @@ def leaderboard(lead_rows: list[dict], rows_by_name: dict[str, list[dict]]) -> d
     names = miner_names(rows_by_name)
     out = [{"uid": int(u), "name": names.get(u, f"uid {u}"), "kind": kind_of(names[u]) if u in names else "?",
             "hotkey": m.get("hotkey"), "rating": m.get("rating"), "score": m.get("score"),
-            "weight": m.get("weight"), "reason": m.get("reason")} for u, m in row["miners"].items()]
+            "weight": m.get("weight"), "reason": m.get("reason"),
+            # why it earns what it earns, from the same window (gauntlet/pay.py): rank among the paid, the
+            # window's gain and compliance test, the reason for a zero (older rows: the admission's reason)
+            "rank": m.get("rank"), "gain": m.get("improvement_random"), "compliant": m.get("compliant"),
+            "why": m.get("why") or m.get("reason") or ""} for u, m in row["miners"].items()]
     out.sort(key=lambda n: (-(n["rating"] if n["rating"] is not None else float("-inf")), n["uid"]))
     return {"window": row["window"], "latest_window": lead_rows[-1]["window"], "weights_set": bool(row.get("weights_set")),
             "rows": out}
@@ -322,7 +326,9 @@ async function refresh() {
     (b.weights_set ? " (the last it set weights in" : " (no weights set yet") + `; latest window ${b.latest_window})`;
   table(document.getElementById("leaderboard"), [["uid", r => r.uid], ["name", r => r.name, "l"],
     ["kind", r => r.kind, "l"], ["rating", r => fmt(r.rating, 2)], ["score", r => fmt(r.score, 3)],
-    ["weight", r => fmt(r.weight, 3)], ["rejected", r => fmt(r.reason), "l"]], b.rows, hostile);
+    ["weight", r => fmt(r.weight, 3)], ["rank", r => fmt(r.rank, 0)], ["gain", r => fmt(r.gain, 4)],
+    ["compliant", r => r.compliant === true ? "yes" : r.compliant === false ? "no" : "-"],
+    ["why", r => r.why || "", "l"]], b.rows, hostile);
   const ch = s.chain_table;
   document.getElementById("chain-title").textContent = s.finished ?
     `On chain at the run's end (block ${fmt(ch.block, 0)}): mean weight from validators, incentive, alpha earned` :

@@ -3,12 +3,15 @@
     python scripts/whatif.py --run runs/demo --grid burn_rate=0.1,0.5 top_n_miners=4,8
     python scripts/whatif.py --run runs/demo --grid weight_curve=linear,proportional,softmax \\
         yuma3_enabled=true,false liquid_alpha_enabled=false,true commit_reveal_delay=0,2
+    python scripts/whatif.py --run runs/demo --grid pay_score=rating,contribution \\
+        weight_curve=linear,proportional pay_horizon=4,8,16
     python scripts/whatif.py --sweep blocks_per_window=20,30 topk=32,64 \\
         --localnet-args "--miners 3 --windows 8 --adversaries noise,copycat"
 
 Replay mode (--run, seconds): re-derives each validator's weights from its recorded per-window
 scores under other scoring-to-weight settings (burn_rate, top_n_miners, weight_curve,
-weight_temperature, weights_interval) and re-runs the chain's own coinbase and Yuma code over the
+weight_temperature, weights_interval; pay_score and pay_horizon re-derive the scores themselves from the
+recorded evaluations, gauntlet.pay.rescore) and re-runs the chain's own coinbase and Yuma code over the
 recorded history under other chain settings (yuma3_enabled, liquid_alpha_enabled, alpha_low,
 alpha_high, bonds_moving_average, bonds_penalty, kappa, any other subnet hyperparameter, owner_cut as
 a fraction, commit_reveal_delay in tempos: 0 = commit-reveal off). u16 and per-million parameters take
@@ -21,8 +24,10 @@ scripts/localnet.py once per point and prints the same table from each run's own
 
 Output: a table, a PNG (--png, default RUN_DIR/report/whatif.png) and, as the last line, JSON:
 {"points": [{"settings", "alpha": {"owner", "validators", "honest", "hostile", "burned"}, "by_kind",
-"honest_share", "gini_honest", "best_hostile_over_worst_honest", "neurons", "by_validator"}], "replay_error",
-...}. With two or more validators, the table adds one column per validator (its dividends) whenever a setting
+"honest_share", "gini_honest", "honest_max_over_min", "best_hostile_share", "best_hostile_over_worst_honest",
+"neurons", "by_validator"}], "replay_error", ...}. honest_max_over_min is the best over the worst honest miner's
+alpha (the honest spread; null = infinite), best_hostile_share the best hostile miner's share of all miners'
+alpha. With two or more validators, the table adds one column per validator (its dividends) whenever a setting
 moves them: yuma3, kappa, bonds and liquid alpha shift dividends between validators and leave their sum alone.
 Amounts are alpha earned at the epochs over the whole recorded chain. replay_error is the largest
 relative difference, over neurons, between a replay with the run's own settings and what the chain
@@ -95,6 +100,14 @@ def gini(values: Sequence[float]) -> float:
     return math.fsum((2 * (i + 1) - n - 1) * x for i, x in enumerate(xs)) / (n * total)
 
 
+def honest_spread(honest: Sequence[float]) -> float | None:
+    """Best over worst honest miner's earnings (1 = equal pay); None when one earned nothing while another
+    earned something (an infinite spread), 1.0 for no honest miner or none earning."""
+    if not honest or max(honest) <= 0:
+        return 1.0
+    return max(honest) / min(honest) if min(honest) > 0 else None
+
+
 def summarize(run: Run, result: ReplayResult, settings: dict[str, Any]) -> dict[str, Any]:
     """Alpha per group of neurons, the honest miners' share of miner earnings and Gini, best hostile / worst
     honest (None when no honest miner earned anything while a hostile one did)."""
@@ -122,6 +135,8 @@ def summarize(run: Run, result: ReplayResult, settings: dict[str, Any]) -> dict[
         "by_kind": by_kind,
         "honest_share": math.fsum(honest) / miners_total if miners_total > 0 else None,
         "gini_honest": gini(honest),
+        "honest_max_over_min": honest_spread(honest),
+        "best_hostile_share": best_hostile / miners_total if miners_total > 0 else None,
         "best_hostile_over_worst_honest": ratio,
         "neurons": alpha,
         "weight_calls_refused": result.weight_refused,
@@ -154,7 +169,8 @@ def replay_error(run: Run, own: ReplayResult, truth: ReplayResult) -> float:
 def format_table(points: list[dict[str, Any]]) -> str:
     kinds = sorted({k for p in points for k in p["by_kind"]})
     names = list(dict.fromkeys(k for p in points for k in p["settings"]))
-    head = [*names, "owner", "validators", "honest", "hostile", *kinds, "burned", "honest%", "gini", "host/hon"]
+    head = [*names, "owner", "validators", "honest", "hostile", *kinds, "burned", "honest%", "gini", "host/hon",
+            "hon max/min", "best host%"]
     rows = []
     for p in points:
         a = p["alpha"]
@@ -164,7 +180,9 @@ def format_table(points: list[dict[str, Any]]) -> str:
                      *(f"{a[k]:.2f}" for k in ("owner", "validators", "honest", "hostile")),
                      *(f"{p['by_kind'].get(k, 0.0):.2f}" for k in kinds), f"{a['burned']:.2f}",
                      "-" if share is None else f"{100 * share:.1f}", f"{p['gini_honest']:.3f}",
-                     "inf" if ratio is None else f"{ratio:.3f}"])
+                     "inf" if ratio is None else f"{ratio:.3f}",
+                     "inf" if p["honest_max_over_min"] is None else f"{p['honest_max_over_min']:.2f}",
+                     "-" if p["best_hostile_share"] is None else f"{100 * p['best_hostile_share']:.1f}"])
     per_validator = moved_validators(points)  # each validator's dividends, where a setting moves them
     head += per_validator
     for row, p in zip(rows, points, strict=True):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from gauntlet.pay import MinerOutcome, PaySettings, rescore
 from gauntlet.weights import compute_weights, weights_due
 from template.chain.base import weights_to_u16
 from template.chain.localnet import calls, coinbase, hparams
@@ -62,6 +63,7 @@ class WeightEvent:
     block: int
     index: int  # extrinsic index in the block (LATE when estimated)
     matched: bool  # True when the row's weights were found on chain at (block, index)
+    outcomes: dict[int, MinerOutcome] = field(default_factory=dict)  # what the scores were derived from
 
 
 @dataclass
@@ -116,15 +118,20 @@ def load_run(run_dir: str | Path) -> Run:
     return run
 
 
+# Scoring-to-weight fields whose default changed (issue 31): a run recorded before a field existed used this
+PRE_ISSUE31 = {"pay_score": "rating", "weight_curve": "linear"}
+
+
 def read_hparams(path: Path) -> HParams:
-    """The run's HParams; fields a later version dropped are ignored (they cannot change the replay)."""
+    """The run's HParams; fields a later version dropped are ignored (they cannot change the replay), fields
+    it lacks take the value the run used (PRE_ISSUE31), not today's default."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise RunError(f"cannot read {path}: {e}") from e
     if not isinstance(data, dict):
         raise RunError(f"{path} must hold a JSON object")
-    return load_hparams(None, {k: v for k, v in data.items() if k in HParams.model_fields})
+    return load_hparams(None, {**PRE_ISSUE31, **{k: v for k, v in data.items() if k in HParams.model_fields}})
 
 
 def read_chain(db_path: Path) -> tuple[Genesis, list[tuple[int, float, str]], dict[int, list[dict]]]:
@@ -192,6 +199,20 @@ def row_scores(row: dict) -> dict[int, float]:
     return {int(uid): float(m["score"]) for uid, m in row["miners"].items()}
 
 
+def row_outcomes(row: dict) -> dict[int, MinerOutcome]:
+    """uid -> what the validator recorded about the miner. Older rows lack fields: in_sync (a rejection other
+    than out_of_sync kept the miner in sync, as `gauntlet.checks` decides) and evaluated (every admitted
+    miner was, before the rotating sample)."""
+    out = {}
+    for uid, m in row["miners"].items():
+        reason = m.get("reason")
+        out[int(uid)] = MinerOutcome(hotkey=str(m["hotkey"]), reason=reason, evaluated=bool(m.get("evaluated", m.get("improvement_random") is not None)),
+                                     improvement_random=m.get("improvement_random"),
+                                     improvement_assigned=m.get("improvement_assigned"),
+                                     in_sync=bool(m.get("in_sync", reason != "out_of_sync")))
+    return out
+
+
 def row_u16(row: dict, owner_uid: int) -> tuple[list[int], list[int]]:
     """The u16 row the validator sent for a window, rebuilt from the weights it logged for its miners."""
     weights = {int(u): float(m["weight"] or 0.0) for u, m in row["miners"].items()}
@@ -231,7 +252,7 @@ def match_events(run: Run, hotkey: str, rows: list[dict]) -> list[WeightEvent]:
         elif k > last_used:
             run.end_block = min(run.end_block, b - 1)
     blocks = place_estimates(run.hparams, [row["window"] for row in rows], [f[0] if f else None for f in found])
-    return [WeightEvent(row["window"], row_scores(row), block, f[1] if f else LATE, f is not None)
+    return [WeightEvent(row["window"], row_scores(row), block, f[1] if f else LATE, f is not None, row_outcomes(row))
             for row, f, block in zip(rows, found, blocks, strict=True)]
 
 
@@ -355,6 +376,7 @@ class Replayer:
                 target = self.late[ev.block] if ev.index == LATE else self.at_position[(ev.block, ev.index)]
                 target.append((hk, ev))
         self.weight_calls = self.weight_refused = 0
+        self.rescored = rescored_scores(run, settings.hparams)
 
     def replay(self, verify_roots: bool = False) -> ReplayResult:
         state = self.state
@@ -400,7 +422,8 @@ class Replayer:
             return
         sub = self.state.subnet(self.run.netuid)
         owner_uid = sub.uid_of(sub.owner_hotkey)
-        weights = compute_weights(ev.scores, n=len(sub.neurons), owner_uid=owner_uid if owner_uid is not None else 0,
+        scores = self.rescored[hotkey][ev.window] if self.rescored else ev.scores
+        weights = compute_weights(scores, n=len(sub.neurons), owner_uid=owner_uid if owner_uid is not None else 0,
                                   burn_rate=hp.burn_rate, top_n=hp.top_n_miners, curve=hp.weight_curve,
                                   temperature=hp.weight_temperature)
         uids = [u for u, w in enumerate(weights) if w > 0]
@@ -414,6 +437,22 @@ class Replayer:
             self.last_interval[hotkey] = ev.window // hp.weights_interval
         else:
             self.weight_refused += 1
+
+
+def pay_settings(hp: HParams) -> PaySettings:
+    return PaySettings(**{f: getattr(hp, f) for f in PaySettings.__dataclass_fields__})
+
+
+def rescored_scores(run: Run, hp: HParams) -> dict[str, dict[int, dict[int, float]]]:
+    """validator hotkey -> window -> final scores under `hp`'s pay settings, re-derived from the recorded
+    outcomes (`gauntlet.pay.rescore`); {} when they are the run's own (the recorded scores are used)."""
+    if pay_settings(hp) == pay_settings(run.hparams):
+        return {}
+    out = {}
+    for hk, events in run.events.items():
+        finals = rescore([(ev.window, ev.outcomes) for ev in events], pay_settings(hp))
+        out[hk] = {ev.window: f for ev, f in zip(events, finals, strict=True)}
+    return out
 
 
 def replay(run: Run, settings: Settings, verify_roots: bool = False) -> ReplayResult:
@@ -430,8 +469,9 @@ def recorded(run: Run) -> ReplayResult:
 # ---------------------------------------------------------------------------------------------------------
 
 WEIGHT_ALIASES = {"burn": "burn_rate", "top_n": "top_n_miners", "curve": "weight_curve",
-                  "temperature": "weight_temperature", "interval": "weights_interval"}
-WEIGHT_KEYS = ("burn_rate", "top_n_miners", "weight_curve", "weight_temperature", "weights_interval")
+                  "temperature": "weight_temperature", "interval": "weights_interval", "horizon": "pay_horizon"}
+WEIGHT_KEYS = ("burn_rate", "top_n_miners", "weight_curve", "weight_temperature", "weights_interval", "pay_score",
+               "pay_horizon")
 DELAY_NAMES = ("commit_reveal_delay", "commit_reveal_period", "reveal_period", "commit_reveal_weights_interval")
 
 

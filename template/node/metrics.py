@@ -69,8 +69,14 @@ MINER_GAUGES: dict[str, tuple[str, str]] = {
     "rating": ("miner_rating", "a miner's rating (ordinal) after the window"),
     "score": ("miner_score", "a miner's score in the window"),
     "weight": ("miner_weight", "the weight this validator last set for a miner"),
-    "rank": ("miner_rank", "a miner's rank among the window's miners (1: best)"),
-    "compliant": ("miner_compliant", "1 if the miner's upload passed every admission check this window"),
+    "rank": ("miner_rank", "a miner's rank among the paid (1: best; 0: not paid)"),
+    "compliant": ("miner_compliant", "1 if the window's update passed the compliance test, 0 if not, -1 when it "
+                  "was not evaluated (rows without the test: 1 when admitted)"),
+    # why a miner earns what it earns (gauntlet/pay.py)
+    "improvement_random": ("miner_gain", "a miner's relative loss drop on the private random batch in the window"),
+    "contribution": ("miner_contribution", "a miner's contribution average (its pay score under "
+                     "pay_score=contribution)"),
+    "compliance": ("miner_compliance", "a miner's compliance average (gates and scales its pay)"),
 }
 ROLES = ("miner", "validator")
 
@@ -154,6 +160,10 @@ class PrometheusSink:
         self.blocks_since_weights = Gauge("chain_blocks_since_weights",
                                           "blocks between the chain head and this validator's last weights",
                                           namespace=ns, registry=r)
+        # why a miner's final score is 0 this window (gauntlet/pay.py): one series per miner at most
+        self.zero_reason = Gauge("miner_zero_reason", "1 for the reason a miner's final score is 0 this window",
+                                 ["uid", "hotkey", "reason"], namespace=ns, registry=r)
+        self._zero_reasons: dict[str, tuple[str, str]] = {}  # uid -> (hotkey, reason) of the series set now
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP exporter on host:port; return the port it listens on."""
@@ -227,11 +237,26 @@ class PrometheusSink:
             else:
                 self.admissions.inc()
             values = {**m, "score": m.get("score") or 0.0}
-            if "compliant" not in m and "reason" in m:  # until the rows say it: admitted means compliant
+            if "compliant" not in m and "reason" in m:  # rows from before the compliance field: admitted
                 values["compliant"] = m["reason"] is None
+            elif "compliant" in m and m["compliant"] is None:
+                values["compliant"] = -1.0  # not evaluated this window
+            if "rank" in m:
+                values["rank"] = m["rank"] or 0  # 0: not paid
             for key, gauge in self.miner_gauges.items():
                 if values.get(key) is not None:
                     gauge.labels(**labels).set(float(values[key]))
+            self._log_zero_reason(str(uid), hotkey, m.get("why") or "")
+
+    def _log_zero_reason(self, uid: str, hotkey: str, reason: str) -> None:
+        """Keep one `miner_zero_reason` series per miner: the reason now, none once it is paid again."""
+        previous = self._zero_reasons.pop(uid, None)
+        if previous is not None and previous != (hotkey, reason):
+            with contextlib.suppress(KeyError):
+                self.zero_reason.remove(uid, *previous)
+        if reason:
+            self.zero_reason.labels(uid=uid, hotkey=hotkey, reason=reason).set(1)
+            self._zero_reasons[uid] = (hotkey, reason)
 
     def _follow_hotkey(self, uid: str, hotkey: str) -> None:
         """Drop every series of `uid`'s previous hotkey when the uid changed hands (bounded cardinality:
@@ -243,6 +268,7 @@ class PrometheusSink:
                     gauge.remove(uid, old)
             for reason in rejection_reasons(self.miner_rejections, uid, old):
                 self.miner_rejections.remove(uid, old, reason)
+            self._log_zero_reason(uid, hotkey, "")
         self._hotkeys[uid] = hotkey
 
     def close(self) -> None:

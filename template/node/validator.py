@@ -21,8 +21,9 @@ from loguru import logger
 from gauntlet.aggregate import bootstrap_peers, gather_set, select_peers
 from gauntlet.checks import VANISHED, Admission, Upload
 from gauntlet.evaluate import EvalResult, evaluate_update, is_compliant, match_scores, mean_loss
+from gauntlet.pay import explain_window, horizon_step, pay_scores
 from gauntlet.sampling import draw_sample
-from gauntlet.weights import compute_weights, final_scores, weights_due
+from gauntlet.weights import compute_weights, weights_due
 from storage.peers import fetch_peer_list, fetch_uploads
 from storage.s3 import S3Error
 from template.node import trust
@@ -351,10 +352,11 @@ def update_scores(state: ValidatorState, hp: HParams, window: int, mg: Metagraph
     scores = match_scores(players, {uid: e.improvement_random for uid, e in evals.items()},
                           min_improvement=hp.min_improvement, min_ratio_to_best=hp.min_improvement_ratio,
                           compliant=compliant)
-    state.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant)
+    state.ratings.update(window, scores, {u: mg.hotkeys[u] for u in admissions}, compliant=compliant,
+                         contribution_step=horizon_step(hp.pay_horizon))
     in_sync = {uid: adm.in_sync for uid, adm in admissions.items()}
-    final = final_scores(state.ratings.ordinals(), state.ratings.compliance(), in_sync,
-                         threshold=hp.compliance_threshold)
+    final = pay_scores(hp.pay_score, ordinals=state.ratings.ordinals(), contribution=state.ratings.contribution(),
+                       compliance=state.ratings.compliance(), in_sync=in_sync, threshold=hp.compliance_threshold)
     # The peer list takes updates that help (the same floors, compliance aside): one window's compliance
     # test is noisy for honest miners early in training (assigned ~ random), and it decides pay, not
     # whether an update is worth aggregating.
@@ -524,6 +526,7 @@ def heldout_loss(v: Validator) -> float:
 
 def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weights, sync) -> dict:
     ordinals = v.state.ratings.ordinals()
+    why = explain_window(v.hp, v.state.ratings, admissions, evals, scores)
     miners = {}
     for uid, adm in sorted(admissions.items()):
         ev = evals.get(uid)
@@ -531,10 +534,11 @@ def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weight
             "hotkey": mg.hotkeys[uid], "reason": adm.reason, "score": scores.get(uid, 0.0),
             "rating": ordinals.get(uid), "improvement_random": ev.improvement_random if ev else None,
             "improvement_assigned": ev.improvement_assigned if ev else None, "evaluated": ev is not None,
-            "weight": weights[uid] if weights is not None else None,
+            "weight": weights[uid] if weights is not None else None, **why[uid],
         }
     return {"role": "validator", "uid": v.uid, "hotkey": v.hotkey.ss58_address, "window": window,
-            "eval/heldout_loss": loss, "sync/status": sync, "weights_set": weights is not None,
+            "eval/heldout_loss": loss, "pay_score": v.hp.pay_score, "sync/status": sync,
+            "weights_set": weights is not None,
             # the chain as read at the window's start: head block, block of this validator's last weights
             "chain/block": mg.block,
             "chain/weights_block": mg.last_update[v.uid] if v.uid < len(mg.last_update) else None,
@@ -543,11 +547,15 @@ def window_row(v, window, mg: Metagraph, loss, admissions, evals, scores, weight
 
 
 def log_window(v: Validator, row: dict) -> None:
-    lines = [f"{'uid':>4} {'hotkey':<12} {'score':>8} {'rating':>8} {'weight':>7}  reason"]
+    lines = [f"{'uid':>4} {'hotkey':<12} {'score':>8} {'rating':>8} {'weight':>7} {'rank':>4} {'gain':>8} "
+             f"{'cmpl':>4}  why"]
     for uid, m in row["miners"].items():
         w = "" if m["weight"] is None else f"{m['weight']:.3f}"
         r = "" if m["rating"] is None else f"{m['rating']:.2f}"
-        lines.append(f"{uid:>4} {m['hotkey'][:12]:<12} {m['score']:>8.4f} {r:>8} {w:>7}  {m['reason'] or ''}")
+        gain = "" if m["improvement_random"] is None else f"{m['improvement_random']:.4f}"
+        ok = {True: "yes", False: "no", None: "-"}[m.get("compliant")]
+        lines.append(f"{uid:>4} {m['hotkey'][:12]:<12} {m['score']:>8.4f} {r:>8} {w:>7} {m.get('rank') or '-':>4} "
+                     f"{gain:>8} {ok:>4}  {m.get('why') or ''}")
     logger.bind(window=row["window"]).info(
         f"window {row['window']} | heldout loss {row['eval/heldout_loss']:.4f} | {row['sync/status']} | "
         f"weights {'set' if row['weights_set'] else '-'}\n" + "\n".join(lines))

@@ -122,11 +122,22 @@ class HParams(BaseModel):
     # -- incentives
     burn_rate: float = Field(0.1, ge=0, le=1, description="share of miner weight sent to the subnet owner's uid")
     top_n_miners: int = Field(8, gt=0, le=4096, description="miners that receive weight, along weight_curve")
+    pay_score: Literal["contribution", "rating"] = Field(
+        "contribution",
+        description="what weights follow (gauntlet/pay.py): contribution = the compliance-gated gain on the private "
+                    "random batch averaged over pay_horizon windows; rating = the OpenSkill ordinal (before issue 31)",
+    )
+    pay_horizon: int = Field(
+        8, ge=1, le=10_000,
+        description="windows the contribution average spans (EMA step 2 / (horizon + 1)); pay_score=contribution only",
+    )
     weight_curve: Literal["linear", "proportional", "softmax", "winner_take_all"] = Field(
-        "linear", description="how the top miners share weight: rank ramp, score ratio, softmax, best only"
+        "proportional", description="how the top miners share weight: rank ramp, score ratio, softmax, best only"
     )
     weight_temperature: float = Field(
-        1.0, gt=0, le=1e6, description="softmax temperature in score (rating) units; small -> winner-take-all"
+        1.0, gt=0, le=1e6,
+        description="softmax temperature in pay-score units (relative loss drop for contribution, rating units "
+                    "for rating); small -> winner-take-all",
     )
     weights_interval: int = Field(2, gt=0, le=10_000, description="windows between weight settings")
     checkpoint_interval: int = Field(4, gt=0, le=10_000, description="windows between signed checkpoints")

@@ -128,3 +128,24 @@ def test_a_miner_has_one_colour_on_every_chart():
 
     assert colour(svgs["tokens_per_s"], "miner1") == colour(svgs["rating"], "miner1") != \
         colour(svgs["rating"], "miner0")
+
+
+def test_leaderboard_says_why_each_miner_earns_what_it_earns(tmp_path):
+    """Issue 31: a per-miner why from the leaderboard's window (pay score, rank, gain, compliance, reason)."""
+    run = tmp_path / "run"
+    shutil.copytree(RUN / "metrics", run / "metrics")
+    rows = [json.loads(line) for line in (run / "metrics" / "validator0.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    last["weights_set"] = True  # the leaderboard shows the last window with weights set: make it this one
+    uids = sorted(last["miners"], key=int)
+    last["miners"][uids[0]].update(score=0.02, rank=1, compliant=True, why=None, improvement_random=0.03)
+    last["miners"][uids[1]].update(score=0.0, rank=None, compliant=False, why="not_compliant")
+    (run / "metrics" / "validator0.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    board = {n["uid"]: n for n in collect(run)["leaderboard"]["rows"]}
+    first, second = board[int(uids[0])], board[int(uids[1])]
+    assert (first["score"], first["rank"], first["compliant"], first["why"], first["gain"]) == (0.02, 1, True, "",
+                                                                                                   0.03)
+    assert (second["rank"], second["compliant"], second["why"]) == (None, False, "not_compliant")
+    copied = [n for n in board.values() if n["kind"] == "copycat"]
+    assert copied and all(n["why"] == "copy" for n in copied)  # an older row: the admission's reason
+    assert '["why", r => r.why' in TestClient(make_app(run)).get("/").text  # the page has the column

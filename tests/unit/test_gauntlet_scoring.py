@@ -265,13 +265,14 @@ def test_new_hotkey_on_uid_resets_rating_and_compliance():
     # the same match played with uid 0 unknown: what a reset must give
     expected = Ratings(alpha=ALPHA)
     state = r.state_dict()
-    del state["ratings"]["0"], state["compliance"]["0"]
+    del state["ratings"]["0"], state["compliance"]["0"], state["contribution"]["0"]
     expected.load_state_dict(state)
     for rr, hk in ((r, "someone-else"), (expected, "someone-else")):
         rr.update(4, {0: None, 1: None}, {0: hk, 1: "hk1"}, compliant={})
     assert r.state_dict() == expected.state_dict()
     assert r.state_dict()["ratings"]["0"]["hotkey"] == "someone-else"
     assert r.compliance()[0] == pytest.approx(0.5 * 0.7)
+    assert r.contribution()[0] == 0.0  # the new hotkey inherits no pay either
 
 
 def test_compliance_ema():

@@ -228,3 +228,26 @@ def test_gpu_gauges_read_the_devices_memory():
            if m.name.startswith("sparseloco_gpu") for x in m.samples}
     assert got[("sparseloco_gpu_memory_allocated_bytes", "0")] >= held.numel()
     assert 0 < got[("sparseloco_gpu_memory_free_bytes", "0")] < got[("sparseloco_gpu_memory_total_bytes", "0")]
+def test_validator_row_says_why_each_miner_earns_what_it_earns(sink):
+    """Issue 31: gain, compliance test, averages, rank and the reason for a zero, per miner."""
+    why = {"3": {"improvement_random": 0.03, "compliant": True, "contribution": 0.02, "compliance": 0.9, "rank": 1,
+                 "why": None},
+           "4": {"improvement_random": 0.02, "compliant": False, "contribution": 0.01, "compliance": 0.4,
+                 "rank": None, "why": "not_compliant"},
+           "6": {"compliant": None, "contribution": 0.0, "compliance": 0.2, "rank": None, "why": "copy"}}
+    row = {**VALIDATOR_ROW, "miners": {u: {**VALIDATOR_ROW["miners"][u], **why[u]} for u in why}}
+    sink.log(row)
+    got = scrape(sink.port)
+    assert got[("sparseloco_miner_gain", (("uid", "3"),))] == pytest.approx(0.03)
+    assert got[("sparseloco_miner_compliant", (("uid", "4"),))] == 0
+    assert got[("sparseloco_miner_compliant", (("uid", "6"),))] == -1
+    assert got[("sparseloco_miner_contribution", (("uid", "3"),))] == pytest.approx(0.02)
+    assert got[("sparseloco_miner_compliance", (("uid", "4"),))] == pytest.approx(0.4)
+    assert got[("sparseloco_miner_rank", (("uid", "3"),))] == 1 and got[("sparseloco_miner_rank", (("uid", "4"),))] == 0
+    assert got[("sparseloco_miner_zero_reason", (("reason", "not_compliant"), ("uid", "4")))] == 1
+    # next window uid 4 is paid again: its old reason is gone, not left at 1
+    row["miners"]["4"] = {**row["miners"]["4"], "why": None, "rank": 2, "compliant": True}
+    sink.log({**row, "window": 5})
+    got = scrape(sink.port)
+    assert ("sparseloco_miner_zero_reason", (("reason", "not_compliant"), ("uid", "4"))) not in got
+    assert got[("sparseloco_miner_zero_reason", (("reason", "copy"), ("uid", "6")))] == 1

@@ -73,6 +73,12 @@ def test_lead_window_admits_rates_weighs_and_records(net):
     assert ordinals[2] > 0 > ordinals[3]
     assert v.state.ratings.compliance()[2] > v.state.ratings.compliance()[3]
     assert miners["2"]["score"] > 0 and miners["3"]["score"] == 0.0
+    # why (issue 31): the honest miner is paid first for its counted gain; each zero names its reason
+    assert (miners["2"]["rank"], miners["2"]["compliant"], miners["2"]["counted"], miners["2"]["why"]) == \
+        (1, True, True, None)
+    assert miners["2"]["contribution"] > 0 and row["pay_score"] == "contribution"
+    assert miners["3"]["rank"] is None and miners["3"]["why"] in ("not_compliant", "no_gain")
+    assert (miners["4"]["why"], miners["4"]["compliant"], miners["4"]["contribution"]) == ("missing", None, 0.0)
     # weigh: one call, with the code's own version_key (not the chain's weights_version, 7 here: sending
     # that back would leave the owner no upgrade lever); burn to the owner, the rest to the honest miner
     assert row["weights_set"] is True

@@ -98,14 +98,15 @@ def test_winner_take_all_splits_a_shared_top_only():
     assert w == pytest.approx([0.5, 0.0, 0.25, 0.25])
 
 
-def test_linear_is_todays_ramp_and_the_default():
+def test_linear_is_the_old_ramp_and_compute_weights_default():
     scores = {1: 3.0, 2: 1.0, 3: 2.0}
     assert weights_for(scores, "linear") == compute_weights(scores, n=31, owner_uid=30, burn_rate=0.1, top_n=8)
     assert curve_shares([9.0, 1.0, 0.5], "linear") == ramp(3)
     # the issue's case: three equally good miners, rank alone gives the first 3x the third
     w = compute_weights({1: 2.0, 2: 2.0, 3: 2.0}, n=4, owner_uid=0, burn_rate=0.0, top_n=8)
     assert w[1] == pytest.approx(3 * w[3])
-    assert HParams().weight_curve == "linear"
+    # the run default since issue 31: contribution shares by ratio, equal workers earn alike
+    assert (HParams().weight_curve, HParams().pay_score) == ("proportional", "contribution")
 
 
 def test_equal_miners_get_equal_weight_except_on_the_linear_ramp():

@@ -27,6 +27,7 @@ from template.harness.whatif_replay import (
     load_run,
     recorded,
     replay,
+    rescored_scores,
 )
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "whatif_run"
@@ -136,3 +137,24 @@ def test_what_if_reports_errors_before_replaying(run):
         what_if(run, [{"burn_rate": 2.0}])
     with pytest.raises(ValueError, match="weight_curve"):
         what_if(run, [{"weight_curve": "cubic"}])
+
+
+def test_pay_score_and_horizon_rescore_the_recorded_evaluations(run, truth):
+    """Issue 31: the pay mapping is settable in the replay; the scores are re-derived from each row's
+    evaluations (gauntlet.pay.rescore) with the validator's own functions."""
+    assert (run.hparams.pay_score, run.hparams.weight_curve) == ("rating", "linear")  # recorded before issue 31
+    own = rescored_scores(run, run.hparams)
+    assert own == {}  # the run's own pay settings: the recorded scores are used as they are
+    again = rescored_scores(run, run.hparams.model_copy(update={"pay_horizon": 3}))  # rating ignores the horizon
+    for hk, events in run.events.items():
+        for ev in events[:2]:  # before the first non-compliant window (the recording predates compliance matches)
+            assert again[hk][ev.window] == pytest.approx(ev.scores)
+    base = summarize(run, truth, {})
+    new = summarize(run, replay(run, build_settings(run, {"pay_score": "contribution", "weight_curve": "proportional",
+                                                          "horizon": 8})), {})
+    assert new["honest_max_over_min"] < base["honest_max_over_min"]
+    assert new["gini_honest"] < base["gini_honest"]
+    assert 0 < new["best_hostile_share"] < 0.1
+    assert set(base) >= {"honest_max_over_min", "best_hostile_share"}
+    with pytest.raises(ValueError, match="pay_horizon"):
+        what_if(run, [{"pay_horizon": 0}])
