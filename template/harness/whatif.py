@@ -181,8 +181,8 @@ def format_table(points: list[dict[str, Any]]) -> str:
                      *(f"{p['by_kind'].get(k, 0.0):.2f}" for k in kinds), f"{a['burned']:.2f}",
                      "-" if share is None else f"{100 * share:.1f}", f"{p['gini_honest']:.3f}",
                      "inf" if ratio is None else f"{ratio:.3f}",
-                     "inf" if p["honest_max_over_min"] is None else f"{p['honest_max_over_min']:.2f}",
-                     "-" if p["best_hostile_share"] is None else f"{100 * p['best_hostile_share']:.1f}"])
+                     "inf" if p.get("honest_max_over_min") is None else f"{p['honest_max_over_min']:.2f}",
+                     "-" if p.get("best_hostile_share") is None else f"{100 * p['best_hostile_share']:.1f}"])
     per_validator = moved_validators(points)  # each validator's dividends, where a setting moves them
     head += per_validator
     for row, p in zip(rows, points, strict=True):

@@ -228,6 +228,8 @@ def test_gpu_gauges_read_the_devices_memory():
            if m.name.startswith("sparseloco_gpu") for x in m.samples}
     assert got[("sparseloco_gpu_memory_allocated_bytes", "0")] >= held.numel()
     assert 0 < got[("sparseloco_gpu_memory_free_bytes", "0")] < got[("sparseloco_gpu_memory_total_bytes", "0")]
+
+
 def test_validator_row_says_why_each_miner_earns_what_it_earns(sink):
     """Issue 31: gain, compliance test, averages, rank and the reason for a zero, per miner."""
     why = {"3": {"improvement_random": 0.03, "compliant": True, "contribution": 0.02, "compliance": 0.9, "rank": 1,
@@ -238,16 +240,16 @@ def test_validator_row_says_why_each_miner_earns_what_it_earns(sink):
     row = {**VALIDATOR_ROW, "miners": {u: {**VALIDATOR_ROW["miners"][u], **why[u]} for u in why}}
     sink.log(row)
     got = scrape(sink.port)
-    assert got[("sparseloco_miner_gain", (("uid", "3"),))] == pytest.approx(0.03)
-    assert got[("sparseloco_miner_compliant", (("uid", "4"),))] == 0
-    assert got[("sparseloco_miner_compliant", (("uid", "6"),))] == -1
-    assert got[("sparseloco_miner_contribution", (("uid", "3"),))] == pytest.approx(0.02)
-    assert got[("sparseloco_miner_compliance", (("uid", "4"),))] == pytest.approx(0.4)
-    assert got[("sparseloco_miner_rank", (("uid", "3"),))] == 1 and got[("sparseloco_miner_rank", (("uid", "4"),))] == 0
-    assert got[("sparseloco_miner_zero_reason", (("reason", "not_compliant"), ("uid", "4")))] == 1
+    assert got[("sparseloco_miner_gain", miner_labels("3", "5H3"))] == pytest.approx(0.03)
+    assert got[("sparseloco_miner_compliant", miner_labels("4", "5H4"))] == 0
+    assert got[("sparseloco_miner_compliant", miner_labels("6", "5H6"))] == -1
+    assert got[("sparseloco_miner_contribution", miner_labels("3", "5H3"))] == pytest.approx(0.02)
+    assert got[("sparseloco_miner_compliance", miner_labels("4", "5H4"))] == pytest.approx(0.4)
+    assert got[("sparseloco_miner_rank", miner_labels("3", "5H3"))] == 1 and got[("sparseloco_miner_rank", miner_labels("4", "5H4"))] == 0
+    assert got[("sparseloco_miner_zero_reason", miner_labels("4", "5H4", reason="not_compliant"))] == 1
     # next window uid 4 is paid again: its old reason is gone, not left at 1
     row["miners"]["4"] = {**row["miners"]["4"], "why": None, "rank": 2, "compliant": True}
     sink.log({**row, "window": 5})
     got = scrape(sink.port)
-    assert ("sparseloco_miner_zero_reason", (("reason", "not_compliant"), ("uid", "4"))) not in got
-    assert got[("sparseloco_miner_zero_reason", (("reason", "copy"), ("uid", "6")))] == 1
+    assert ("sparseloco_miner_zero_reason", miner_labels("4", "5H4", reason="not_compliant")) not in got
+    assert got[("sparseloco_miner_zero_reason", miner_labels("6", "5H6", reason="copy"))] == 1
