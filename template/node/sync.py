@@ -134,9 +134,9 @@ class GlobalModel:
         return gains
 
     def guarded_step(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float,
-                     heldout: torch.Tensor) -> dict[str, Any]:
+                     heldout: torch.Tensor, *, drop_no_gain: bool = True) -> dict[str, Any]:
         """`apply_updates` over the members whose own step lowers the loss on `heldout` (the others are
-        "dropped": `gauntlet.progress.no_gain_members`), refused when it raises that loss by more than
+        "dropped": `gauntlet.progress.no_gain_members`; `drop_no_gain` False keeps all), refused when it raises that loss by more than
         `max_loss_rise`: theta and the norm history are then restored bit for bit.
 
         Adds "refused", "loss_before", "loss_after" and "dropped" (indices into `updates`) to the statistics.
@@ -146,7 +146,8 @@ class GlobalModel:
         saved_ref = self.clip_ref
         batch = heldout.to(next(self.model.parameters()).device)
         before = mean_loss(self.model, batch)
-        dropped = no_gain_members(self.own_gains(updates, lr, batch, before)) if len(updates) else []
+        gains = self.own_gains(updates, lr, batch, before) if drop_no_gain and len(updates) else []
+        dropped = no_gain_members(gains)
         kept = [i for i in range(len(updates)) if i not in set(dropped)]
         stats = self.apply_updates(subset(updates, kept), lr)
         after = mean_loss(self.model, batch) if stats["used"] else before

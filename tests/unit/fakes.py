@@ -334,6 +334,8 @@ class Lead:
         self.gm = GlobalModel.initial(net.hp, torch.device("cpu"))
         self.records: dict[int, AggregationRecord] = {}
         self.fingerprints = [self.gm.fingerprint()]  # theta_0, theta_1, ...
+        # name -> its update on the lead's theta_window instead of a random one (e.g. one along the guard gradient)
+        self.deltas: dict[str, Callable[[GlobalModel], dict[str, torch.Tensor]]] = {}
 
     def guard_batch(self) -> torch.Tensor:
         """The guard batch miners and validators step with: the run's loss-curve samples."""
@@ -344,6 +346,8 @@ class Lead:
         node, hp = self.net.neurons[name], self.net.hp
         gen = torch.Generator().manual_seed(1000 * window + node.uid)
         delta = {n: torch.randn(s, generator=gen) * 1e-2 for n, s in self.gm.shapes().items()}
+        if name in self.deltas:
+            delta = self.deltas[name](self.gm)
         wire, _ = compress(delta, None, self.gm.codec, hp.ef_beta)
         ids = sample_ids(node.uid, window, hp.data_seed, hp.samples_per_window, self.net.heldout_start)
         data = write_tensor_artifact(wire, kind="gradient", window=window, keypair=node.keypair, fields={
