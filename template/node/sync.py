@@ -195,6 +195,8 @@ def log_outer_step(window: int, stats: dict[str, Any]) -> None:
     line = f"outer step: {stats.get('used', 0)} used, {stats.get('skipped', 0)} skipped"
     if skipped_tensors:
         line += f", tensors skipped: {', '.join(skipped_tensors[:8])}"
+    if stats.get("dropped"):
+        line += f", {len(stats['dropped'])} dropped (their own step did not lower the guard loss)"
     if stats.get("refused"):
         line += f", REFUSED (held-out loss {stats['loss_before']:.4f} -> {stats['loss_after']:.4f})"
     warn = stats.get("skipped") or skipped_tensors or stats.get("refused")
