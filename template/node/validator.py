@@ -400,8 +400,10 @@ def apply_outer_step(v: Validator, j: JudgedWindow, successes: list[int]) -> tup
     v.gm.mark_verified()
     dropped = tuple(chosen[i] for i in stats["dropped"])
     publish_record(v, j, refused=stats["refused"], dropped=dropped)
-    # a member whose own step did not lower the guard loss earned no place on the next peer list
-    publish_next_peer_list(v, j.window, j.mg, [u for u in successes if u not in set(dropped)])
+    # a member whose own step did not lower the guard loss is off the peer lists until it has succeeded
+    # several windows in a row (sticky: one useful window does not put a cancelling sybil back)
+    v.state.probation = v.state.probation.after_window([u for u in successes if u not in set(dropped)], dropped)
+    publish_next_peer_list(v, j.window, j.mg, v.state.probation.eligible(successes))
     maybe_publish_checkpoint(v)
     return f"lead:{len(chosen)}", stats
 
