@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 import torch
 
-from storage.peers import fetch_record
+from storage.peers import fetch_peer_list, fetch_record
 from template.node.miner import follow_network, verify_records
 from template.node.neuron import WindowClock
 from template.node.sync import ApplyOutcome, GlobalModel, SyncStatus, apply_record
@@ -133,3 +133,24 @@ def test_dropped_round_trips_and_old_bodies_stay_valid():
     for bad in ([4], [3, 2], [3, 3], ["3"], 3, [True]):
         with pytest.raises(ValueError, match="dropped"):
             AggregationRecord.from_body({**record.to_body(), "dropped": bad})
+
+
+def test_the_lead_puts_a_dropped_member_on_probation(net, monkeypatch):
+    """The runtime lead (`run_window`): bob's update succeeds in evaluation, but here the progress test is made to
+    find no gain in it (as it finds none in a cancelling sybil's): the record drops bob, and bob is off the next
+    peer list and on probation."""
+    from template.node import sync as sync_module
+    from template.node.validator import ensure_peer_lists, run_window
+    from tests.unit.test_validator_window import upload
+
+    monkeypatch.setattr(sync_module, "no_gain_members", lambda gains: [0] if gains else [])
+    v = net.validator("alice")
+    ensure_peer_lists(v, [0], net.chain.metagraph(net.netuid))
+    upload(net, "bob", 0)
+    net.chain.advance_to(v.clock.last_block(0) + 1)
+    run_window(v, 0)
+    record = fetch_record(net.peers(), net.hotkey("alice"), 0).value
+    assert record is not None and [e.uid for e in record.included] == [2] and record.dropped == (2,)
+    assert record.next_fingerprint == record.base_fingerprint == v.gm.fingerprint()  # nothing left to step
+    assert fetch_peer_list(net.peers(), net.hotkey("alice"), 2).value == []
+    assert v.state.probation.needs == {2: 3}
