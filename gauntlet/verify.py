@@ -12,6 +12,9 @@ window changes nothing on this node), and the node publishes a signed rejection
 - refused: the node runs the guard itself; a refusal where the loss plainly did not rise (a veto), or no
   refusal where it plainly did, fails. Within `REFUSAL_MARGIN` of the threshold the lead's verdict stands
   (guard losses computed on different devices differ in the last bits);
+- dropped (`dropped_problem`): the node measures each entry's own step on its guard batch; an entry whose
+  step plainly lowered the guard loss must not be dropped, one whose step plainly raised it must be
+  (within `DROP_MARGIN` of zero the lead's call stands);
 - checkpoints (`checkpoint_accepted`): a checkpoint is loaded only when its fingerprint equals the theta the
   node reached by replaying verified records from an earlier accepted state, or, for a node that cannot
   replay (it joined after the records' updates were pruned), when validators holding a stake majority
@@ -33,6 +36,9 @@ from template.protocol.records import AggregationRecord
 # the share of `max_loss_rise` around the refusal threshold within which the lead's verdict is taken
 # on its word (guard losses of the same step on two devices differ by far less than this)
 REFUSAL_MARGIN = 0.5
+# the band around a zero own guard gain, relative to the guard loss before the step, within which the lead's
+# drop-or-keep call stands (`dropped_problem`); device differences in guard losses are far smaller
+DROP_MARGIN = 1e-4
 
 
 def settings_problem(record: AggregationRecord, hparams: HParams) -> str | None:
@@ -85,6 +91,25 @@ def refused_problem(refused: bool, loss_before: float, loss_after: float, *, max
         return f"refused a step that took the guard loss {loss_before:.4f} -> {loss_after:.4f} (a veto)"
     if not refused and step_refused(loss_before, loss_after, max_rise=max_rise * (1 + REFUSAL_MARGIN)):
         return f"applied a step that took the guard loss {loss_before:.4f} -> {loss_after:.4f}"
+    return None
+
+
+def dropped_problem(dropped: Collection[int], gains: Mapping[int, float], *, loss_before: float,
+                    margin: float = DROP_MARGIN) -> str | None:
+    """Why the record's `dropped` uids disagree with this node's own guard gains (`gains`: uid -> guard loss
+    before - after of that member's own step, every included uid; None: they agree). A member whose own step
+    plainly lowered the guard loss must not be dropped, one whose step plainly did not must be; within `margin`
+    x |loss_before| of zero the lead's call stands (`gauntlet.progress.no_gain_members` is the lead's rule)."""
+    band = margin * abs(loss_before) if math.isfinite(loss_before) else 0.0
+    unknown = sorted(set(dropped) - set(gains))
+    if unknown:
+        return f"dropped uids {unknown[:8]} are not in the step"
+    honest = sorted(u for u in dropped if math.isfinite(gains[u]) and gains[u] > band)
+    if honest:
+        return f"dropped uids {honest[:8]} whose own step lowered the guard loss"
+    kept = sorted(u for u, g in gains.items() if u not in set(dropped) and not g >= -band)
+    if kept:
+        return f"kept uids {kept[:8]} whose own step did not lower the guard loss"
     return None
 
 

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gauntlet.nearcopy import SketchEntry, SketchHistory
+from gauntlet.progress import Probation
 from gauntlet.ratings import Ratings
 from gauntlet.sampling import Rotation
 
@@ -185,6 +186,9 @@ class ValidatorState:
     sample_seed: WindowSeed | None = None
     gathered: GatheredInputs | None = None
     restored_ratings: int = 0  # uids whose ratings were loaded from disk at start-up
+    # lead: miners a step dropped (their own step did not lower the guard loss), off the peer lists until they
+    # succeed `progress.REENTRY_SUCCESSES` windows in a row (kept in memory: a restart clears it)
+    probation: Probation = field(default_factory=Probation)
 
     def remember_seen(self, digests: list[str]) -> None:
         self.seen = (self.seen + digests)[-SEEN_PAYLOADS_KEPT:]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -23,7 +23,8 @@ from loguru import logger
 from gauntlet.aggregate import admit_for_gather, step_refused
 from gauntlet.checks import Admission
 from gauntlet.evaluate import mean_loss
-from gauntlet.verify import entry_set_problem, refused_problem, settings_problem
+from gauntlet.progress import no_gain_members
+from gauntlet.verify import dropped_problem, entry_set_problem, refused_problem, settings_problem
 from storage.peers import (
     OwnBucket,
     PeerBuckets,
@@ -118,18 +119,37 @@ class GlobalModel:
             self.clip_ref = dict(stats["clip_norms"])
         return stats
 
-    def guarded_step(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float,
-                     heldout: torch.Tensor) -> dict[str, Any]:
-        """`apply_updates`, refused when it raises the loss on `heldout` (the run's loss-curve samples) by more
-        than `max_loss_rise`: theta and the norm history are then restored bit for bit.
+    def own_gains(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float,
+                  batch: torch.Tensor, before: float) -> list[float]:
+        """Each update's own guard gain: the loss on `batch` before (`before`) minus after its step alone at
+        `lr` (clipped against the norm history as any step); theta and the norm history are restored bit for
+        bit after each (issue 27, `gauntlet.progress.no_gain_members`)."""
+        saved = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        saved_ref, window, gains = self.clip_ref, self.window, []
+        for i in range(len(updates)):
+            stats = self.apply_updates(subset(updates, [i]), lr)
+            gains.append(before - mean_loss(self.model, batch) if stats["used"] else 0.0)
+            self.load_state(saved, window)
+            self.clip_ref = saved_ref
+        return gains
 
-        Adds "refused", "loss_before" and "loss_after" to the statistics. The lead's verdict is the one in
-        the record; miners run the same guard so that they rarely need the record to correct them."""
+    def guarded_step(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float,
+                     heldout: torch.Tensor, *, drop_no_gain: bool = True) -> dict[str, Any]:
+        """`apply_updates` over the members whose own step lowers the loss on `heldout` (the others are
+        "dropped": `gauntlet.progress.no_gain_members`; `drop_no_gain` False keeps all), refused when it raises that loss by more than
+        `max_loss_rise`: theta and the norm history are then restored bit for bit.
+
+        Adds "refused", "loss_before", "loss_after" and "dropped" (indices into `updates`) to the statistics.
+        The lead's verdict is the one in the record; miners run the same guard so that they rarely need the
+        record to correct them."""
         saved = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         saved_ref = self.clip_ref
         batch = heldout.to(next(self.model.parameters()).device)
         before = mean_loss(self.model, batch)
-        stats = self.apply_updates(updates, lr)
+        gains = self.own_gains(updates, lr, batch, before) if drop_no_gain and len(updates) else []
+        dropped = no_gain_members(gains)
+        kept = [i for i in range(len(updates)) if i not in set(dropped)]
+        stats = self.apply_updates(subset(updates, kept), lr)
         after = mean_loss(self.model, batch) if stats["used"] else before
         refused = bool(stats["used"]) and step_refused(before, after, max_rise=self.hparams.max_loss_rise)
         if refused:
@@ -139,7 +159,7 @@ class GlobalModel:
             self.guard_losses[self.window] = (before, after)
             for w in sorted(self.guard_losses)[:-VERIFIED_KEPT]:
                 del self.guard_losses[w]
-        return {**stats, "refused": refused, "loss_before": before, "loss_after": after}
+        return {**stats, "refused": refused, "loss_before": before, "loss_after": after, "dropped": dropped}
 
     def mark_verified(self) -> None:
         """Remember theta_window's fingerprint as reached by verified steps (the newest VERIFIED_KEPT windows)."""
@@ -160,12 +180,23 @@ class GlobalModel:
         self.window = window
 
 
+def subset(updates: list[dict[str, torch.Tensor]] | StreamedUpdates, idx: Sequence[int]
+           ) -> list[dict[str, torch.Tensor]] | StreamedUpdates:
+    """The members `idx` (ascending) of a gather set, in the same form."""
+    if isinstance(updates, StreamedUpdates):
+        picked = list(idx)
+        return StreamedUpdates(norms=[updates.norms[i] for i in picked], load=lambda k: updates.load(picked[k]))
+    return [updates[i] for i in idx]
+
+
 def log_outer_step(window: int, stats: dict[str, Any]) -> None:
     """One line per outer step: how many updates were used and skipped, and tensors left out."""
     skipped_tensors = stats.get("skipped_tensors") or []
     line = f"outer step: {stats.get('used', 0)} used, {stats.get('skipped', 0)} skipped"
     if skipped_tensors:
         line += f", tensors skipped: {', '.join(skipped_tensors[:8])}"
+    if stats.get("dropped"):
+        line += f", {len(stats['dropped'])} dropped (their own step did not lower the guard loss)"
     if stats.get("refused"):
         line += f", REFUSED (held-out loss {stats['loss_before']:.4f} -> {stats['loss_after']:.4f})"
     warn = stats.get("skipped") or skipped_tensors or stats.get("refused")
@@ -359,13 +390,18 @@ def _verified_step(gm: GlobalModel, record: AggregationRecord, updates: Streamed
     saved_ref = gm.clip_ref
     stats: dict[str, Any] = {"used": 0}
     before = after = float("nan")
+    why = None
     if len(updates):
         batch = check.guard_batch().to(next(gm.model.parameters()).device) if check.guard_batch else None
         before = mean_loss(gm.model, batch) if batch is not None else float("nan")
-        stats = gm.apply_updates(updates, record.outer_lr)
-        after = mean_loss(gm.model, batch) if batch is not None and stats["used"] else before
-    why = None
-    if check.guard_batch is not None and stats["used"]:
+        if batch is not None:  # the lead's drop set against this node's own gain of each entry
+            gains = gm.own_gains(updates, record.outer_lr, batch, before)
+            why = dropped_problem(record.dropped, {e.uid: g for e, g in zip(record.included, gains, strict=True)},
+                                  loss_before=before)
+        if why is None:
+            stats = gm.apply_updates(kept_updates(record, updates), record.outer_lr)
+            after = mean_loss(gm.model, batch) if batch is not None and stats["used"] else before
+    if why is None and check.guard_batch is not None and stats["used"]:
         why = refused_problem(record.refused, before, after, max_rise=gm.hparams.max_loss_rise)
     if why is not None or record.refused:
         gm.load_state(saved, gm.window)
@@ -383,9 +419,16 @@ def _verified_step(gm: GlobalModel, record: AggregationRecord, updates: Streamed
     return ApplyOutcome.OK
 
 
+def kept_updates(record: AggregationRecord, updates: list[dict[str, torch.Tensor]] | StreamedUpdates
+                 ) -> list[dict[str, torch.Tensor]] | StreamedUpdates:
+    """The record's entries' updates (in entry order) less those of its `dropped` uids: the step's members."""
+    out = set(record.dropped)
+    return subset(updates, [i for i, e in enumerate(record.included) if e.uid not in out])
+
+
 def _step_by_record(gm: GlobalModel, record: AggregationRecord,
                     updates: list[dict[str, torch.Tensor]] | StreamedUpdates) -> ApplyOutcome:
-    gm.apply_updates(updates, record.outer_lr)
+    gm.apply_updates(kept_updates(record, updates), record.outer_lr)
     gm.window = record.window + 1
     gm.lineage = gm.lineage.after_record(record)
     if gm.fingerprint() != record.next_fingerprint:

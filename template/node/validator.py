@@ -400,8 +400,12 @@ def apply_outer_step(v: Validator, j: JudgedWindow, successes: list[int]) -> tup
     chosen, updates = j.gather
     stats = guarded_lead_step(v, j.window, updates)
     v.gm.mark_verified()
-    publish_record(v, j, refused=stats["refused"])
-    publish_next_peer_list(v, j.window, j.mg, successes)
+    dropped = tuple(chosen[i] for i in stats["dropped"])
+    publish_record(v, j, refused=stats["refused"], dropped=dropped)
+    # a member whose own step did not lower the guard loss is off the peer lists until it has succeeded
+    # several windows in a row (sticky: one useful window does not put a cancelling sybil back)
+    v.state.probation = v.state.probation.after_window([u for u in successes if u not in set(dropped)], dropped)
+    publish_next_peer_list(v, j.window, j.mg, v.state.probation.eligible(successes))
     maybe_publish_checkpoint(v)
     return f"lead:{len(chosen)}", stats
 
@@ -456,12 +460,12 @@ def guarded_lead_step(v: Validator, window: int, updates: StreamedUpdates) -> di
     return stats
 
 
-def publish_record(v: Validator, j: JudgedWindow, *, refused: bool) -> None:
+def publish_record(v: Validator, j: JudgedWindow, *, refused: bool, dropped: tuple[int, ...] = ()) -> None:
     """Sign and publish the window's aggregation record, each gathered update mirrored into our bucket."""
     by_uid = {u.uid: u for u in j.uploads}
     record = AggregationRecord(
         window=j.window, base_fingerprint=j.aw.base_fingerprint, next_fingerprint=v.gm.fingerprint(),
-        outer_lr=v.hp.outer_lr, refused=refused,
+        outer_lr=v.hp.outer_lr, refused=refused, dropped=dropped,
         included=tuple(RecordEntry(uid=u, hotkey=j.mg.hotkeys[u], key=mirror_input(v, j.window, by_uid[u]),
                                    sha256=payload_sha(by_uid[u].data)) for u in j.gather[0]))
     sign_record(v, j.window, record, j.mg, j.uploads)

@@ -33,10 +33,18 @@ class AggregationRecord:
     # the lead refused the step (it raised the held-out loss by more than max_loss_rise): theta_{w+1} = theta_w,
     # and every replaying node leaves the model unchanged; `included` still names the refused gather set
     refused: bool = False
+    # issue 27: uids of `included` left out of the step because their own step did not lower the guard loss
+    # (`gauntlet.progress.no_gain_members`); every replaying node recomputes and checks them
+    # (`gauntlet.verify.dropped_problem`). Sorted; absent in the body when empty (older records stay as signed).
+    dropped: tuple[int, ...] = ()
 
     def to_body(self) -> dict[str, Any]:
         body = asdict(self)
         body["included"] = [asdict(e) for e in self.included]
+        if self.dropped:
+            body["dropped"] = list(self.dropped)
+        else:
+            del body["dropped"]
         return body
 
     @classmethod
@@ -75,5 +83,10 @@ class AggregationRecord:
         uids = [e.uid for e in entries]
         if uids != sorted(set(uids)):
             raise ValueError("record included must be sorted by uid without duplicates")
+        dropped = body.get("dropped", [])
+        if not isinstance(dropped, list) or not all(isinstance(u, int) and not isinstance(u, bool) for u in dropped):
+            raise ValueError(f"record dropped must be a list of uids, got {dropped!r}")
+        if dropped != sorted(set(dropped)) or not set(dropped) <= set(uids):
+            raise ValueError("record dropped must be sorted uids of included without duplicates")
         return cls(window=window, base_fingerprint=base, next_fingerprint=nxt, outer_lr=float(lr),
-                   included=tuple(entries), refused=refused)
+                   included=tuple(entries), refused=refused, dropped=tuple(dropped))

@@ -26,6 +26,8 @@ from bittensor_wallet import Keypair
 from safetensors.torch import load as load_tensors
 
 from gauntlet.checks import expected_codec_field
+from gauntlet.evaluate import mean_loss
+from gauntlet.progress import no_gain_members
 from storage.credentials import BucketAccess
 from storage.peers import OwnBucket, PeerBuckets
 from storage.s3 import GetResult, ObjectInfo, Status
@@ -38,7 +40,7 @@ from template.node.validator import Validator
 from template.protocol import layout
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import TokenDataset, data_receipt, sample_ids
+from template.protocol.data import TokenDataset, data_receipt, loss_curve_ids, sample_ids
 from template.protocol.records import AggregationRecord, RecordEntry
 from template.protocol.sparseloco import compress, decompress
 
@@ -332,12 +334,20 @@ class Lead:
         self.gm = GlobalModel.initial(net.hp, torch.device("cpu"))
         self.records: dict[int, AggregationRecord] = {}
         self.fingerprints = [self.gm.fingerprint()]  # theta_0, theta_1, ...
+        # name -> its update on the lead's theta_window instead of a random one (e.g. one along the guard gradient)
+        self.deltas: dict[str, Callable[[GlobalModel], dict[str, torch.Tensor]]] = {}
+
+    def guard_batch(self) -> torch.Tensor:
+        """The guard batch miners and validators step with: the run's loss-curve samples."""
+        return self.net.dataset.batch(loss_curve_ids(self.net.heldout_start, len(self.net.dataset)))
 
     def upload(self, name: str, window: int) -> bytes:
         """Miner `name`'s update of `window` on the lead's theta_window, put in its bucket."""
         node, hp = self.net.neurons[name], self.net.hp
         gen = torch.Generator().manual_seed(1000 * window + node.uid)
         delta = {n: torch.randn(s, generator=gen) * 1e-2 for n, s in self.gm.shapes().items()}
+        if name in self.deltas:
+            delta = self.deltas[name](self.gm)
         wire, _ = compress(delta, None, self.gm.codec, hp.ef_beta)
         ids = sample_ids(node.uid, window, hp.data_seed, hp.samples_per_window, self.net.heldout_start)
         data = write_tensor_artifact(wire, kind="gradient", window=window, keypair=node.keypair, fields={
@@ -365,10 +375,16 @@ class Lead:
                                     sha256=hashlib.sha256(data).hexdigest())
                         for name, data in zip(names, sent, strict=True))
         updates = [decompress(load_tensors(data), self.gm.shapes(), self.gm.codec) for data in sent]
-        self.gm.apply_updates(updates, self.net.hp.outer_lr)
+        # as the runtime's lead (`GlobalModel.guarded_step`): members whose own step does not lower the guard
+        # loss (the loss-curve samples every node reads) are dropped, and the record names them
+        guard = self.guard_batch()
+        gains = self.gm.own_gains(updates, self.net.hp.outer_lr, guard, mean_loss(self.gm.model, guard))
+        dropped = no_gain_members(gains)
+        self.gm.apply_updates([u for i, u in enumerate(updates) if i not in dropped], self.net.hp.outer_lr)
         self.gm.window = window + 1
         record = AggregationRecord(window=window, base_fingerprint=base, next_fingerprint=self.gm.fingerprint(),
-                                   outer_lr=self.net.hp.outer_lr, included=entries)
+                                   outer_lr=self.net.hp.outer_lr, included=entries,
+                                   dropped=tuple(entries[i].uid for i in dropped))
         self.gm.lineage = self.gm.lineage.after_record(record)
         self.records[window] = record
         self.fingerprints.append(self.gm.fingerprint())

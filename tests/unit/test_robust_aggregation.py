@@ -152,9 +152,29 @@ def test_a_step_over_the_threshold_is_refused_and_restored_bit_for_bit(world):
     fp0 = gm.fingerprint()
     # every peer hostile (beyond the property's half): the clip cannot save this one; the guard must
     negated = [{n: -u[n] * 5 for n in u} for u in world["honest"]]
-    stats = gm.guarded_step(negated, HP.outer_lr, world["guard"])
+    stats = gm.guarded_step(negated, HP.outer_lr, world["guard"], drop_no_gain=False)
     assert stats["refused"] and stats["loss_after"] > stats["loss_before"] * (1 + HP.max_loss_rise)
     assert gm.fingerprint() == fp0 and gm.clip_ref is None
+    restore(world)
+
+
+def test_members_whose_own_step_raises_the_guard_loss_are_dropped(world):
+    gm = world["gm"]
+    restore(world)
+    fp0 = gm.fingerprint()
+    # two honest members and two whose own step raises the guard loss: the step is the honest two's
+    hostile = [{n: -u[n] * 5 for n in u} for u in world["honest"][2:]]
+    stats = gm.guarded_step(world["honest"][:2] + hostile, HP.outer_lr, world["guard"])
+    assert stats["dropped"] == [2, 3] and stats["used"] == 2 and not stats["refused"]
+    assert stats["loss_after"] < stats["loss_before"]
+    kept = gm.fingerprint()
+    restore(world)
+    gm.guarded_step(world["honest"][:2], HP.outer_lr, world["guard"])
+    assert gm.fingerprint() == kept  # the same bits as a step over the kept members alone
+    restore(world)
+    # every member hostile: all dropped, theta unchanged
+    stats = gm.guarded_step([{n: -u[n] * 5 for n in u} for u in world["honest"]], HP.outer_lr, world["guard"])
+    assert stats["dropped"] == [0, 1, 2, 3] and stats["used"] == 0 and gm.fingerprint() == fp0
     restore(world)
 
 
