@@ -36,6 +36,7 @@ from gauntlet.evaluate import is_compliant, match_scores
 from gauntlet.pay import horizon_step, pay_scores
 from gauntlet.ratings import Ratings
 from gauntlet.weights import compute_weights, weights_due
+from template.harness.whatif import gini
 from template.protocol.config import HParams
 
 # Measured on tests/data/whatif_run (3 honest miners, one lazy, 12 windows; validator0's rows):
@@ -113,15 +114,6 @@ def simulate(mapping: Mapping, kinds: list[str], *, windows: int, seed: int, hp:
             for u in uids:
                 out.pay[u] += weights[u]
     return out
-
-
-def gini(values: list[float]) -> float:
-    xs = sorted(max(0.0, v) for v in values)
-    total = math.fsum(xs)
-    if not xs or total == 0:
-        return 0.0
-    n = len(xs)
-    return math.fsum((2 * (i + 1) - n - 1) * x for i, x in enumerate(xs)) / (n * total)
 
 
 def fairness(outcome: Outcome, kinds: list[str]) -> dict[str, Any]:

@@ -323,6 +323,21 @@ class FakeNet:
                          rng=random.Random(seed))
 
 
+
+def lead_net(tmp_path: Path, miners: tuple[str, ...] = ("bob", "charlie", "dave"),
+             validators: tuple[tuple[str, float], ...] = ()) -> FakeNet:
+    """The usual small net: uid 0 the owner, 1 alice (the lead: 10,000 staked, a permit), then `miners`,
+    then each (name, stake) of `validators` with a permit."""
+    net = FakeNet(tmp_path)
+    net.add("owner", owner=True)
+    net.add("alice", stake=10_000.0, permit=True)
+    for name in miners:
+        net.add(name)
+    for name, stake in validators:
+        net.add(name, stake=stake, permit=True)
+    return net
+
+
 class Lead:
     """The lead validator's side of windows 0, 1, ... without evaluation: each window, miners upload
     random sparse updates (signed, with the manifest fields every node checks), the lead applies them

@@ -11,19 +11,14 @@ from template.protocol.outer_step import l2_norm
 from template.protocol.sparseloco import decompress
 from template.sim import attacks
 from template.sim.adversaries import MODEL_LESS, STRATEGIES
-from tests.unit.fakes import FakeNet
+from tests.unit.fakes import FakeNet, lead_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 @pytest.fixture
 def net(tmp_path) -> FakeNet:
-    net = FakeNet(tmp_path)
-    net.add("owner", owner=True)
-    net.add("alice", stake=10_000.0, permit=True)
-    for name in ("bob", "charlie", "dave", "erin"):
-        net.add(name)
-    return net
+    return lead_net(tmp_path, miners=("bob", "charlie", "dave", "erin"))
 
 
 def update_norm(m, data: bytes) -> float:

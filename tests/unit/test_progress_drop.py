@@ -18,7 +18,7 @@ from template.node.trust import record_check
 from template.protocol.data import loss_curve_ids
 from template.protocol.records import AggregationRecord
 from template.protocol.verdicts import Verdict
-from tests.unit.fakes import FakeNet, Lead
+from tests.unit.fakes import FakeNet, Lead, lead_net
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
@@ -27,12 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 @pytest.fixture
 def net(tmp_path) -> FakeNet:
     """uid 0 the owner, 1 alice (the lead), 2 bob (descends the guard loss), 3 charlie, 4 dave (raises it)."""
-    net = FakeNet(tmp_path)
-    net.add("owner", owner=True)
-    net.add("alice", stake=10_000.0, permit=True)
-    for name in ("bob", "charlie", "dave"):
-        net.add(name)
-    return net
+    return lead_net(tmp_path)
 
 
 def guard(net: FakeNet) -> torch.Tensor:

@@ -20,7 +20,7 @@ from template.protocol.data import loss_curve_ids
 from template.protocol.records import AggregationRecord, RecordEntry
 from template.protocol.verdicts import Verdict
 from template.sim.protocol_attacks import ROGUE_LR, corrupt_record, forged_checkpoint_tensors
-from tests.unit.fakes import FakeNet, Lead
+from tests.unit.fakes import FakeNet, Lead, lead_net
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
@@ -29,13 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 @pytest.fixture
 def net(tmp_path) -> FakeNet:
     """uid 0 the owner, 1 alice (the lead: most stake), 2 bob, 3 charlie, 4 dave (miners), 5 frank (validator)."""
-    net = FakeNet(tmp_path)
-    net.add("owner", owner=True)
-    net.add("alice", stake=10_000.0, permit=True)
-    for name in ("bob", "charlie", "dave"):
-        net.add(name)
-    net.add("frank", stake=6_000.0, permit=True)
-    return net
+    return lead_net(tmp_path, validators=(("frank", 6_000.0),))
 
 
 def stake(net: FakeNet) -> dict[str, float]:

@@ -21,7 +21,7 @@ from template.node.validator import ensure_peer_lists, run_window
 from template.protocol import layout
 from template.protocol.version import VERSION_KEY
 from template.sim.adversaries import noise
-from tests.unit.fakes import FakeNet, tiny_hparams
+from tests.unit.fakes import FakeNet, lead_net, tiny_hparams
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
@@ -29,12 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 @pytest.fixture
 def net(tmp_path) -> FakeNet:
     """uid 0 owner, 1 alice (the lead validator), 2 bob (honest), 3 charlie (noise), 4 dave (idle)."""
-    net = FakeNet(tmp_path)
-    net.add("owner", owner=True)
-    net.add("alice", stake=10_000.0, permit=True)
-    for name in ("bob", "charlie", "dave"):
-        net.add(name)
-    return net
+    return lead_net(tmp_path)
 
 
 def upload(net: FakeNet, name: str, window: int, strategy=honest_upload, *, late: bool = False) -> bytes:
