@@ -329,6 +329,17 @@ def _reject(gm: GlobalModel, record: AggregationRecord, check: RecordAdmission, 
     return ApplyOutcome.INVALID
 
 
+def _fetch_and_admit(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets, check: RecordAdmission,
+                     lead_hotkey: str | None) -> tuple[StreamedUpdates, str | None]:
+    """The record's entries fetched (the lead's mirrors first) and admitted as this node would admit them;
+    (updates, None), or (_, why) when one fails admission (logged)."""
+    raws = fetch_record_inputs(peers, list(record.included), record.window, lead_hotkey, gm.hparams.max_upload_bytes)
+    checked, why = admit_record_entries(gm, record, raws, check)
+    if why is not None:
+        logger.bind(window=record.window).warning(f"the lead's record fails admission: {why}")
+    return checked, why
+
+
 def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
                  check: RecordAdmission | None = None, lead_hotkey: str | None = None,
                  problems: list[str] | None = None) -> ApplyOutcome:
@@ -348,11 +359,8 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
         if why is not None:
             return _reject(gm, record, check, lead_hotkey, why, problems)
         if record.included:
-            raws = fetch_record_inputs(peers, list(record.included), record.window, lead_hotkey,
-                                       gm.hparams.max_upload_bytes)
-            checked, inadmissible = admit_record_entries(gm, record, raws, check)
+            checked, inadmissible = _fetch_and_admit(gm, record, peers, check, lead_hotkey)
             if inadmissible is not None:
-                logger.bind(window=record.window).warning(f"the lead's record fails admission: {inadmissible}")
                 return ApplyOutcome.INADMISSIBLE
         else:
             checked = StreamedUpdates(norms=[], load=lambda _i: {})
@@ -362,11 +370,8 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
         gm.lineage = gm.lineage.after_record(record)
         return ApplyOutcome.OK
     if check is not None and record.included:
-        raws = fetch_record_inputs(peers, list(record.included), record.window, lead_hotkey,
-                                   gm.hparams.max_upload_bytes)
-        checked, why = admit_record_entries(gm, record, raws, check)
+        checked, why = _fetch_and_admit(gm, record, peers, check, lead_hotkey)
         if why is not None:
-            logger.bind(window=record.window).warning(f"the lead's record fails admission: {why}")
             return ApplyOutcome.INADMISSIBLE
         return _step_by_record(gm, record, checked)
     updates = []
