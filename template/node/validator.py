@@ -3,7 +3,8 @@
 Works on window w after its deadline, while miners train w+1. Every decision is a pure
 function in gauntlet/; this module only moves bytes between the chain, the buckets, the
 model and those functions, and persists what must survive a restart (`ValidatorState`).
-`run_window` is five named phases: judge, score, weigh, lead step or follow, remember.
+`run_window` is five named phases: judge, score, weigh, lead step or follow (template/node/lead.py),
+remember.
 """
 
 from __future__ import annotations
@@ -18,21 +19,18 @@ from typing import Any
 import torch
 from loguru import logger
 
-from gauntlet.aggregate import bootstrap_peers, gather_set, select_peers
+from gauntlet.aggregate import gather_set
 from gauntlet.checks import VANISHED, Admission, Upload
 from gauntlet.evaluate import EvalResult, evaluate_update, is_compliant, match_scores, mean_loss
 from gauntlet.pay import explain_window, horizon_step, pay_scores
 from gauntlet.sampling import draw_sample
 from gauntlet.weights import compute_weights, weights_due
 from storage.peers import fetch_peer_list, fetch_uploads
-from storage.s3 import S3Error
-from template.node import trust
 from template.node.admission import (
     AdmissionWindow,
     Checked,
     admit_all,
     near_copy_key,
-    payload_sha,
     release_freed_memory,
     remember_aggregate,
     remember_gathered,
@@ -40,6 +38,7 @@ from template.node.admission import (
     upload_spool,
     vanished_inputs,
 )
+from template.node.lead import apply_outer_step, ensure_peer_lists, heldout_loss, judged_miners, restore_model
 from template.node.metrics import PhaseTimer
 from template.node.neuron import (
     TRANSIENT_ERRORS,
@@ -48,29 +47,18 @@ from template.node.neuron import (
     StopFlag,
     append_metrics,
     build_node,
-    declared_validators,
     find_lead,
-    miner_uids,
-    validator_stake,
 )
 from template.node.preflight import require_version
 from template.node.state import ValidatorState, WindowSeed, load_validator_state, save_validator_state
 from template.node.sync import (
     GlobalModel,
-    RecordAdmission,
-    SyncStatus,
-    catch_up,
-    log_outer_step,
     outer_step_metrics,
-    publish_checkpoint,
-    restore_from_lead,
 )
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import SampleSource, eval_ids, loss_curve_ids, sample_ids
+from template.protocol.data import SampleSource, eval_ids, sample_ids
 from template.protocol.metagraph import Metagraph
 from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update
-from template.protocol.records import AggregationRecord, RecordEntry
-from template.protocol.verdicts import Verdict
 from template.protocol.version import VERSION_KEY
 
 
@@ -234,11 +222,6 @@ def report(v: Validator, j: JudgedWindow, evals: dict[int, EvalResult], scores: 
 # -- judge ---------------------------------------------------------------------------------------
 
 
-def judged_miners(v: Validator, mg: Metagraph) -> list[int]:
-    """The miner uids this validator fetches, judges and may put on a peer list (never itself)."""
-    return [uid for uid in miner_uids(mg, v.hp.min_validator_stake, declared_validators(v.peers)) if uid != v.uid]
-
-
 def fetch_updates(v: Validator, window: int, mg: Metagraph) -> list[Upload]:
     """Every judged miner's upload of `window`, sealed ones opened with keys revealed by the reveal deadline
     (in a sealed run, fetched only once that has passed). The bytes are on disk (`upload_spool(...).load`
@@ -388,143 +371,6 @@ def maybe_set_weights(v: Validator, window: int, mg: Metagraph, scores: dict[int
     return weights
 
 
-# -- lead step or follow -------------------------------------------------------------------------
-
-
-def apply_outer_step(v: Validator, j: JudgedWindow, successes: list[int]) -> tuple[str, dict[str, Any]]:
-    """Lead: the step, the signed record and its mirrors, the peer list two windows ahead, the checkpoint.
-    Others follow the lead's record."""
-    lead = find_lead(v.peers, j.mg, v.hp.min_validator_stake, j.window)
-    if lead != v.uid:
-        return follow_lead(v, j.window, j.mg, lead, list(j.gather[0]), j.gather[1]), {}
-    chosen, updates = j.gather
-    stats = guarded_lead_step(v, j.window, updates)
-    v.gm.mark_verified()
-    dropped = tuple(chosen[i] for i in stats["dropped"])
-    publish_record(v, j, refused=stats["refused"], dropped=dropped)
-    # a member whose own step did not lower the guard loss is off the peer lists until it has succeeded
-    # several windows in a row (sticky: one useful window does not put a cancelling sybil back)
-    v.state.probation = v.state.probation.after_window([u for u in successes if u not in set(dropped)], dropped)
-    publish_next_peer_list(v, j.window, j.mg, v.state.probation.eligible(successes))
-    maybe_publish_checkpoint(v)
-    return f"lead:{len(chosen)}", stats
-
-
-def follow_lead(v: Validator, window: int, mg: Metagraph, lead: int | None, chosen: list[int],
-                updates: StreamedUpdates) -> str:
-    """Not the lead: replay the lead's record of `window` (waiting for it a while), verified against our own
-    gather set `chosen` and guard, and publish our verdict of it; a rejected record: our own guarded step over
-    `updates` (the honest step every honest node computes, as miners do); no lead: theta stays."""
-    if lead is None:
-        v.gm.window = window + 1
-        return SyncStatus.NO_LEAD
-    return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device, wait_last_s=v.clock.window_s() * 0.6,
-                    should_stop=v.stop.is_set, check=validator_check(v, mg, {window: chosen}, (window, updates)))
-
-
-def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] | None = None,
-                    own: tuple[int, StreamedUpdates] | None = None) -> RecordAdmission:
-    """The checks this validator runs on the lead's records (`trust.record_check`): `admitted` holds the gather sets
-    it computed itself (window -> uids), `own` the window it gathered and the updates, for its own step when the
-    lead's record is rejected; its verdicts go to its own bucket, signed."""
-    stake = validator_stake(mg, v.hp.min_validator_stake, declared_validators(v.peers))
-    known = admitted or {}
-
-    def own_step(window: int) -> bool:
-        if own is None or own[0] != window or v.gm.window != window:
-            return False
-        logger.bind(window=window).warning("the lead's record was rejected: taking our own step of the window")
-        guarded_lead_step(v, window, own[1])
-        return True
-
-    def on_verdict(verdict: Verdict) -> None:
-        try:
-            v.bucket.put_verdict(verdict, v.hotkey)
-        except S3Error as e:  # a verdict is advice to others; our own theta is already decided
-            logger.bind(window=verdict.window).warning(f"cannot publish our verdict: {e}")
-
-    return trust.record_check(v.num_train, v.clock.deadline, v.gm, v.peers, stake, admitted_of=known.get,
-                              guard_batch=lambda: heldout_batch(v), on_verdict=on_verdict, own_step=own_step)
-
-
-def guarded_lead_step(v: Validator, window: int, updates: StreamedUpdates) -> dict[str, Any]:
-    """The outer step over the gather set, refused when it raises the held-out loss too far; theta goes to
-    window + 1 either way (a refused step is recorded as such)."""
-    stats = v.gm.guarded_step(updates, v.hp.outer_lr, heldout_batch(v))
-    log_outer_step(window, stats)
-    if stats["refused"]:
-        logger.bind(window=window).warning(
-            f"outer step refused: held-out loss {stats['loss_before']:.4f} -> {stats['loss_after']:.4f} "
-            f"(over +{v.hp.max_loss_rise:.1%}); theta_{{w+1}} = theta_w, the record says so")
-    v.gm.window = window + 1
-    return stats
-
-
-def publish_record(v: Validator, j: JudgedWindow, *, refused: bool, dropped: tuple[int, ...] = ()) -> None:
-    """Sign and publish the window's aggregation record, each gathered update mirrored into our bucket."""
-    by_uid = {u.uid: u for u in j.uploads}
-    record = AggregationRecord(
-        window=j.window, base_fingerprint=j.aw.base_fingerprint, next_fingerprint=v.gm.fingerprint(),
-        outer_lr=v.hp.outer_lr, refused=refused, dropped=dropped,
-        included=tuple(RecordEntry(uid=u, hotkey=j.mg.hotkeys[u], key=mirror_input(v, j.window, by_uid[u]),
-                                   sha256=payload_sha(by_uid[u].data)) for u in j.gather[0]))
-    sign_record(v, j.window, record, j.mg, j.uploads)
-    v.gm.lineage = v.gm.lineage.after_record(record)  # the next checkpoint lists it
-
-
-def sign_record(v: Validator, window: int, record: AggregationRecord, mg: Metagraph, uploads: list[Upload]) -> None:
-    """Lead: sign and upload the window's record, and its own verdict attesting it (the stake its word carries for
-    a late joiner's checkpoint, `gauntlet.verify.checkpoint_accepted`). `mg` and `uploads` are what a rogue lead
-    (template/sim/rogue_validator.py) needs to forge one; the honest lead signs `record` as it is."""
-    v.bucket.put_record(window, record, v.hotkey)
-    v.bucket.put_verdict(Verdict(window=window, lead_hotkey=v.hotkey.ss58_address,
-                                 next_fingerprint=record.next_fingerprint, valid=True), v.hotkey)
-
-
-def publish_next_peer_list(v: Validator, window: int, mg: Metagraph, successes: list[int]) -> None:
-    """The peer list of window + 2: the best-rated judged miners whose update of this window counted."""
-    miners = set(judged_miners(v, mg))
-    v.bucket.put_peer_list(window + 2, select_peers(v.state.ratings.ordinals(), num_peers=v.hp.num_peers,
-                                                    eligible=[u for u in successes if u in miners]), v.hotkey)
-
-
-def maybe_publish_checkpoint(v: Validator) -> None:
-    if v.gm.window % v.hp.checkpoint_interval == 0:
-        nbytes = publish_checkpoint(v.gm, v.bucket, v.hotkey)
-        logger.info(f"published checkpoint of window {v.gm.window} ({nbytes} bytes)")
-
-
-def mirror_input(v: Validator, window: int, upload: Upload) -> str:
-    """Lead: copy an update it aggregates into its own bucket, content-addressed (`layout.input_key`), and
-    return that key for the record, so the record's inputs stay fetchable whatever the miner does later."""
-    assert upload.data is not None, "an upload in the gather set was admitted, so it has its bytes"
-    return v.bucket.put_input(window, upload.data)
-
-
-def ensure_peer_lists(v: Validator, windows: list[int], mg: Metagraph) -> None:
-    """Lead: open windows (deadline ahead) without a peer list get a bootstrap one from the miners.
-
-    Only windows still open: a list must be in place before miners gather, or nodes disagree.
-    """
-    if not windows or find_lead(v.peers, mg, v.hp.min_validator_stake, windows[0]) != v.uid:
-        return
-    for w in windows:
-        if not fetch_peer_list(v.peers, v.hotkey.ss58_address, w).ok:
-            peer_uids = bootstrap_peers({u: mg.hotkeys[u] for u in judged_miners(v, mg)}, num_peers=v.hp.num_peers,
-                                        seed=v.gm.fingerprint())
-            v.bucket.put_peer_list(w, peer_uids, v.hotkey)
-            logger.info(f"published bootstrap peer list for window {w}: {peer_uids}")
-
-
-def heldout_batch(v: Validator) -> torch.Tensor:
-    """The run's fixed loss-curve samples (public held-out tail; never used for scoring)."""
-    return v.dataset.batch(loss_curve_ids(v.num_train, v.num_samples))
-
-
-def heldout_loss(v: Validator) -> float:
-    return mean_loss(v.gm.model, heldout_batch(v).to(v.device))
-
-
 # -- report and the loop -------------------------------------------------------------------------
 
 
@@ -564,19 +410,6 @@ def log_window(v: Validator, row: dict) -> None:
         f"window {row['window']} | heldout loss {row['eval/heldout_loss']:.4f} | {row['sync/status']} | "
         f"weights {'set' if row['weights_set'] else '-'}\n" + "\n".join(lines))
     append_metrics(v.cfg.metrics_file, row)
-
-
-def restore_model(v: Validator, window: int) -> None:
-    """Bring theta to `window`: the lead from its own checkpoints and records, others from the lead's."""
-    v.peers.refresh()
-    mg = v.chain.metagraph(v.cfg.netuid)
-    lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
-    if lead is None:
-        v.gm.window = window
-        return
-    status = restore_from_lead(v.gm, window, v.peers, mg.hotkeys[lead], v.device, should_stop=v.stop.is_set,
-                               check=validator_check(v, mg))
-    logger.info(f"model at window {v.gm.window} ({status})")
 
 
 def run(cfg: NeuronConfig) -> None:

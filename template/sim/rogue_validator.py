@@ -18,7 +18,7 @@ from loguru import logger
 
 from gauntlet.checks import Upload
 from template.chain.base import Metagraph
-from template.node import validator
+from template.node import lead, validator
 from template.node.neuron import run_neuron
 from template.node.sync import GlobalModel
 from template.protocol.artifacts import write_tensor_artifact
@@ -29,7 +29,7 @@ from template.sim.protocol_attacks import ROGUE_FLAGS, corrupt_record, forged_ch
 
 
 def rogue_publish_record(flag: str):
-    honest = validator.sign_record
+    honest = lead.sign_record
 
     def publish(v: validator.Validator, window: int, record: AggregationRecord, mg: Metagraph,
                 uploads: list[Upload]) -> None:
@@ -63,9 +63,9 @@ def rogue_publish_checkpoint(gm: GlobalModel, bucket, keypair: Keypair) -> int:
 
 def run_rogue(cfg, flag: str) -> None:
     if flag == "forge":
-        validator.publish_checkpoint = rogue_publish_checkpoint
+        lead.publish_checkpoint = rogue_publish_checkpoint
     else:
-        validator.sign_record = rogue_publish_record(flag)
+        lead.sign_record = rogue_publish_record(flag)
     validator.run(cfg)
 
 

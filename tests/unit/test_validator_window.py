@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from storage.peers import fetch_peer_list, fetch_record, fetch_verdict
-from template.node import validator as validator_module
+from template.node import lead as lead_module
 from template.node.miner import gather_and_step, honest_upload, plan_window, upload_update, verify_records
 from template.node.neuron import find_lead
 from template.node.sync import ApplyOutcome, GlobalModel, SyncStatus, apply_record
@@ -194,7 +194,7 @@ def test_a_rogue_leads_record_is_rejected_the_follower_takes_the_honest_step_and
     upload(net, "bob", 0)
     upload(net, "charlie", 0)
     net.chain.advance_to(rogue.clock.last_block(0) + 1)
-    monkeypatch.setattr(validator_module, "sign_record", rogue_publish_record(flag))
+    monkeypatch.setattr(lead_module, "sign_record", rogue_publish_record(flag))
     assert run_window(rogue, 0)["sync/status"] == "lead:2"
     monkeypatch.undo()
     row = run_window(follower, 0)
