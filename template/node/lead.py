@@ -19,7 +19,7 @@ from storage.peers import fetch_peer_list
 from storage.s3 import S3Error
 from template.node import trust
 from template.node.admission import payload_sha
-from template.node.neuron import declared_validators, find_lead, miner_uids, validator_stake
+from template.node.neuron import declared_validators, find_lead, lead_now, miner_uids, validator_stake
 from template.node.sync import (
     RecordAdmission,
     SyncStatus,
@@ -180,13 +180,11 @@ def heldout_loss(v: Validator) -> float:
 
 def restore_model(v: Validator, window: int) -> None:
     """Bring theta to `window`: the lead from its own checkpoints and records, others from the lead's."""
-    v.peers.refresh()
-    mg = v.chain.metagraph(v.cfg.netuid)
-    lead = find_lead(v.peers, mg, v.hp.min_validator_stake, window)
+    mg, lead = lead_now(v, v.hp.min_validator_stake, window)
     if lead is None:
         v.gm.window = window
         return
-    status = restore_from_lead(v.gm, window, v.peers, mg.hotkeys[lead], v.device, should_stop=v.stop.is_set,
+    status = restore_from_lead(v.gm, window, v.peers, lead, v.device, should_stop=v.stop.is_set,
                                check=validator_check(v, mg))
     logger.info(f"model at window {v.gm.window} ({status})")
 

@@ -39,6 +39,7 @@ from template.node.neuron import (
     build_node,
     declared_validators,
     find_lead,
+    lead_now,
     validator_stake,
 )
 from template.node.preflight import require_version
@@ -474,13 +475,11 @@ def sync_to_window(m: Miner, window: int) -> None:
         status = follow_network(m, window - 1)  # its deadline has passed: same gather as everyone's
         logger.info(f"gathered the missed window {window - 1} ({status})")
         return
-    m.peers.refresh()
-    mg = m.chain.metagraph(m.cfg.netuid)
-    lead = find_lead(m.peers, mg, m.hp.min_validator_stake, window)
+    _, lead = lead_now(m, m.hp.min_validator_stake, window)
     if lead is None:
         m.gm.window = window
         return
-    status = restore_from_lead(m.gm, window, m.peers, mg.hotkeys[lead], m.device,
+    status = restore_from_lead(m.gm, window, m.peers, lead, m.device,
                                wait_last_s=m.clock.window_s() * 0.3, should_stop=m.stop.is_set,
                                check=miner_check(m), force_resync=m.gm.window > window)
     m.unverified.clear()

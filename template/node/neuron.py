@@ -210,6 +210,15 @@ def find_lead(peers: PeerBuckets, mg: Metagraph, min_stake: float, window: int) 
     return lead_validator(mg, min_stake, declared, newest, window, rejected)
 
 
+def lead_now(n: NeuronParts, min_stake: float, window: int) -> tuple[Metagraph, str | None]:
+    """The metagraph read now and the hotkey of `window`'s lead (None: no validator leads), the peers' buckets
+    refreshed first: where a restarting node takes its records and checkpoints from."""
+    n.peers.refresh()
+    mg = n.chain.metagraph(n.cfg.netuid)
+    lead = find_lead(n.peers, mg, min_stake, window)
+    return mg, None if lead is None else mg.hotkeys[lead]
+
+
 def validator_stake(mg: Metagraph, min_stake: float, declared: Collection[str]) -> dict[str, float]:
     """hotkey -> stake of the validators (`validator_uids`): whose verdicts count, and by how much."""
     return {mg.hotkeys[u]: mg.stake[u] for u in validator_uids(mg, min_stake, declared)}
