@@ -6,6 +6,7 @@ Documents are encoded in batches of about BATCH_CHARS characters because ``token
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -36,13 +37,7 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int) -> Any:
 def train_tokenizer_streamed(docs: Iterable[str], vocab_size: int, limit: int = TOKENIZER_TRAIN_DOCS) -> Any:
     """`train_tokenizer` on the first `limit` documents of a stream (a sample is enough for the merges,
     and the whole of a large corpus would not fit the trainer's memory)."""
-    def first() -> Iterator[str]:
-        for number, doc in enumerate(docs):
-            if number >= limit:
-                return
-            yield doc
-
-    return train_tokenizer(first(), vocab_size)
+    return train_tokenizer(itertools.islice(docs, limit), vocab_size)
 
 
 def load_tokenizer(tokenizer_json: bytes) -> Any:
