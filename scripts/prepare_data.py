@@ -5,12 +5,13 @@
         --seq-len 2048 --samples-per-window 256 --out data/mine --upload --endpoint URL --bucket dataset
     python scripts/prepare_data.py mirror --from-endpoint URL --from-bucket dataset --endpoint MY_URL --bucket mine
 
-A thin CLI: the flags and the work live in `template/harness/prepare_data.py` (`--help` lists the flags).
+A thin CLI: the flags live in `template/harness/prepare/cli.py`, the work in the modules beside it
+(`--help` lists the flags).
 """
 
 import sys
 
-from template.harness.prepare_data import main
+from template.harness.prepare.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

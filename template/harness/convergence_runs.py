@@ -107,7 +107,7 @@ def load_builtin_shakespeare(seq_len: int, vocab_size: int, cache_dir: Path) -> 
 def load_prepared_shakespeare(seq_len: int, vocab_size: int, cache_dir: Path) -> np.ndarray | None:
     """Demo tokens through the project's own `prepare_dataset` when it is importable, else None."""
     try:
-        from template.harness.prepare_data import prepare_dataset
+        from template.harness.prepare.pipeline import prepare_dataset
     except ImportError:
         return None
     out_dir = cache_dir / f"dataset_v{vocab_size}_s{seq_len}"

@@ -34,7 +34,8 @@ from storage.seaweed import SeaweedServer, admin_identity, neuron_identities
 from template.chain.localnet.client import LocalnetClient
 from template.chain.localnet.process import start_localnet_process
 from template.harness.dashboard import serve_dashboard
-from template.harness.prepare_data import prepare_dataset, upload_dataset
+from template.harness.prepare.pipeline import prepare_dataset
+from template.harness.prepare.publish import upload_dataset
 from template.harness.progress import Progress, localnet_chain_info
 from template.harness.report import build_report, write_report
 from template.harness.slots import parse_slots, raise_on_sigterm, save_run_state, slot_names, write_slots

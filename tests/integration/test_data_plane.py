@@ -18,7 +18,8 @@ import torch
 from storage.bounded import FetchBudget
 from storage.dataset import DataSource, PagedDataset, fetch_dataset
 from storage.s3 import S3Client
-from template.harness.prepare_data import mirror_dataset, prepare_corpus, upload_dataset
+from template.harness.prepare.pipeline import prepare_corpus
+from template.harness.prepare.publish import mirror_dataset, upload_dataset
 from template.node.miner import plan_window, train_inner_steps
 from template.protocol.config import HParams
 from template.protocol.data import DatasetManifest, PageMap, sample_ids

@@ -20,7 +20,8 @@ from storage.dataset import fetch_dataset
 from storage.s3 import Status
 from template.chain.localnet.client import LocalnetClient
 from template.chain.localnet.process import LocalnetProcess
-from template.harness.prepare_data import prepare_dataset, upload_dataset
+from template.harness.prepare.pipeline import prepare_dataset
+from template.harness.prepare.publish import upload_dataset
 from template.node.neuron import fetch_run_hparams, peer_buckets
 from template.node.publish import main
 from template.protocol import layout

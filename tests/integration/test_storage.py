@@ -14,7 +14,8 @@ import pytest
 from storage.dataset import fetch_dataset
 from storage.s3 import S3Client, S3Error, Status
 from storage.seaweed import SeaweedServer, admin_identity, neuron_identities
-from template.harness.prepare_data import prepare_dataset, upload_dataset
+from template.harness.prepare.pipeline import prepare_dataset
+from template.harness.prepare.publish import upload_dataset
 from template.protocol import layout
 from template.protocol.data import DatasetError
 

@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 
 from storage.dataset import DataSource, fetch_dataset
 from storage.s3 import GetResult, ObjectInfo, Status
-from template.harness import prepare_data
-from template.harness.prepare_data import EOS_TOKEN, prepare_corpus, verify_local
+from template.harness.prepare import corpus_writer, pipeline, tokenization
+from template.harness.prepare.corpus_writer import CorpusWriter
+from template.harness.prepare.manifest import verify_local
+from template.harness.prepare.pipeline import prepare_corpus
+from template.harness.prepare.tokenization import EOS_TOKEN
 from template.protocol import layout
 from template.protocol.data import (
     SPAN_SLOTS,
@@ -221,12 +224,12 @@ def test_prepare_is_idempotent(prepared):
 
 def test_prepare_resumes_after_a_kill_with_the_same_output(prepared, tmp_path, monkeypatch):
     root, manifest = prepared
-    monkeypatch.setattr(prepare_data, "BATCH_CHARS", 1)  # a batch (and a checkpoint) per document
-    monkeypatch.setattr(prepare_data, "CHECKPOINT_EVERY_S", -1.0)
-    monkeypatch.setattr(prepare_data, "CHUNK_PAGES", 2)
+    monkeypatch.setattr(tokenization, "BATCH_CHARS", 1)  # a batch (and a checkpoint) per document
+    monkeypatch.setattr(pipeline, "CHECKPOINT_EVERY_S", -1.0)
+    monkeypatch.setattr(corpus_writer, "CHUNK_PAGES", 2)
     args = dict(vocab_size=400, heldout_fraction=0.1, page_samples=4, shard_bytes=20 * 4 * 34)
     clean = prepare_corpus(tmp_path / "clean", 16, str(root / "corpus"), **args)
-    real = prepare_data.CorpusWriter.add_tokens
+    real = CorpusWriter.add_tokens
     calls = []
 
     def dies_on_the_fourth_document(self, tokens):
@@ -235,11 +238,11 @@ def test_prepare_resumes_after_a_kill_with_the_same_output(prepared, tmp_path, m
             raise KeyboardInterrupt("killed")
         return real(self, tokens)
 
-    monkeypatch.setattr(prepare_data.CorpusWriter, "add_tokens", dies_on_the_fourth_document)
+    monkeypatch.setattr(CorpusWriter, "add_tokens", dies_on_the_fourth_document)
     with pytest.raises(KeyboardInterrupt):
         prepare_corpus(tmp_path / "killed", 16, str(root / "corpus"), **args)
     assert (tmp_path / "killed" / "prepare_state.json").exists()
-    monkeypatch.setattr(prepare_data.CorpusWriter, "add_tokens", real)
+    monkeypatch.setattr(CorpusWriter, "add_tokens", real)
     resumed = prepare_corpus(tmp_path / "killed", 16, str(root / "corpus"), **args)
     assert resumed == clean
     for shard in clean.shards:

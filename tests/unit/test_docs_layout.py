@@ -12,7 +12,8 @@ from template.protocol import layout
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "layout.md").read_text()
-PACKAGES = ["template/protocol", "template/node", "template/chain", "template/sim", "gauntlet", "storage"]
+PACKAGES = ["template/protocol", "template/node", "template/chain", "template/sim", "template/harness/prepare",
+            "gauntlet", "storage"]
 
 # `function(args)` | `example` rows of the key tables
 KEY_ROW = re.compile(r"^\| `(\w+)\(([^)]*)\)` \| `([^`]+)` \|", re.MULTILINE)
