@@ -361,7 +361,8 @@ def eval_ids(rng_seed: int, n: int, num_train: int, exclude: set[int]) -> list[i
     The validator's random evaluation batch: `rng_seed` comes from validator-private randomness drawn
     after the upload deadline, `exclude` is every id assigned to a judged miner in the window, so no
     miner can have trained on the batch in advance except by training on the whole training range.
-    Raises ValueError when fewer than `n` ids are left."""
+    Each id usually lands on its own page, so on the paged corpus the batch costs a page read per id;
+    the validator draws by page (`eval_ids_by_page`). Raises ValueError when fewer than `n` ids are left."""
     if n < 0 or num_train <= 0:
         raise ValueError(f"need n >= 0 and num_train > 0; got {n}, {num_train}")
     free = num_train - len({i for i in exclude if 0 <= i < num_train})
