@@ -414,11 +414,13 @@ def eval_ids_by_page(rng_seed: int, n: int, num_train: int, exclude: set[int], p
     free = num_train - sum(len(ids) for ids in excluded.values())
     if free < n:
         raise ValueError(f"only {free} training ids are left outside the window's assignments, need {n}")
+    if n == 0:
+        return []
     num_pages = pages_in(num_train, page_samples)
     k = max(-(-n // page_samples), min(min_pages, n))
     rows = np.random.Generator(np.random.PCG64(_seed_int("eval-rows", rng_seed)))
     picked: list[int] = []
-    rest: list[int] = []  # free ids of visited partial pages not taken (needed only if every page was visited)
+    rest: list[int] = []  # free ids of visited pages not taken (used only if every page was visited)
     whole = 0  # whole free pages taken so far
     step = 4 * k + 16  # pages permuted at a time
     for start in range(0, num_pages, step):
