@@ -190,6 +190,11 @@ class PagedDataset:
     def __len__(self) -> int:
         return self.manifest.num_samples
 
+    @property
+    def page_samples(self) -> int:
+        """Samples per page: one range GET reads this many."""
+        return self.manifest.page_samples
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 

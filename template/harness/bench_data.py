@@ -8,7 +8,9 @@ For each corpus size a synthetic corpus (random tokens, in the paged format of
 SeaweedFS this script starts on loopback. Then, in a fresh process per size, the real data paths run
 for a few windows: a miner (`fetch_dataset`, `PagedDataset` with prefetch of the next window, reading
 its assigned batches step by step) and a validator (its random evaluation batch, a few
-picks of each judged uid's assigned samples, the loss-curve samples). Each inner step's compute is a
+picks of each judged uid's assigned samples, the loss-curve samples), twice: drawing the random batch
+per id (`eval_ids`, the same-run baseline: a page read per id) and by page (`eval_ids_by_page` with
+EVAL_MIN_PAGES, as the validator does). Each inner step's compute is a
 fixed STEP_S wait (a GPU-like step time), the data paths are the real ones. The smallest corpus is the
 same-run baseline. Last line, JSON:
 
@@ -17,7 +19,9 @@ same-run baseline. Last line, JSON:
 - tokens_per_window, token_bytes: what it trains on per window, so the ideal is their product;
 - assign_ms: one uid's assignment (`sample_ids`), mean over the 256 uids of each window;
 - peak_rss_mb: the peak RSS of the node process running the data paths and the model;
-- data_wait_frac: time the training steps waited for data over training time, windows after the first.
+- data_wait_frac: time the training steps waited for data over training time, windows after the first;
+- validator_bytes_per_window, validator_random_pages: the validator drawing its random batch per id;
+  validator_paged_bytes_per_window, validator_paged_random_pages: drawing it by page (what it does now).
 
 `--assign-only --samples N` prints {"assign_ms", "rss_mb"} of the assignment alone over N samples
 (no torch imported: the process's peak RSS).
@@ -50,7 +54,7 @@ PAGE_SAMPLES = 64  # one window's slot is one page of 64 * 1025 * 2 B = 131 KB
 SHARD_BYTES = 64 << 20
 WINDOWS = 6
 JUDGED_UIDS = 4
-EVAL_SAMPLES = 8
+EVAL_SAMPLES = 16  # HParams.num_eval_samples' default
 UID = 3
 # The inner step's compute is a fixed wait: a GPU-like step (an H100 steps a 1B model over 8 x 1024 tokens
 # in well under a second; this machine's shared CPU needs ~25 s for the tiny model, which would hide any
@@ -136,7 +140,7 @@ def node_run(spec: dict[str, Any]) -> dict[str, Any]:
 
     from storage.dataset import PAGE_BUDGET, fetch_dataset
     from storage.s3 import S3Client
-    from template.protocol.data import eval_ids, loss_curve_ids, sample_ids
+    from template.protocol.data import EVAL_MIN_PAGES, eval_ids, eval_ids_by_page, loss_curve_ids, sample_ids
 
     torch.set_num_threads(1)
     client = S3Client(spec["endpoint"], spec["key"], spec["secret"], budget=PAGE_BUDGET)
@@ -144,6 +148,7 @@ def node_run(spec: dict[str, Any]) -> dict[str, Any]:
     manifest, miner_data = fetch_dataset(client, spec["bucket"], work / "miner", cache_gb=1.0)
     startup = miner_data.take_stats().fetched_bytes + len(manifest.to_json()) + manifest.tokenizer.bytes
     _, validator_data = fetch_dataset(client, spec["bucket"], work / "validator", cache_gb=1.0)
+    _, paged_data = fetch_dataset(client, spec["bucket"], work / "validator-paged", cache_gb=1.0)
     seed, num_train = 7, manifest.num_train
     assign_s, windows = [], []
     for window in range(WINDOWS):
@@ -160,25 +165,41 @@ def node_run(spec: dict[str, Any]) -> dict[str, Any]:
             assert batch.shape == (BATCH, SEQ_LEN + 1) and int(batch.max()) < VOCAB
             time.sleep(STEP_S)  # the inner step's compute (see STEP_S)
         train_s = time.perf_counter() - train_start
-        # the validator: its random batch outside the judged uids' slots, picks of each judged uid's samples
-        rng = random.Random(window)
+        # the validator: its random batch outside the judged uids' slots, picks of each judged uid's samples;
+        # twice, with the same randomness: the random batch per id (the baseline) and by page
         judged = {uid: sample_ids(uid, window, seed, SAMPLES_PER_WINDOW, num_train) for uid in range(JUDGED_UIDS)}
         exclude = {i for ids_ in judged.values() for i in ids_}
-        validator_data.batch(eval_ids(rng.getrandbits(64), EVAL_SAMPLES, num_train, exclude))
-        for assigned in judged.values():
-            validator_data.batch(rng.sample(assigned, EVAL_SAMPLES))
-        validator_data.batch(loss_curve_ids(num_train, manifest.num_samples))
-        miner, validator = miner_data.take_stats(), validator_data.take_stats()
-        windows.append({"window": window, "miner_bytes": miner.fetched_bytes, "miner_pages": miner.fetched_pages,
-                         "wait_s": round(miner.wait_s, 4), "train_s": round(train_s, 3),
-                         "validator_bytes": validator.fetched_bytes})
+        row = {"window": window}
+        for name, data in (("validator", validator_data), ("validator_paged", paged_data)):
+            rng = random.Random(window)
+            draw_seed = rng.getrandbits(64)
+            if name == "validator":
+                random_ids = eval_ids(draw_seed, EVAL_SAMPLES, num_train, exclude)
+            else:
+                random_ids = eval_ids_by_page(draw_seed, EVAL_SAMPLES, num_train, exclude, data.page_samples,
+                                              min_pages=EVAL_MIN_PAGES)
+            data.batch(random_ids)
+            random_read = data.take_stats()
+            for assigned in judged.values():
+                data.batch(rng.sample(assigned, EVAL_SAMPLES))
+            data.batch(loss_curve_ids(num_train, manifest.num_samples))
+            row[f"{name}_bytes"] = random_read.fetched_bytes + data.take_stats().fetched_bytes
+            row[f"{name}_random_pages"] = random_read.fetched_pages
+        miner = miner_data.take_stats()
+        windows.append({**row, "miner_bytes": miner.fetched_bytes, "miner_pages": miner.fetched_pages,
+                        "wait_s": round(miner.wait_s, 4), "train_s": round(train_s, 3)})
     miner_data.close()
     validator_data.close()
+    paged_data.close()
     steady = windows[1:]
     return {
         "startup_bytes": startup,
         "bytes_per_window": round(sum(w["miner_bytes"] for w in steady) / len(steady)),
         "validator_bytes_per_window": round(sum(w["validator_bytes"] for w in steady) / len(steady)),
+        "validator_paged_bytes_per_window": round(sum(w["validator_paged_bytes"] for w in steady) / len(steady)),
+        "validator_random_pages": round(sum(w["validator_random_pages"] for w in steady) / len(steady), 2),
+        "validator_paged_random_pages": round(sum(w["validator_paged_random_pages"] for w in steady) / len(steady),
+                                              2),
         "assign_ms": round(sum(assign_s) / len(assign_s) * 1e3, 4),
         "peak_rss_mb": round(rss_mb(), 1),
         "data_wait_frac": round(sum(w["wait_s"] for w in steady) / sum(w["train_s"] for w in steady), 4),
@@ -233,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({k: v for k, v in result.items() if k != "windows"}), flush=True)
                 for w in result["windows"]:
                     print(f"  window {w['window']}: miner {w['miner_bytes']} B ({w['miner_pages']} pages), "
-                          f"waited {w['wait_s']} s of {w['train_s']} s training; validator {w['validator_bytes']} B",
+                          f"waited {w['wait_s']} s of {w['train_s']} s training; validator {w['validator_bytes']} B "
+                          f"(random batch {w['validator_random_pages']} pages) per id, "
+                          f"{w['validator_paged_bytes']} B ({w['validator_paged_random_pages']} pages) by page",
                           flush=True)
     tokens_per_window = SAMPLES_PER_WINDOW * (SEQ_LEN + 1)
     base = results[0]
@@ -243,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
               f"peak RSS x{r['peak_rss_mb'] / base['peak_rss_mb']:.3f}", flush=True)
     for r in results:
         print(f"{r['corpus_gb']} GiB: bytes/window = {r['bytes_per_window'] / (tokens_per_window * 2):.3f} x "
-              f"tokens_per_window x token_bytes", flush=True)
+              f"tokens_per_window x token_bytes; validator bytes/window by page vs per id x"
+              f"{r['validator_paged_bytes_per_window'] / r['validator_bytes_per_window']:.3f}", flush=True)
     summary = {
         "corpus_gb": [r["corpus_gb"] for r in results],
         "startup_bytes": [r["startup_bytes"] for r in results],
@@ -253,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": [r["peak_rss_mb"] for r in results],
         "data_wait_frac": [r["data_wait_frac"] for r in results],
         "validator_bytes_per_window": [r["validator_bytes_per_window"] for r in results],
+        "validator_paged_bytes_per_window": [r["validator_paged_bytes_per_window"] for r in results],
+        "validator_random_pages": [r["validator_random_pages"] for r in results],
+        "validator_paged_random_pages": [r["validator_paged_random_pages"] for r in results],
+        "eval_samples": EVAL_SAMPLES, "page_samples": PAGE_SAMPLES,
     }
     print(json.dumps(summary))
     return 0

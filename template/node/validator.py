@@ -56,7 +56,7 @@ from template.node.sync import (
     outer_step_metrics,
 )
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import SampleSource, eval_ids, sample_ids
+from template.protocol.data import EVAL_MIN_PAGES, SampleSource, eval_ids_by_page, sample_ids
 from template.protocol.metagraph import Metagraph
 from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update
 from template.protocol.version import VERSION_KEY
@@ -298,12 +298,15 @@ def score_updates(gm: GlobalModel, dataset: SampleSource, device: torch.device, 
 
     The random batch is drawn now, after the deadline, from this validator's private randomness (`rng`), out
     of the training range minus every id assigned to a judged miner this window: nobody could train on it
-    in advance, and the public held-out tail (the loss curve) never enters a score."""
+    in advance, and the public held-out tail (the loss curve) never enters a score. It is drawn by page
+    (`eval_ids_by_page`, over at least EVAL_MIN_PAGES pages): a few page reads, whatever its size."""
     hp, window, num_train = aw.hparams, aw.window, aw.num_train
     batches = random.Random(rng.getrandbits(64))  # miners cannot predict the batches
     assigned_all = {i for uid in admissions
                     for i in sample_ids(uid, window, hp.data_seed, hp.samples_per_window, num_train)}
-    random_ids = eval_ids(batches.getrandbits(64), hp.num_eval_samples, num_train, assigned_all)
+    # by page: the batch costs max(ceil(n / page_samples), EVAL_MIN_PAGES) page reads, not one per id
+    random_ids = eval_ids_by_page(batches.getrandbits(64), hp.num_eval_samples, num_train, assigned_all,
+                                  dataset.page_samples, min_pages=EVAL_MIN_PAGES)
     random_batch = dataset.batch(random_ids).to(device)
     before_random = mean_loss(gm.model, random_batch)  # theta_w on the shared batch: once per window
     results = {}

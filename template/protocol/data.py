@@ -166,6 +166,11 @@ class SampleSource(Protocol):
     """What training and evaluation read samples from: local shards (`TokenDataset`) or the paged corpus
     fetched from the dataset bucket (`storage.dataset.PagedDataset`)."""
 
+    @property
+    def page_samples(self) -> int:
+        """Samples per read unit (a page): a batch costs a read per page it touches; 1 where samples are local."""
+        ...
+
     def __len__(self) -> int:
         ...
 
@@ -180,6 +185,8 @@ class SampleSource(Protocol):
 
 class TokenDataset:
     """Samples from local memory-mapped `.npy` shards (benchmarks, tests); ids are global over the shards."""
+
+    page_samples = 1  # nothing is read by page: any sample costs the same
 
     def __init__(self, shard_paths: list[Path], seq_len: int) -> None:
         self.seq_len = seq_len
@@ -354,7 +361,8 @@ def eval_ids(rng_seed: int, n: int, num_train: int, exclude: set[int]) -> list[i
     The validator's random evaluation batch: `rng_seed` comes from validator-private randomness drawn
     after the upload deadline, `exclude` is every id assigned to a judged miner in the window, so no
     miner can have trained on the batch in advance except by training on the whole training range.
-    Raises ValueError when fewer than `n` ids are left."""
+    Each id usually lands on its own page, so on the paged corpus the batch costs a page read per id;
+    the validator draws by page (`eval_ids_by_page`). Raises ValueError when fewer than `n` ids are left."""
     if n < 0 or num_train <= 0:
         raise ValueError(f"need n >= 0 and num_train > 0; got {n}, {num_train}")
     free = num_train - len({i for i in exclude if 0 <= i < num_train})
@@ -372,6 +380,66 @@ def eval_ids(rng_seed: int, n: int, num_train: int, exclude: set[int]) -> list[i
                 if len(picked) == n:
                     break
     return picked
+
+
+EVAL_MIN_PAGES = 4  # the validator's random batch spans at least this many pages (eval_ids_by_page)
+
+
+def eval_ids_by_page(rng_seed: int, n: int, num_train: int, exclude: set[int], page_samples: int,
+                     min_pages: int = 1) -> list[int]:
+    """`n` distinct training ids in [0, num_train) outside `exclude`, drawn by page from `rng_seed`.
+
+    `eval_ids` with a read cost that does not grow with `n`: the training range is cut into pages of
+    `page_samples` ids ([k * page_samples, (k + 1) * page_samples), the pages of the paged corpus), pages
+    are visited in an order keyed by `rng_seed` (a Feistel permutation, so O(pages visited)) and each
+    gives a random subset of its ids outside `exclude`. The batch spans k = max(ceil(n / page_samples),
+    min(min_pages, n)) whole free pages, n split evenly over them, plus any partial page (one holding an
+    excluded id, or the short last page) on the way, whose free ids count toward n but not toward k. So
+    a batch costs k page reads plus the partial pages, never more than k pages with no excluded id.
+
+    Statistics: samples of one page are not adjacent text (the preparer shuffles samples within chunks
+    of 64 pages) but come from one region of the source (one file, dump or domain), so a batch of one
+    page measures the loss on one region; `min_pages` spreads it over that many regions (the validator
+    uses EVAL_MIN_PAGES, so no one region is more than a quarter of the batch). The draw is as private as
+    `rng_seed` (validator randomness drawn after the upload deadline): which pages, and which samples in
+    them, are unknown to a miner until then. Raises ValueError on a bad argument or when fewer than `n`
+    ids are left outside `exclude`."""
+    if n < 0 or num_train <= 0 or page_samples <= 0 or min_pages <= 0:
+        raise ValueError(f"need n >= 0, num_train > 0, page_samples > 0 and min_pages > 0; got {n}, {num_train}, "
+                         f"{page_samples}, {min_pages}")
+    excluded: dict[int, set[int]] = {}  # page -> its excluded ids
+    for i in exclude:
+        if 0 <= i < num_train:
+            excluded.setdefault(i // page_samples, set()).add(i)
+    free = num_train - sum(len(ids) for ids in excluded.values())
+    if free < n:
+        raise ValueError(f"only {free} training ids are left outside the window's assignments, need {n}")
+    if n == 0:
+        return []
+    num_pages = pages_in(num_train, page_samples)
+    k = max(-(-n // page_samples), min(min_pages, n))
+    rows = np.random.Generator(np.random.PCG64(_seed_int("eval-rows", rng_seed)))
+    picked: list[int] = []
+    rest: list[int] = []  # free ids of visited pages not taken (used only if every page was visited)
+    whole = 0  # whole free pages taken so far
+    step = 4 * k + 16  # pages permuted at a time
+    for start in range(0, num_pages, step):
+        for page in permute(np.arange(start, min(start + step, num_pages)), num_pages, "eval-pages", rng_seed):
+            first = int(page) * page_samples
+            gone = excluded.get(int(page), set())
+            ids = [i for i in range(first, min(first + page_samples, num_train)) if i not in gone]
+            if not ids:
+                continue
+            need = n - len(picked)
+            take = min(len(ids), -(-need // max(1, k - whole)))  # an even share of what is left over k pages
+            order = [ids[int(j)] for j in rows.permutation(len(ids))]
+            picked += order[:take]
+            rest += order[take:]
+            whole += len(ids) == page_samples
+            if len(picked) == n:
+                return picked
+    # only when partial pages fell short: their leftover free ids (no new page), enough since free >= n
+    return picked + rest[:n - len(picked)]
 
 
 def data_receipt(ids: list[int]) -> str:

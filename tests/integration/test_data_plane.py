@@ -22,7 +22,7 @@ from template.harness.prepare.pipeline import prepare_corpus
 from template.harness.prepare.publish import mirror_dataset, upload_dataset
 from template.node.miner import plan_window, train_inner_steps
 from template.protocol.config import HParams
-from template.protocol.data import DatasetManifest, PageMap, sample_ids
+from template.protocol.data import EVAL_MIN_PAGES, DatasetManifest, PageMap, eval_ids_by_page, sample_ids
 
 SEQ = 16
 
@@ -182,6 +182,24 @@ def _folder_bytes(folder: Path) -> int:
         except FileNotFoundError:  # evicted meanwhile
             pass
     return total
+
+
+def test_the_validators_random_batch_by_page_reads_its_few_pages(seaweed, published, tmp_path):
+    """16 random ids outside two judged slots, drawn by page over EVAL_MIN_PAGES pages of 4: 4 page reads
+    through the real PagedDataset (drawn per id, the same batch would be about 16)."""
+    _, manifest = published
+    _, dataset = fetch_dataset(seaweed.reader("alice"), "alice", tmp_path / "cache")
+    assert dataset.page_samples == manifest.page_samples == 4
+    assigned = {i for uid in range(2) for i in sample_ids(uid, 3, 7, 8, manifest.num_train)}
+    ids = eval_ids_by_page(12345, 16, manifest.num_train, assigned, dataset.page_samples, min_pages=EVAL_MIN_PAGES)
+    assert len(set(ids)) == 16 and not set(ids) & assigned and max(ids) < manifest.num_train
+    batch = dataset.batch(ids)
+    dataset.close()
+    pages = PageMap(manifest)
+    touched = {pages.page_of(i) for i in ids}
+    stats = dataset.take_stats()
+    assert len(touched) == EVAL_MIN_PAGES == stats.fetched_pages and stats.refused_pages == 0
+    assert batch.shape == (16, SEQ + 1)
 
 
 def test_the_page_cache_stays_under_its_limit(seaweed, published, tmp_path):
