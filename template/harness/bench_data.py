@@ -4,7 +4,7 @@
     python scripts/bench_data.py --assign-only --samples 500000000
 
 For each corpus size a synthetic corpus (random tokens, in the paged format of
-`template.protocol.data`, written by the same page/index code as prepare_data) is uploaded to a real
+`template.protocol.data`, pages and page-digest indexes as template/harness/prepare/ writes them) is uploaded to a real
 SeaweedFS this script starts on loopback. Then, in a fresh process per size, the real data paths run
 for a few windows: a miner (`fetch_dataset`, `PagedDataset` with prefetch of the next window, reading
 its assigned batches step by step) and a validator (its random evaluation batch, a few
