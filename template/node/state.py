@@ -189,6 +189,9 @@ class ValidatorState:
     # lead: miners a step dropped (their own step did not lower the guard loss), off the peer lists until they
     # succeed `progress.REENTRY_SUCCESSES` windows in a row (saved: a restart does not put them back)
     probation: Probation = field(default_factory=Probation)
+    # follower: (lead hotkey, window) of the checkpoints it has judged (`lead.check_lead_checkpoints`; in memory:
+    # after a restart a checkpoint is judged again, to the same verdict)
+    checked_checkpoints: set[tuple[str, int]] = field(default_factory=set)
 
     def remember_seen(self, digests: list[str]) -> None:
         self.seen = (self.seen + digests)[-SEEN_PAYLOADS_KEPT:]
