@@ -76,12 +76,14 @@ def checkpoint_verdicts_of(peers: PeerBuckets, hotkey: str, windows: range) -> d
 def rejections(peers: PeerBuckets, validators: list[str], window: int) -> dict[str, set[str]]:
     """lead hotkey -> validators that rejected one of its records, or one of its checkpoints, of the
     `REJECTION_MEMORY_WINDOWS` before `window` (a validator's rejection of its own does not count). A checkpoint
-    verdict of window w is published during window w at the latest, so it counts from the lead rule of w + 1."""
+    of window w holds theta_w and is published with the record of w - 1, so its verdict counts as that record's:
+    from the lead rule of window w on."""
     out: dict[str, set[str]] = {}
     span = range(max(0, window - REJECTION_MEMORY_WINDOWS), window)
+    checkpoints = range(span.start + 1, span.stop + 1)
     for v in validators:
         verdicts: list[Verdict | CheckpointVerdict] = [*verdicts_of(peers, v, span).values(),
-                                                        *checkpoint_verdicts_of(peers, v, span).values()]
+                                                        *checkpoint_verdicts_of(peers, v, checkpoints).values()]
         for verdict in verdicts:
             if not verdict.valid and verdict.lead_hotkey != v:
                 out.setdefault(verdict.lead_hotkey, set()).add(v)
