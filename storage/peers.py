@@ -197,7 +197,7 @@ class PeerBuckets:
         client, bucket = found
         sink = io.BytesIO()
         with deadline(time.monotonic() + self.budget.total_s, self.budget):
-            res = client.get_range(bucket, key, offset, length, sink, budget=self.budget)
+            res = client.get_range(bucket, key, offset, length, sink)
         if res.status is not Status.OK:
             return Read.failure(_STATUS.get(res.status, ReadStatus.ERROR), res.error or "")
         return Read.success(sink.getvalue())
