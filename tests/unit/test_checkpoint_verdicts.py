@@ -12,6 +12,8 @@ import struct
 import pytest
 import torch
 from bittensor_wallet import Keypair
+from hypothesis import given
+from hypothesis import strategies as st
 
 from storage.peers import fetch_checkpoint_manifest, fetch_checkpoint_verdict, fetch_verdict
 from template.node import lead as lead_module
@@ -21,7 +23,13 @@ from template.node.neuron import find_lead
 from template.node.sync import GlobalModel, load_checkpoint, publish_checkpoint
 from template.node.validator import ensure_peer_lists, run_window
 from template.protocol import layout
-from template.protocol.artifacts import canonical_json, make_manifest
+from template.protocol.artifacts import (
+    MAX_HEADER_BYTES,
+    ArtifactError,
+    canonical_json,
+    header_length,
+    make_manifest,
+)
 from template.protocol.reads import ReadStatus
 from template.protocol.verdicts import CheckpointVerdict, Verdict
 from template.sim.rogue_validator import rogue_publish_checkpoint
@@ -222,3 +230,22 @@ def test_checkpoint_verdicts_round_trip_and_record_verdicts_stay_as_they_were():
         CheckpointVerdict.from_body(old.to_body(), window=3)
     assert layout.checkpoint_verdict_key(3) != layout.verdict_key(3)
     assert layout.parse_window(layout.checkpoint_verdict_key(3)) == 3  # pruned with the rest
+
+
+HEX64 = st.text("0123456789abcdef", min_size=64, max_size=64)
+
+
+@given(window=st.integers(0, 10**6), fingerprint=HEX64, payload=HEX64, verified=HEX64, same=st.booleans())
+def test_a_checkpoint_verdict_attests_exactly_the_verified_fingerprint_and_round_trips(window, fingerprint, payload,
+                                                                                       verified, same):
+    verdict = CheckpointVerdict.judge(window, "5Hlead", fingerprint, payload, fingerprint if same else verified)
+    assert verdict.valid is (verdict.fingerprint == verdict.verified) and bool(verdict.reason) is not verdict.valid
+    assert CheckpointVerdict.from_body(json.loads(json.dumps(verdict.to_body())), window=window) == verdict
+
+
+@given(prefix=st.binary(min_size=0, max_size=12))
+def test_a_header_length_is_within_the_cap_or_a_clear_error(prefix):
+    try:
+        assert 2 <= header_length(prefix) <= MAX_HEADER_BYTES
+    except ArtifactError as e:
+        assert e.code in ("truncated", "huge_header", "malformed")
