@@ -37,12 +37,15 @@ def test_the_manifest_of_a_real_checkpoint_comes_from_its_header_alone(seaweed) 
     bucket = OwnBucket(access=BucketAccess(endpoint=seaweed.endpoint, bucket="alice", access_key_id="unused-key",
                                            secret_access_key="unused-secret"), client=seaweed.writer("alice"))
     size = publish_checkpoint(gm, bucket, keypair)
-    peers = peers_of(seaweed, "alice", keypair.ss58_address)
-    read = fetch_checkpoint_manifest(peers, keypair.ss58_address, 4)
-    assert read.ok and read.value is not None, read.describe()
-    assert read.value["fingerprint"] == gm.fingerprint() and size > 100 * 1024
-    assert fetch_checkpoint_manifest(peers, keypair.ss58_address, 8).status is ReadStatus.NOT_FOUND
-    assert fetch_checkpoint_manifest(peers, "5Gnobody", 4).status is ReadStatus.NO_COMMITMENT
+    try:
+        peers = peers_of(seaweed, "alice", keypair.ss58_address)
+        read = fetch_checkpoint_manifest(peers, keypair.ss58_address, 4)
+        assert read.ok and read.value is not None, read.describe()
+        assert read.value["fingerprint"] == gm.fingerprint() and size > 100 * 1024
+        assert fetch_checkpoint_manifest(peers, keypair.ss58_address, 8).status is ReadStatus.NOT_FOUND
+        assert fetch_checkpoint_manifest(peers, "5Gnobody", 4).status is ReadStatus.NO_COMMITMENT
+    finally:  # the server is the session's: leave the bucket as it was
+        seaweed.writer("alice").delete("alice", layout.checkpoint_key(4))
 
 
 @pytest.mark.parametrize(("body", "statuses"), [
@@ -53,5 +56,8 @@ def test_the_manifest_of_a_real_checkpoint_comes_from_its_header_alone(seaweed) 
 ])
 def test_a_hostile_header_on_real_storage_is_a_failed_read(seaweed, body: bytes, statuses) -> None:
     seaweed.writer("bob").put("bob", layout.checkpoint_key(6), body)
-    read = fetch_checkpoint_manifest(peers_of(seaweed, "bob"), "lead", 6)
-    assert read.status in statuses and read.reason, read.describe()
+    try:
+        read = fetch_checkpoint_manifest(peers_of(seaweed, "bob"), "lead", 6)
+        assert read.status in statuses and read.reason, read.describe()
+    finally:  # the server is the session's: leave the bucket as it was
+        seaweed.writer("bob").delete("bob", layout.checkpoint_key(6))
