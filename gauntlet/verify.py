@@ -20,8 +20,9 @@ window changes nothing on this node), and the node publishes a signed rejection
   replay (it joined after the records' updates were pruned), when validators holding a stake majority
   attest that fingerprint in their verdicts;
 - the lead (`rejected_leads`): a lead is passed over once validators holding more than half of the other
-  validators' stake have rejected one of its records, so a single hostile validator cannot depose an
-  honest lead, and a rogue lead cannot outvote the rest.
+  validators' stake have rejected one of its records or checkpoints (a checkpoint whose signed fingerprint is
+  not the theta they verified for its window), so a single hostile validator cannot depose an honest lead,
+  and a rogue lead cannot outvote the rest.
 """
 
 from __future__ import annotations
@@ -138,6 +139,6 @@ def checkpoint_accepted(fingerprint: str, *, replayed: str | None, attesters: Co
 
 def rejected_leads(rejections: Mapping[str, Collection[str]], stake: Mapping[str, float]) -> set[str]:
     """The lead hotkeys to pass over: `rejections` maps a lead's hotkey to the validators that published a
-    signed rejection of one of its records; a lead is rejected when those validators (not counting itself)
-    hold more than half of the stake of the validators other than it."""
+    signed rejection of one of its records or checkpoints; a lead is rejected when those validators (not counting
+    itself) hold more than half of the stake of the validators other than it."""
     return {lead for lead, by in rejections.items() if stake_share(by, stake, excluding=lead) > 0.5}

@@ -14,6 +14,7 @@ are known (`configure`), a commitment whose endpoint is not an approved provider
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 import time
 from collections.abc import Callable
@@ -33,8 +34,10 @@ from template.protocol import layout
 from template.protocol.artifacts import (
     ArtifactError,
     TensorArtifact,
+    header_length,
     read_json_artifact,
     read_tensor_artifact,
+    read_tensor_manifest,
     write_json_artifact,
 )
 from template.protocol.config import PROTOCOL_VERSION, HParams
@@ -53,7 +56,7 @@ from template.protocol.sealing import (
 )
 from template.protocol.sparseloco import CodecError, CodecParams, decompress
 from template.protocol.uploads import Payload, Upload
-from template.protocol.verdicts import Verdict
+from template.protocol.verdicts import CheckpointVerdict, Verdict
 from template.protocol.windows import on_time
 
 PEER_READ_ATTEMPTS = 6
@@ -184,6 +187,21 @@ class PeerBuckets:
         with deadline(time.monotonic() + budget.total_s, budget):
             return read_of(client.get(bucket, key, max_bytes=max_bytes))
 
+    def get_range(self, hotkey: str, key: str, offset: int, length: int) -> Read[bytes]:
+        """Bytes [offset, offset + length) of `key` in the peer's bucket, within the run's fetch budget (a
+        shorter object is ERROR)."""
+        found = self.reader(hotkey)
+        if found is None:
+            why = self.refused.get(hotkey, "published no bucket access")
+            return Read.failure(ReadStatus.NO_COMMITMENT, f"{hotkey[:10]}: {why}")
+        client, bucket = found
+        sink = io.BytesIO()
+        with deadline(time.monotonic() + self.budget.total_s, self.budget):
+            res = client.get_range(bucket, key, offset, length, sink)
+        if res.status is not Status.OK:
+            return Read.failure(_STATUS.get(res.status, ReadStatus.ERROR), res.error or "")
+        return Read.success(sink.getvalue())
+
     def get_all(self, requests: list[tuple[str, str]], max_bytes: int) -> list[Read[bytes]]:
         """`get` of many (hotkey, key) at once (up to FETCH_WORKERS in flight), in the order given.
 
@@ -256,6 +274,11 @@ class OwnBucket:
     def put_verdict(self, verdict: Verdict, keypair: Keypair) -> None:
         """This validator's signed verdict on the lead's record of `verdict.window`."""
         self.put(layout.verdict_key(verdict.window),
+                 write_json_artifact(verdict.to_body(), kind="verdict", window=verdict.window, keypair=keypair))
+
+    def put_checkpoint_verdict(self, verdict: CheckpointVerdict, keypair: Keypair) -> None:
+        """This validator's signed verdict on the lead's checkpoint of `verdict.window`."""
+        self.put(layout.checkpoint_verdict_key(verdict.window),
                  write_json_artifact(verdict.to_body(), kind="verdict", window=verdict.window, keypair=keypair))
 
     def put_checkpoint(self, window: int, data: bytes) -> None:
@@ -340,6 +363,18 @@ def fetch_verdict(peers: PeerBuckets, validator_hotkey: str, window: int) -> Rea
         return Read.success(Verdict.from_body(art.body, window=window), raw.last_modified)
     except (ArtifactError, ValueError) as e:
         return Read.failure(ReadStatus.INVALID, f"verdict of window {window}: {e}")
+
+
+def fetch_checkpoint_verdict(peers: PeerBuckets, validator_hotkey: str, window: int) -> Read[CheckpointVerdict]:
+    """A validator's signed verdict on the lead's checkpoint of `window`."""
+    raw = peers.get(validator_hotkey, layout.checkpoint_verdict_key(window), max_bytes=PEERS_MAX_BYTES)
+    if not raw.ok or raw.value is None:
+        return Read.failure(raw.status, raw.reason)
+    try:
+        art = read_json_artifact(raw.value, kind="verdict", signer_ss58=validator_hotkey, window=window)
+        return Read.success(CheckpointVerdict.from_body(art.body, window=window), raw.last_modified)
+    except (ArtifactError, ValueError) as e:
+        return Read.failure(ReadStatus.INVALID, f"checkpoint verdict of window {window}: {e}")
 
 
 def open_sealed_reads(peers: PeerBuckets, hotkeys: list[str], window: int, reads: list[Read[bytes]],
@@ -494,6 +529,29 @@ def fetch_checkpoint(peers: PeerBuckets, lead_hotkey: str, window: int, max_byte
         art = read_tensor_artifact(raw.value, kind="checkpoint", max_bytes=max_bytes, signer_ss58=lead_hotkey,
                                    window=window)
         return Read.success(art, raw.last_modified)
+    except ArtifactError as e:
+        return Read.failure(ReadStatus.INVALID, f"checkpoint of window {window}: {e}")
+
+
+def fetch_checkpoint_manifest(peers: PeerBuckets, lead_hotkey: str, window: int) -> Read[dict]:
+    """The signed manifest of the lead's checkpoint of `window`, from two range reads of its safetensors header
+    (the length, then the header: at most `artifacts.MAX_HEADER_BYTES`), never the weights. Checked for kind,
+    signer, window and signature (`artifacts.read_tensor_manifest`), so its `fingerprint` is the lead's signed
+    word; a hostile header is INVALID with the reason."""
+    key = layout.checkpoint_key(window)
+    prefix = peers.get_range(lead_hotkey, key, 0, 8)
+    if not prefix.ok or prefix.value is None:
+        return Read.failure(prefix.status, prefix.reason)
+    try:
+        length = header_length(prefix.value)
+    except ArtifactError as e:
+        return Read.failure(ReadStatus.INVALID, f"checkpoint of window {window}: {e}")
+    header = peers.get_range(lead_hotkey, key, 8, length)
+    if not header.ok or header.value is None:
+        return Read.failure(header.status, header.reason)
+    try:
+        return Read.success(read_tensor_manifest(header.value, kind="checkpoint", signer_ss58=lead_hotkey,
+                                                 window=window))
     except ArtifactError as e:
         return Read.failure(ReadStatus.INVALID, f"checkpoint of window {window}: {e}")
 

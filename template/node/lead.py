@@ -3,7 +3,10 @@
 The lead takes the guarded step over the window's gather set, signs the record and mirrors its inputs,
 publishes the peer list two windows ahead and, every few windows, a checkpoint. Every other validator
 replays the lead's record, checked against what it recomputed itself (`trust.record_check`), and publishes
-its signed verdict. `template/node/validator.py` judges the window; this module moves theta.
+its signed verdict; it also judges each checkpoint the lead publishes of a window whose theta it verified
+(`check_lead_checkpoints`: the signed manifest's fingerprint against its own, from a header read), so a lead
+that signs forged weights is rejected like one that signs a wrong record. `template/node/validator.py` judges
+the window; this module moves theta.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from template.node.sync import (
 from template.protocol.data import loss_curve_ids
 from template.protocol.metagraph import Metagraph
 from template.protocol.outer_step import StreamedUpdates
+from template.protocol.reads import ReadStatus
 from template.protocol.records import AggregationRecord, RecordEntry
 from template.protocol.uploads import Upload
-from template.protocol.verdicts import Verdict
+from template.protocol.verdicts import CheckpointVerdict, Verdict
 
 if TYPE_CHECKING:
     from template.node.validator import JudgedWindow, Validator
@@ -71,8 +75,49 @@ def follow_lead(v: Validator, window: int, mg: Metagraph, lead: int | None, chos
     if lead is None:
         v.gm.window = window + 1
         return SyncStatus.NO_LEAD
-    return catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device, wait_last_s=v.clock.window_s() * 0.6,
-                    should_stop=v.stop.is_set, check=validator_check(v, mg, {window: chosen}, (window, updates)))
+    status = catch_up(v.gm, window + 1, v.peers, mg.hotkeys[lead], v.device, wait_last_s=v.clock.window_s() * 0.6,
+                      should_stop=v.stop.is_set, check=validator_check(v, mg, {window: chosen}, (window, updates)))
+    check_lead_checkpoints(v, mg.hotkeys[lead])
+    return status
+
+
+# windows back a follower looks for a checkpoint of a window it verified: the lead publishes the checkpoint of
+# w + 1 after its record of w, so it may not be there yet when the record is; looked for again the next two
+# windows, a forged checkpoint is rejected within two windows of its publication
+CHECKPOINT_CHECK_WINDOWS = 2
+
+
+def check_lead_checkpoints(v: Validator, lead_hotkey: str) -> list[CheckpointVerdict]:
+    """Judge the lead's checkpoints of the recent windows whose theta this validator verified (`gm.verified`), each
+    once, from its signed manifest alone (a header read): attest one naming the verified fingerprint, reject
+    (signed, `put_checkpoint_verdict`) one naming another; returns the verdicts published. A checkpoint not
+    there yet is looked for again next window; a hostile header is logged and judged no further."""
+    if lead_hotkey == v.hotkey.ss58_address:
+        return []
+    checked, out = v.state.checked_checkpoints, []
+    recent = v.gm.window - CHECKPOINT_CHECK_WINDOWS
+    for key in [k for k in checked if k[1] < recent]:
+        checked.discard(key)
+    for w, fingerprint in sorted(v.gm.verified.items()):
+        if w <= 0 or w < recent or w % v.hp.checkpoint_interval or (lead_hotkey, w) in checked:
+            continue
+        read = trust.check_checkpoint(v.peers, lead_hotkey, w, fingerprint)
+        if read.status in (ReadStatus.NOT_FOUND, ReadStatus.TIMEOUT, ReadStatus.ERROR):
+            continue  # not published yet, or the read failed: again next window
+        checked.add((lead_hotkey, w))
+        if not read.ok or read.value is None:
+            logger.bind(window=w).warning(f"the lead's checkpoint of window {w} cannot be judged: {read.describe()}")
+            continue
+        verdict = read.value
+        if not verdict.valid:
+            logger.bind(window=w).warning(f"rejecting the lead's checkpoint: {verdict.reason}")
+        try:
+            v.bucket.put_checkpoint_verdict(verdict, v.hotkey)
+        except S3Error as e:  # advice to others, as a record verdict
+            logger.bind(window=w).warning(f"cannot publish our checkpoint verdict: {e}")
+            continue
+        out.append(verdict)
+    return out
 
 
 def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] | None = None,
@@ -90,14 +135,18 @@ def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] 
         guarded_lead_step(v, window, own[1])
         return True
 
-    def on_verdict(verdict: Verdict) -> None:
+    def on_verdict(verdict: Verdict | CheckpointVerdict) -> None:
         try:
-            v.bucket.put_verdict(verdict, v.hotkey)
+            if isinstance(verdict, CheckpointVerdict):  # a checkpoint we refused to load: not the verified theta
+                v.bucket.put_checkpoint_verdict(verdict, v.hotkey)
+            else:
+                v.bucket.put_verdict(verdict, v.hotkey)
         except S3Error as e:  # a verdict is advice to others; our own theta is already decided
             logger.bind(window=verdict.window).warning(f"cannot publish our verdict: {e}")
 
     return trust.record_check(v.num_train, v.clock.deadline, v.gm, v.peers, stake, admitted_of=known.get,
-                              guard_batch=lambda: heldout_batch(v), on_verdict=on_verdict, own_step=own_step)
+                              guard_batch=lambda: heldout_batch(v), on_verdict=on_verdict, own_step=own_step,
+                              on_checkpoint_verdict=on_verdict)
 
 
 def guarded_lead_step(v: Validator, window: int, updates: StreamedUpdates) -> dict[str, Any]:

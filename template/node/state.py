@@ -187,8 +187,11 @@ class ValidatorState:
     gathered: GatheredInputs | None = None
     restored_ratings: int = 0  # uids whose ratings were loaded from disk at start-up
     # lead: miners a step dropped (their own step did not lower the guard loss), off the peer lists until they
-    # succeed `progress.REENTRY_SUCCESSES` windows in a row (kept in memory: a restart clears it)
+    # succeed `progress.REENTRY_SUCCESSES` windows in a row (saved: a restart does not put them back)
     probation: Probation = field(default_factory=Probation)
+    # follower: (lead hotkey, window) of the checkpoints it has judged (`lead.check_lead_checkpoints`; in memory:
+    # after a restart a checkpoint is judged again, to the same verdict)
+    checked_checkpoints: set[tuple[str, int]] = field(default_factory=set)
 
     def remember_seen(self, digests: list[str]) -> None:
         self.seen = (self.seen + digests)[-SEEN_PAYLOADS_KEPT:]
@@ -207,6 +210,8 @@ class ValidatorState:
         if self.gathered is not None:
             out["gathered"] = {"window": self.gathered.window,
                                "uploads": {str(u): [hk, sha] for u, (hk, sha) in self.gathered.uploads.items()}}
+        if self.probation.needs:
+            out["probation"] = {str(u): n for u, n in sorted(self.probation.needs.items())}
         return out
 
     def load_run_state_json(self, body: Any) -> None:
@@ -226,8 +231,26 @@ class ValidatorState:
             gathered = body.get("gathered")
             self.gathered = None if not gathered else GatheredInputs(int(gathered["window"]), {
                 int(u): (str(hk), str(sha)) for u, (hk, sha) in gathered["uploads"].items()})
+            self.probation = parse_probation(body.get("probation"))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"run state is unreadable ({e})") from e
+
+
+def parse_probation(value: Any) -> Probation:
+    """run_state.json's "probation" ({"uid": successes still needed}; absent in files from before it was
+    saved: nobody is on probation). ValueError names a malformed entry."""
+    if value is None:
+        return Probation()
+    if not isinstance(value, dict):
+        raise ValueError("probation must be an object of uid -> successes still needed")
+    needs = {}
+    for uid, n in value.items():
+        if not (isinstance(uid, str) and uid.isascii() and uid.isdigit() and len(uid) <= 9):
+            raise ValueError(f"probation uid {uid!r} is not a uid")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= 1000:
+            raise ValueError(f"probation of uid {uid} needs {n!r} successes, not a count in 1..1000")
+        needs[int(uid)] = n
+    return Probation(needs)
 
 
 def load_validator_state(state_dir: Path, *, alpha: float) -> ValidatorState:

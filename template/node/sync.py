@@ -253,6 +253,8 @@ class RecordAdmission:
     # the hparams' outer_lr, its own guard: what every honest node computes), True when it took it (theta and
     # window advanced); None or False: the window changes nothing
     own_step: Callable[[int], bool] | None = None
+    # a checkpoint `accept_checkpoint` refused: (window, its signed manifest), e.g. for a validator's rejection
+    on_checkpoint_refused: Callable[[int, dict[str, Any]], None] | None = None
 
 
 def admit_record_entries(gm: GlobalModel, record: AggregationRecord, raws: list, check: RecordAdmission
@@ -442,10 +444,11 @@ def _step_by_record(gm: GlobalModel, record: AggregationRecord,
 
 
 def load_checkpoint(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, window: int,
-                    accept: Callable[[int, str], bool] | None = None) -> bool:
+                    accept: Callable[[int, str], bool] | None = None,
+                    refused: Callable[[int, dict[str, Any]], None] | None = None) -> bool:
     """Load the lead's checkpoint of `window` into gm; False (logged) when absent, unusable or, with `accept`,
     not accepted (`accept(window, fingerprint)`: its fingerprint is neither our verified replay's nor attested
-    by a stake majority; gm is then untouched)."""
+    by a stake majority; gm is then untouched, and `refused(window, manifest)` hears of it)."""
     read = fetch_checkpoint(peers, lead_hotkey, window, gm.checkpoint_max_bytes())
     if not read.ok or read.value is None:
         logger.bind(window=window).warning(f"checkpoint of window {window}: {read.describe()}")
@@ -455,6 +458,8 @@ def load_checkpoint(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, windo
     if accept is not None and (not isinstance(claimed, str) or not accept(window, claimed)):
         logger.bind(window=window).warning(f"checkpoint of window {window} is neither our verified replay nor "
                                            f"attested by a stake majority: not loaded")
+        if refused is not None:
+            refused(window, art.manifest)
         return False
     try:
         clip_ref = parse_clip_ref(art.manifest.get("clip_ref"), set(gm.shapes()))
@@ -483,10 +488,11 @@ def publish_checkpoint(gm: GlobalModel, bucket: OwnBucket, keypair: Keypair) -> 
 
 
 def resync(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, target: int, device: torch.device,
-           accept: Callable[[int, str], bool] | None = None) -> None:
+           accept: Callable[[int, str], bool] | None = None,
+           refused: Callable[[int, dict[str, Any]], None] | None = None) -> None:
     """Start over from the newest usable (with `accept`: accepted) checkpoint <= target (or theta_0)."""
     ckpt = newest_checkpoint(peers, lead_hotkey, target)
-    if ckpt is not None and load_checkpoint(gm, peers, lead_hotkey, ckpt, accept):
+    if ckpt is not None and load_checkpoint(gm, peers, lead_hotkey, ckpt, accept, refused):
         logger.info(f"loaded checkpoint of window {ckpt}")
         return
     fresh = GlobalModel.initial(gm.hparams, device)
@@ -554,7 +560,8 @@ def catch_up(
         if should_stop():
             return SyncStatus.STOPPED
         status = SyncStatus.RESYNCED
-        resync(gm, peers, lead_hotkey, target, device, None if check is None else check.accept_checkpoint)
+        resync(gm, peers, lead_hotkey, target, device, None if check is None else check.accept_checkpoint,
+               None if check is None else check.on_checkpoint_refused)
     return SyncStatus.DIVERGED
 
 
@@ -565,6 +572,6 @@ def restore_from_lead(gm: GlobalModel, window: int, peers: PeerBuckets, lead_hot
     when `force_resync`: we are ahead of the window), then its records (`catch_up`)."""
     ckpt = newest_checkpoint(peers, lead_hotkey, window)
     if force_resync or (ckpt is not None and ckpt > gm.window):
-        resync(gm, peers, lead_hotkey, window, device, check.accept_checkpoint)
+        resync(gm, peers, lead_hotkey, window, device, check.accept_checkpoint, check.on_checkpoint_refused)
     return catch_up(gm, window, peers, lead_hotkey, device, wait_last_s=wait_last_s, should_stop=should_stop,
                     check=check)

@@ -1,18 +1,23 @@
-"""Reading the validators' signed verdicts (template/protocol/verdicts.py): who rejected which lead, who attests
-which theta; and the record check a node runs on the lead's word (`record_check`). The decisions are
-`gauntlet/verify.py`'s; this module fetches their inputs."""
+"""Reading the validators' signed verdicts (template/protocol/verdicts.py): who rejected which lead (a record or a
+checkpoint of its), who attests which theta; the record check a node runs on the lead's word (`record_check`);
+and a validator's check of the lead's checkpoints against the theta it verified (`check_checkpoint`). The
+decisions are `gauntlet/verify.py`'s; this module fetches their inputs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 import torch
+from loguru import logger
 
 from gauntlet.verify import checkpoint_accepted, rejected_leads
-from storage.peers import PeerBuckets, fetch_verdict
+from storage.peers import PeerBuckets, fetch_checkpoint_manifest, fetch_checkpoint_verdict, fetch_verdict
 from template.node.sync import GlobalModel, RecordAdmission
 from template.protocol import layout
-from template.protocol.verdicts import Verdict
+from template.protocol.reads import Read, ReadStatus
+from template.protocol.verdicts import CheckpointVerdict, Verdict
 
 # how many windows back a rejection keeps its lead passed over (verdicts older than retention are pruned
 # anyway; a lead passed over that keeps publishing bad records is rejected again at once)
@@ -46,13 +51,40 @@ def verdicts_of(peers: PeerBuckets, hotkey: str, windows: range) -> dict[int, Ve
     return out
 
 
+def checkpoint_verdicts_of(peers: PeerBuckets, hotkey: str, windows: range) -> dict[int, CheckpointVerdict]:
+    """The validator's valid signed verdicts on checkpoints of `windows` (window -> verdict), fetched once."""
+    listed = set(peers.list_windows(hotkey, layout.checkpoint_verdict_key(0).rsplit("/", 1)[0] + "/"))
+    cache = getattr(peers, "_checkpoint_verdict_cache", None)
+    if cache is None:
+        cache = {}
+        object.__setattr__(peers, "_checkpoint_verdict_cache", cache)
+    out = {}
+    for w in windows:
+        if w not in listed:
+            continue
+        if (hotkey, w) not in cache:
+            read = fetch_checkpoint_verdict(peers, hotkey, w)
+            if not read.ok or read.value is None:
+                continue
+            cache[(hotkey, w)] = read.value
+            if len(cache) > 4096:
+                cache.pop(next(iter(cache)))
+        out[w] = cache[(hotkey, w)]
+    return out
+
+
 def rejections(peers: PeerBuckets, validators: list[str], window: int) -> dict[str, set[str]]:
-    """lead hotkey -> validators that rejected one of its records of the `REJECTION_MEMORY_WINDOWS` before
-    `window` (a validator's rejection of its own record does not count)."""
+    """lead hotkey -> validators that rejected one of its records, or one of its checkpoints, of the
+    `REJECTION_MEMORY_WINDOWS` before `window` (a validator's rejection of its own does not count). A checkpoint
+    of window w holds theta_w and is published with the record of w - 1, so its verdict counts as that record's:
+    from the lead rule of window w on."""
     out: dict[str, set[str]] = {}
     span = range(max(0, window - REJECTION_MEMORY_WINDOWS), window)
+    checkpoints = range(span.start + 1, span.stop + 1)
     for v in validators:
-        for verdict in verdicts_of(peers, v, span).values():
+        verdicts: list[Verdict | CheckpointVerdict] = [*verdicts_of(peers, v, span).values(),
+                                                        *checkpoint_verdicts_of(peers, v, checkpoints).values()]
+        for verdict in verdicts:
             if not verdict.valid and verdict.lead_hotkey != v:
                 out.setdefault(verdict.lead_hotkey, set()).add(v)
     return out
@@ -68,15 +100,46 @@ def attesters(peers: PeerBuckets, validators: list[str], window: int, fingerprin
             and d.valid and d.next_fingerprint == fingerprint}
 
 
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def checkpoint_verdict(manifest: Mapping[str, Any], window: int, verified: str | None) -> CheckpointVerdict | None:
+    """This node's verdict on the checkpoint of `window` whose signed manifest is `manifest`, against `verified`
+    (the theta_window fingerprint it reached by verified steps); None when it verified none, or when the manifest
+    names no well-formed fingerprint or payload digest (nothing to attest or to hold against the signer)."""
+    fingerprint, payload, signer = manifest.get("fingerprint"), manifest.get("payload_sha256"), manifest.get("hotkey")
+    if verified is None or not isinstance(signer, str) or not 0 < len(signer) <= 64:
+        return None
+    if not (isinstance(fingerprint, str) and _HEX64.match(fingerprint) and isinstance(payload, str)
+            and _HEX64.match(payload)):
+        return None
+    return CheckpointVerdict.judge(window, signer, fingerprint, payload, verified)
+
+
+def check_checkpoint(peers: PeerBuckets, lead_hotkey: str, window: int, verified: str) -> Read[CheckpointVerdict]:
+    """The verdict on the lead's checkpoint of `window` against `verified`, from its signed manifest alone (a
+    header read, `storage.peers.fetch_checkpoint_manifest`): NOT_FOUND while it is not published, INVALID
+    (with the reason) for a hostile or malformed header."""
+    read = fetch_checkpoint_manifest(peers, lead_hotkey, window)
+    if not read.ok or read.value is None:
+        return Read.failure(read.status, read.reason)
+    verdict = checkpoint_verdict(read.value, window, verified)
+    if verdict is None:
+        return Read.failure(ReadStatus.INVALID, f"checkpoint of window {window} names no well-formed fingerprint")
+    return Read.success(verdict)
+
+
 def record_check(num_train: int, deadline_of: Callable[[int], float], gm: GlobalModel, peers: PeerBuckets,
                  stake: dict[str, float], *, admitted_of: Callable[[int], Collection[int] | None] = lambda _w: None,
                  guard_batch: Callable[[], torch.Tensor] | None = None,
                  on_verdict: Callable[[Verdict], None] | None = None,
-                 own_step: Callable[[int], bool] | None = None) -> RecordAdmission:
+                 own_step: Callable[[int], bool] | None = None,
+                 on_checkpoint_verdict: Callable[[CheckpointVerdict], None] | None = None) -> RecordAdmission:
     """The full check of the lead's word (issue 27) for a node: deterministic admission of every entry, the record
     checks of `gauntlet/verify.py`, and checkpoints accepted only when they match this node's verified replay
     or validators holding a stake majority (`stake`: validator hotkey -> stake) attest them; a lead passed over
-    for a rejected record (`rejected_leads`) counts for nothing there."""
+    for a rejected record (`rejected_leads`) counts for nothing there. A checkpoint refused while this node
+    verified another theta of its window is rejected through `on_checkpoint_verdict` (validators: signed)."""
     def accept(window: int, fingerprint: str) -> bool:
         # a lead passed over for a rejected record has lost its word here too: its stake attests nothing
         deposed = rejected_leads(rejections(peers, list(stake), window + 1), stake)
@@ -84,5 +147,12 @@ def record_check(num_train: int, deadline_of: Callable[[int], float], gm: Global
         return checkpoint_accepted(fingerprint, replayed=gm.verified.get(window),
                                    attesters=attesters(peers, list(trusted), window, fingerprint), stake=trusted)
 
+    def refused(window: int, manifest: Mapping[str, Any]) -> None:
+        verdict = checkpoint_verdict(manifest, window, gm.verified.get(window))
+        if verdict is not None and not verdict.valid and on_checkpoint_verdict is not None:
+            logger.bind(window=window).warning(f"rejecting the lead's checkpoint: {verdict.reason}")
+            on_checkpoint_verdict(verdict)
+
     return RecordAdmission(num_train, deadline_of, verify=True, admitted_of=admitted_of, guard_batch=guard_batch,
-                           accept_checkpoint=accept, on_verdict=on_verdict, own_step=own_step)
+                           accept_checkpoint=accept, on_verdict=on_verdict, own_step=own_step,
+                           on_checkpoint_refused=refused)

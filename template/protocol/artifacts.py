@@ -97,11 +97,13 @@ def make_manifest(
 
 
 def verify_manifest(
-    manifest: Any, payload_sha256: str, *, kind: str, signer_ss58: str | None = None, window: int | None = None
+    manifest: Any, payload_sha256: str | None, *, kind: str, signer_ss58: str | None = None,
+    window: int | None = None
 ) -> dict[str, Any]:
     """Check a manifest against the payload digest, expected kind/signer/window; return it.
 
-    Order of checks is fixed so one artifact always gets the same reason code.
+    Order of checks is fixed so one artifact always gets the same reason code. `payload_sha256` None checks
+    the signed manifest alone (`read_tensor_manifest`: what the signer claims, without the payload).
     """
     if not isinstance(manifest, dict):
         raise ArtifactError("bad_manifest", f"manifest must be a JSON object, got {type(manifest).__name__}")
@@ -128,7 +130,7 @@ def verify_manifest(
         raise ArtifactError("bad_signature", f"signature does not verify for hotkey {hotkey}")
     if window is not None and manifest["window"] != window:
         raise ArtifactError("wrong_window", f"manifest is for window {manifest['window']!r}, expected {window}")
-    if manifest["payload_sha256"] != payload_sha256:
+    if payload_sha256 is not None and manifest["payload_sha256"] != payload_sha256:
         raise ArtifactError(
             "payload_mismatch", f"payload sha256 {payload_sha256[:16]}... != manifest's {str(manifest['payload_sha256'])[:16]}..."
         )
@@ -184,6 +186,41 @@ def parse_safetensors_header(data: bytes, *, max_bytes: int) -> dict[str, Any]:
         if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_len):
             raise ArtifactError("truncated", f"tensor {name!r} offsets {info['data_offsets']} outside {data_len} bytes")
     return header
+
+
+def header_length(prefix: bytes) -> int:
+    """The safetensors header length from a file's first 8 bytes, within `MAX_HEADER_BYTES`."""
+    if len(prefix) != 8:
+        raise ArtifactError("truncated", f"{len(prefix)} bytes is not the 8-byte header length")
+    header_len = int(struct.unpack("<Q", prefix)[0])
+    if header_len > MAX_HEADER_BYTES:
+        raise ArtifactError("huge_header", f"header claims {header_len} bytes (cap {MAX_HEADER_BYTES})")
+    if header_len < 2:
+        raise ArtifactError("malformed", f"header claims {header_len} bytes, too short for a JSON object")
+    return header_len
+
+
+def read_tensor_manifest(header: bytes, *, kind: str, signer_ss58: str | None = None,
+                         window: int | None = None) -> dict[str, Any]:
+    """The signed manifest of a tensor artifact from its safetensors header alone (the `header_length` bytes
+    after the first 8): checked for kind, signer, window and signature, not against the payload (not read).
+    What the signer claims there (e.g. a checkpoint's `fingerprint`) is its signed word either way."""
+    if len(header) > MAX_HEADER_BYTES:
+        raise ArtifactError("huge_header", f"header of {len(header)} bytes (cap {MAX_HEADER_BYTES})")
+    try:
+        parsed = json.loads(header)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError("malformed", f"header is not JSON: {e}") from e
+    if not isinstance(parsed, dict):
+        raise ArtifactError("malformed", "header is not a JSON object")
+    meta = parsed.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not isinstance(meta.get("manifest"), str):
+        raise ArtifactError("unsigned", "no manifest in the safetensors metadata")
+    try:
+        manifest = json.loads(meta["manifest"])
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError("bad_manifest", f"manifest is not JSON: {e}") from e
+    return verify_manifest(manifest, None, kind=kind, signer_ss58=signer_ss58, window=window)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ _WINDOW_KEY = re.compile(
     rf"|checkpoints/(?P<c>\d{{{_WINDOW_DIGITS}}})/[^/]+"
     rf"|inputs/(?P<i>\d{{{_WINDOW_DIGITS}}})/[0-9a-f]{{64}}\.safetensors"
     rf"|keys/(?P<k>\d{{{_WINDOW_DIGITS}}})\.json"
-    rf"|verdicts/(?P<v>\d{{{_WINDOW_DIGITS}}})\.json)$"
+    rf"|verdicts/(?P<v>\d{{{_WINDOW_DIGITS}}})\.json"
+    rf"|checkpoint-verdicts/(?P<cv>\d{{{_WINDOW_DIGITS}}})\.json)$"
 )
 _INPUT_KEY = re.compile(rf"^{_ROOT}/inputs/\d{{{_WINDOW_DIGITS}}}/[0-9a-f]{{64}}\.safetensors$")
 
@@ -52,6 +53,12 @@ def peers_key(window: int) -> str:
 def verdict_key(window: int) -> str:
     """Key of a validator's signed verdict on the lead's record of `window` (template/protocol/verdicts.py)."""
     return f"{_ROOT}/verdicts/{_window_part(window)}.json"
+
+
+def checkpoint_verdict_key(window: int) -> str:
+    """Key of a validator's signed verdict on the lead's checkpoint of `window` (`verdicts.CheckpointVerdict`):
+    a key of its own, so the one verdict per window on the record (`verdict_key`) stays as it was."""
+    return f"{_ROOT}/checkpoint-verdicts/{_window_part(window)}.json"
 
 
 def checkpoint_prefix() -> str:

@@ -37,7 +37,7 @@ def lead_validator(mg: Metagraph, min_stake: float, declared: Collection[str],
     the candidates take turns, LEAD_STALE_WINDOWS windows each (window // LEAD_STALE_WINDOWS), until
     one publishes. So a lead that stops is handed over after LEAD_STALE_WINDOWS windows, a dead
     candidate's turn passes, and every node computes the same lead from public data. Candidates in
-    `rejected` (hotkeys whose records validators holding a stake majority of the others rejected,
+    `rejected` (hotkeys whose records or checkpoints validators holding a stake majority of the others rejected,
     `gauntlet.verify.rejected_leads`) are passed over.
     """
     passed_over = set(rejected)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -53,13 +54,14 @@ FAKE_ENDPOINT = "http://fake-store.invalid"
 class FakeStore:
     """Every bucket of every neuron in one dict; `now()` stamps LastModified (whole seconds, as S3).
 
-    `reads` counts get calls per (bucket, key), so a test can tell what a loop fetched.
+    `reads` counts get (and get_range) calls per (bucket, key), so a test can tell what a loop fetched.
     """
 
     def __init__(self, now: Callable[[], float] = time.time) -> None:
         self.now = now
         self.objects: dict[tuple[str, str], tuple[bytes, float]] = {}
         self.reads: dict[tuple[str, str], int] = {}
+        self.range_bytes = 0  # bytes read by get_range (a header read, not the object)
 
     def _info(self, bucket: str, key: str) -> ObjectInfo | None:
         found = self.objects.get((bucket, key))
@@ -91,6 +93,20 @@ class FakeStore:
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256.lower():
             return GetResult(Status.ERROR, None, info, f"{bucket}/{key}: sha256 mismatch (expected {sha256})")
         return GetResult(Status.OK, data, info, None)
+
+    def get_range(self, bucket: str, key: str, offset: int, length: int, sink: BinaryIO, *,
+                  budget: object = None) -> GetResult:
+        """`S3Client.get_range`: bytes [offset, offset + length) into `sink`; a shorter object is ERROR."""
+        self.reads[(bucket, key)] = self.reads.get((bucket, key), 0) + 1
+        found = self.objects.get((bucket, key))
+        if found is None:
+            return GetResult(Status.NOT_FOUND, None, None, f"get {bucket}/{key}: NoSuchKey")
+        part = found[0][offset:offset + length]
+        sink.write(part)
+        self.range_bytes += len(part)
+        if len(part) != length:
+            return GetResult(Status.ERROR, None, None, f"{bucket}/{key}: {len(part)} bytes arrived, expected {length}")
+        return GetResult(Status.OK, None, None, None)
 
     def list(self, bucket: str, prefix: str = "", *, page_size: int | None = None) -> list[ObjectInfo]:
         keys = sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))

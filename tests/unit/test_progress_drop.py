@@ -149,3 +149,34 @@ def test_the_lead_puts_a_dropped_member_on_probation(net, monkeypatch):
     assert record.next_fingerprint == record.base_fingerprint == v.gm.fingerprint()  # nothing left to step
     assert fetch_peer_list(net.peers(), net.hotkey("alice"), 2).value == []
     assert v.state.probation.needs == {2: 3}
+
+
+def test_probation_survives_a_restart_of_the_lead(net, monkeypatch):
+    """Issue 27: the lead saves its probation with its state (run_state.json); restarted mid-probation, it keeps
+    bob, who has since succeeded once, off the next peer list (he needs three successes in a row)."""
+    from template.node import sync as sync_module
+    from template.node.state import load_validator_state
+    from template.node.validator import ensure_peer_lists, run_window, save_state
+    from tests.unit.test_validator_window import upload
+
+    monkeypatch.setattr(sync_module, "no_gain_members", lambda gains: [0] if gains else [])
+    v = net.validator("alice")
+    ensure_peer_lists(v, [0], net.chain.metagraph(net.netuid))
+    upload(net, "bob", 0)
+    net.chain.advance_to(v.clock.last_block(0) + 1)
+    run_window(v, 0)
+    assert v.state.probation.needs == {2: 3}
+    save_state(v)
+    monkeypatch.undo()  # from here on bob's own step counts
+
+    restarted = net.validator("alice")
+    restarted.state = load_validator_state(v.state_dir, alpha=net.hp.compliance_alpha)
+    assert restarted.state.probation.needs == {2: 3}
+    restarted.gm.load_state({n: p.detach().clone() for n, p in v.gm.model.named_parameters()}, v.gm.window)
+    upload(net, "bob", 1)
+    net.chain.advance_to(restarted.clock.last_block(1) + 1)
+    row = run_window(restarted, 1)
+    assert row is not None and row["sync/status"] == "lead:1"
+    assert restarted.state.probation.needs == {2: 2}  # one success counted off, not a fresh start
+    listed = fetch_peer_list(net.peers(), net.hotkey("alice"), 3).value
+    assert listed is not None and 2 not in listed

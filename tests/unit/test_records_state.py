@@ -86,12 +86,15 @@ def test_optimizer_state_roundtrip_without_pickle(tmp_path):
        seed=st.none() | st.tuples(st.integers(0, 10**6), st.binary(min_size=32, max_size=32)),
        gathered=st.none() | st.tuples(st.integers(0, 10**6), st.dictionaries(
            st.integers(0, 255), st.tuples(st.text(min_size=1, max_size=8), st.text("0123456789abcdef", min_size=64,
-                                                                                   max_size=64)), max_size=4)))
-def test_validator_state_round_trips_through_run_state_json(last_window, interval, seen, key, seed, gathered):
+                                                                                   max_size=64)), max_size=4)),
+       probation=st.dictionaries(st.integers(0, 255), st.integers(1, 5), max_size=4))
+def test_validator_state_round_trips_through_run_state_json(last_window, interval, seen, key, seed, gathered,
+                                                           probation):
     """Issue 26: the typed ValidatorState writes run_state.json with the keys the untyped dict had, and reads
     back what it wrote."""
     import json
 
+    from gauntlet.progress import Probation
     from gauntlet.ratings import Ratings
     from gauntlet.sampling import Rotation
     from template.node.state import GatheredInputs, ValidatorState, WindowSeed
@@ -99,19 +102,27 @@ def test_validator_state_round_trips_through_run_state_json(last_window, interva
     state = ValidatorState(ratings=Ratings(alpha=0.1), last_window=last_window, last_weights_interval=interval,
                            seen=seen, near_copy_key=key, sample_seed=None if seed is None else WindowSeed(*seed),
                            gathered=None if gathered is None else GatheredInputs(*gathered),
-                           rotation=Rotation(done=frozenset({(3, "hk")}), evaluated={3: ("hk", 2, True)}))
+                           rotation=Rotation(done=frozenset({(3, "hk")}), evaluated={3: ("hk", 2, True)}),
+                           probation=Probation(probation))
     body = json.loads(json.dumps(state.run_state_json()))
     assert set(body) <= {"last_window", "last_weights_interval", "seen", "rotation", "near_copy_key", "sample_seed",
-                         "gathered"}
+                         "gathered", "probation"}
     back = ValidatorState(ratings=Ratings(alpha=0.1))
     back.load_run_state_json(body)
     assert (back.last_window, back.last_weights_interval, back.seen, back.near_copy_key, back.sample_seed,
-            back.gathered, back.rotation) == (state.last_window, state.last_weights_interval, state.seen,
-                                              state.near_copy_key, state.sample_seed, state.gathered, state.rotation)
+            back.gathered, back.rotation, back.probation) == (
+        state.last_window, state.last_weights_interval, state.seen, state.near_copy_key, state.sample_seed,
+        state.gathered, state.rotation, state.probation)
+    old = {k: v for k, v in body.items() if k != "probation"}  # a file from before probation was saved
+    back.load_run_state_json(old)
+    assert back.probation.needs == {}
 
 
 @pytest.mark.parametrize("body", [[], {"last_window": "x"}, {"sample_seed": {"window": 1}},
-                                  {"gathered": {"window": 1, "uploads": {"2": ["hk"]}}}, {"near_copy_key": "zz"}])
+                                  {"gathered": {"window": 1, "uploads": {"2": ["hk"]}}}, {"near_copy_key": "zz"},
+                                  {"probation": [2]}, {"probation": {"x": 3}}, {"probation": {"-1": 3}},
+                                  {"probation": {"2": 0}}, {"probation": {"2": "3"}}, {"probation": {"2": True}},
+                                  {"probation": {"2": 10**9}}])
 def test_an_unreadable_run_state_names_the_problem(tmp_path, body):
     from template.node.state import load_validator_state
 
