@@ -11,6 +11,7 @@ the window; this module moves theta.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,7 +19,7 @@ from loguru import logger
 
 from gauntlet.aggregate import bootstrap_peers, select_peers
 from gauntlet.evaluate import mean_loss
-from storage.peers import fetch_peer_list
+from storage.peers import fetch_peer_list, fetch_record
 from storage.s3 import S3Error
 from template.node import trust
 from template.node.admission import payload_sha
@@ -53,18 +54,38 @@ def apply_outer_step(v: Validator, j: JudgedWindow, successes: list[int]) -> tup
     Others follow the lead's record."""
     lead = find_lead(v.peers, j.mg, v.hp.min_validator_stake, j.window)
     if lead != v.uid:
-        return follow_lead(v, j.window, j.mg, lead, list(j.gather[0]), j.gather[1]), {}
+        status = follow_lead(v, j.window, j.mg, lead, list(j.gather[0]), j.gather[1])
+        # every validator keeps its peer list two windows ahead in place: when the lead is passed over, its
+        # successor's list is already there and the window after a hand-over still aggregates
+        keep_probation(v, j, successes, followed_drops(v, j.window, j.mg, lead))
+        return status, {}
     chosen, updates = j.gather
     stats = guarded_lead_step(v, j.window, updates)
     v.gm.mark_verified()
     dropped = tuple(chosen[i] for i in stats["dropped"])
     publish_record(v, j, refused=stats["refused"], dropped=dropped)
-    # a member whose own step did not lower the guard loss is off the peer lists until it has succeeded
-    # several windows in a row (sticky: one useful window does not put a cancelling sybil back)
-    v.state.probation = v.state.probation.after_window([u for u in successes if u not in set(dropped)], dropped)
-    publish_next_peer_list(v, j.window, j.mg, v.state.probation.eligible(successes))
+    keep_probation(v, j, successes, dropped)
     maybe_publish_checkpoint(v)
     return f"lead:{len(chosen)}", stats
+
+
+def keep_probation(v: Validator, j: JudgedWindow, successes: list[int], dropped: Collection[int]) -> None:
+    """A member whose own step did not lower the guard loss is off this validator's peer lists until it has
+    succeeded several windows in a row (sticky: one useful window does not put a cancelling sybil back); then
+    the peer list two windows ahead."""
+    v.state.probation = v.state.probation.after_window([u for u in successes if u not in set(dropped)], dropped)
+    publish_next_peer_list(v, j.window, j.mg, v.state.probation.eligible(successes))
+
+
+def followed_drops(v: Validator, window: int, mg: Metagraph, lead: int | None) -> tuple[int, ...]:
+    """The uids the lead's record of `window` dropped, when that record is the one this validator applied (its
+    theta_{w+1} is the record's, verified); none otherwise (no lead, no record, a rejected record)."""
+    if lead is None or v.gm.window != window + 1:
+        return ()
+    read = fetch_record(v.peers, mg.hotkeys[lead], window)
+    if not read.ok or read.value is None or v.gm.verified.get(window + 1) != read.value.next_fingerprint:
+        return ()
+    return read.value.dropped
 
 
 def follow_lead(v: Validator, window: int, mg: Metagraph, lead: int | None, chosen: list[int],

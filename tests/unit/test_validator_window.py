@@ -138,7 +138,7 @@ def test_late_missing_and_uncommitted_uploads_are_scored_not_aggregated(net):
     assert max(zip(call.weights, call.uids, strict=True))[1] == 2 and 3 not in call.uids
 
 
-def test_follower_validator_replays_the_leads_record_and_publishes_nothing(net):
+def test_follower_validator_replays_the_leads_record_and_publishes_only_its_verdict_and_next_peer_list(net):
     net.add("frank", stake=5_000.0, permit=True)  # uid 5: a second validator, less stake than alice
     lead, follower = net.validator("alice"), net.validator("frank")
     ensure_peer_lists(lead, [0], net.chain.metagraph(net.netuid))
@@ -153,8 +153,10 @@ def test_follower_validator_replays_the_leads_record_and_publishes_nothing(net):
     assert row["sync/status"] == SyncStatus.IN_SYNC
     assert follower.gm.window == 1 and follower.gm.fingerprint() == lead.gm.fingerprint()
     assert set(row["miners"]) == {"2", "3", "4"}  # validators are not judged as miners
-    # the follower checked the record (issue 27) and publishes only its signed verdict attesting it
-    assert [k for b, k in net.store.objects if b == "bucket-frank"] == [layout.verdict_key(0)]
+    # the follower checked the record (issue 27) and publishes only its signed verdict attesting it, and its own
+    # peer list two windows ahead (in place should it become the lead); no record, no mirrors, no checkpoint
+    assert sorted(k for b, k in net.store.objects if b == "bucket-frank") == sorted(
+        [layout.verdict_key(0), layout.peers_key(2)])
     verdict = fetch_verdict(net.peers(), net.hotkey("frank"), 0).value
     assert verdict is not None and verdict.valid and verdict.next_fingerprint == lead.gm.fingerprint()
     assert verdict.lead_hotkey == net.hotkey("alice")
@@ -204,3 +206,6 @@ def test_a_rogue_leads_record_is_rejected_the_follower_takes_the_honest_step_and
     assert follower.gm.fingerprint() == rogue.gm.fingerprint()  # the honest step (the rogue stepped honestly itself)
     mg = net.chain.metagraph(net.netuid)
     assert find_lead(net.peers(), mg, net.hp.min_validator_stake, 1) == net.neurons["frank"].uid
+    # the follower keeps its own peer list two windows ahead: after a hand-over the new lead's list is in place
+    peer_list = fetch_peer_list(net.peers(), net.hotkey("frank"), 2)
+    assert peer_list.ok and set(peer_list.value) <= {net.neurons["bob"].uid, net.neurons["charlie"].uid}
