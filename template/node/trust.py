@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-import torch
-
 from gauntlet.verify import checkpoint_accepted, rejected_leads
 from storage.peers import PeerBuckets, fetch_verdict
+from template.node.guard import GuardBatch
 from template.node.sync import GlobalModel, RecordAdmission
 from template.protocol import layout
 from template.protocol.verdicts import Verdict
@@ -70,13 +69,14 @@ def attesters(peers: PeerBuckets, validators: list[str], window: int, fingerprin
 
 def record_check(num_train: int, deadline_of: Callable[[int], float], gm: GlobalModel, peers: PeerBuckets,
                  stake: dict[str, float], *, admitted_of: Callable[[int], Collection[int] | None] = lambda _w: None,
-                 guard_batch: Callable[[], torch.Tensor] | None = None,
+                 guard_batch: GuardBatch | None = None,
                  on_verdict: Callable[[Verdict], None] | None = None,
                  own_step: Callable[[int], bool] | None = None) -> RecordAdmission:
     """The full check of the lead's word (issue 27) for a node: deterministic admission of every entry, the record
     checks of `gauntlet/verify.py`, and checkpoints accepted only when they match this node's verified replay
     or validators holding a stake majority (`stake`: validator hotkey -> stake) attest them; a lead passed over
-    for a rejected record (`rejected_leads`) counts for nothing there."""
+    for a rejected record (`rejected_leads`) counts for nothing there. `guard_batch(window, entry uids)` is the
+    window's drawn guard batch (template/node/guard.py) the record's `dropped` and `refused` are checked on."""
     def accept(window: int, fingerprint: str) -> bool:
         # a lead passed over for a rejected record has lost its word here too: its stake attests nothing
         deposed = rejected_leads(rejections(peers, list(stake), window + 1), stake)
