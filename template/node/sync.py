@@ -407,6 +407,7 @@ def _verified_step(gm: GlobalModel, record: AggregationRecord, updates: Streamed
     stats: dict[str, Any] = {"used": 0}
     before = after = float("nan")
     why = None
+    batch: torch.Tensor | None = None
     if len(updates):
         guard = check.guard_batch(record.window, [e.uid for e in record.included]) if check.guard_batch else None
         batch = guard.to(next(gm.model.parameters()).device) if guard is not None else None

@@ -238,3 +238,16 @@ def test_a_miner_that_cannot_read_the_guard_block_steps_unguarded_and_the_record
     net.chain.advance_to(2 * net.hp.blocks_per_window)
     assert verify_records(m, net.hotkey("alice"), 1) == SyncStatus.RESYNCED
     assert m.gm.window == 1 and m.gm.fingerprint() == record.next_fingerprint
+
+
+def test_an_empty_record_replays_under_the_full_check(net):
+    """No entries, no guard batch needed: the record replays (regression: the guard batch was unbound)."""
+    alice = net.neurons["alice"]
+    alice.bucket.put_peer_list(0, [], alice.keypair)
+    record = Lead(net).window(0, ())
+    gm, verdicts = GlobalModel.initial(net.hp, CPU), []
+    check = record_check(net.heldout_start, WindowClock(net.chain, net.hp).deadline, gm, net.peers(),
+                         {net.hotkey("alice"): 10_000.0}, admitted_of={0: []}.get, guard_batch=node_guard(net),
+                         on_verdict=verdicts.append)
+    assert apply_record(gm, record, net.peers(), check, net.hotkey("alice")) is ApplyOutcome.OK
+    assert gm.window == 1 and verdicts[0].valid
