@@ -250,7 +250,7 @@ class WindowClock:
     now: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     # window -> its guard block, once produced (it never changes after)
-    _guard_blocks: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
+    _guard_blocks: dict[int, int] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def current_window(self) -> int:
         return window_of_block(self.chain.block(), self.hparams.start_block, self.hparams.blocks_per_window)
