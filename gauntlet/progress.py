@@ -6,8 +6,9 @@ nothing. A coalition on the peer list that sends the negated honest direction (s
 the copy check sees nothing) cancels the honest work, and, when the guard batch is the public fixed loss-curve
 set, adds a delta trained on that batch so the guard loss still falls. The parts here close that:
 
-- `guard_ids`: the guard batch drawn after the upload deadline from a seed nobody controls in advance (the hash
-  of the first block after the reveal deadline) out of the training ids no judged miner was assigned;
+- `guard_ids`, `window_guard_ids`: the guard batch drawn after the deadline from a seed nobody controls in
+  advance (the hash of the first block stamped after the reveal deadline, `template.protocol.windows.
+  find_guard_block`) out of the training ids not assigned to the window's gather-set members;
 - `no_gain_members`: the members whose own step does not lower the guard loss: measured
   (scripts/bench_progress.py, docs/benchmarks.md) against `opposed_members` (pairwise cosine votes: inert on
   codec-sparse updates, whose cosines are all near 0) and refusing a step whose guard gain is far below its
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from template.protocol.data import eval_ids
+from template.protocol.data import LOSS_CURVE_SAMPLES, eval_ids, sample_ids
 from template.protocol.outer_step import lower_median
 
 OPPOSED_COSINE = -0.05  # a cosine below this is a vote against (opposed_members)
@@ -40,6 +41,25 @@ def guard_ids(block_hash: str, window: int, n: int, num_train: int, assigned: Co
         raise ValueError("guard_ids needs the hash of a block after the deadline")
     seed = int.from_bytes(hashlib.sha256(f"guard:{block_hash}:{window}".encode()).digest(), "big")
     return eval_ids(seed, n, num_train, exclude=set(assigned))
+
+
+def window_guard_ids(block_hash: str, window: int, members: Collection[int], *, data_seed: int,
+                     samples_per_window: int, num_train: int, n: int = LOSS_CURVE_SAMPLES) -> list[int]:
+    """The guard batch every node steps `window` with: `guard_ids` from the guard block's hash, outside the ids
+    assigned (`sample_ids`) to the window's gather-set `members` (the record's entry uids; the lead's and a
+    miner's own `chosen`), at most `num_train` of them.
+
+    Why the members' assignments and not every judged miner's: the members are named in the signed record, so
+    the lead, every verifying node and a node replaying the window much later draw the same ids from the record
+    alone; the set of judged miners depends on the metagraph at the time, which a late replayer cannot read
+    back. Left out so a member is not judged on the samples it trained on. A training range too small to
+    leave `n` ids outside the assignments is drawn from whole (the same for everyone)."""
+    n = min(n, num_train)
+    assigned = {i for uid in sorted(set(members))
+                for i in sample_ids(uid, window, data_seed, samples_per_window, num_train)}
+    if num_train - len(assigned) < n:
+        assigned = set()
+    return guard_ids(block_hash, window, n, num_train, assigned)
 
 
 def _flat(update: Mapping[str, torch.Tensor]) -> torch.Tensor:

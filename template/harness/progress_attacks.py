@@ -13,7 +13,9 @@ feedback per miner), outer step (`outer_step`, clip history) and guard (`step_re
 - stall_gain_refusal: random guard, and a step refused when its guard gain is below `GAIN_FLOOR` x the mean of
   its members' own guard gains;
 - stall_drop_no_gain: random guard, and members whose own step (alone, at the outer lr) does not lower the
-  guard loss dropped before the step.
+  guard loss dropped before the step (the runtime's guard since the guard batch is drawn from a block hash);
+- stall_public_drop_no_gain: the same drop, on the public loss-curve guard the coalition trains on (the
+  runtime's guard before the drawn guard batch).
 
 Reported per variant: the private held-out loss after the windows, and `progress` = (L0 - L) / (L0 - L_clean).
 """
@@ -40,7 +42,9 @@ from template.sim.protocol_attacks import STALL_HONEST_GUESS, share_mask
 
 GAIN_FLOOR = 0.25
 VARIANTS = ("clean", "stall_public_guard", "stall_random_guard", "stall_drop_opposed", "stall_gain_refusal",
-            "stall_drop_no_gain")
+            "stall_drop_no_gain", "stall_public_drop_no_gain")
+PUBLIC_GUARD = ("clean", "stall_public_guard", "stall_public_drop_no_gain")  # variants guarded on the public set
+DROP_NO_GAIN = ("stall_drop_no_gain", "stall_public_drop_no_gain")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +111,7 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
         assigned = {u: sample_ids(u, w, hp.data_seed, hp.samples_per_window, s.num_train) for u in members}
         random_guard = tokens[guard_ids(f"{s.seed}:{w}", w, s.guard_samples, s.num_train,
                                         {i for ids in assigned.values() for i in ids})]
-        guard = public_guard if variant in ("clean", "stall_public_guard") else random_guard
+        guard = public_guard if variant in PUBLIC_GUARD else random_guard
         updates = []
         for u in members:
             delta = train(model, tokens[assigned[u]], hp)
@@ -126,7 +130,7 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
         saved = {n: p.detach().clone() for n, p in params.items()}
         before = mean_loss(model, guard)
         gains = []
-        if variant in ("stall_gain_refusal", "stall_drop_no_gain"):
+        if variant == "stall_gain_refusal" or variant in DROP_NO_GAIN:
             for upd in updates:
                 with torch.no_grad():
                     for n, p in params.items():
@@ -135,7 +139,7 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
                 with torch.no_grad():
                     for n, p in params.items():
                         p.copy_(saved[n])
-        if variant == "stall_drop_no_gain":
+        if variant in DROP_NO_GAIN:
             drop = set(no_gain_members(gains))
             dropped += sum(1 for i in drop if members[i] >= s.honest)
             honest_dropped += sum(1 for i in drop if members[i] < s.honest)

@@ -23,6 +23,7 @@ from storage.peers import fetch_peer_list, fetch_record
 from storage.s3 import S3Error
 from template.node import trust
 from template.node.admission import payload_sha
+from template.node.guard import GuardBatch, guard_reader
 from template.node.neuron import declared_validators, find_lead, lead_now, miner_uids, validator_stake
 from template.node.sync import (
     RecordAdmission,
@@ -60,7 +61,7 @@ def apply_outer_step(v: Validator, j: JudgedWindow, successes: list[int]) -> tup
         keep_probation(v, j, successes, followed_drops(v, j.window, j.mg, lead))
         return status, {}
     chosen, updates = j.gather
-    stats = guarded_lead_step(v, j.window, updates)
+    stats = guarded_lead_step(v, j.window, chosen, updates)
     v.gm.mark_verified()
     dropped = tuple(chosen[i] for i in stats["dropped"])
     publish_record(v, j, refused=stats["refused"], dropped=dropped)
@@ -153,7 +154,7 @@ def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] 
         if own is None or own[0] != window or v.gm.window != window:
             return False
         logger.bind(window=window).warning("the lead's record was rejected: taking our own step of the window")
-        guarded_lead_step(v, window, own[1])
+        guarded_lead_step(v, window, known.get(window, []), own[1])
         return True
 
     def on_verdict(verdict: Verdict | CheckpointVerdict) -> None:
@@ -166,14 +167,25 @@ def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] 
             logger.bind(window=verdict.window).warning(f"cannot publish our verdict: {e}")
 
     return trust.record_check(v.num_train, v.clock.deadline, v.gm, v.peers, stake, admitted_of=known.get,
-                              guard_batch=lambda: heldout_batch(v), on_verdict=on_verdict, own_step=own_step,
+                              guard_batch=node_guard(v), on_verdict=on_verdict, own_step=own_step,
                               on_checkpoint_verdict=on_verdict)
 
 
-def guarded_lead_step(v: Validator, window: int, updates: StreamedUpdates) -> dict[str, Any]:
-    """The outer step over the gather set, refused when it raises the held-out loss too far; theta goes to
-    window + 1 either way (a refused step is recorded as such)."""
-    stats = v.gm.guarded_step(updates, v.hp.outer_lr, heldout_batch(v))
+def node_guard(v: Validator) -> GuardBatch:
+    """The window's guard batch as this validator reads it (template/node/guard.py)."""
+    return guard_reader(v.clock, v.dataset, v.hp, v.num_train, v.stop)
+
+
+def guarded_lead_step(v: Validator, window: int, chosen: list[int], updates: StreamedUpdates) -> dict[str, Any]:
+    """The outer step over the gather set `chosen`, guarded on the window's drawn guard batch (waited for: the
+    guard block comes just after the reveal deadline): members whose own step does not lower the guard loss
+    dropped, the step refused when it raises it too far; theta goes to window + 1 either way (a refused step is
+    recorded as such). A guard block whose hash cannot be read: the plain step (nothing dropped or refused),
+    logged; verifying nodes that can read it check the record against their own guard."""
+    batch = node_guard(v)(window, chosen) if len(updates) else None
+    if batch is None and len(updates):
+        logger.bind(window=window).error("no guard batch for the outer step: taken unguarded")
+    stats = v.gm.guarded_step(updates, v.hp.outer_lr, batch)
     log_outer_step(window, stats)
     if stats["refused"]:
         logger.bind(window=window).warning(
@@ -240,7 +252,8 @@ def ensure_peer_lists(v: Validator, windows: list[int], mg: Metagraph) -> None:
 
 
 def heldout_batch(v: Validator) -> torch.Tensor:
-    """The run's fixed loss-curve samples (public held-out tail; never used for scoring)."""
+    """The run's fixed loss-curve samples (public held-out tail): the reported `eval/heldout_loss` only, never
+    used for scoring or for the step guard (that is drawn per window, template/node/guard.py)."""
     return v.dataset.batch(loss_curve_ids(v.num_train, v.num_samples))
 
 

@@ -31,6 +31,7 @@ from template.node.distributed import (
     shutdown,
     trainer_loop,
 )
+from template.node.guard import GuardBatch, guard_reader
 from template.node.neuron import (
     TRANSIENT_ERRORS,
     NeuronParts,
@@ -53,7 +54,7 @@ from template.node.sync import (
 )
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import data_receipt, loss_curve_ids, sample_ids
+from template.protocol.data import data_receipt, sample_ids
 from template.protocol.metagraph import Metagraph
 from template.protocol.model import autocast_context
 from template.protocol.outer_step import StreamedUpdates, l2_norm
@@ -309,8 +310,12 @@ def miner_check(m: Miner) -> RecordAdmission:
     published (a miner's word carries no stake)."""
     mg = m.chain.metagraph(m.cfg.netuid)
     stake = validator_stake(mg, m.hp.min_validator_stake, declared_validators(m.peers))
-    return trust.record_check(m.num_train, m.clock.deadline, m.gm, m.peers, stake,
-                              guard_batch=lambda: m.dataset.batch(loss_curve_ids(m.num_train, len(m.dataset))))
+    return trust.record_check(m.num_train, m.clock.deadline, m.gm, m.peers, stake, guard_batch=miner_guard(m))
+
+
+def miner_guard(m: Miner) -> GuardBatch:
+    """The window's guard batch as this miner reads it (template/node/guard.py)."""
+    return guard_reader(m.clock, m.dataset, m.hp, m.num_train, m.stop)
 
 
 def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, deadline: float) -> int:
@@ -325,8 +330,12 @@ def gather_and_step(m: Miner, mg: Metagraph, lead_hotkey: str, window: int, dead
         uploads = fetch_uploads(m.peers, hotkeys, window, m.hp.max_upload_bytes,
                                 reveal_by=wait_for_reveals(m, window))
         chosen, updates = gather_streamed(m, uploads, peer_uids, window, deadline)
-    # the lead's guard, run here too: a step the lead refuses is one we refuse ourselves (no resync)
-    stats = m.gm.guarded_step(updates, m.hp.outer_lr, m.dataset.batch(loss_curve_ids(m.num_train, len(m.dataset))))
+    # the lead's guard, run here too on the same drawn batch: a step the lead refuses is one we refuse ourselves,
+    # a member it drops one we drop (no resync). A guard block whose hash we cannot read: the step without the
+    # guard (nothing dropped or refused); where the lead's guard dropped or refused, its record disagrees with
+    # our fingerprint and `verify_records` corrects us (resync)
+    batch = miner_guard(m)(window, chosen) if len(updates) else None
+    stats = m.gm.guarded_step(updates, m.hp.outer_lr, batch)
     log_outer_step(window, stats)
     m.gm.window = window + 1
     m.unverified[window] = m.gm.fingerprint()

@@ -10,7 +10,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,6 +39,7 @@ from template.protocol.metagraph import Metagraph
 from template.protocol.version import CODE_VERSION
 from template.protocol.windows import (
     LAST_MODIFIED_RESOLUTION_S,
+    find_guard_block,
     reveal_deadline,
     upload_deadline,
     window_first_block,
@@ -245,6 +246,10 @@ def load_hparams_bytes(data: bytes, overrides: dict) -> HParams:
         os.unlink(f.name)
 
 
+GUARD_BLOCKS_KEPT = 64  # windows whose guard block a clock remembers
+GUARD_WAIT_BLOCKS = 5  # block times past the reveal deadline a node waits for the guard block at most
+
+
 @dataclass(frozen=True)
 class WindowClock:
     """Chain blocks -> windows for one run, and the node's wall clock (`now`, `sleep`: a test may put its own)."""
@@ -253,6 +258,8 @@ class WindowClock:
     hparams: HParams
     now: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    # window -> its guard block, once produced (it never changes after)
+    _guard_blocks: dict[int, int] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def current_window(self) -> int:
         return window_of_block(self.chain.block(), self.hparams.start_block, self.hparams.blocks_per_window)
@@ -310,6 +317,37 @@ class WindowClock:
     def reveal_deadline(self, window: int) -> float:
         """Unix time by which the key of a sealed upload of `window` must be out (`reveal_deadline`)."""
         return reveal_deadline(self.deadline(window), self.hparams.reveal_grace_s)
+
+    def guard_block(self, window: int) -> int | None:
+        """The block whose hash seeds the window's guard batch (`find_guard_block`: the first block stamped after
+        the reveal deadline), None while it is not produced. Raises ChainError when the chain cannot say."""
+        if window in self._guard_blocks:
+            return self._guard_blocks[window]
+        last, head = self.last_block(window), self.chain.block()
+        if head <= last:
+            return None
+        found = find_guard_block(last, self.reveal_deadline(window), self.chain.block_timestamp, head)
+        if found is not None:
+            self._guard_blocks[window] = found
+            for w in sorted(self._guard_blocks)[:-GUARD_BLOCKS_KEPT]:
+                del self._guard_blocks[w]
+        return found
+
+    def wait_for_guard_block(self, window: int, stop: StopFlag) -> int | None:
+        """The window's guard block, waited for (every 0.5 s) until the chain has produced it; None if asked to
+        stop first. Raises ChainError when the chain cannot say, or has not produced it GUARD_WAIT_BLOCKS
+        block times after the reveal deadline (a node whose chain view lags; never a hang)."""
+        until = None
+        while not stop.is_set():
+            found = self.guard_block(window)
+            if found is not None:
+                return found
+            if until is None:
+                until = max(self.now(), self.reveal_deadline(window)) + GUARD_WAIT_BLOCKS * self.block_time_s()
+            elif self.now() > until:
+                raise ChainError(f"the guard block of window {window} is not produced yet")
+            self.sleep(0.5)
+        return None
 
     def wait_past(self, t: float, stop: StopFlag) -> bool:
         """Wait until every storage write stamped on time against `t` is there (`t` plus LastModified's

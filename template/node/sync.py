@@ -35,6 +35,7 @@ from storage.peers import (
     fetch_record_updates,
     newest_checkpoint,
 )
+from template.node.guard import GuardBatch
 from template.protocol.artifacts import tensors_digest, write_tensor_artifact
 from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields, parse_clip_ref
 from template.protocol.config import HParams
@@ -134,14 +135,20 @@ class GlobalModel:
         return gains
 
     def guarded_step(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float,
-                     heldout: torch.Tensor, *, drop_no_gain: bool = True) -> dict[str, Any]:
-        """`apply_updates` over the members whose own step lowers the loss on `heldout` (the others are
-        "dropped": `gauntlet.progress.no_gain_members`; `drop_no_gain` False keeps all), refused when it raises that loss by more than
-        `max_loss_rise`: theta and the norm history are then restored bit for bit.
+                     heldout: torch.Tensor | None, *, drop_no_gain: bool = True) -> dict[str, Any]:
+        """`apply_updates` over the members whose own step lowers the loss on the guard batch `heldout` (the
+        others are "dropped": `gauntlet.progress.no_gain_members`; `drop_no_gain` False keeps all), refused when
+        it raises that loss by more than `max_loss_rise`: theta and the norm history are then restored bit for
+        bit. `heldout` None (the guard block's hash could not be read, template/node/guard.py): the plain step,
+        nothing dropped or refused, and no guard losses remembered.
 
         Adds "refused", "loss_before", "loss_after" and "dropped" (indices into `updates`) to the statistics.
         The lead's verdict is the one in the record; miners run the same guard so that they rarely need the
         record to correct them."""
+        if heldout is None:
+            nan = float("nan")
+            return {**self.apply_updates(updates, lr), "refused": False, "loss_before": nan, "loss_after": nan,
+                    "dropped": []}
         saved = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         saved_ref = self.clip_ref
         batch = heldout.to(next(self.model.parameters()).device)
@@ -241,12 +248,14 @@ class RecordAdmission:
     deadline_of: Callable[[int], float]
     # issue 27: with `verify`, a record is also checked against what the node recomputes (`gauntlet/verify.py`):
     # outer_lr, the entry set against the lead's signed peer list (and `admitted_of(window)`, the peers this
-    # node admitted itself, None when it did not gather that window), and `refused` against the node's own
-    # guard on `guard_batch()`; a checkpoint is loaded only when `accept_checkpoint(window, fingerprint)`.
+    # node admitted itself, None when it did not gather that window), and `dropped` and `refused` against the
+    # node's own guard on `guard_batch(window, entry uids)` (template/node/guard.py: drawn from the window's
+    # guard block; None when its hash cannot be read: those two checks are skipped, the others still run);
+    # a checkpoint is loaded only when `accept_checkpoint(window, fingerprint)`.
     # `on_verdict` publishes the node's signed verdict of each record it checked (validators).
     verify: bool = False
     admitted_of: Callable[[int], Collection[int] | None] = lambda _w: None
-    guard_batch: Callable[[], torch.Tensor] | None = None
+    guard_batch: GuardBatch | None = None
     accept_checkpoint: Callable[[int, str], bool] | None = None
     on_verdict: Callable[[Verdict], None] | None = None
     # when the lead's record of a window is rejected: the node's own step of that window (its own gather set,
@@ -390,16 +399,20 @@ def apply_record(gm: GlobalModel, record: AggregationRecord, peers: PeerBuckets,
 
 def _verified_step(gm: GlobalModel, record: AggregationRecord, updates: StreamedUpdates, check: RecordAdmission,
                    lead_hotkey: str | None, problems: list[str] | None) -> ApplyOutcome:
-    """The record's step with this node's own guard: the record's `refused` must agree with it (within the
-    margin, `refused_problem`); theta_{w+1} must then be the record's. A disagreeing record leaves theta as it
-    was and is rejected; an agreeing one is attested (`check.on_verdict`)."""
+    """The record's step with this node's own guard (the window's drawn guard batch over the record's entry uids,
+    `check.guard_batch`): the record's `dropped` and `refused` must agree with it (`dropped_problem`, within the
+    margin `refused_problem`); theta_{w+1} must then be the record's. A disagreeing record leaves theta as it
+    was and is rejected; an agreeing one is attested (`check.on_verdict`). When the guard block's hash cannot be
+    read the guard-based checks are skipped (logged): the record's drop set and refusal are taken as signed."""
     saved = {n: p.detach().clone() for n, p in gm.model.named_parameters()}
     saved_ref = gm.clip_ref
     stats: dict[str, Any] = {"used": 0}
     before = after = float("nan")
     why = None
+    batch: torch.Tensor | None = None
     if len(updates):
-        batch = check.guard_batch().to(next(gm.model.parameters()).device) if check.guard_batch else None
+        guard = check.guard_batch(record.window, [e.uid for e in record.included]) if check.guard_batch else None
+        batch = guard.to(next(gm.model.parameters()).device) if guard is not None else None
         before = mean_loss(gm.model, batch) if batch is not None else float("nan")
         if batch is not None:  # the lead's drop set against this node's own gain of each entry
             gains = gm.own_gains(updates, record.outer_lr, batch, before)
@@ -408,7 +421,7 @@ def _verified_step(gm: GlobalModel, record: AggregationRecord, updates: Streamed
         if why is None:
             stats = gm.apply_updates(kept_updates(record, updates), record.outer_lr)
             after = mean_loss(gm.model, batch) if batch is not None and stats["used"] else before
-    if why is None and check.guard_batch is not None and stats["used"]:
+    if why is None and batch is not None and stats["used"]:
         why = refused_problem(record.refused, before, after, max_rise=gm.hparams.max_loss_rise)
     if why is not None or record.refused:
         gm.load_state(saved, gm.window)

@@ -9,11 +9,11 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-import torch
 from loguru import logger
 
 from gauntlet.verify import checkpoint_accepted, rejected_leads
 from storage.peers import PeerBuckets, fetch_checkpoint_manifest, fetch_checkpoint_verdict, fetch_verdict
+from template.node.guard import GuardBatch
 from template.node.sync import GlobalModel, RecordAdmission
 from template.protocol import layout
 from template.protocol.reads import Read, ReadStatus
@@ -131,7 +131,7 @@ def check_checkpoint(peers: PeerBuckets, lead_hotkey: str, window: int, verified
 
 def record_check(num_train: int, deadline_of: Callable[[int], float], gm: GlobalModel, peers: PeerBuckets,
                  stake: dict[str, float], *, admitted_of: Callable[[int], Collection[int] | None] = lambda _w: None,
-                 guard_batch: Callable[[], torch.Tensor] | None = None,
+                 guard_batch: GuardBatch | None = None,
                  on_verdict: Callable[[Verdict], None] | None = None,
                  own_step: Callable[[int], bool] | None = None,
                  on_checkpoint_verdict: Callable[[CheckpointVerdict], None] | None = None) -> RecordAdmission:
@@ -139,7 +139,9 @@ def record_check(num_train: int, deadline_of: Callable[[int], float], gm: Global
     checks of `gauntlet/verify.py`, and checkpoints accepted only when they match this node's verified replay
     or validators holding a stake majority (`stake`: validator hotkey -> stake) attest them; a lead passed over
     for a rejected record (`rejected_leads`) counts for nothing there. A checkpoint refused while this node
-    verified another theta of its window is rejected through `on_checkpoint_verdict` (validators: signed)."""
+    verified another theta of its window is rejected through `on_checkpoint_verdict` (validators: signed).
+    `guard_batch(window, entry uids)` is the window's drawn guard batch (template/node/guard.py) the record's
+    `dropped` and `refused` are checked on."""
     def accept(window: int, fingerprint: str) -> bool:
         # a lead passed over for a rejected record has lost its word here too: its stake attests nothing
         deposed = rejected_leads(rejections(peers, list(stake), window + 1), stake)

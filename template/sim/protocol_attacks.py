@@ -4,7 +4,9 @@ stall      a coalition on the peer list: each member trains its own update to es
            and sends that direction negated and scaled by the honest peers' count (so the coalition's sum
            cancels the honest sum), on its own disjoint share of the positions (chunk blocks by
            uid % STALL_COALITION), so no two members' updates overlap for the copy check; plus a delta trained
-           on the guard batch it can predict (the public loss-curve samples), so the guard loss still falls
+           on the public loss-curve samples, so the guard loss falls where the guard is that set. The guard
+           batch is now drawn after the reveal deadline from the guard block's hash (template/node/guard.py),
+           so a real coalition cannot predict it: it trains on what it can see, the public set, and hopes
 staleecho  the applied aggregate step of window w-k (k from 2 to 16, theta_{w-k} - theta_{w-k+1} over the outer
            lr, as a miner's delta), plus two inner steps of its own
 roguelead  a validator with the top stake that signs a wrong record or checkpoint, one flag each
@@ -44,7 +46,7 @@ def share_mask(shape: tuple[int, ...], chunk: int, member: int, members: int) ->
 def stall(m: Miner, plan: WindowPlan, base_fp: str):
     own = train_inner_steps(m, plan)  # the estimate of the honest direction
     guard_plan = dataclasses.replace(plan, sample_ids=loss_curve_ids(m.num_train, len(m.dataset)))
-    guard = train_inner_steps(m, guard_plan)  # the guard batch it can predict
+    guard = train_inner_steps(m, guard_plan)  # the guard it can see (the drawn one is unknown until after the deadline)
     member = m.uid % STALL_COALITION
     delta = {n: -d * STALL_HONEST_GUESS * share_mask(tuple(d.shape), m.hp.chunk_size, member, STALL_COALITION)
              + guard.delta[n] for n, d in own.delta.items()}

@@ -28,22 +28,24 @@ from safetensors.torch import load as load_tensors
 
 from gauntlet.checks import expected_codec_field
 from gauntlet.evaluate import mean_loss
-from gauntlet.progress import no_gain_members
+from gauntlet.progress import no_gain_members, window_guard_ids
 from storage.credentials import BucketAccess
 from storage.peers import OwnBucket, PeerBuckets
 from storage.s3 import GetResult, ObjectInfo, Status
 from template.chain.base import ChainError, Metagraph, TxResult, weights_to_u16
+from template.node.guard import GuardBatch, guard_reader
 from template.node.miner import Miner
-from template.node.neuron import WindowClock
+from template.node.neuron import StopFlag, WindowClock
 from template.node.state import ValidatorState
 from template.node.sync import GlobalModel, publish_checkpoint
 from template.node.validator import Validator
 from template.protocol import layout
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.config import HParams, NeuronConfig
-from template.protocol.data import TokenDataset, data_receipt, loss_curve_ids, sample_ids
+from template.protocol.data import TokenDataset, data_receipt, sample_ids
 from template.protocol.records import AggregationRecord, RecordEntry
 from template.protocol.sparseloco import compress, decompress
+from template.protocol.windows import find_guard_block
 
 FAKE_ENDPOINT = "http://fake-store.invalid"
 
@@ -142,6 +144,7 @@ class FakeChain:
         self.block_time_s = block_time_s
         self.genesis_s = time.time() - 1e6 if genesis_s is None else genesis_s
         self.head = 0
+        self.pruned: set[int] = set()  # blocks whose hash this chain no longer answers (a pruned node)
         self.neurons: list[FakeNeuron] = []
         self.owner_hotkey = ""
         self._commitments: dict[str, str] = {}
@@ -175,6 +178,12 @@ class FakeChain:
     def block_hash(self, block: int) -> str:
         if block > self.head:
             raise ChainError(f"block {block} is not produced yet")
+        if block in self.pruned:
+            raise ChainError(f"block {block} is pruned")
+        return self.hash_of(block)
+
+    def hash_of(self, block: int) -> str:
+        """The hash block `block` has (or will have): deterministic per block, so every node reads the same."""
         return hashlib.sha256(f"fake-block:{self.netuid}:{block}".encode()).hexdigest()
 
     def block_timestamp(self, block: int) -> float:
@@ -354,6 +363,31 @@ def lead_net(tmp_path: Path, miners: tuple[str, ...] = ("bob", "charlie", "dave"
     return net
 
 
+def fake_guard_block(net: FakeNet, window: int) -> int:
+    """The guard block of `window` on the fake chain (whose timestamps are known for every block)."""
+    clock = WindowClock(net.chain, net.hp)
+    found = find_guard_block(clock.last_block(window), clock.reveal_deadline(window), net.chain.block_timestamp,
+                             clock.last_block(window) + 10_000)
+    assert found is not None
+    return found
+
+
+def node_guard(net: FakeNet) -> GuardBatch:
+    """The guard batch as a node of `net` reads it (template/node/guard.py, over the fake chain); while the node
+    waits for a guard block the chain has not produced yet, the chain goes on (one block per wait)."""
+    def produce(_s: float) -> None:
+        net.chain.advance_to(net.chain.head + 1)
+    clock = WindowClock(net.chain, net.hp, now=net.chain.now, sleep=produce)
+    return guard_reader(clock, net.dataset, net.hp, net.heldout_start, StopFlag())
+
+
+def fake_guard_ids(net: FakeNet, window: int, members: list[int]) -> list[int]:
+    """The guard ids of `window` over the gather set `members`, as every node reads them once the block is out."""
+    return window_guard_ids(net.chain.hash_of(fake_guard_block(net, window)), window, members,
+                            data_seed=net.hp.data_seed, samples_per_window=net.hp.samples_per_window,
+                            num_train=net.heldout_start)
+
+
 class Lead:
     """The lead validator's side of windows 0, 1, ... without evaluation: each window, miners upload
     random sparse updates (signed, with the manifest fields every node checks), the lead applies them
@@ -368,9 +402,13 @@ class Lead:
         # name -> its update on the lead's theta_window instead of a random one (e.g. one along the guard gradient)
         self.deltas: dict[str, Callable[[GlobalModel], dict[str, torch.Tensor]]] = {}
 
-    def guard_batch(self) -> torch.Tensor:
-        """The guard batch miners and validators step with: the run's loss-curve samples."""
-        return self.net.dataset.batch(loss_curve_ids(self.net.heldout_start, len(self.net.dataset)))
+    def guard_ids(self, window: int, members: list[int]) -> list[int]:
+        """The guard ids of `window` every node steps with (`gauntlet.progress.window_guard_ids` from the hash of
+        the window's guard block, `find_guard_block`), known here before the chain produced the block."""
+        return fake_guard_ids(self.net, window, members)
+
+    def guard_batch(self, window: int, members: list[int]) -> torch.Tensor:
+        return self.net.dataset.batch(self.guard_ids(window, members))
 
     def upload(self, name: str, window: int) -> bytes:
         """Miner `name`'s update of `window` on the lead's theta_window, put in its bucket."""
@@ -407,8 +445,8 @@ class Lead:
                         for name, data in zip(names, sent, strict=True))
         updates = [decompress(load_tensors(data), self.gm.shapes(), self.gm.codec) for data in sent]
         # as the runtime's lead (`GlobalModel.guarded_step`): members whose own step does not lower the guard
-        # loss (the loss-curve samples every node reads) are dropped, and the record names them
-        guard = self.guard_batch()
+        # loss (the window's guard batch drawn from its guard block) are dropped, and the record names them
+        guard = self.guard_batch(window, [e.uid for e in entries])
         gains = self.gm.own_gains(updates, self.net.hp.outer_lr, guard, mean_loss(self.gm.model, guard))
         dropped = no_gain_members(gains)
         self.gm.apply_updates([u for i, u in enumerate(updates) if i not in dropped], self.net.hp.outer_lr)

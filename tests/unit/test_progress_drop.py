@@ -18,7 +18,7 @@ from template.node.trust import record_check
 from template.protocol.data import loss_curve_ids
 from template.protocol.records import AggregationRecord
 from template.protocol.verdicts import Verdict
-from tests.unit.fakes import FakeNet, Lead, lead_net
+from tests.unit.fakes import FakeNet, Lead, lead_net, node_guard
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
@@ -68,10 +68,9 @@ def lead_with_ascent(net: FakeNet, **published_edits: object) -> tuple[Lead, Agg
 
 
 def checker(net: FakeNet, gm: GlobalModel, verdicts: list[Verdict]):
-    batch = guard(net)
     uids = [net.neurons[n].uid for n in ("bob", "dave")]
     return record_check(net.heldout_start, WindowClock(net.chain, net.hp).deadline, gm, net.peers(),
-                        {net.hotkey("alice"): 10_000.0}, admitted_of={0: uids}.get, guard_batch=lambda: batch,
+                        {net.hotkey("alice"): 10_000.0}, admitted_of={0: uids}.get, guard_batch=node_guard(net),
                         on_verdict=verdicts.append)
 
 

@@ -16,11 +16,10 @@ from template.node.trust import record_check
 from template.protocol import layout
 from template.protocol.artifacts import write_tensor_artifact
 from template.protocol.checkpoint import checkpoint_fields
-from template.protocol.data import loss_curve_ids
 from template.protocol.records import AggregationRecord, RecordEntry
 from template.protocol.verdicts import Verdict
 from template.sim.protocol_attacks import ROGUE_LR, corrupt_record, forged_checkpoint_tensors
-from tests.unit.fakes import FakeNet, Lead, lead_net
+from tests.unit.fakes import FakeNet, Lead, lead_net, node_guard
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
@@ -38,9 +37,8 @@ def stake(net: FakeNet) -> dict[str, float]:
 
 def checker(net: FakeNet, gm: GlobalModel, verdicts: list[Verdict] | None = None,
             admitted: dict[int, list[int]] | None = None):
-    guard = net.dataset.batch(loss_curve_ids(net.heldout_start, net.num_samples))
     return record_check(net.heldout_start, WindowClock(net.chain, net.hp).deadline, gm, net.peers(), stake(net),
-                        admitted_of=(admitted or {}).get, guard_batch=lambda: guard,
+                        admitted_of=(admitted or {}).get, guard_batch=node_guard(net),
                         on_verdict=None if verdicts is None else verdicts.append)
 
 
