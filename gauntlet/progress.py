@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from template.protocol.data import LOSS_CURVE_SAMPLES, eval_ids, sample_ids
+from template.protocol.data import EVAL_MIN_PAGES, LOSS_CURVE_SAMPLES, eval_ids_by_page, sample_ids
 from template.protocol.outer_step import lower_median
 
 OPPOSED_COSINE = -0.05  # a cosine below this is a vote against (opposed_members)
@@ -34,17 +34,21 @@ CLIP_FLOOR_FRACTION = 0.5  # the limit stays >= this share of the median of the 
 REENTRY_SUCCESSES = 3  # successes in a row a failed miner needs before it is back on peer lists
 
 
-def guard_ids(block_hash: str, window: int, n: int, num_train: int, assigned: Collection[int]) -> list[int]:
+def guard_ids(block_hash: str, window: int, n: int, num_train: int, assigned: Collection[int],
+              page_samples: int = 1) -> list[int]:
     """The guard batch of `window`: `n` training ids outside the window's assignments, drawn from the hash of a
-    block produced after the reveal deadline (unknown to anyone when the updates were made)."""
+    block produced after the reveal deadline (unknown to anyone when the updates were made). Drawn by page
+    (`eval_ids_by_page`, over at least `EVAL_MIN_PAGES` pages of `page_samples`, the manifest's): every node
+    reads a few pages for it, not one page per id."""
     if not block_hash:
         raise ValueError("guard_ids needs the hash of a block after the deadline")
     seed = int.from_bytes(hashlib.sha256(f"guard:{block_hash}:{window}".encode()).digest(), "big")
-    return eval_ids(seed, n, num_train, exclude=set(assigned))
+    return eval_ids_by_page(seed, n, num_train, set(assigned), page_samples, min_pages=EVAL_MIN_PAGES)
 
 
 def window_guard_ids(block_hash: str, window: int, members: Collection[int], *, data_seed: int,
-                     samples_per_window: int, num_train: int, n: int = LOSS_CURVE_SAMPLES) -> list[int]:
+                     samples_per_window: int, num_train: int, n: int = LOSS_CURVE_SAMPLES,
+                     page_samples: int = 1) -> list[int]:
     """The guard batch every node steps `window` with: `guard_ids` from the guard block's hash, outside the ids
     assigned (`sample_ids`) to the window's gather-set `members` (the record's entry uids; the lead's and a
     miner's own `chosen`), at most `num_train` of them.
@@ -59,7 +63,7 @@ def window_guard_ids(block_hash: str, window: int, members: Collection[int], *, 
                 for i in sample_ids(uid, window, data_seed, samples_per_window, num_train)}
     if num_train - len(assigned) < n:
         assigned = set()
-    return guard_ids(block_hash, window, n, num_train, assigned)
+    return guard_ids(block_hash, window, n, num_train, assigned, page_samples)
 
 
 def _flat(update: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -49,7 +49,8 @@ def guard_reader(clock: WindowClock, dataset: SampleSource, hp: HParams, num_tra
             for w in sorted(hashes)[:-8]:
                 del hashes[w]
         ids = window_guard_ids(hashes[window], window, members, data_seed=hp.data_seed,
-                               samples_per_window=hp.samples_per_window, num_train=num_train)
+                               samples_per_window=hp.samples_per_window, num_train=num_train,
+                               page_samples=dataset.page_samples)  # the manifest's: the same on every node
         return dataset.batch(ids)
 
     return read

@@ -385,7 +385,7 @@ def fake_guard_ids(net: FakeNet, window: int, members: list[int]) -> list[int]:
     """The guard ids of `window` over the gather set `members`, as every node reads them once the block is out."""
     return window_guard_ids(net.chain.hash_of(fake_guard_block(net, window)), window, members,
                             data_seed=net.hp.data_seed, samples_per_window=net.hp.samples_per_window,
-                            num_train=net.heldout_start)
+                            num_train=net.heldout_start, page_samples=net.dataset.page_samples)
 
 
 class Lead:

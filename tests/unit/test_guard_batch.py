@@ -21,7 +21,7 @@ from template.node.miner import follow_network, verify_records
 from template.node.neuron import StopFlag, WindowClock
 from template.node.sync import ApplyOutcome, GlobalModel, SyncStatus, apply_record
 from template.node.trust import record_check
-from template.protocol.data import loss_curve_ids, sample_ids
+from template.protocol.data import EVAL_MIN_PAGES, loss_curve_ids, sample_ids
 from template.protocol.verdicts import Verdict
 from template.protocol.windows import find_guard_block
 from tests.unit.fakes import FakeNet, Lead, fake_guard_block, fake_guard_ids, lead_net, node_guard
@@ -113,6 +113,16 @@ def test_the_guard_ids_follow_the_members_hash_and_window():
     assert window_guard_ids("aa" * 32, 3, [2], **kw) != a
     tiny = window_guard_ids("aa" * 32, 3, [0, 1, 2], data_seed=7, samples_per_window=16, num_train=40)
     assert len(tiny) == 32 and all(0 <= i < 40 for i in tiny)  # too few ids left outside: the whole range
+
+
+def test_the_guard_batch_is_drawn_by_page_a_few_page_reads_not_one_per_id():
+    kw = dict(data_seed=7, samples_per_window=64, num_train=64 * 1000)
+    ids = window_guard_ids("cc" * 32, 5, [1, 2, 3], page_samples=64, **kw)
+    assigned = {i for u in (1, 2, 3) for i in sample_ids(u, 5, 7, 64, 64 * 1000)}
+    assert len(ids) == 32 == len(set(ids)) and not set(ids) & assigned
+    assert len({i // 64 for i in ids}) == EVAL_MIN_PAGES  # whole free pages (slots are whole pages): 4 reads
+    per_id = window_guard_ids("cc" * 32, 5, [1, 2, 3], **kw)  # one id per read unit: about one page per id
+    assert len({i // 64 for i in per_id}) > 2 * EVAL_MIN_PAGES
 
 
 def test_an_unreadable_guard_block_is_a_warning_not_a_crash(net):
