@@ -16,7 +16,8 @@ feedback per miner), outer step (`outer_step`, clip history) and guard (`step_re
   guard loss dropped before the step;
 - small_growth_only: no stall coalition; from window `small_from` on, `small` sybils on the peer list beside the
   honest miners, each sending a random direction of `small_norm` x the norm of the update it trained (per
-  tensor), against the network's defences (random guard, no-gain drop) with the clip held by the growth clamp
+  tensor; `small_direction` "trained": its trained update scaled down, which lowers the guard loss and so passes
+  the no-gain drop), against the network's defences (random guard, no-gain drop) with the clip held by the growth clamp
   alone (the outer step before the clip floor): the lower median of the norms is a sybil's, so the limit, and
   every honest update, halves each window;
 - small_floored: the same with the clip floor (`outer_step`'s `clip_history`, as every node steps).
@@ -69,6 +70,7 @@ class Setup:
     small: int = 5  # sybils of the small variants (a majority beside 4 honest: theirs is the lower median)
     small_from: int = 4  # the window they join (the clip history is the honest one's by then)
     small_norm: float = 1e-3  # a sybil's norm, as a share of its trained update's (per tensor)
+    small_direction: str = "random"  # "random", or "trained": its trained update scaled down (passes the no-gain drop)
 
 
 def bigram_tokens(s: Setup) -> torch.Tensor:
@@ -130,7 +132,9 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
         updates = []
         for u in members:
             delta = train(model, tokens[assigned[u]], hp)
-            if u >= s.honest and small:  # a sybil: a random direction, a tiny share of its trained update's norm
+            if u >= s.honest and small and s.small_direction == "trained":  # a sybil: its update, scaled down
+                delta = {n: d * s.small_norm for n, d in delta.items()}
+            elif u >= s.honest and small:  # a sybil: a random direction, a tiny share of its trained update's norm
                 delta = {n: torch.randn(d.shape, generator=gen) * (s.small_norm * l2_norm(d)
                                                                    / math.sqrt(d.numel())) for n, d in delta.items()}
             elif u >= s.honest:  # a stall member: cancel the honest direction on its share, train on the public guard
