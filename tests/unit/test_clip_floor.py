@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gauntlet.evaluate import mean_loss
+from template.harness.progress_attacks import Setup, run_variant
 from template.node.sync import GlobalModel, load_checkpoint, publish_checkpoint, resync
 from template.node.validator import scoring_limits
 from template.protocol.artifacts import write_tensor_artifact
@@ -251,3 +252,15 @@ def test_the_validator_scores_with_the_floored_limits():
     limits = scoring_limits(tiny_hparams(), ref, gathered, {}, history)
     assert limits == stats["clip_norms"]
     assert all(math.isclose(limits[n], CLIP_FLOOR_FRACTION * median(list(history[n]))) for n in shapes)
+
+
+@pytest.mark.slow  # about 20 s: real inner training and the codec, two variants
+def test_the_benchmarks_sybils_shrink_honest_updates_less_with_the_floor():
+    """scripts/bench_progress.py's small variants, in miniature: sybils whose tiny updates pass the no-gain drop
+    hold the lower median; with the floor the honest updates keep more of their norm."""
+    setup = Setup(honest=2, small=3, small_from=1, small_direction="trained", windows=4, inner_steps=2, batch_size=2,
+                  seq_len=8, vocab=32, num_train=512, num_heldout=48, guard_samples=8)
+    growth_only = run_variant("small_growth_only", setup)
+    floored = run_variant("small_floored", setup)
+    assert growth_only["honest_applied_last"] < 0.2
+    assert floored["honest_applied_last"] > 1.5 * growth_only["honest_applied_last"]
