@@ -114,9 +114,9 @@ class GlobalModel:
         """Outer step on CPU fp32 (bit-exact across devices), then back to the model's device.
 
         The clip limits are held within `clip_norm_growth` of the previous step's (`clip_ref`) and at least
-        the clip floor of `clip_history`; they become the next step's reference and join the history. `StreamedUpdates` are applied one at a time
-        (`outer_step_streamed`: the same bits). Returns the outer step's statistics (used, skipped,
-        skipped_tensors, clip_norms)."""
+        the clip floor of `clip_history`; they become the next step's reference and join the history.
+        `StreamedUpdates` are applied one at a time (`outer_step_streamed`: the same bits). Returns the outer
+        step's statistics (used, skipped, skipped_tensors, clip_norms)."""
         params = dict(self.model.named_parameters())
         cpu = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in params.items()}
         stats: dict[str, Any] = {"used": 0, "skipped": 0, "clip_norms": {}, "skipped_tensors": []}
