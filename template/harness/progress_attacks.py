@@ -20,12 +20,15 @@ feedback per miner), outer step (`outer_step`, clip history) and guard (`step_re
   the no-gain drop), against the network's defences (random guard, no-gain drop) with the clip held by the growth clamp
   alone (the outer step before the clip floor): the lower median of the norms is a sybil's, so the limit, and
   every honest update, halves each window;
-- small_floored: the same with the clip floor (`outer_step`'s `clip_history`, as every node steps).
+- small_floored: the same with the clip floor (`outer_step`'s `clip_history`, as every node steps);
+- small_absent: the same defences and no sybils (the small variants' baseline).
 
 Every variant but small_growth_only steps with the clip floor. Reported per variant: the private held-out loss
 after the windows, `progress` = (L0 - L) / (L0 - L_clean), and `honest_applied` = the mean share of an honest
 update's norm the step applied (min(1, limit / norm) per tensor), over the windows the sybils were there (all
-windows for the others) and in the last window.
+windows for the others) and in the last window. The small variants also report the loss when the sybils join
+(`loss_at_join`) and `progress_attacked` = (L_join - L) / (L_join - L) of small_absent: the progress of the
+attacked windows against the same windows without sybils.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from template.sim.protocol_attacks import STALL_HONEST_GUESS, share_mask
 
 GAIN_FLOOR = 0.25
 VARIANTS = ("clean", "stall_public_guard", "stall_random_guard", "stall_drop_opposed", "stall_gain_refusal",
-            "stall_drop_no_gain", "small_growth_only", "small_floored")
+            "stall_drop_no_gain", "small_growth_only", "small_floored", "small_absent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +117,8 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
     shapes = {n: tuple(p.shape) for n, p in params.items()}
     l0 = mean_loss(model, private)
     small = variant.startswith("small_")
-    hostile = list(range(s.honest, s.honest + (s.small if small else s.stall)))
+    hostile = list(range(s.honest, s.honest + (0 if variant == "small_absent" else s.small if small else s.stall)))
+    loss_at_join = None
     everyone = list(range(s.honest)) + ([] if variant == "clean" else hostile)
     ef: dict[int, dict[str, torch.Tensor]] = {u: {} for u in everyone}
     clip_ref: dict[str, float] | None = None
@@ -125,6 +129,8 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(s.seed)
     for w in range(s.windows):
         members = [u for u in everyone if not (small and u >= s.honest and w < s.small_from)]
+        if small and w == s.small_from:
+            loss_at_join = round(mean_loss(model, private), 4)
         assigned = {u: sample_ids(u, w, hp.data_seed, hp.samples_per_window, s.num_train) for u in members}
         random_guard = tokens[guard_ids(f"{s.seed}:{w}", w, s.guard_samples, s.num_train,
                                         {i for ids in assigned.values() for i in ids})]
@@ -194,6 +200,7 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
             clip_ref = dict(stats["clip_norms"])
             clip_history = history_after(clip_history, stats["clip_norms"])
     return {"variant": variant, "loss_start": round(l0, 4), "loss_end": round(mean_loss(model, private), 4),
+            "loss_at_join": loss_at_join,
             "refused_steps": refused, "stall_members_dropped": dropped, "honest_members_dropped": honest_dropped,
             "honest_applied_mean": round(statistics.mean(applied), 4) if applied else None,
             "honest_applied_last": round(applied[-1], 6) if applied else None}
@@ -208,4 +215,9 @@ def measure(s: Setup, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
     clean_gain = rows["clean"]["loss_start"] - rows["clean"]["loss_end"]
     for r in rows.values():
         r["progress"] = round((r["loss_start"] - r["loss_end"]) / clean_gain, 3) if clean_gain > 0 else None
+    absent = rows.get("small_absent")
+    for r in rows.values():
+        if absent is not None and r["loss_at_join"] is not None and absent["loss_at_join"] is not None:
+            gain = absent["loss_at_join"] - absent["loss_end"]
+            r["progress_attacked"] = round((r["loss_at_join"] - r["loss_end"]) / gain, 3) if gain > 0 else None
     return {"settings": dataclasses.asdict(s), "variants": rows}
