@@ -13,8 +13,9 @@ set, adds a delta trained on that batch so the guard loss still falls. The parts
   (scripts/bench_progress.py, docs/benchmarks.md) against `opposed_members` (pairwise cosine votes: inert on
   codec-sparse updates, whose cosines are all near 0) and refusing a step whose guard gain is far below its
   members' own gains (never fired: the diluted step still gains); it alone restored the progress;
-- `floored_clip_limit`: the clip limit cannot fall below a floor from the history of accepted limits, so a
-  coalition of small updates cannot shrink the honest ones window after window;
+- the clip floor (template/protocol/outer_step.py `clip_limit`, part of the outer step): the clip limit cannot
+  fall below a floor from the history of applied limits, so a coalition of small updates cannot shrink the
+  honest ones window after window;
 - `Probation`: a miner that failed is off the peer list until it has succeeded `reentry` windows in a row.
 """
 
@@ -27,10 +28,8 @@ from dataclasses import dataclass, field
 import torch
 
 from template.protocol.data import EVAL_MIN_PAGES, LOSS_CURVE_SAMPLES, eval_ids_by_page, sample_ids
-from template.protocol.outer_step import lower_median
 
 OPPOSED_COSINE = -0.05  # a cosine below this is a vote against (opposed_members)
-CLIP_FLOOR_FRACTION = 0.5  # the limit stays >= this share of the median of the accepted limits
 REENTRY_SUCCESSES = 3  # successes in a row a failed miner needs before it is back on peer lists
 
 
@@ -95,16 +94,6 @@ def no_gain_members(gains: Sequence[float]) -> list[int]:
     guard loss before - after; a non-finite gain counts as none). Measured the progress test that works
     (docs/benchmarks.md, "Steps must make progress"): it drops the cancelling members and no honest one."""
     return [i for i, g in enumerate(gains) if not g > 0]
-
-
-def floored_clip_limit(norms: Sequence[float], history: Sequence[float], *,
-                       floor_fraction: float = CLIP_FLOOR_FRACTION) -> float:
-    """The lower median of `norms`, but at least `floor_fraction` x the median of `history` (the limits of the
-    accepted steps so far; empty: no floor)."""
-    limit = lower_median(list(norms))
-    if history:
-        limit = max(limit, floor_fraction * sorted(history)[len(history) // 2])
-    return limit
 
 
 @dataclass

@@ -15,15 +15,29 @@ feedback per miner), outer step (`outer_step`, clip history) and guard (`step_re
 - stall_drop_no_gain: random guard, and members whose own step (alone, at the outer lr) does not lower the
   guard loss dropped before the step (the runtime's guard since the guard batch is drawn from a block hash);
 - stall_public_drop_no_gain: the same drop, on the public loss-curve guard the coalition trains on (the
-  runtime's guard before the drawn guard batch).
+  runtime's guard before the drawn guard batch);
+- small_growth_only: no stall coalition; from window `small_from` on, `small` sybils on the peer list beside the
+  honest miners, each sending a random direction of `small_norm` x the norm of the update it trained (per
+  tensor; `small_direction` "trained": its trained update scaled down, which lowers the guard loss and so passes
+  the no-gain drop), against the network's defences (random guard, no-gain drop) with the clip held by the growth clamp
+  alone (the outer step before the clip floor): the lower median of the norms is a sybil's, so the limit, and
+  every honest update, halves each window;
+- small_floored: the same with the clip floor (`outer_step`'s `clip_history`, as every node steps);
+- small_absent: the same defences and no sybils (the small variants' baseline).
 
-Reported per variant: the private held-out loss after the windows, and `progress` = (L0 - L) / (L0 - L_clean).
+Every variant but small_growth_only steps with the clip floor. Reported per variant: the private held-out loss
+after the windows, `progress` = (L0 - L) / (L0 - L_clean), and `honest_applied` = the mean share of an honest
+update's norm the step applied (min(1, limit / norm) per tensor), over the windows the sybils were there (all
+windows for the others) and in the last window. The small variants also report the loss when the sybils join
+(`loss_at_join`) and `progress_attacked` = (L_join - L) / (L_join - L) of small_absent: the progress of the
+attacked windows against the same windows without sybils.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import statistics
 from typing import Any
 
@@ -36,13 +50,13 @@ from gauntlet.progress import guard_ids, no_gain_members, opposed_members
 from template.protocol.config import HParams
 from template.protocol.data import sample_ids
 from template.protocol.model import build_model
-from template.protocol.outer_step import outer_step
+from template.protocol.outer_step import history_after, l2_norm, outer_step
 from template.protocol.sparseloco import CodecParams, compress, decompress
 from template.sim.protocol_attacks import STALL_HONEST_GUESS, share_mask
 
 GAIN_FLOOR = 0.25
 VARIANTS = ("clean", "stall_public_guard", "stall_random_guard", "stall_drop_opposed", "stall_gain_refusal",
-            "stall_drop_no_gain", "stall_public_drop_no_gain")
+            "stall_drop_no_gain", "stall_public_drop_no_gain", "small_growth_only", "small_floored", "small_absent")
 PUBLIC_GUARD = ("clean", "stall_public_guard", "stall_public_drop_no_gain")  # variants guarded on the public set
 DROP_NO_GAIN = ("stall_drop_no_gain", "stall_public_drop_no_gain")
 
@@ -60,6 +74,10 @@ class Setup:
     num_heldout: int = 256
     guard_samples: int = 32
     seed: int = 0
+    small: int = 5  # sybils of the small variants (a majority beside 4 honest: theirs is the lower median)
+    small_from: int = 4  # the window they join (the clip history is the honest one's by then)
+    small_norm: float = 1e-3  # a sybil's norm, as a share of its trained update's (per tensor)
+    small_direction: str = "random"  # "random", or "trained": its trained update scaled down (passes the no-gain drop)
 
 
 def bigram_tokens(s: Setup) -> torch.Tensor:
@@ -102,12 +120,21 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
     params = dict(model.named_parameters())
     shapes = {n: tuple(p.shape) for n, p in params.items()}
     l0 = mean_loss(model, private)
-    members = list(range(s.honest)) + ([] if variant == "clean" else list(range(s.honest, s.honest + s.stall)))
-    ef: dict[int, dict[str, torch.Tensor]] = {u: {} for u in members}
+    small = variant.startswith("small_")
+    hostile = list(range(s.honest, s.honest + (0 if variant == "small_absent" else s.small if small else s.stall)))
+    loss_at_join = None
+    everyone = list(range(s.honest)) + ([] if variant == "clean" else hostile)
+    ef: dict[int, dict[str, torch.Tensor]] = {u: {} for u in everyone}
     clip_ref: dict[str, float] | None = None
+    clip_history: dict[str, tuple[float, ...]] = {}
     refused = dropped = 0
     honest_dropped = 0
+    applied: list[float] = []  # per measured window: the mean share of an honest update's norm applied
+    gen = torch.Generator().manual_seed(s.seed)
     for w in range(s.windows):
+        members = [u for u in everyone if not (small and u >= s.honest and w < s.small_from)]
+        if small and w == s.small_from:
+            loss_at_join = round(mean_loss(model, private), 4)
         assigned = {u: sample_ids(u, w, hp.data_seed, hp.samples_per_window, s.num_train) for u in members}
         random_guard = tokens[guard_ids(f"{s.seed}:{w}", w, s.guard_samples, s.num_train,
                                         {i for ids in assigned.values() for i in ids})]
@@ -115,7 +142,12 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
         updates = []
         for u in members:
             delta = train(model, tokens[assigned[u]], hp)
-            if u >= s.honest:  # a stall member: cancel the honest direction on its share, train on the public guard
+            if u >= s.honest and small and s.small_direction == "trained":  # a sybil: its update, scaled down
+                delta = {n: d * s.small_norm for n, d in delta.items()}
+            elif u >= s.honest and small:  # a sybil: a random direction, a tiny share of its trained update's norm
+                delta = {n: torch.randn(d.shape, generator=gen) * (s.small_norm * l2_norm(d)
+                                                                   / math.sqrt(d.numel())) for n, d in delta.items()}
+            elif u >= s.honest:  # a stall member: cancel the honest direction on its share, train on the public guard
                 pg = train(model, public_guard[:hp.samples_per_window].repeat(2, 1)[:hp.samples_per_window], hp)
                 member = (u - s.honest) % s.stall
                 delta = {n: -d * STALL_HONEST_GUESS * share_mask(tuple(d.shape), hp.chunk_size, member, s.stall)
@@ -130,7 +162,7 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
         saved = {n: p.detach().clone() for n, p in params.items()}
         before = mean_loss(model, guard)
         gains = []
-        if variant == "stall_gain_refusal" or variant in DROP_NO_GAIN:
+        if variant == "stall_gain_refusal" or variant in DROP_NO_GAIN or small:
             for upd in updates:
                 with torch.no_grad():
                     for n, p in params.items():
@@ -139,13 +171,22 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
                 with torch.no_grad():
                     for n, p in params.items():
                         p.copy_(saved[n])
-        if variant in DROP_NO_GAIN:
+        kept = members
+        if variant in DROP_NO_GAIN or small:
             drop = set(no_gain_members(gains))
             dropped += sum(1 for i in drop if members[i] >= s.honest)
             honest_dropped += sum(1 for i in drop if members[i] < s.honest)
             updates = [u for i, u in enumerate(updates) if i not in drop]
+            kept = [m for i, m in enumerate(members) if i not in drop]
         cpu = {n: p.detach().clone() for n, p in params.items()}
-        stats = outer_step(cpu, updates, hp.outer_lr, clip_ref=clip_ref, norm_growth=hp.clip_norm_growth)
+        stats = outer_step(cpu, updates, hp.outer_lr, clip_ref=clip_ref, norm_growth=hp.clip_norm_growth,
+                           clip_history=None if variant == "small_growth_only" else clip_history)
+        if stats["used"] and (not small or w >= s.small_from):
+            shares = [min(1.0, stats["clip_norms"][n] / norm) if norm > 0 else 1.0
+                      for u, m in zip(updates, kept, strict=True) if m < s.honest
+                      for n, norm in ((n, l2_norm(t)) for n, t in u.items())]
+            if shares:
+                applied.append(statistics.mean(shares))
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(cpu[n])
@@ -161,13 +202,26 @@ def run_variant(variant: str, s: Setup) -> dict[str, Any]:
                     p.copy_(saved[n])
         elif stats["used"]:
             clip_ref = dict(stats["clip_norms"])
+            clip_history = history_after(clip_history, stats["clip_norms"])
     return {"variant": variant, "loss_start": round(l0, 4), "loss_end": round(mean_loss(model, private), 4),
-            "refused_steps": refused, "stall_members_dropped": dropped, "honest_members_dropped": honest_dropped}
+            "loss_at_join": loss_at_join,
+            "refused_steps": refused, "stall_members_dropped": dropped, "honest_members_dropped": honest_dropped,
+            "honest_applied_mean": round(statistics.mean(applied), 4) if applied else None,
+            "honest_applied_last": round(applied[-1], 6) if applied else None}
 
 
-def measure(s: Setup) -> dict[str, Any]:
-    rows = {v: run_variant(v, s) for v in VARIANTS}
+def measure(s: Setup, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
+    """Every variant in `variants` (clean always: it is the baseline) on setup `s`."""
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    rows = {v: run_variant(v, s) for v in VARIANTS if v == "clean" or v in variants}
     clean_gain = rows["clean"]["loss_start"] - rows["clean"]["loss_end"]
     for r in rows.values():
         r["progress"] = round((r["loss_start"] - r["loss_end"]) / clean_gain, 3) if clean_gain > 0 else None
+    absent = rows.get("small_absent")
+    for r in rows.values():
+        if absent is not None and r["loss_at_join"] is not None and absent["loss_at_join"] is not None:
+            gain = absent["loss_at_join"] - absent["loss_end"]
+            r["progress_attacked"] = round((r["loss_at_join"] - r["loss_end"]) / gain, 3) if gain > 0 else None
     return {"settings": dataclasses.asdict(s), "variants": rows}

@@ -37,10 +37,23 @@ from storage.peers import (
 )
 from template.node.guard import GuardBatch
 from template.protocol.artifacts import tensors_digest, write_tensor_artifact
-from template.protocol.checkpoint import ArtifactRef, Lineage, checkpoint_fields, parse_clip_ref
+from template.protocol.checkpoint import (
+    ArtifactRef,
+    Lineage,
+    checkpoint_fields,
+    parse_clip_history,
+    parse_clip_ref,
+)
 from template.protocol.config import HParams
 from template.protocol.model import build_model, model_fingerprint
-from template.protocol.outer_step import StreamedUpdates, l2_norm, outer_step, outer_step_streamed
+from template.protocol.outer_step import (
+    ClipHistory,
+    StreamedUpdates,
+    history_after,
+    l2_norm,
+    outer_step,
+    outer_step_streamed,
+)
 from template.protocol.reads import Read, ReadStatus
 from template.protocol.records import AggregationRecord
 from template.protocol.sparseloco import CodecParams
@@ -59,6 +72,9 @@ class GlobalModel:
     hparams: HParams
     lineage: Lineage = field(default_factory=Lineage)  # parent checkpoint and records since (theta_0: none)
     clip_ref: dict[str, float] | None = None  # clip limits of the last outer step: the norm history (none yet)
+    # per tensor, the limits of the last CLIP_HISTORY_LEN applied steps: the clip floor is taken over it. Replaced,
+    # never mutated, so a saved reference restores it
+    clip_history: ClipHistory = field(default_factory=dict)
     # window -> fingerprint of theta_window as this node reached it by replaying verified records (or its own
     # gather): a checkpoint of that window is accepted when it matches (`gauntlet.verify.checkpoint_accepted`)
     verified: dict[int, str] = field(default_factory=dict)
@@ -98,10 +114,10 @@ class GlobalModel:
     def apply_updates(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float) -> dict[str, Any]:
         """Outer step on CPU fp32 (bit-exact across devices), then back to the model's device.
 
-        The clip limits are held within `clip_norm_growth` of the previous step's (`clip_ref`), and
-        become the next step's reference. `StreamedUpdates` are applied one at a time
-        (`outer_step_streamed`: the same bits). Returns the outer step's statistics (used, skipped,
-        skipped_tensors, clip_norms)."""
+        The clip limits are held within `clip_norm_growth` of the previous step's (`clip_ref`) and at least
+        the clip floor of `clip_history`; they become the next step's reference and join the history.
+        `StreamedUpdates` are applied one at a time (`outer_step_streamed`: the same bits). Returns the outer
+        step's statistics (used, skipped, skipped_tensors, clip_norms)."""
         params = dict(self.model.named_parameters())
         cpu = {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in params.items()}
         stats: dict[str, Any] = {"used": 0, "skipped": 0, "clip_norms": {}, "skipped_tensors": []}
@@ -109,15 +125,17 @@ class GlobalModel:
         if isinstance(updates, StreamedUpdates):
             if len(updates):
                 stats = outer_step_streamed(cpu, updates.norms, updates.load, lr, clip_ref=self.clip_ref,
-                                            norm_growth=growth)
+                                            norm_growth=growth, clip_history=self.clip_history)
         elif updates:
-            stats = outer_step(cpu, updates, lr, clip_ref=self.clip_ref, norm_growth=growth)
+            stats = outer_step(cpu, updates, lr, clip_ref=self.clip_ref, norm_growth=growth,
+                               clip_history=self.clip_history)
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(cpu[n])
         self.version += 1
         if stats["used"]:
             self.clip_ref = dict(stats["clip_norms"])
+            self.clip_history = history_after(self.clip_history, stats["clip_norms"])
         return stats
 
     def own_gains(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float,
@@ -126,12 +144,12 @@ class GlobalModel:
         `lr` (clipped against the norm history as any step); theta and the norm history are restored bit for
         bit after each (issue 27, `gauntlet.progress.no_gain_members`)."""
         saved = {n: p.detach().clone() for n, p in self.model.named_parameters()}
-        saved_ref, window, gains = self.clip_ref, self.window, []
+        saved_ref, saved_history, window, gains = self.clip_ref, self.clip_history, self.window, []
         for i in range(len(updates)):
             stats = self.apply_updates(subset(updates, [i]), lr)
             gains.append(before - mean_loss(self.model, batch) if stats["used"] else 0.0)
             self.load_state(saved, window)
-            self.clip_ref = saved_ref
+            self.clip_ref, self.clip_history = saved_ref, saved_history
         return gains
 
     def guarded_step(self, updates: list[dict[str, torch.Tensor]] | StreamedUpdates, lr: float,
@@ -150,7 +168,7 @@ class GlobalModel:
             return {**self.apply_updates(updates, lr), "refused": False, "loss_before": nan, "loss_after": nan,
                     "dropped": []}
         saved = {n: p.detach().clone() for n, p in self.model.named_parameters()}
-        saved_ref = self.clip_ref
+        saved_ref, saved_history = self.clip_ref, self.clip_history
         batch = heldout.to(next(self.model.parameters()).device)
         before = mean_loss(self.model, batch)
         gains = self.own_gains(updates, lr, batch, before) if drop_no_gain and len(updates) else []
@@ -161,7 +179,7 @@ class GlobalModel:
         refused = bool(stats["used"]) and step_refused(before, after, max_rise=self.hparams.max_loss_rise)
         if refused:
             self.load_state(saved, self.window)
-            self.clip_ref = saved_ref
+            self.clip_ref, self.clip_history = saved_ref, saved_history
         if stats["used"]:
             self.guard_losses[self.window] = (before, after)
             for w in sorted(self.guard_losses)[:-VERIFIED_KEPT]:
@@ -405,7 +423,7 @@ def _verified_step(gm: GlobalModel, record: AggregationRecord, updates: Streamed
     was and is rejected; an agreeing one is attested (`check.on_verdict`). When the guard block's hash cannot be
     read the guard-based checks are skipped (logged): the record's drop set and refusal are taken as signed."""
     saved = {n: p.detach().clone() for n, p in gm.model.named_parameters()}
-    saved_ref = gm.clip_ref
+    saved_ref, saved_history = gm.clip_ref, gm.clip_history
     stats: dict[str, Any] = {"used": 0}
     before = after = float("nan")
     why = None
@@ -425,7 +443,7 @@ def _verified_step(gm: GlobalModel, record: AggregationRecord, updates: Streamed
         why = refused_problem(record.refused, before, after, max_rise=gm.hparams.max_loss_rise)
     if why is not None or record.refused:
         gm.load_state(saved, gm.window)
-        gm.clip_ref = saved_ref
+        gm.clip_ref, gm.clip_history = saved_ref, saved_history
     if why is not None:
         return _reject(gm, record, check, lead_hotkey, why, problems)
     gm.window = record.window + 1
@@ -476,6 +494,7 @@ def load_checkpoint(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, windo
         return False
     try:
         clip_ref = parse_clip_ref(art.manifest.get("clip_ref"), set(gm.shapes()))
+        clip_history = parse_clip_history(art.manifest.get("clip_history"), set(gm.shapes()))
         gm.load_state(art.tensors, window)
     except ValueError as e:
         logger.bind(window=window).warning(f"checkpoint of window {window} is unusable: {e}")
@@ -484,7 +503,7 @@ def load_checkpoint(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, windo
         logger.bind(window=window).warning(f"checkpoint of window {window} does not match its own fingerprint")
         return False
     gm.lineage = Lineage(parent=ArtifactRef(window, art.manifest["payload_sha256"]))
-    gm.clip_ref = clip_ref
+    gm.clip_ref, gm.clip_history = clip_ref, clip_history
     if accept is not None:
         gm.mark_verified()
     return True
@@ -494,7 +513,8 @@ def publish_checkpoint(gm: GlobalModel, bucket: OwnBucket, keypair: Keypair) -> 
     """Sign and upload theta_window as a checkpoint; returns bytes written."""
     tensors = {n: p.detach().to("cpu", torch.float32) for n, p in gm.model.named_parameters()}
     data = write_tensor_artifact(tensors, kind="checkpoint", window=gm.window, keypair=keypair,
-                                 fields=checkpoint_fields(gm.hparams, gm.fingerprint(), gm.lineage, gm.clip_ref))
+                                 fields=checkpoint_fields(gm.hparams, gm.fingerprint(), gm.lineage, gm.clip_ref,
+                                                         gm.clip_history))
     bucket.put_checkpoint(gm.window, data)
     gm.lineage = Lineage(parent=ArtifactRef(gm.window, tensors_digest(tensors)))
     return len(data)
@@ -511,7 +531,7 @@ def resync(gm: GlobalModel, peers: PeerBuckets, lead_hotkey: str, target: int, d
     fresh = GlobalModel.initial(gm.hparams, device)
     gm.load_state({n: p.detach() for n, p in fresh.model.named_parameters()}, 0)
     gm.lineage = Lineage()
-    gm.clip_ref = None
+    gm.clip_ref, gm.clip_history = None, {}
     logger.info("no usable checkpoint: starting from theta_0")
 
 

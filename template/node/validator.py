@@ -58,7 +58,7 @@ from template.node.sync import (
 from template.protocol.config import HParams, NeuronConfig
 from template.protocol.data import EVAL_MIN_PAGES, SampleSource, eval_ids_by_page, sample_ids
 from template.protocol.metagraph import Metagraph
-from template.protocol.outer_step import StreamedUpdates, clip_limit, clip_update
+from template.protocol.outer_step import ClipHistory, StreamedUpdates, clip_limit, clip_update
 from template.protocol.version import VERSION_KEY
 
 
@@ -179,7 +179,7 @@ def judge(v: Validator, window: int, deadline: float, timer: PhaseTimer) -> Judg
 
 def score(v: Validator, j: JudgedWindow) -> dict[int, EvalResult]:
     """Loss-evaluate the sampled uploads, each clipped as aggregation would apply it."""
-    limits = scoring_limits(v.hp, v.gm.clip_ref, j.gather[1], j.checked.norms)
+    limits = scoring_limits(v.hp, v.gm.clip_ref, j.gather[1], j.checked.norms, v.gm.clip_history)
     return score_updates(v.gm, v.dataset, v.device, v.rng, j.aw, j.admissions, limits, j.sample, j.decode)
 
 
@@ -278,15 +278,15 @@ def draw_eval_sample(state: ValidatorState, hp: HParams, mg: Metagraph, scored: 
 
 
 def scoring_limits(hp: HParams, clip_ref: dict[str, float] | None, gathered: StreamedUpdates,
-                   norms: dict[int, dict[str, float]]) -> dict[str, float]:
+                   norms: dict[int, dict[str, float]], clip_history: ClipHistory | None = None) -> dict[str, float]:
     """The clip limits aggregation applies this window (those of the gather set; with no gather set, of
-    every admitted update), from the admitted updates' norms and the last step's limits `clip_ref`, so each
-    update is scored as aggregation would apply it."""
+    every admitted update), from the admitted updates' norms, the last step's limits `clip_ref` and the clip
+    floor of `clip_history`, so each update is scored as aggregation would apply it."""
     rows = gathered.norms if len(gathered) else [n for _, n in sorted(norms.items())]
     if not rows:
         return {}
-    ref = clip_ref or {}
-    return {name: clip_limit([n[name] for n in rows], ref.get(name), hp.clip_norm_growth)
+    ref, history = clip_ref or {}, clip_history or {}
+    return {name: clip_limit([n[name] for n in rows], ref.get(name), hp.clip_norm_growth, history.get(name, ()))
             for name in sorted(rows[0])}
 
 

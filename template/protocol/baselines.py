@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import safetensors.torch
 import torch
 
-from template.protocol.outer_step import outer_step
+from template.protocol.outer_step import history_after, outer_step
 from template.protocol.sparseloco import CodecParams, compress, decompress
 
 Params = dict[str, torch.Tensor]
@@ -280,7 +280,8 @@ class SparseLoCo:
     average, outer SGD. Bytes are the exact safetensors wire size.
 
     ``clip`` picks the aggregation: "history" is the network's (``outer_step`` with the previous step's clip
-    limits as ``clip_ref``, held within ``norm_growth``: what template/node/sync.py does); "window" clips to
+    limits as ``clip_ref``, held within ``norm_growth``, and the clip floor of the applied limits' history: what
+    template/node/sync.py does); "window" clips to
     the lower median of the step's own norms only (no history); "none" is the paper's plain mean."""
 
     name = "sparseloco"
@@ -293,6 +294,7 @@ class SparseLoCo:
         self.codec, self.error_feedback_beta, self.outer_lr = codec, error_feedback_beta, outer_lr
         self.clip, self.norm_growth = clip, norm_growth
         self.clip_ref: dict[str, float] | None = None  # the norm history: the previous step's clip limits
+        self.clip_history: dict[str, tuple[float, ...]] = {}  # the applied limits the clip floor is taken over
 
     def worker_payload(self, worker_state: WorkerState, update: Params) -> tuple[Any, int]:
         wire, worker_state["error_feedback"] = compress(
@@ -314,10 +316,13 @@ class SparseLoCo:
             for name, param in global_params.items():
                 param.sub_(mean_update[name].to(param.device, param.dtype), alpha=lr)
             return {"used": float(len(updates)), "skipped": 0.0}
+        history = self.clip_history if self.clip == "history" else None
         clip_ref = self.clip_ref if self.clip == "history" else None
-        stats = outer_step(global_params, updates, lr, clip_ref=clip_ref, norm_growth=self.norm_growth)
+        stats = outer_step(global_params, updates, lr, clip_ref=clip_ref, norm_growth=self.norm_growth,
+                           clip_history=history)
         if stats["clip_norms"]:
             self.clip_ref = dict(stats["clip_norms"])
+            self.clip_history = history_after(self.clip_history, stats["clip_norms"])
         return {"used": float(stats["used"]), "skipped": float(stats["skipped"])}
 
     def unsent(self, worker_states: list[WorkerState]) -> Params:

@@ -16,7 +16,10 @@ fp32. Besides the common manifest fields (`artifacts.make_manifest`) its manifes
 - ``clip_ref``: the per-tensor clip limits of the last outer step before these weights
   ({name: float}, or null when no step was applied yet): the norm history the next outer step
   clamps its limits to (template/protocol/outer_step.py), so a node that starts here aggregates
-  exactly as the nodes that never stopped.
+  exactly as the nodes that never stopped;
+- ``clip_history``: per tensor, the clip limits of the last (at most ``CLIP_HISTORY_LEN``) applied outer
+  steps, oldest first ({name: [float, ...]}, every tensor the same count; {} when none): the clip floor of
+  the next step is taken over it. Absent (a checkpoint from before the floor) reads as {}.
 
 So parent + records + hparams reproduce ``fingerprint``; the lead signs all of it.
 """
@@ -25,11 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from template.protocol.artifacts import canonical_json
 from template.protocol.config import HParams
+from template.protocol.outer_step import CLIP_HISTORY_LEN
 from template.protocol.records import AggregationRecord
 
 
@@ -75,10 +80,34 @@ def parse_clip_ref(value: Any, names: set[str]) -> dict[str, float] | None:
     return {k: float(v) for k, v in value.items()}
 
 
+def parse_clip_history(value: Any, names: set[str]) -> dict[str, tuple[float, ...]]:
+    """A checkpoint's ``clip_history``: absent (None) or {} for none, else {name: [finite float >= 0, ...]}
+    over exactly the model's tensors, each list of the same length, 1 to CLIP_HISTORY_LEN.
+
+    Raises ValueError naming what is wrong (a hostile history could otherwise lift or sink the clip floor)."""
+    if value is None or value == {}:
+        return {}
+    if not isinstance(value, dict) or set(value) != names:
+        raise ValueError("checkpoint clip_history must be an object over exactly the model's tensor names")
+    lengths = set()
+    for name, limits in value.items():
+        if not isinstance(limits, list) or not 1 <= len(limits) <= CLIP_HISTORY_LEN:
+            raise ValueError(f"checkpoint clip_history[{name!r}] must be a list of 1 to {CLIP_HISTORY_LEN} limits")
+        for v in limits:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"checkpoint clip_history[{name!r}] holds {v!r}, not a finite number >= 0")
+        lengths.add(len(limits))
+    if len(lengths) != 1:
+        raise ValueError("checkpoint clip_history lists differ in length (every step appends to every tensor)")
+    return {k: tuple(float(v) for v in limits) for k, limits in value.items()}
+
+
 def checkpoint_fields(hparams: HParams, fingerprint: str, lineage: Lineage,
-                      clip_ref: dict[str, float] | None = None) -> dict[str, Any]:
+                      clip_ref: dict[str, float] | None = None,
+                      clip_history: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
     """The kind-specific manifest fields of a checkpoint of weights with `fingerprint`."""
     return {
+        "clip_history": {k: [float(v) for v in limits] for k, limits in sorted((clip_history or {}).items())},
         "clip_ref": None if clip_ref is None else {k: float(v) for k, v in sorted(clip_ref.items())},
         "fingerprint": fingerprint,
         "hparams": hparams.model_dump(mode="json"),

@@ -5,7 +5,11 @@ The limit is robust to a gather set that is up to half hostile: the *lower* medi
 norms (with k of n peers hostile, k <= n/2, it is at most the largest honest norm, whatever the
 hostile norms), held within a factor ``norm_growth`` of the previous step's limit (the norm history
 every node carries from step to step, so a window's peers cannot move the limit by more than that
-factor, up or down, however they are mixed). It is bit-reproducible on CPU fp32 independent of thread count and
+factor, up or down, however they are mixed), and never below the clip floor: ``CLIP_FLOOR_FRACTION`` x
+the median of the tensor's last ``CLIP_HISTORY_LEN`` applied limits (its clip history). The growth clamp
+alone lets a standing coalition of tiny updates halve the limit every window, compounding until honest
+updates are clipped to nothing; the floor makes it take about half the history's length per halving
+(issue 27). It is bit-reproducible on CPU fp32 independent of thread count and
 CPU vector width: norms are float64 numpy pairwise sums, and every tensor op rounds once (no fused
 multiply-add), so every node that applies the same updates in the same order holds the same bits.
 """
@@ -13,7 +17,7 @@ multiply-add), so every node that applies the same updates in the same order hol
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +25,10 @@ import numpy as np
 import torch
 
 NORM_SLICE = 1 << 20  # elements squared per step in l2_norm (bounds its float64 scratch to 8 MiB)
+CLIP_HISTORY_LEN = 16  # applied limits per tensor the clip floor is taken over (and a checkpoint carries)
+CLIP_FLOOR_FRACTION = 0.5  # the limit stays >= this share of the median of the tensor's clip history
+
+ClipHistory = Mapping[str, tuple[float, ...]]  # tensor name -> its last applied limits, oldest first
 
 
 def l2_norm(t: torch.Tensor) -> float:
@@ -50,13 +58,30 @@ def lower_median(values: list[float]) -> float:
     return sorted(values)[(len(values) - 1) // 2]
 
 
-def clip_limit(norms: list[float], ref: float | None, growth: float) -> float:
+def clip_floor(history: Sequence[float], floor_fraction: float = CLIP_FLOOR_FRACTION) -> float:
+    """The lowest clip limit a tensor may get: `floor_fraction` x the median of its clip `history` (0: none
+    when the history is empty)."""
+    return floor_fraction * median(list(history)) if history else 0.0
+
+
+def clip_limit(norms: list[float], ref: float | None, growth: float, history: Sequence[float] = ()) -> float:
     """The clip limit of one tensor: the lower median of `norms`, clamped to [ref / growth, ref * growth]
-    when the previous step's limit `ref` is known (a finite value > 0)."""
+    when the previous step's limit `ref` is known (a finite value > 0), and then raised to the clip floor of
+    its `history` (`clip_floor`) when below it."""
     limit = lower_median(norms)
     if ref is not None and math.isfinite(ref) and ref > 0:
         limit = min(max(limit, ref / growth), ref * growth)
-    return limit
+    return max(limit, clip_floor(history))
+
+
+def history_after(history: ClipHistory, limits: Mapping[str, float]) -> dict[str, tuple[float, ...]]:
+    """The clip history once a step with `limits` is applied: each tensor's limit appended, the newest
+    `CLIP_HISTORY_LEN` kept (a refused step must leave the history as it was: do not call this for it)."""
+    return {name: (*history.get(name, ()), float(limit))[-CLIP_HISTORY_LEN:] for name, limit in sorted(limits.items())}
+
+
+def _history_of(history: ClipHistory | None, name: str) -> tuple[float, ...]:
+    return () if history is None else history.get(name, ())
 
 
 def clip_scale(norm: float, limit: float) -> float:
@@ -64,13 +89,13 @@ def clip_scale(norm: float, limit: float) -> float:
 
 
 def clip_limits(updates: list[dict[str, torch.Tensor]], clip_ref: dict[str, float] | None = None,
-                norm_growth: float = 2.0) -> dict[str, float]:
+                norm_growth: float = 2.0, clip_history: ClipHistory | None = None) -> dict[str, float]:
     """{name: limit} exactly as `outer_step` would clip these updates (all of them used), for scoring an
     update as aggregation will apply it. Empty when there are no updates."""
     if not updates:
         return {}
     return {name: clip_limit([l2_norm(u[name]) for u in updates], None if clip_ref is None else clip_ref.get(name),
-                             norm_growth) for name in sorted(updates[0])}
+                             norm_growth, _history_of(clip_history, name)) for name in sorted(updates[0])}
 
 
 def clip_update(update: dict[str, torch.Tensor], limits: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -95,17 +120,19 @@ def check_step_inputs(params: dict[str, torch.Tensor], norm_growth: float) -> No
 
 
 def outer_step(params: dict[str, torch.Tensor], updates: list[dict[str, torch.Tensor]], lr: float, *,
-               clip_ref: dict[str, float] | None = None, norm_growth: float = 2.0) -> dict[str, Any]:
+               clip_ref: dict[str, float] | None = None, norm_growth: float = 2.0,
+               clip_history: ClipHistory | None = None) -> dict[str, Any]:
     """The outer SGD step of DESIGN 4.1, in place on ``params`` (CPU fp32).
 
     A peer's update is skipped entirely if it lacks a tensor, has a wrong shape or holds a non-finite value.
     Per tensor: each used peer's update is scaled down to the limit (`clip_limit`: the lower median of the
-    used peers' L2 norms, within `norm_growth` of ``clip_ref[name]``, the previous step's limit), the scaled
-    updates are summed in list order and divided by the peer count, and ``p -= lr * avg`` (a tensor whose
-    result is not finite is left untouched). Bit-identical for identical inputs, order and `clip_ref`.
+    used peers' L2 norms, within `norm_growth` of ``clip_ref[name]``, the previous step's limit, and at least
+    the floor of ``clip_history[name]``), the scaled updates are summed in list order and divided by the peer
+    count, and ``p -= lr * avg`` (a tensor whose result is not finite is left untouched). Bit-identical for
+    identical inputs, order, `clip_ref` and `clip_history`.
 
     Returns {"used": n, "skipped": m, "clip_norms": {name: limit} (the next step's `clip_ref`),
-    "skipped_tensors": [names]}.
+    "skipped_tensors": [names]}; the caller appends clip_norms to the history (`history_after`).
     Raises ValueError if a parameter is not a CPU fp32 tensor (the step is defined on CPU fp32 only).
     """
     check_step_inputs(params, norm_growth)
@@ -122,7 +149,8 @@ def outer_step(params: dict[str, torch.Tensor], updates: list[dict[str, torch.Te
         p = params[name]
         peer_tensors = [u[name].detach().to("cpu", torch.float32) for u in used]
         norms = [l2_norm(t) for t in peer_tensors]
-        limit = clip_limit(norms, None if clip_ref is None else clip_ref.get(name), norm_growth)
+        limit = clip_limit(norms, None if clip_ref is None else clip_ref.get(name), norm_growth,
+                           _history_of(clip_history, name))
         stats["clip_norms"][name] = limit
         step = torch.zeros_like(p, dtype=torch.float32)
         for t, norm in zip(peer_tensors, norms, strict=True):
@@ -151,7 +179,8 @@ class StreamedUpdates:
 
 def outer_step_streamed(params: dict[str, torch.Tensor], norms: list[dict[str, float]],
                         load: Callable[[int], dict[str, torch.Tensor]], lr: float, *,
-                        clip_ref: dict[str, float] | None = None, norm_growth: float = 2.0) -> dict[str, Any]:
+                        clip_ref: dict[str, float] | None = None, norm_growth: float = 2.0,
+                        clip_history: ClipHistory | None = None) -> dict[str, Any]:
     """`outer_step` over updates loaded one at a time: `load(i)` gives update i (i ascending, each once) and
     `norms[i]` its per-tensor `l2_norm`s, known before (at admission). Holds one update and one step
     accumulator (2 x the model) instead of every update (issue 18: the gather set was num_peers x the model).
@@ -168,7 +197,7 @@ def outer_step_streamed(params: dict[str, torch.Tensor], norms: list[dict[str, f
     if not used:
         return stats
     limits = {name: clip_limit([norms[i][name] for i in used], None if clip_ref is None else clip_ref.get(name),
-                               norm_growth) for name in sorted(params)}
+                               norm_growth, _history_of(clip_history, name)) for name in sorted(params)}
     stats["clip_norms"] = limits
     steps = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
     for i in used:

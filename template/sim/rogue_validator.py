@@ -55,7 +55,8 @@ def rogue_publish_checkpoint(gm: GlobalModel, bucket, keypair: Keypair) -> int:
     forged = GlobalModel.initial(gm.hparams, next(gm.model.parameters()).device)
     forged.load_state(tensors, gm.window)
     data = write_tensor_artifact(tensors, kind="checkpoint", window=gm.window, keypair=keypair,
-                                 fields=checkpoint_fields(gm.hparams, forged.fingerprint(), gm.lineage, gm.clip_ref))
+                                 fields=checkpoint_fields(gm.hparams, forged.fingerprint(), gm.lineage, gm.clip_ref,
+                                                         gm.clip_history))
     bucket.put_checkpoint(gm.window, data)
     logger.warning(f"roguelead: published a forged checkpoint of window {gm.window}")
     return len(data)

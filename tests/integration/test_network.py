@@ -26,7 +26,7 @@ from template.protocol import layout
 from template.protocol.artifacts import read_json_artifact, read_tensor_artifact
 from template.protocol.config import HParams
 from template.protocol.model import build_model, model_fingerprint
-from template.protocol.outer_step import outer_step
+from template.protocol.outer_step import history_after, outer_step
 from template.protocol.records import AggregationRecord
 from template.protocol.sealing import is_sealed, open_sealed, parse_reveal
 from template.protocol.sparseloco import CodecParams, decompress
@@ -124,6 +124,7 @@ def _check_artifacts_and_replay(run_dir: Path, readers: dict[str, S3Client]) -> 
     assert record_keys
     applied = 0
     clip_ref: dict[str, float] | None = None  # the norm history every node carries from step to step
+    clip_history: dict[str, tuple[float, ...]] = {}  # and the limits the clip floor is taken over
     for key in record_keys:
         res = readers["validator0"].get("validator0", key, max_bytes=4 << 20)
         record = AggregationRecord.from_body(read_json_artifact(
@@ -145,9 +146,11 @@ def _check_artifacts_and_replay(run_dir: Path, readers: dict[str, S3Client]) -> 
                                        signer_ss58=entry.hotkey, window=record.window)
             updates.append(decompress(art.tensors, shapes, codec))
         if updates:
-            stats = outer_step(params, updates, record.outer_lr, clip_ref=clip_ref, norm_growth=hp.clip_norm_growth)
+            stats = outer_step(params, updates, record.outer_lr, clip_ref=clip_ref, norm_growth=hp.clip_norm_growth,
+                               clip_history=clip_history)
             if stats["used"]:
                 clip_ref = dict(stats["clip_norms"])
+                clip_history = history_after(clip_history, stats["clip_norms"])
             applied += len(updates)
         assert _fingerprint(model, params) == record.next_fingerprint
     assert applied >= 1, "the honest miner's updates must have been aggregated"

@@ -75,6 +75,7 @@ def test_missing_record_resyncs_from_the_checkpoint(net):
     assert gm.window == TARGET and gm.fingerprint() == lead.fingerprints[TARGET]
     assert gm.lineage.parent is not None and gm.lineage.parent.window == 2
     assert [r.window for r in gm.lineage.records] == [2]
+    assert gm.clip_history == lead.gm.clip_history and gm.clip_ref == lead.gm.clip_ref  # the checkpoint carried them
 
 
 def _forged_signature(net: FakeNet, record: AggregationRecord) -> bytes:

@@ -90,16 +90,17 @@ def random_update(seed: int, scale: float, poison: int) -> dict[str, torch.Tenso
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from([1e-3, 1.0, 50.0]),
                           st.sampled_from([0, 0, 0, 1, 2, 3, 4])), max_size=7),
-       st.booleans(), st.sampled_from([0.01, 1.0, 30.0]))
-def test_streamed_outer_step_is_bit_identical_to_the_outer_step(peers, with_ref, lr):
+       st.booleans(), st.sampled_from([0.01, 1.0, 30.0]), st.booleans())
+def test_streamed_outer_step_is_bit_identical_to_the_outer_step(peers, with_ref, lr, with_history):
     """Issue 18: the one-update-at-a-time step (norms known from admission) gives every node the same bits
     and statistics as the step over the whole gather set: clipping, skipped peers and tensors included."""
     updates = [random_update(seed, scale, poison) for seed, scale, poison in peers]
     ref = {"a": 2.0, "b": 0.5} if with_ref else None
+    history = {"a": (3.0, 1.0, 4.0), "b": (0.2, 5.0, 1.0)} if with_history else None  # floors 1.5 and 0.5
     start = {"a": torch.linspace(-1, 1, 33), "b": torch.ones(4, 5)}
     whole = {n: t.clone() for n, t in start.items()}
     streamed = {n: t.clone() for n, t in start.items()}
-    want = outer_step(whole, updates, lr, clip_ref=ref)
+    want = outer_step(whole, updates, lr, clip_ref=ref, clip_history=history)
     loaded: list[int] = []
 
     def load(i: int) -> dict[str, torch.Tensor]:
@@ -107,7 +108,7 @@ def test_streamed_outer_step_is_bit_identical_to_the_outer_step(peers, with_ref,
         return updates[i]
 
     norms = [{n: l2_norm(t) for n, t in u.items()} for u in updates]
-    got = outer_step_streamed(streamed, norms, load, lr, clip_ref=ref)
+    got = outer_step_streamed(streamed, norms, load, lr, clip_ref=ref, clip_history=history)
     assert got == want
     assert all(torch.equal(streamed[n], whole[n]) for n in start)
     assert loaded == sorted(loaded) and len(set(loaded)) == want["used"]

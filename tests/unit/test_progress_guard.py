@@ -1,14 +1,12 @@
-"""Steps must make progress (gauntlet/progress.py): the unpredictable guard batch, the opposed-member drop, the
-floored clip limit and sticky exclusion."""
+"""Steps must make progress (gauntlet/progress.py): the unpredictable guard batch, the opposed-member drop
+and sticky exclusion (the clip floor: tests/unit/test_clip_floor.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from gauntlet.progress import Probation, floored_clip_limit, guard_ids, no_gain_members, opposed_members
+from gauntlet.progress import Probation, guard_ids, no_gain_members, opposed_members
 
 
 def test_the_guard_batch_avoids_assignments_and_follows_the_block_hash():
@@ -39,23 +37,6 @@ def test_a_cancelling_coalition_is_dropped_and_honest_members_stay(seed):
     assert opposed_members(ups) == [4, 5, 6]
     assert opposed_members(ups[:4]) == []
     assert opposed_members(ups[:2]) == []
-
-
-def test_small_hostile_norms_cannot_pull_the_limit_below_the_floor():
-    honest, tiny = [1.0, 1.1, 0.9, 1.2], [1e-4] * 5
-    assert floored_clip_limit(honest + tiny, []) == pytest.approx(1e-4)  # the lower median alone: shrunk
-    assert floored_clip_limit(honest + tiny, [1.0, 1.0, 1.1]) == pytest.approx(0.5)
-    assert floored_clip_limit(honest, [1.0, 1.0, 1.1]) == pytest.approx(1.0)
-
-
-@settings(max_examples=50, deadline=None)
-@given(norms=st.lists(st.floats(1e-6, 1e3), min_size=1, max_size=9),
-       history=st.lists(st.floats(1e-6, 1e3), max_size=9))
-def test_the_floored_limit_is_at_least_the_lower_median_and_the_floor(norms, history):
-    limit = floored_clip_limit(norms, history)
-    assert limit >= sorted(norms)[(len(norms) - 1) // 2]
-    if history:
-        assert limit >= 0.5 * sorted(history)[len(history) // 2]
 
 
 def test_exclusion_is_sticky_until_several_successes_in_a_row():

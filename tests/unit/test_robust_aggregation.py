@@ -98,7 +98,7 @@ def loss_with(world, params: dict[str, torch.Tensor], batch: torch.Tensor) -> fl
 def restore(world) -> None:
     gm = world["gm"]
     gm.load_state(world["theta"], 0)
-    gm.clip_ref = None
+    gm.clip_ref, gm.clip_history = None, {}
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -131,7 +131,7 @@ def test_one_step_with_up_to_half_hostile_raises_loss_by_at_most_one_percent(wor
     assert (after - before) / before <= HP.max_loss_rise
     if stats["refused"]:
         assert all(torch.equal(p.detach(), world["theta"][n]) for n, p in gm.model.named_parameters())
-        assert gm.clip_ref is ref
+        assert gm.clip_ref is ref and gm.clip_history == {}
     restore(world)
 
 
