@@ -49,7 +49,10 @@ def test_replays_every_record_to_the_leads_model(net):
     assert status is SyncStatus.IN_SYNC
     assert gm.window == TARGET and gm.fingerprint() == lead.fingerprints[TARGET]
     assert [r.window for r in gm.lineage.records] == [0, 1, 2] and gm.lineage.parent is None
-    assert len(set(lead.fingerprints)) == TARGET + 1  # every window moved the model
+    # every window that kept a member moved the model (the fakes' updates are noise: on the window's drawn guard
+    # batch a window may drop them all, and then theta stays, as the record says)
+    moved = sum(1 for r in lead.records.values() if len(r.dropped) < len(r.included))
+    assert moved >= 1 and len(set(lead.fingerprints)) == moved + 1
 
 
 def test_a_window_without_a_record_changed_nothing(net):
