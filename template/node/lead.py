@@ -123,7 +123,7 @@ def check_lead_checkpoints(v: Validator, lead_hotkey: str) -> list[CheckpointVer
     for w, fingerprint in sorted(v.gm.verified.items()):
         if w <= 0 or w < recent or w % v.hp.checkpoint_interval or (lead_hotkey, w) in checked:
             continue
-        read = trust.check_checkpoint(v.peers, lead_hotkey, w, fingerprint)
+        read = trust.check_checkpoint(v.peers, lead_hotkey, w, fingerprint, v.gm.verified_clip.get(w))
         if read.status in (ReadStatus.NOT_FOUND, ReadStatus.TIMEOUT, ReadStatus.ERROR):
             continue  # not published yet, or the read failed: again next window
         checked.add((lead_hotkey, w))

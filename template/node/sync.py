@@ -41,6 +41,8 @@ from template.protocol.checkpoint import (
     ArtifactRef,
     Lineage,
     checkpoint_fields,
+    clip_state_digest,
+    clip_state_fields,
     parse_clip_history,
     parse_clip_ref,
 )
@@ -78,6 +80,9 @@ class GlobalModel:
     # window -> fingerprint of theta_window as this node reached it by replaying verified records (or its own
     # gather): a checkpoint of that window is accepted when it matches (`gauntlet.verify.checkpoint_accepted`)
     verified: dict[int, str] = field(default_factory=dict)
+    # window -> digest of the clip state (`clip_ref`, `clip_history`) at that verified theta: the lead's checkpoint
+    # of the window must carry the same (`checkpoint.clip_state_digest`), or a joiner loading it steps differently
+    verified_clip: dict[int, str] = field(default_factory=dict)
     # leads whose record this node rejected: while one of them leads, a record built on its rejected theta is
     # no reason to resync onto its checkpoint (the window changes nothing here instead)
     distrusted: set[str] = field(default_factory=set)
@@ -187,10 +192,15 @@ class GlobalModel:
         return {**stats, "refused": refused, "loss_before": before, "loss_after": after, "dropped": dropped}
 
     def mark_verified(self) -> None:
-        """Remember theta_window's fingerprint as reached by verified steps (the newest VERIFIED_KEPT windows)."""
+        """Remember theta_window's fingerprint, and the digest of its clip state, as reached by verified steps (the
+        newest VERIFIED_KEPT windows)."""
         self.verified[self.window] = self.fingerprint()
+        fields = clip_state_fields(self.clip_ref, self.clip_history)
+        self.verified_clip[self.window] = clip_state_digest(fields["clip_ref"], fields["clip_history"])
         for w in sorted(self.verified)[:-VERIFIED_KEPT]:
             del self.verified[w]
+        for w in sorted(self.verified_clip)[:-VERIFIED_KEPT]:
+            del self.verified_clip[w]
 
     def load_state(self, tensors: dict[str, torch.Tensor], window: int) -> None:
         params = dict(self.model.named_parameters())

@@ -16,6 +16,7 @@ from storage.peers import PeerBuckets, fetch_checkpoint_manifest, fetch_checkpoi
 from template.node.guard import GuardBatch
 from template.node.sync import GlobalModel, RecordAdmission
 from template.protocol import layout
+from template.protocol.checkpoint import clip_state_digest
 from template.protocol.reads import Read, ReadStatus
 from template.protocol.verdicts import CheckpointVerdict, Verdict
 
@@ -103,9 +104,11 @@ def attesters(peers: PeerBuckets, validators: list[str], window: int, fingerprin
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def checkpoint_verdict(manifest: Mapping[str, Any], window: int, verified: str | None) -> CheckpointVerdict | None:
+def checkpoint_verdict(manifest: Mapping[str, Any], window: int, verified: str | None,
+                       verified_clip: str | None = None) -> CheckpointVerdict | None:
     """This node's verdict on the checkpoint of `window` whose signed manifest is `manifest`, against `verified`
-    (the theta_window fingerprint it reached by verified steps); None when it verified none, or when the manifest
+    (the theta_window fingerprint it reached by verified steps) and `verified_clip` (the digest of its clip state
+    then, `checkpoint.clip_state_digest`; None: not compared); None when it verified none, or when the manifest
     names no well-formed fingerprint or payload digest (nothing to attest or to hold against the signer)."""
     fingerprint, payload, signer = manifest.get("fingerprint"), manifest.get("payload_sha256"), manifest.get("hotkey")
     if verified is None or not isinstance(signer, str) or not 0 < len(signer) <= 64:
@@ -113,17 +116,22 @@ def checkpoint_verdict(manifest: Mapping[str, Any], window: int, verified: str |
     if not (isinstance(fingerprint, str) and _HEX64.match(fingerprint) and isinstance(payload, str)
             and _HEX64.match(payload)):
         return None
-    return CheckpointVerdict.judge(window, signer, fingerprint, payload, verified)
+    clip_problem = None
+    if verified_clip is not None and clip_state_digest(manifest.get("clip_ref"), manifest.get("clip_history")) \
+            != verified_clip:
+        clip_problem = f"checkpoint clip state (clip_ref, clip_history) is not the verified theta_{window}'s"
+    return CheckpointVerdict.judge(window, signer, fingerprint, payload, verified, clip_problem)
 
 
-def check_checkpoint(peers: PeerBuckets, lead_hotkey: str, window: int, verified: str) -> Read[CheckpointVerdict]:
+def check_checkpoint(peers: PeerBuckets, lead_hotkey: str, window: int, verified: str,
+                     verified_clip: str | None = None) -> Read[CheckpointVerdict]:
     """The verdict on the lead's checkpoint of `window` against `verified`, from its signed manifest alone (a
     header read, `storage.peers.fetch_checkpoint_manifest`): NOT_FOUND while it is not published, INVALID
     (with the reason) for a hostile or malformed header."""
     read = fetch_checkpoint_manifest(peers, lead_hotkey, window)
     if not read.ok or read.value is None:
         return Read.failure(read.status, read.reason)
-    verdict = checkpoint_verdict(read.value, window, verified)
+    verdict = checkpoint_verdict(read.value, window, verified, verified_clip)
     if verdict is None:
         return Read.failure(ReadStatus.INVALID, f"checkpoint of window {window} names no well-formed fingerprint")
     return Read.success(verdict)
@@ -150,7 +158,7 @@ def record_check(num_train: int, deadline_of: Callable[[int], float], gm: Global
                                    attesters=attesters(peers, list(trusted), window, fingerprint), stake=trusted)
 
     def refused(window: int, manifest: Mapping[str, Any]) -> None:
-        verdict = checkpoint_verdict(manifest, window, gm.verified.get(window))
+        verdict = checkpoint_verdict(manifest, window, gm.verified.get(window), gm.verified_clip.get(window))
         if verdict is not None and not verdict.valid and on_checkpoint_verdict is not None:
             logger.bind(window=window).warning(f"rejecting the lead's checkpoint: {verdict.reason}")
             on_checkpoint_verdict(verdict)

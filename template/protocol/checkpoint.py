@@ -102,13 +102,31 @@ def parse_clip_history(value: Any, names: set[str]) -> dict[str, tuple[float, ..
     return {k: tuple(float(v) for v in limits) for k, limits in value.items()}
 
 
+def clip_state_digest(clip_ref: Any, clip_history: Any) -> str:
+    """sha256 of a clip state as a checkpoint's manifest carries it (`clip_ref`, `clip_history`: absent history
+    is none): the part of the consensus state the weights' fingerprint does not cover. A follower compares the
+    lead's checkpoint's digest with its own verified one; any other shape or value digests differently."""
+    history = {} if clip_history is None else clip_history
+    try:
+        body = canonical_json({"clip_history": history, "clip_ref": clip_ref})
+    except (TypeError, ValueError):  # not JSON-able (a hostile manifest): a digest no verified state has
+        body = repr((clip_ref, history)).encode()
+    return hashlib.sha256(b"clip:" + body).hexdigest()
+
+
+def clip_state_fields(clip_ref: Mapping[str, float] | None,
+                      clip_history: Mapping[str, Sequence[float]] | None) -> dict[str, Any]:
+    """`clip_ref` and `clip_history` as a checkpoint's manifest writes them."""
+    return {"clip_history": {k: [float(v) for v in limits] for k, limits in sorted((clip_history or {}).items())},
+            "clip_ref": None if clip_ref is None else {k: float(v) for k, v in sorted(clip_ref.items())}}
+
+
 def checkpoint_fields(hparams: HParams, fingerprint: str, lineage: Lineage,
                       clip_ref: dict[str, float] | None = None,
                       clip_history: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
     """The kind-specific manifest fields of a checkpoint of weights with `fingerprint`."""
     return {
-        "clip_history": {k: [float(v) for v in limits] for k, limits in sorted((clip_history or {}).items())},
-        "clip_ref": None if clip_ref is None else {k: float(v) for k, v in sorted(clip_ref.items())},
+        **clip_state_fields(clip_ref, clip_history),
         "fingerprint": fingerprint,
         "hparams": hparams.model_dump(mode="json"),
         "hparams_fingerprint": hparams.fingerprint(),

@@ -71,7 +71,7 @@ class CheckpointVerdict:
     fingerprint: str  # the fingerprint the checkpoint's signed manifest names
     payload_sha256: str  # the checkpoint's manifest payload_sha256: which checkpoint this is
     verified: str  # the theta_window fingerprint this validator reached by verified steps
-    valid: bool  # True: fingerprint == verified (attested); False: rejected
+    valid: bool  # True: fingerprint == verified and the clip state is the verified one (attested); False: rejected
     reason: str = ""
 
     def to_body(self) -> dict[str, Any]:
@@ -79,11 +79,12 @@ class CheckpointVerdict:
 
     @classmethod
     def judge(cls, window: int, lead_hotkey: str, fingerprint: str, payload_sha256: str,
-              verified: str) -> CheckpointVerdict:
-        """The verdict on a checkpoint naming `fingerprint` by a validator that verified `verified`."""
-        valid = fingerprint == verified
+              verified: str, clip_problem: str | None = None) -> CheckpointVerdict:
+        """The verdict on a checkpoint naming `fingerprint` by a validator that verified `verified`; `clip_problem`:
+        why its clip state is not the verified one (weights alone do not make a state a joiner steps on from)."""
+        valid = fingerprint == verified and clip_problem is None
         reason = "" if valid else (f"checkpoint fingerprint {fingerprint[:16]}... is not the verified theta_{window} "
-                                   f"{verified[:16]}...")
+                                   f"{verified[:16]}..." if fingerprint != verified else str(clip_problem)[:_MAX_REASON])
         return cls(window=window, lead_hotkey=lead_hotkey, fingerprint=fingerprint, payload_sha256=payload_sha256,
                    verified=verified, valid=valid, reason=reason)
 
@@ -103,8 +104,8 @@ class CheckpointVerdict:
                 raise ValueError(f"checkpoint verdict {name} must be 64 hex chars")
         if not isinstance(body["valid"], bool):
             raise ValueError("checkpoint verdict valid must be a bool")
-        if body["valid"] != (body["fingerprint"] == body["verified"]):
-            raise ValueError("a checkpoint verdict attests exactly when the fingerprint is the verified one")
+        if body["valid"] and body["fingerprint"] != body["verified"]:
+            raise ValueError("a checkpoint verdict attests only a fingerprint that is the verified one")
         reason = body["reason"]
         if not isinstance(reason, str) or len(reason) > _MAX_REASON or not reason.isascii():
             raise ValueError(f"checkpoint verdict reason must be an ASCII string of at most {_MAX_REASON} chars")

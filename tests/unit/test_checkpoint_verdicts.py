@@ -104,6 +104,32 @@ def test_an_honest_leads_checkpoint_is_attested_never_rejected(net, monkeypatch)
     assert check_lead_checkpoints(frank, net.hotkey("alice")) == []  # judged once
 
 
+def publish_with_tampered_clip_history(gm: GlobalModel, bucket, keypair) -> int:
+    """The right weights, signed, with a clip history the records never made (a joiner loading it would clip
+    differently from everyone else and fall off the network at its next record)."""
+    honest_history = gm.clip_history
+    gm.clip_history = {name: (1e-6,) for name in gm.shapes()}
+    try:
+        return publish_checkpoint(gm, bucket, keypair)
+    finally:
+        gm.clip_history = honest_history
+
+
+def test_a_checkpoint_with_the_right_weights_and_a_forged_clip_state_is_rejected(net, monkeypatch):
+    """The weights' fingerprint does not cover the clip state a joiner steps on from: a follower compares the
+    checkpoint's clip_ref/clip_history with the clip state of the theta it verified, and rejects a forged one."""
+    monkeypatch.setattr(lead_module, "maybe_publish_checkpoint", lambda v: None)
+    alice = lead_window_0(net, monkeypatch, forge=False)
+    frank = net.validator("frank")
+    run_window(frank, 0)
+    assert frank.gm.verified[1] == alice.gm.fingerprint() and 1 in frank.gm.verified_clip
+    publish_with_tampered_clip_history(alice.gm, alice.bucket, alice.hotkey)
+    [verdict] = check_lead_checkpoints(frank, net.hotkey("alice"))
+    assert not verdict.valid and verdict.fingerprint == verdict.verified  # the weights are right ...
+    assert "clip state" in verdict.reason  # ... the clip state is not
+    assert CheckpointVerdict.from_body(verdict.to_body(), window=1) == verdict  # a well-formed rejection
+
+
 def test_a_checkpoint_published_late_is_judged_next_window_and_only_from_its_header(net, monkeypatch):
     """The lead publishes the checkpoint of w + 1 after its record of w: a follower that finds none yet looks
     again the next window (within `CHECKPOINT_CHECK_WINDOWS`), and reads the header, never the weights."""
@@ -210,7 +236,7 @@ GOOD = CheckpointVerdict.judge(3, "5Hlead", "ab" * 32, "cd" * 32, "ef" * 32)
 @pytest.mark.parametrize("edit", [
     {"subject": "record"}, {"window": 4}, {"window": True}, {"lead_hotkey": ""}, {"lead_hotkey": 7},
     {"fingerprint": "AB" * 32}, {"payload_sha256": "cd"}, {"verified": None}, {"valid": 1}, {"valid": True},
-    {"reason": ""}, {"reason": "x" * 301}, {"reason": "caf\u00e9"}, {"extra": 1}, {"verified": "ab" * 32},
+    {"reason": ""}, {"reason": "x" * 301}, {"reason": "caf\u00e9"}, {"extra": 1}, {"valid": True, "reason": ""},
 ])
 def test_the_checkpoint_verdict_parser_rejects_malformed_verdicts(edit):
     body = {**GOOD.to_body(), **edit}
