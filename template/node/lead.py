@@ -237,12 +237,12 @@ def mirror_input(v: Validator, window: int, upload: Upload) -> str:
 
 
 def ensure_peer_lists(v: Validator, windows: list[int], mg: Metagraph) -> None:
-    """Lead: open windows (deadline ahead) without a peer list get a bootstrap one from the miners.
+    """Open windows (deadline ahead) without a peer list of ours get a bootstrap one from the miners.
 
-    Only windows still open: a list must be in place before miners gather, or nodes disagree.
+    Only windows still open: a list must be in place before miners gather, or nodes disagree. Every validator,
+    not only the lead: the list in force is the lead's, and a validator that becomes the lead (the one before
+    it passed over) must already have its lists of the next windows in place, or those windows aggregate nothing.
     """
-    if not windows or find_lead(v.peers, mg, v.hp.min_validator_stake, windows[0]) != v.uid:
-        return
     for w in windows:
         if not fetch_peer_list(v.peers, v.hotkey.ss58_address, w).ok:
             peer_uids = bootstrap_peers({u: mg.hotkeys[u] for u in judged_miners(v, mg)}, num_peers=v.hp.num_peers,

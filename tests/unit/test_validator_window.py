@@ -138,11 +138,11 @@ def test_late_missing_and_uncommitted_uploads_are_scored_not_aggregated(net):
     assert max(zip(call.weights, call.uids, strict=True))[1] == 2 and 3 not in call.uids
 
 
-def test_follower_validator_replays_the_leads_record_and_publishes_only_its_verdict_and_next_peer_list(net):
+def test_follower_validator_replays_the_leads_record_and_publishes_only_its_verdict_and_peer_lists(net):
     net.add("frank", stake=5_000.0, permit=True)  # uid 5: a second validator, less stake than alice
     lead, follower = net.validator("alice"), net.validator("frank")
     ensure_peer_lists(lead, [0], net.chain.metagraph(net.netuid))
-    ensure_peer_lists(follower, [0], net.chain.metagraph(net.netuid))  # not the lead: writes nothing
+    ensure_peer_lists(follower, [0], net.chain.metagraph(net.netuid))  # its own bootstrap list, ready for a hand-over
     upload(net, "bob", 0)
     upload(net, "charlie", 0, noise)
     net.chain.advance_to(lead.clock.last_block(0) + 1)
@@ -156,7 +156,10 @@ def test_follower_validator_replays_the_leads_record_and_publishes_only_its_verd
     # the follower checked the record (issue 27) and publishes only its signed verdict attesting it, and its own
     # peer list two windows ahead (in place should it become the lead); no record, no mirrors, no checkpoint
     assert sorted(k for b, k in net.store.objects if b == "bucket-frank") == sorted(
-        [layout.verdict_key(0), layout.peers_key(2)])
+        [layout.verdict_key(0), layout.peers_key(0), layout.peers_key(1), layout.peers_key(2)])
+    # the same bootstrap list as the lead's: both seed it from theta_0's fingerprint
+    assert fetch_peer_list(net.peers(), net.hotkey("frank"), 0).value == \
+        fetch_peer_list(net.peers(), net.hotkey("alice"), 0).value
     verdict = fetch_verdict(net.peers(), net.hotkey("frank"), 0).value
     assert verdict is not None and verdict.valid and verdict.next_fingerprint == lead.gm.fingerprint()
     assert verdict.lead_hotkey == net.hotkey("alice")
