@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import torch
 from bittensor_wallet import Keypair
@@ -329,52 +329,45 @@ def stale_keys(keys: list[str], now_window: int, retention_windows: int) -> list
 # -- typed reads of the protocol's objects -------------------------------------------------------
 
 
-def fetch_record(peers: PeerBuckets, lead_hotkey: str, window: int) -> Read[AggregationRecord]:
-    """The lead's signed aggregation record of `window`."""
-    raw = peers.get(lead_hotkey, layout.record_key(window), max_bytes=RECORD_MAX_BYTES)
+def _fetch_signed(peers: PeerBuckets, signer: str, key: str, *, kind: str, window: int, max_bytes: int, what: str,
+                  parse: Callable[[Any], T]) -> Read[T]:
+    """One signed JSON object of the protocol: read (at most `max_bytes`), its signature, kind and window checked,
+    its body parsed (`parse` raises ValueError naming the fault); INVALID says `what` was wrong."""
+    raw = peers.get(signer, key, max_bytes=max_bytes)
     if not raw.ok or raw.value is None:
         return Read.failure(raw.status, raw.reason)
     try:
-        art = read_json_artifact(raw.value, kind="record", signer_ss58=lead_hotkey, window=window)
-        return Read.success(AggregationRecord.from_body(art.body), raw.last_modified)
+        art = read_json_artifact(raw.value, kind=kind, signer_ss58=signer, window=window)
+        return Read.success(parse(art.body), raw.last_modified)
     except (ArtifactError, ValueError) as e:
-        return Read.failure(ReadStatus.INVALID, f"record of window {window}: {e}")
+        return Read.failure(ReadStatus.INVALID, f"{what} of window {window}: {e}")
+
+
+def fetch_record(peers: PeerBuckets, lead_hotkey: str, window: int) -> Read[AggregationRecord]:
+    """The lead's signed aggregation record of `window`."""
+    return _fetch_signed(peers, lead_hotkey, layout.record_key(window), kind="record", window=window,
+                         max_bytes=RECORD_MAX_BYTES, what="record", parse=AggregationRecord.from_body)
 
 
 def fetch_peer_list(peers: PeerBuckets, lead_hotkey: str, window: int) -> Read[list[int]]:
     """The lead's signed peer list in force for `window`."""
-    raw = peers.get(lead_hotkey, layout.peers_key(window), max_bytes=PEERS_MAX_BYTES)
-    if not raw.ok or raw.value is None:
-        return Read.failure(raw.status, raw.reason)
-    try:
-        art = read_json_artifact(raw.value, kind="peers", signer_ss58=lead_hotkey, window=window)
-        return Read.success(parse_peer_list(art.body, window=window), raw.last_modified)
-    except (ArtifactError, ValueError) as e:
-        return Read.failure(ReadStatus.INVALID, f"peer list of window {window}: {e}")
+    return _fetch_signed(peers, lead_hotkey, layout.peers_key(window), kind="peers", window=window,
+                         max_bytes=PEERS_MAX_BYTES, what="peer list",
+                         parse=lambda body: parse_peer_list(body, window=window))
 
 
 def fetch_verdict(peers: PeerBuckets, validator_hotkey: str, window: int) -> Read[Verdict]:
     """A validator's signed verdict on the lead's record of `window`."""
-    raw = peers.get(validator_hotkey, layout.verdict_key(window), max_bytes=PEERS_MAX_BYTES)
-    if not raw.ok or raw.value is None:
-        return Read.failure(raw.status, raw.reason)
-    try:
-        art = read_json_artifact(raw.value, kind="verdict", signer_ss58=validator_hotkey, window=window)
-        return Read.success(Verdict.from_body(art.body, window=window), raw.last_modified)
-    except (ArtifactError, ValueError) as e:
-        return Read.failure(ReadStatus.INVALID, f"verdict of window {window}: {e}")
+    return _fetch_signed(peers, validator_hotkey, layout.verdict_key(window), kind="verdict", window=window,
+                         max_bytes=PEERS_MAX_BYTES, what="verdict",
+                         parse=lambda body: Verdict.from_body(body, window=window))
 
 
 def fetch_checkpoint_verdict(peers: PeerBuckets, validator_hotkey: str, window: int) -> Read[CheckpointVerdict]:
     """A validator's signed verdict on the lead's checkpoint of `window`."""
-    raw = peers.get(validator_hotkey, layout.checkpoint_verdict_key(window), max_bytes=PEERS_MAX_BYTES)
-    if not raw.ok or raw.value is None:
-        return Read.failure(raw.status, raw.reason)
-    try:
-        art = read_json_artifact(raw.value, kind="verdict", signer_ss58=validator_hotkey, window=window)
-        return Read.success(CheckpointVerdict.from_body(art.body, window=window), raw.last_modified)
-    except (ArtifactError, ValueError) as e:
-        return Read.failure(ReadStatus.INVALID, f"checkpoint verdict of window {window}: {e}")
+    return _fetch_signed(peers, validator_hotkey, layout.checkpoint_verdict_key(window), kind="verdict",
+                         window=window, max_bytes=PEERS_MAX_BYTES, what="checkpoint verdict",
+                         parse=lambda body: CheckpointVerdict.from_body(body, window=window))
 
 
 def open_sealed_reads(peers: PeerBuckets, hotkeys: list[str], window: int, reads: list[Read[bytes]],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 
@@ -24,54 +24,44 @@ from template.protocol.verdicts import CheckpointVerdict, Verdict
 # anyway; a lead passed over that keeps publishing bad records is rejected again at once)
 REJECTION_MEMORY_WINDOWS = 32
 
-def _cache(peers: PeerBuckets) -> dict[tuple[str, int], Verdict]:
-    """(validator hotkey, window) -> its verdict, fetched once per `peers` (a verdict is written once)."""
-    cache = getattr(peers, "_verdict_cache", None)
+V = TypeVar("V", Verdict, CheckpointVerdict)
+VERDICTS_CACHED = 4096  # verdicts a node keeps per kind (a verdict is written once: fetched once)
+
+
+def _written_once(peers: PeerBuckets, hotkey: str, windows: range, *, key_of: Callable[[int], str],
+                  fetch: Callable[[PeerBuckets, str, int], Read[V]], cache_name: str) -> dict[int, V]:
+    """The validator's valid signed verdicts of one kind over `windows` (window -> verdict): the windows its
+    bucket lists under the kind's prefix, each fetched once per `peers` (cached on it as `cache_name`)."""
+    listed = set(peers.list_windows(hotkey, key_of(0).rsplit("/", 1)[0] + "/"))
+    cache: dict[tuple[str, int], V] | None = getattr(peers, cache_name, None)
     if cache is None:
         cache = {}
-        object.__setattr__(peers, "_verdict_cache", cache)
-    return cache
-
-
-def verdicts_of(peers: PeerBuckets, hotkey: str, windows: range) -> dict[int, Verdict]:
-    """The validator's valid signed verdicts of `windows` (window -> verdict)."""
-    listed = set(peers.list_windows(hotkey, layout.verdict_key(0).rsplit("/", 1)[0] + "/"))
-    _verdicts = _cache(peers)
-    out = {}
-    for w in windows:
-        if w not in listed:
-            continue
-        if (hotkey, w) not in _verdicts:
-            read = fetch_verdict(peers, hotkey, w)
-            if not read.ok or read.value is None:
-                continue
-            _verdicts[(hotkey, w)] = read.value
-            if len(_verdicts) > 4096:
-                _verdicts.pop(next(iter(_verdicts)))
-        out[w] = _verdicts[(hotkey, w)]
-    return out
-
-
-def checkpoint_verdicts_of(peers: PeerBuckets, hotkey: str, windows: range) -> dict[int, CheckpointVerdict]:
-    """The validator's valid signed verdicts on checkpoints of `windows` (window -> verdict), fetched once."""
-    listed = set(peers.list_windows(hotkey, layout.checkpoint_verdict_key(0).rsplit("/", 1)[0] + "/"))
-    cache = getattr(peers, "_checkpoint_verdict_cache", None)
-    if cache is None:
-        cache = {}
-        object.__setattr__(peers, "_checkpoint_verdict_cache", cache)
+        object.__setattr__(peers, cache_name, cache)
     out = {}
     for w in windows:
         if w not in listed:
             continue
         if (hotkey, w) not in cache:
-            read = fetch_checkpoint_verdict(peers, hotkey, w)
+            read = fetch(peers, hotkey, w)
             if not read.ok or read.value is None:
                 continue
             cache[(hotkey, w)] = read.value
-            if len(cache) > 4096:
+            if len(cache) > VERDICTS_CACHED:
                 cache.pop(next(iter(cache)))
         out[w] = cache[(hotkey, w)]
     return out
+
+
+def verdicts_of(peers: PeerBuckets, hotkey: str, windows: range) -> dict[int, Verdict]:
+    """The validator's valid signed verdicts on the lead's records of `windows` (window -> verdict)."""
+    return _written_once(peers, hotkey, windows, key_of=layout.verdict_key, fetch=fetch_verdict,
+                         cache_name="_verdict_cache")
+
+
+def checkpoint_verdicts_of(peers: PeerBuckets, hotkey: str, windows: range) -> dict[int, CheckpointVerdict]:
+    """The validator's valid signed verdicts on the lead's checkpoints of `windows` (window -> verdict)."""
+    return _written_once(peers, hotkey, windows, key_of=layout.checkpoint_verdict_key,
+                         fetch=fetch_checkpoint_verdict, cache_name="_checkpoint_verdict_cache")
 
 
 def rejections(peers: PeerBuckets, validators: list[str], window: int) -> dict[str, set[str]]:

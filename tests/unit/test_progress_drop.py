@@ -129,10 +129,9 @@ def test_dropped_round_trips_and_old_bodies_stay_valid():
             AggregationRecord.from_body({**record.to_body(), "dropped": bad})
 
 
-def test_the_lead_puts_a_dropped_member_on_probation(net, monkeypatch):
-    """The runtime lead (`run_window`): bob's update succeeds in evaluation, but here the progress test is made to
-    find no gain in it (as it finds none in a cancelling sybil's): the record drops bob, and bob is off the next
-    peer list and on probation."""
+def lead_window_0_dropping_bob(net, monkeypatch):
+    """alice leads window 0 over bob's upload with the no-gain rule made to drop every first member (bob): the
+    runtime's lead step, record and probation with a drop in them."""
     from template.node import sync as sync_module
     from template.node.validator import ensure_peer_lists, run_window
     from tests.unit.test_validator_window import upload
@@ -143,6 +142,14 @@ def test_the_lead_puts_a_dropped_member_on_probation(net, monkeypatch):
     upload(net, "bob", 0)
     net.chain.advance_to(v.clock.last_block(0) + 1)
     run_window(v, 0)
+    return v
+
+
+def test_the_lead_puts_a_dropped_member_on_probation(net, monkeypatch):
+    """The runtime lead (`run_window`): bob's update succeeds in evaluation, but here the progress test is made to
+    find no gain in it (as it finds none in a cancelling sybil's): the record drops bob, and bob is off the next
+    peer list and on probation."""
+    v = lead_window_0_dropping_bob(net, monkeypatch)
     record = fetch_record(net.peers(), net.hotkey("alice"), 0).value
     assert record is not None and [e.uid for e in record.included] == [2] and record.dropped == (2,)
     assert record.next_fingerprint == record.base_fingerprint == v.gm.fingerprint()  # nothing left to step
@@ -153,17 +160,11 @@ def test_the_lead_puts_a_dropped_member_on_probation(net, monkeypatch):
 def test_probation_survives_a_restart_of_the_lead(net, monkeypatch):
     """Issue 27: the lead saves its probation with its state (run_state.json); restarted mid-probation, it keeps
     bob, who has since succeeded once, off the next peer list (he needs three successes in a row)."""
-    from template.node import sync as sync_module
     from template.node.state import load_validator_state
-    from template.node.validator import ensure_peer_lists, run_window, save_state
+    from template.node.validator import run_window, save_state
     from tests.unit.test_validator_window import upload
 
-    monkeypatch.setattr(sync_module, "no_gain_members", lambda gains: [0] if gains else [])
-    v = net.validator("alice")
-    ensure_peer_lists(v, [0], net.chain.metagraph(net.netuid))
-    upload(net, "bob", 0)
-    net.chain.advance_to(v.clock.last_block(0) + 1)
-    run_window(v, 0)
+    v = lead_window_0_dropping_bob(net, monkeypatch)
     assert v.state.probation.needs == {2: 3}
     save_state(v)
     monkeypatch.undo()  # from here on bob's own step counts
