@@ -133,13 +133,23 @@ def check_lead_checkpoints(v: Validator, lead_hotkey: str) -> list[CheckpointVer
         verdict = read.value
         if not verdict.valid:
             logger.bind(window=w).warning(f"rejecting the lead's checkpoint: {verdict.reason}")
-        try:
-            v.bucket.put_checkpoint_verdict(verdict, v.hotkey)
-        except S3Error as e:  # advice to others, as a record verdict
-            logger.bind(window=w).warning(f"cannot publish our checkpoint verdict: {e}")
-            continue
-        out.append(verdict)
+        if publish_verdict(v, verdict):
+            out.append(verdict)
     return out
+
+
+def publish_verdict(v: Validator, verdict: Verdict | CheckpointVerdict) -> bool:
+    """Sign and upload one of our verdicts (a record's or a checkpoint's, each under its own key); False, logged,
+    when storage refuses: a verdict is advice to others, our own theta is already decided."""
+    try:
+        if isinstance(verdict, CheckpointVerdict):
+            v.bucket.put_checkpoint_verdict(verdict, v.hotkey)
+        else:
+            v.bucket.put_verdict(verdict, v.hotkey)
+    except S3Error as e:
+        logger.bind(window=verdict.window).warning(f"cannot publish our verdict: {e}")
+        return False
+    return True
 
 
 def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] | None = None,
@@ -158,13 +168,7 @@ def validator_check(v: Validator, mg: Metagraph, admitted: dict[int, list[int]] 
         return True
 
     def on_verdict(verdict: Verdict | CheckpointVerdict) -> None:
-        try:
-            if isinstance(verdict, CheckpointVerdict):  # a checkpoint we refused to load: not the verified theta
-                v.bucket.put_checkpoint_verdict(verdict, v.hotkey)
-            else:
-                v.bucket.put_verdict(verdict, v.hotkey)
-        except S3Error as e:  # a verdict is advice to others; our own theta is already decided
-            logger.bind(window=verdict.window).warning(f"cannot publish our verdict: {e}")
+        publish_verdict(v, verdict)
 
     return trust.record_check(v.num_train, v.clock.deadline, v.gm, v.peers, stake, admitted_of=known.get,
                               guard_batch=node_guard(v), on_verdict=on_verdict, own_step=own_step,
